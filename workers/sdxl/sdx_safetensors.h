@@ -1,0 +1,65 @@
+/*  sdx_safetensors.h - read (mmap) and write .safetensors files.
+
+    The reader maps the file read-only, validates the whole header before any
+    tensor is touched (offsets inside the data area, no overlaps, known dtypes,
+    byte sizes that match shapes, a sane header length) and hands out borrowed
+    views of the mapped bytes. It never reads outside the mapping, whatever the
+    file holds. It knows nothing of SDXL.
+*/
+#ifndef SDX_SAFETENSORS_H
+#define SDX_SAFETENSORS_H
+
+#include "sdx_torch.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct sdx_safetensors sdx_safetensors_t;
+
+/* One tensor of a file. All pointers are borrowed from the open file. */
+typedef struct {
+    const char *name;
+    sdx_dtype_t dtype;   /* SDX_F32, SDX_F16, SDX_BF16, SDX_I64, ... */
+    const char *st_dtype; /* the dtype string as written ("F32", "BF16", ...) */
+    int ndim;
+    int64_t shape[SDX_MAX_DIMS];
+    const void *data; /* inside the mapping */
+    size_t nbytes;
+} sdx_st_tensor_t;
+
+/* Map and validate `path`. NULL on failure, with the reason in
+   sdx_last_error() (e.g. "model.safetensors: tensor 'x': data_offsets end
+   9000 beyond data size 8000"). Caller owns the result. */
+sdx_safetensors_t *sdx_safetensors_open(const char *path);
+void sdx_safetensors_close(sdx_safetensors_t **st);
+
+size_t sdx_safetensors_count(const sdx_safetensors_t *st);
+/* i-th tensor in file order (sorted by data offset); NULL if out of range. */
+const sdx_st_tensor_t *sdx_safetensors_at(const sdx_safetensors_t *st, size_t i);
+/* Tensor by name, NULL if absent. */
+const sdx_st_tensor_t *sdx_safetensors_find(const sdx_safetensors_t *st, const char *name);
+/* Value of a "__metadata__" string entry, NULL if absent. Borrowed. */
+const char *sdx_safetensors_metadata(const sdx_safetensors_t *st, const char *key);
+const char *sdx_safetensors_path(const sdx_safetensors_t *st);
+
+/* A CPU tensor that borrows the mapped bytes (no copy). The file mapping is
+   kept alive until the returned tensor (and every view of it) is freed, even
+   if `st` is closed first. Ownership as for every shim output. */
+int sdx_safetensors_tensor(sdx_scope_t *S, sdx_tensor_t **out, sdx_safetensors_t *st,
+                           const sdx_st_tensor_t *info);
+/* Convenience: find by name + sdx_safetensors_tensor; fails naming the
+   missing tensor. */
+int sdx_safetensors_get(sdx_scope_t *S, sdx_tensor_t **out, sdx_safetensors_t *st,
+                        const char *name);
+
+/* Validate a header buffer (the bytes after the 8-byte length) against a
+   data area of `data_size` bytes, without a file. For the fuzz target and
+   tests. Returns 0 if the header is acceptable, -1 with sdx_last_error(). */
+int sdx_safetensors_check_header(const char *json, size_t json_len, uint64_t data_size);
+
+/* Write `n` tensors (moved to CPU, contiguous) to `path` with optional
+   metadata pairs (meta_kv = {"k1","v1","k2","v2",...,NULL}). */
+int sdx_safetensors_write(const char *path, const char *const *names,
+                          sdx_tensor_t *const *tensors, size_t n, const char *const *meta_kv);
+
+#endif

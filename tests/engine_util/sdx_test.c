@@ -1,0 +1,155 @@
+/*  sdx_test.c - shared helpers for engine tests (see sdx_test.h). */
+#include "sdx_test.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+static int s_passed, s_failed;
+
+const char *sdx_test_golden(void)
+{
+    const char *g = getenv("SDXL_GOLDEN_DIR");
+    struct stat sb;
+    if (!g || !*g || stat(g, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return NULL;
+    return g;
+}
+
+void sdx_test_skip(const char *why)
+{
+    printf("SKIP: %s\n", why);
+    fflush(stdout);
+    exit(77);
+}
+
+const char *sdx_test_path(const char *rel)
+{
+    static char buf[4096];
+    const char *g = sdx_test_golden();
+    if (!g)
+        sdx_test_skip("golden data not found (set SDXL_GOLDEN_DIR)");
+    snprintf(buf, sizeof buf, "%s/%s", g, rel);
+    return buf;
+}
+
+sdx_safetensors_t *sdx_test_open(const char *rel)
+{
+    const char *p = sdx_test_path(rel);
+    struct stat sb;
+    if (stat(p, &sb) != 0)
+        sdx_test_skip("golden file missing");
+    sdx_safetensors_t *st = sdx_safetensors_open(p);
+    sdx_test_check(st != NULL, "open %s (%s)", rel, st ? "ok" : sdx_last_error());
+    return st;
+}
+
+sdx_tensor_t *sdx_test_get(sdx_safetensors_t *st, const char *name)
+{
+    sdx_tensor_t *view = NULL, *copy = NULL;
+    if (!st || sdx_safetensors_get(NULL, &view, st, name) != 0) {
+        sdx_test_check(false, "reference tensor '%s' present (%s)", name, sdx_last_error());
+        return NULL;
+    }
+    if (sdx_clone(NULL, &copy, view) != 0)
+        copy = NULL;
+    sdx_tensor_free(&view);
+    return copy;
+}
+
+static double *s_host64(const sdx_tensor_t *t, int64_t *n)
+{
+    *n = sdx_tensor_numel(t);
+    double *d = malloc(sizeof(double) * (size_t)(*n > 0 ? *n : 1));
+    if (d && sdx_to_host(t, SDX_F64, d, sizeof(double) * (size_t)*n) != 0) {
+        free(d);
+        return NULL;
+    }
+    return d;
+}
+
+static bool s_same_shape(const sdx_tensor_t *a, const sdx_tensor_t *b)
+{
+    int64_t sa[SDX_MAX_DIMS], sb[SDX_MAX_DIMS];
+    int na = sdx_tensor_shape(a, sa), nb = sdx_tensor_shape(b, sb);
+    if (na != nb)
+        return false;
+    for (int i = 0; i < na; i++)
+        if (sa[i] != sb[i])
+            return false;
+    return true;
+}
+
+double sdx_test_rel_l2(const sdx_tensor_t *a, const sdx_tensor_t *b)
+{
+    if (!a || !b || !s_same_shape(a, b))
+        return INFINITY;
+    int64_t n;
+    double *x = s_host64(a, &n), *y = s_host64(b, &n);
+    double num = 0, den = 0;
+    if (!x || !y) {
+        free(x);
+        free(y);
+        return INFINITY;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        double d = x[i] - y[i];
+        num += d * d;
+        den += y[i] * y[i];
+    }
+    free(x);
+    free(y);
+    if (isnan(num))
+        return INFINITY;
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+double sdx_test_max_abs(const sdx_tensor_t *a, const sdx_tensor_t *b)
+{
+    if (!a || !b || !s_same_shape(a, b))
+        return INFINITY;
+    int64_t n;
+    double *x = s_host64(a, &n), *y = s_host64(b, &n), m = 0;
+    if (!x || !y) {
+        free(x);
+        free(y);
+        return INFINITY;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs(x[i] - y[i]);
+        if (!(d <= m))
+            m = d;
+    }
+    free(x);
+    free(y);
+    return m;
+}
+
+bool sdx_test_check(bool cond, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    printf("%s ", cond ? "ok  " : "FAIL");
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    if (cond)
+        s_passed++;
+    else
+        s_failed++;
+    return cond;
+}
+
+bool sdx_test_close(const sdx_tensor_t *a, const sdx_tensor_t *b, double tol, const char *what)
+{
+    double e = sdx_test_rel_l2(a, b);
+    return sdx_test_check(e <= tol, "%s: rel_l2 %.3e (tol %.0e)", what, e, tol);
+}
+
+int sdx_test_done(void)
+{
+    printf("%d passed, %d failed\n", s_passed, s_failed);
+    return s_failed ? 1 : 0;
+}

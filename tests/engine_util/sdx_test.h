@@ -1,0 +1,39 @@
+/*  sdx_test.h - helpers for the engine's tests: golden data lookup, reference
+    tensors, relative L2 error, and a pass/fail tally that prints the closing
+    line CI reads ("N passed, N failed").
+
+    Skips: a test whose golden data is missing calls sdx_test_skip(), which
+    exits 77 (meson reports SKIP). */
+#ifndef SDX_TEST_H
+#define SDX_TEST_H
+
+#include "sdx_safetensors.h"
+#include "sdx_torch.h"
+
+#include <stdbool.h>
+
+/* The golden folder (env SDXL_GOLDEN_DIR), or NULL if it is not there. */
+const char *sdx_test_golden(void);
+/* golden/rel into a static buffer; exits 77 if golden data is absent. */
+const char *sdx_test_path(const char *rel);
+/* Open golden/rel (a .safetensors); exits 77 if absent, fails the test if
+   it cannot be read. Caller closes. */
+sdx_safetensors_t *sdx_test_open(const char *rel);
+/* Copy of a reference tensor (CPU, owned by the caller); NULL + failure
+   counted if missing. */
+sdx_tensor_t *sdx_test_get(sdx_safetensors_t *st, const char *name);
+/* ||a-b|| / ||b|| computed in float64 on the CPU; +inf on shape mismatch. */
+double sdx_test_rel_l2(const sdx_tensor_t *a, const sdx_tensor_t *b);
+/* max |a-b| in float64. */
+double sdx_test_max_abs(const sdx_tensor_t *a, const sdx_tensor_t *b);
+
+/* Record a check; prints "ok   <what>" or "FAIL <what>". Returns cond. */
+bool sdx_test_check(bool cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Check rel_l2(a, b) <= tol, printing the figure. */
+bool sdx_test_close(const sdx_tensor_t *a, const sdx_tensor_t *b, double tol, const char *what);
+/* Exit 77 with a reason. */
+void sdx_test_skip(const char *why) __attribute__((noreturn));
+/* Print "N passed, N failed" and return the exit code (0 if none failed). */
+int sdx_test_done(void);
+
+#endif

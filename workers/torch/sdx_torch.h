@@ -78,12 +78,16 @@ int sdx_set_error(const char *fmt, ...);
 
 /* libtorch version as "major.minor.patch" (static string). */
 const char *sdx_torch_version(void);
-/* Intra-op thread count for CPU kernels. */
+/* Intra-op thread count for CPU kernels (ATen's OpenMP pool, and OpenBLAS'
+   pool when the process has OpenBLAS: Debian's libtorch takes BLAS from the
+   system libblas.so.3 alternative). With OpenMP the setting belongs to the
+   calling thread and to threads started after it: call it on the thread that
+   runs the network, or before starting threads. */
 int sdx_set_num_threads(int n);
 int sdx_get_num_threads(void);
 /* Number of CUDA devices visible to this libtorch (0 on CPU builds). */
 int sdx_cuda_device_count(void);
-/* Make `index` the current CUDA device of this thread. */
+/* Make `index` the current CUDA device of this thread (fails without CUDA). */
 int sdx_cuda_set_device(int index);
 /* Allocator statistics of a CUDA device in bytes; all zero on CPU builds. */
 typedef struct {
@@ -92,6 +96,7 @@ typedef struct {
 int sdx_cuda_memory(int index, sdx_cuda_memory_t *out);
 int sdx_cuda_reset_peak(int index);
 int sdx_cuda_empty_cache(void);
+/* Wait for the device's queued work; fails without CUDA. */
 int sdx_cuda_synchronize(int index);
 /* Parse "cpu", "cuda", "cuda:N" into a device. */
 int sdx_device_parse(const char *text, sdx_device_t *out);
@@ -101,7 +106,8 @@ const char *sdx_dtype_name(sdx_dtype_t dt);
 size_t sdx_dtype_size(sdx_dtype_t dt);
 
 /* Inference mode (no autograd bookkeeping) for the calling thread until the
-   guard is freed. Returns NULL on failure. Guards nest like PyTorch's. */
+   guard is freed. Returns NULL on failure. Guards nest like PyTorch's: free
+   them on the thread that made them, innermost first. */
 typedef struct sdx_inference_guard sdx_inference_guard_t;
 sdx_inference_guard_t *sdx_inference_guard_new(void);
 void sdx_inference_guard_free(sdx_inference_guard_t **g);
@@ -141,7 +147,8 @@ int sdx_from_host(sdx_scope_t *S, sdx_tensor_t **out, const void *data, sdx_dtyp
                   const int64_t *shape, int ndim);
 /* New CPU tensor that BORROWS `data` (e.g. an mmap'd safetensors region) with
    no copy. `release(ctx)` is called when the last reference to the storage is
-   gone. The memory must stay valid and unchanged until then. */
+   gone. The memory must stay valid and unchanged until then. If the call
+   fails, release is not called (the caller still owns the memory). */
 int sdx_from_blob(sdx_scope_t *S, sdx_tensor_t **out, void *data, sdx_dtype_t dt,
                   const int64_t *shape, int ndim, void (*release)(void *ctx), void *ctx);
 /* Copy the tensor's values (converted to `dt`, moved to the CPU, made

@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""gen_unet_shapes.py - parameter names and shapes of the REAL SDXL base and
+refiner UNets (diffusers UNet2DConditionModel layout), written out module by
+module the way diffusers' __init__ builds them, without torch.
+
+The base UNet's total must be the published 2,567,463,684 parameters; the
+script refuses to write anything otherwise, so the list is checked against a
+number that does not come from this project. test_unet_shapes.c builds
+sdx_unet over zero-storage tensors of these shapes with the SDXL default
+configs: real SDXL sizes go through the same build code as the tiny models.
+
+usage: gen_unet_shapes.py base|refiner OUT.txt   (lines: "name d0 d1 ...")
+"""
+import sys
+
+BASE = dict(ch=[320, 640, 1280], heads=[5, 10, 20], tl=[1, 2, 10], cross=2048,
+            down=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+            up=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+            add_in=2816, layers=2)
+REFINER = dict(ch=[384, 768, 1536, 1536], heads=[6, 12, 24, 24], tl=[4, 4, 4, 4], cross=1280,
+               down=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+               up=["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+               add_in=2560, layers=2)
+BASE_TOTAL = 2567463684
+
+
+def build(cfg):
+    out = []
+
+    def p(name, *shape):
+        out.append((name, shape))
+
+    def linear(name, i, o, bias=True):
+        p(name + ".weight", o, i)
+        if bias:
+            p(name + ".bias", o)
+
+    def conv(name, i, o, k):
+        p(name + ".weight", o, i, k, k)
+        p(name + ".bias", o)
+
+    def norm(name, c):
+        p(name + ".weight", c)
+        p(name + ".bias", c)
+
+    def resnet(name, i, o, temb):
+        norm(name + ".norm1", i)
+        conv(name + ".conv1", i, o, 3)
+        linear(name + ".time_emb_proj", temb, o)
+        norm(name + ".norm2", o)
+        conv(name + ".conv2", o, o, 3)
+        if i != o:
+            conv(name + ".conv_shortcut", i, o, 1)
+
+    def transformer(name, c, layers, cross):
+        norm(name + ".norm", c)
+        linear(name + ".proj_in", c, c)
+        for k in range(layers):
+            b = "%s.transformer_blocks.%d" % (name, k)
+            for a, kv in (("attn1", c), ("attn2", cross)):
+                norm(b + (".norm1" if a == "attn1" else ".norm2"), c)
+                linear(b + "." + a + ".to_q", c, c, False)
+                linear(b + "." + a + ".to_k", kv, c, False)
+                linear(b + "." + a + ".to_v", kv, c, False)
+                linear(b + "." + a + ".to_out.0", c, c)
+            norm(b + ".norm3", c)
+            linear(b + ".ff.net.0.proj", c, 8 * c)
+            linear(b + ".ff.net.2", 4 * c, c)
+        linear(name + ".proj_out", c, c)
+
+    ch, L, nl = cfg["ch"], len(cfg["ch"]), cfg["layers"]
+    td = 4 * ch[0]
+    conv("conv_in", 4, ch[0], 3)
+    linear("time_embedding.linear_1", ch[0], td)
+    linear("time_embedding.linear_2", td, td)
+    linear("add_embedding.linear_1", cfg["add_in"], td)
+    linear("add_embedding.linear_2", td, td)
+    out_ch = ch[0]
+    for i in range(L):
+        in_ch, out_ch = out_ch, ch[i]
+        for j in range(nl):
+            resnet("down_blocks.%d.resnets.%d" % (i, j), in_ch if j == 0 else out_ch, out_ch, td)
+            if cfg["down"][i].startswith("CrossAttn"):
+                transformer("down_blocks.%d.attentions.%d" % (i, j), out_ch, cfg["tl"][i],
+                            cfg["cross"])
+        if i != L - 1:
+            conv("down_blocks.%d.downsamplers.0.conv" % i, out_ch, out_ch, 3)
+    resnet("mid_block.resnets.0", ch[-1], ch[-1], td)
+    transformer("mid_block.attentions.0", ch[-1], cfg["tl"][-1], cfg["cross"])
+    resnet("mid_block.resnets.1", ch[-1], ch[-1], td)
+    rch, rtl = ch[::-1], cfg["tl"][::-1]
+    out_ch = rch[0]
+    for i in range(L):
+        prev, out_ch = out_ch, rch[i]
+        in_ch = rch[min(i + 1, L - 1)]
+        for j in range(nl + 1):
+            skip = in_ch if j == nl else out_ch
+            rin = prev if j == 0 else out_ch
+            resnet("up_blocks.%d.resnets.%d" % (i, j), rin + skip, out_ch, td)
+            if cfg["up"][i].startswith("CrossAttn"):
+                transformer("up_blocks.%d.attentions.%d" % (i, j), out_ch, rtl[i], cfg["cross"])
+        if i != L - 1:
+            conv("up_blocks.%d.upsamplers.0.conv" % i, out_ch, out_ch, 3)
+    norm("conv_norm_out", ch[0])
+    conv("conv_out", ch[0], 4, 3)
+    return out
+
+
+def total(params):
+    n = 0
+    for _, s in params:
+        k = 1
+        for d in s:
+            k *= d
+        n += k
+    return n
+
+
+def main():
+    if len(sys.argv) != 3 or sys.argv[1] not in ("base", "refiner"):
+        sys.exit(__doc__)
+    base_total = total(build(BASE))
+    if base_total != BASE_TOTAL:
+        sys.exit("gen_unet_shapes: base total %d != published %d" % (base_total, BASE_TOTAL))
+    params = build(BASE if sys.argv[1] == "base" else REFINER)
+    with open(sys.argv[2], "w") as f:
+        f.write("# generated by tests/nets/gen_unet_shapes.py %s: %d parameters\n"
+                % (sys.argv[1], total(params)))
+        for name, shape in params:
+            f.write("%s %s\n" % (name, " ".join(str(d) for d in shape)))
+
+
+if __name__ == "__main__":
+    main()

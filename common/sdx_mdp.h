@@ -78,6 +78,12 @@ int sdx_mdp_send(void *sock, const uint8_t *identity, size_t identity_len, sdx_m
 int sdx_mdp_send_raw(void *sock, const uint8_t *identity, size_t identity_len, sdx_mdp_cmd_t cmd,
                      const char *request_id, const void *body, size_t body_len, bool dontwait);
 
+/* Same, handing a malloc'd, already msgpack-encoded body to libzmq (no
+   copy): ownership of body passes to this call in every case (freed on
+   failure). body may be NULL for commands without one. */
+int sdx_mdp_send_take(void *sock, const uint8_t *identity, size_t identity_len, sdx_mdp_cmd_t cmd,
+                      const char *request_id, uint8_t *body, size_t body_len, bool dontwait);
+
 /* Receive and decode one message (blocking unless dontwait). router: the
    socket is a ROUTER and frame 0 is the identity. Returns 0 on success, 1 if
    dontwait and nothing was there, -1 on a malformed message (all its frames

@@ -1,0 +1,1732 @@
+/*  broker.c - the sdxl-broker's event loop: clients on the frontend
+    ROUTER, workers (SDXW01) on the backend ROUTER, lifecycle events on an
+    XPUB socket.
+
+    A request is decoded once into an owned tree (sdx_envelope_t), routed by
+    its domain prefix, dispatched to the best worker (registry.c) or queued
+    by priority (queue.c); its deadline sits in a heap (dheap.c) and its id
+    in a hash map (idmap.c). Every accepted request gets exactly one final
+    reply: from its worker, or timeout / worker_lost / shutting_down from
+    here. What is not here: schema validation and the C# dialect (hooks.c),
+    the orchestrator (processing.*: not_available for now).
+
+    Hot path rules: no logging above debug per frame, no allocation that a
+    free list or a stack-built tree can avoid, worker bodies are encoded
+    from borrowed sub-trees.
+*/
+#include "broker.h"
+
+#include "dheap.h"
+#include "hooks.h"
+#include "idmap.h"
+#include "queue.h"
+#include "registry.h"
+
+#include "sdx_catalog.h"
+#include "sdx_clock.h"
+#include "sdx_codec.h"
+#include "sdx_envelope.h"
+#include "sdx_errors.h"
+#include "sdx_log.h"
+#include "sdx_mdp.h"
+#include "sdx_value.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#define ROUTE_FRAMES 4  /* envelope frames kept per client message */
+#define ROUTE_BYTES 600 /* their total size */
+#define KEY_MAX (SDX_MDP_MAX_ID + 1)
+#define DRAIN_BATCH 256 /* messages taken from one socket per poll round */
+#define MAX_DOMAINS 32
+
+/* ------------------------------------------------------------------ types */
+
+typedef struct {
+    uint8_t buf[ROUTE_BYTES];
+    uint16_t len[ROUTE_FRAMES];
+    int n;
+} route_t;
+
+typedef enum { RS_QUEUED = 0, RS_RUNNING, RS_CANCELLING } rstate_t;
+
+typedef struct breq {
+    char key[KEY_MAX]; /* backend request id, the idmap key */
+    size_t key_len;
+    sdx_envelope_t env;
+    hook_state_t hook;
+    route_t route;
+    int domain;
+    rstate_t state;
+    worker_t *worker;
+    int attempt;           /* dispatches so far */
+    int64_t t_accept_us;   /* monotonic */
+    int64_t t_dispatch_us; /* last dispatch */
+    int64_t deadline_unix_ms;
+    int64_t progress_count;
+    qnode_t qn;
+    dnode_t dn;
+    struct breq *free_next;
+} breq_t;
+
+typedef struct {
+    const char *name;
+    bool by_broker;
+    int prefetch; /* catalogue default */
+    queue_t queue;
+    int64_t empty_since_ms; /* queued work and no worker since */
+} domain_t;
+
+typedef struct {
+    uint64_t accepted, ok, failed, timeouts, retries, lost, late_replies, rejected, progress;
+} stats_t;
+
+struct broker {
+    broker_config_t cfg;
+    void *ctx, *front, *back, *pub;
+    sdx_catalog_t *cat;
+    domain_t domains[MAX_DOMAINS];
+    int ndomains;
+    registry_t reg;
+    idmap_t reqs;
+    dheap_t deadlines;
+    breq_t *free_list;
+    size_t live_requests;
+    uint64_t seq;
+    int subscriptions; /* distinct topics subscribed on the events socket */
+    int64_t started_ms, started_unix_ms, next_heartbeat_ms;
+    stats_t st;
+};
+
+static inline breq_t *s_from_qn(qnode_t *n)
+{
+    return (breq_t *)((char *)n - offsetof(breq_t, qn));
+}
+
+static inline breq_t *s_from_dn(dnode_t *n)
+{
+    return (breq_t *)((char *)n - offsetof(breq_t, dn));
+}
+
+/* ------------------------------------------------------------- options */
+
+#define OFF(f) offsetof(broker_config_t, f)
+const sdx_option_t broker_options[] = {
+    {"frontend", "--frontend", SDX_OPT_STR, "tcp://127.0.0.1:5555",
+     "client endpoint (ROUTER, bind)", OFF(frontend), 0, 0},
+    {"backend", "--backend", SDX_OPT_STR, "tcp://127.0.0.1:5556",
+     "worker endpoint (ROUTER, bind, SDXW01)", OFF(backend), 0, 0},
+    {"events", "--events", SDX_OPT_STR, "tcp://127.0.0.1:5557",
+     "lifecycle events (PUB, bind); \"\" disables", OFF(events), 0, 0},
+    {"log_level", "--log-level", SDX_OPT_LEVEL, "info", "error|warn|info|debug", OFF(log_level), 0,
+     0},
+    {"max_frame_bytes", "--max-frame-bytes", SDX_OPT_SIZE, "16MiB",
+     "largest request frame; larger -> payload_too_large", OFF(max_frame_bytes), 1024,
+     (int64_t)1 << 32},
+    {"heartbeat_ms", "--heartbeat-ms", SDX_OPT_INT, "1000", "heartbeat interval, both ways",
+     OFF(heartbeat_ms), 50, 60000},
+    {"liveness", "--liveness", SDX_OPT_INT, "3", "missed heartbeats before a worker is dead",
+     OFF(liveness), 1, 100},
+    {"default_timeout_ms", "--default-timeout-ms", SDX_OPT_INT, "600000",
+     "deadline of requests without timeout_ms", OFF(default_timeout_ms), 1, 7LL * 24 * 3600 * 1000},
+    {"max_timeout_ms", "--max-timeout-ms", SDX_OPT_INT, "3600000", "cap on a request's timeout_ms",
+     OFF(max_timeout_ms), 1, 7LL * 24 * 3600 * 1000},
+    {"max_retries", "--max-retries", SDX_OPT_INT, "2", "re-dispatches after a worker is lost",
+     OFF(max_retries), 0, 10},
+    {"max_queue", "--max-queue", SDX_OPT_INT, "10000",
+     "queued requests per domain before queue_full", OFF(max_queue), 0, 10000000},
+    {"max_requests", "--max-requests", SDX_OPT_INT, "100000",
+     "requests in the broker at once before queue_full", OFF(max_requests), 1, 100000000},
+    {"cancel_grace_ms", "--cancel-grace-ms", SDX_OPT_INT, "10000",
+     "how long a cancelled request keeps its worker slot", OFF(cancel_grace_ms), 0, 3600000},
+    {"no_worker_grace_ms", "--no-worker-grace-ms", SDX_OPT_INT, "10000",
+     "queued work fails when its domain has had no worker this long", OFF(no_worker_grace_ms), 0,
+     3600000},
+    {"prefetch", "--prefetch", SDX_OPT_INT, "-1",
+     "requests a worker may hold beyond its concurrency; -1: the domain's catalogue value (READY "
+     "may ask for its own)",
+     OFF(prefetch), -1, 64},
+    {"hwm", "--hwm", SDX_OPT_INT, "100000", "ZeroMQ send/receive high-water marks", OFF(hwm), 0,
+     100000000},
+    {"events_enabled", "--events-enabled", SDX_OPT_BOOL, "true", "publish request lifecycle events",
+     OFF(events_enabled), 0, 0},
+    {"log_requests", "--log-requests", SDX_OPT_BOOL, "true", "one info line per finished request",
+     OFF(log_requests), 0, 0},
+    {"validate", "--validate", SDX_OPT_BOOL, "true", "schema validation at the VALIDATION HOOK",
+     OFF(validate), 0, 0},
+    {"actions_file", "--actions-file", SDX_OPT_STR, "",
+     "action alias table (\"\" = proto/actions.json)", OFF(actions_file), 0, 0},
+    {"catalog_file", "--catalog-file", SDX_OPT_STR, "",
+     "message catalogue (\"\" = proto/catalog.json)", OFF(catalog_file), 0, 0},
+    {"schemas_dir", "--schemas-dir", SDX_OPT_STR, "",
+     "JSON schemas for validation (\"\" = schemas/)", OFF(schemas_dir), 0, 0},
+    {"validation.models_root", "--models-root", SDX_OPT_STR, "",
+     "folder model names resolve in (semantic checks)", OFF(models_root), 0, 0},
+    {"validation.loras_root", "--loras-root", SDX_OPT_STR, "", "folder LoRA names resolve in",
+     OFF(loras_root), 0, 0},
+    {"validation.vaes_root", "--vaes-root", SDX_OPT_STR, "", "folder VAE names resolve in",
+     OFF(vaes_root), 0, 0},
+    {"validation.controlnets_root", "--controlnets-root", SDX_OPT_STR, "",
+     "folder ControlNet names resolve in", OFF(controlnets_root), 0, 0},
+    {"validation.embeddings_root", "--embeddings-root", SDX_OPT_STR, "",
+     "folder textual-inversion names resolve in", OFF(embeddings_root), 0, 0},
+    {"validation.upscalers_root", "--upscalers-root", SDX_OPT_STR, "",
+     "folder upscaler names resolve in", OFF(upscalers_root), 0, 0},
+    {"validation.outputs_root", "--outputs-root", SDX_OPT_STR, "", "folder save paths must stay in",
+     OFF(outputs_root), 0, 0},
+    {"validation.max_image_bytes", "--max-image-bytes", SDX_OPT_SIZE, "0",
+     "cap on an input image (0 = the validator's default)", OFF(max_image_bytes), 0, 0},
+    {"validation.max_pixels", "--max-pixels", SDX_OPT_INT, "0",
+     "cap on width x height (0 = the validator's default)", OFF(max_pixels), 0, (int64_t)1 << 40},
+};
+const size_t broker_options_count = sizeof broker_options / sizeof broker_options[0];
+
+/* ------------------------------------------------------ small msgpack writer
+   for events: a fixed stack buffer, no allocation. Overflow truncates the
+   event (it is then not sent). */
+
+typedef struct {
+    uint8_t buf[1024];
+    size_t len;
+    bool overflow;
+} mpw_t;
+
+static void mpw_raw(mpw_t *w, const void *p, size_t n)
+{
+    if (w->len + n > sizeof w->buf) {
+        w->overflow = true;
+        return;
+    }
+    memcpy(w->buf + w->len, p, n);
+    w->len += n;
+}
+
+static void mpw_map(mpw_t *w, size_t n)
+{
+    uint8_t h = (uint8_t)(0x80 | n); /* events hold < 16 keys */
+    mpw_raw(w, &h, 1);
+}
+
+static void mpw_str(mpw_t *w, const char *s)
+{
+    size_t n = strlen(s);
+    uint8_t h[3];
+    if (n < 32) {
+        h[0] = (uint8_t)(0xA0 | n);
+        mpw_raw(w, h, 1);
+    } else if (n < 256) {
+        h[0] = 0xD9;
+        h[1] = (uint8_t)n;
+        mpw_raw(w, h, 2);
+    } else {
+        n = n > 65535 ? 65535 : n;
+        h[0] = 0xDA;
+        h[1] = (uint8_t)(n >> 8);
+        h[2] = (uint8_t)n;
+        mpw_raw(w, h, 3);
+    }
+    mpw_raw(w, s, n);
+}
+
+static void mpw_int(mpw_t *w, int64_t v)
+{
+    uint8_t h[9];
+    if (v >= 0 && v < 128) {
+        h[0] = (uint8_t)v;
+        mpw_raw(w, h, 1);
+        return;
+    }
+    h[0] = 0xD3;
+    for (int i = 0; i < 8; i++)
+        h[1 + i] = (uint8_t)((uint64_t)v >> (56 - 8 * i));
+    mpw_raw(w, h, 9);
+}
+
+static void mpw_f64(mpw_t *w, double d)
+{
+    uint8_t h[9];
+    uint64_t u;
+    memcpy(&u, &d, 8);
+    h[0] = 0xCB;
+    for (int i = 0; i < 8; i++)
+        h[1 + i] = (uint8_t)(u >> (56 - 8 * i));
+    mpw_raw(w, h, 9);
+}
+
+/* --------------------------------------------------------------- helpers */
+
+static const char *s_hex_id(const uint8_t *id, size_t len, char *out, size_t out_len)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len && o + 3 < out_len; i++)
+        o += (size_t)snprintf(out + o, out_len - o, "%02x", id[i]);
+    out[o] = '\0';
+    return out;
+}
+
+/* A value struct on the stack pointing at borrowed bytes (never destroyed). */
+static inline sdx_value_t s_sv_str(const char *s)
+{
+    sdx_value_t v = {.type = SDX_STR};
+    v.u.str.ptr = (char *)s;
+    v.u.str.len = strlen(s);
+    return v;
+}
+
+static inline sdx_value_t s_sv_int(int64_t i)
+{
+    sdx_value_t v = {.type = SDX_INT};
+    v.u.i = i;
+    return v;
+}
+
+static inline sdx_value_t s_sv_float(double f)
+{
+    sdx_value_t v = {.type = SDX_FLOAT};
+    v.u.f = f;
+    return v;
+}
+
+static inline sdx_value_t s_sv_bool(bool b)
+{
+    sdx_value_t v = {.type = SDX_BOOL};
+    v.u.b = b;
+    return v;
+}
+
+/* A stack-built map: kv entries point at borrowed keys/values. */
+typedef struct {
+    sdx_value_t map;
+    sdx_kv_t kv[48];
+} svmap_t;
+
+static void svmap_init(svmap_t *m)
+{
+    memset(&m->map, 0, sizeof m->map);
+    m->map.type = SDX_MAP;
+    m->map.u.map.items = m->kv;
+    m->map.u.map.cap = sizeof m->kv / sizeof m->kv[0];
+}
+
+static void svmap_add(svmap_t *m, const char *key, const sdx_value_t *val)
+{
+    if (!val || m->map.u.map.len >= m->map.u.map.cap)
+        return;
+    for (size_t i = 0; i < m->map.u.map.len; i++)
+        if (strcmp(m->kv[i].key, key) == 0) {
+            m->kv[i].val = (sdx_value_t *)val;
+            return;
+        }
+    sdx_kv_t *kv = &m->kv[m->map.u.map.len++];
+    kv->key = (char *)key;
+    kv->key_len = strlen(key);
+    kv->val = (sdx_value_t *)val;
+}
+
+static void s_free_buf(void *data, void *hint)
+{
+    (void)hint;
+    free(data);
+}
+
+/* Send route frames then a malloc'd body (ownership passes to libzmq). */
+static void s_send_route(broker_t *b, const route_t *rt, uint8_t *body, size_t len)
+{
+    size_t off = 0;
+    for (int i = 0; i < rt->n; i++) {
+        if (zmq_send(b->front, rt->buf + off, rt->len[i], ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+            log_debug("frontend send: %s", zmq_strerror(errno));
+            free(body);
+            return;
+        }
+        off += rt->len[i];
+    }
+    zmq_msg_t m;
+    if (zmq_msg_init_data(&m, body, len, s_free_buf, NULL) != 0) {
+        free(body);
+        return;
+    }
+    if (zmq_msg_send(&m, b->front, ZMQ_DONTWAIT) < 0) {
+        log_debug("frontend send: %s", zmq_strerror(errno));
+        zmq_msg_close(&m);
+    }
+}
+
+/* Encode a reply tree in the client's encoding (through the REPLY DIALECT
+   HOOK) and send it. */
+static void s_send_tree(broker_t *b, const route_t *rt, const sdx_value_t *tree, sdx_encoding_t enc,
+                        const hook_state_t *hook)
+{
+    /* REPLY DIALECT HOOK: replies (and progress) to C#-dialect clients are
+       reshaped here, after the native reply is complete, before encoding. */
+    sdx_value_t *alt = hook ? hooks_reply(tree, enc, hook) : NULL;
+    uint8_t *buf;
+    size_t len;
+    int rc = sdx_codec_encode(alt ? alt : tree, enc, &buf, &len);
+    sdx_value_destroy(&alt);
+    if (rc != 0) {
+        log_error("cannot encode a reply (out of memory)");
+        return;
+    }
+    s_send_route(b, rt, buf, len);
+}
+
+/* An error reply for a message that has no breq (yet). */
+static void s_reply_fault_raw(broker_t *b, const route_t *rt, sdx_encoding_t enc,
+                              const char *request_id, const char *message_type,
+                              const sdx_fault_t *f, const hook_state_t *hook)
+{
+    sdx_value_t *err = sdx_fault_value(f);
+    sdx_value_t *r = sdx_reply_error(request_id, message_type, err, NULL);
+    if (r)
+        s_send_tree(b, rt, r, enc, hook);
+    sdx_value_destroy(&r);
+    b->st.rejected++;
+    if (b->cfg.log_requests)
+        log_info("%s %s: %s (%s)", request_id ? request_id : "-", message_type ? message_type : "-",
+                 sdx_error_name(f->code), f->message);
+}
+
+/* -------------------------------------------------------------- events */
+
+static void s_event(broker_t *b, const char *topic, const breq_t *r, const char *outcome,
+                    double duration_ms, const sdx_value_t *progress)
+{
+    if (!b->pub || b->subscriptions <= 0)
+        return;
+    mpw_t w = {.len = 0};
+    int n = 7 + (r->worker ? 1 : 0) + (outcome ? 2 : 0) + (progress ? 2 : 0) +
+            (r->env.session_id[0] ? 1 : 0);
+    mpw_map(&w, (size_t)n);
+    mpw_str(&w, "event");
+    mpw_str(&w, topic + 8); /* "request." */
+    mpw_str(&w, "request_id");
+    mpw_str(&w, r->env.request_id);
+    mpw_str(&w, "key");
+    mpw_str(&w, r->key);
+    mpw_str(&w, "message_type");
+    mpw_str(&w, r->env.message_type);
+    mpw_str(&w, "priority");
+    mpw_str(&w, sdx_priority_name(r->env.priority));
+    mpw_str(&w, "attempt");
+    mpw_int(&w, r->attempt);
+    mpw_str(&w, "ts_ms");
+    mpw_int(&w, sdx_clock_unix_ms());
+    if (r->worker) {
+        mpw_str(&w, "worker");
+        mpw_str(&w, r->worker->id);
+    }
+    if (r->env.session_id[0]) {
+        mpw_str(&w, "session_id");
+        mpw_str(&w, r->env.session_id);
+    }
+    if (outcome) {
+        mpw_str(&w, "outcome");
+        mpw_str(&w, outcome);
+        mpw_str(&w, "duration_ms");
+        mpw_f64(&w, duration_ms);
+    }
+    if (progress) {
+        mpw_str(&w, "step");
+        mpw_int(&w, sdx_map_int(progress, "step", 0));
+        mpw_str(&w, "total");
+        mpw_int(&w, sdx_map_int(progress, "total", 0));
+    }
+    if (w.overflow)
+        return;
+    if (zmq_send(b->pub, topic, strlen(topic), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        return;
+    zmq_send(b->pub, w.buf, w.len, ZMQ_DONTWAIT);
+}
+
+static void s_worker_event(broker_t *b, const char *topic, const worker_t *wk, const char *why)
+{
+    if (!b->pub || b->subscriptions <= 0)
+        return;
+    mpw_t w = {.len = 0};
+    mpw_map(&w, why ? 6 : 5);
+    mpw_str(&w, "event");
+    mpw_str(&w, topic + 7); /* "worker." */
+    mpw_str(&w, "worker");
+    mpw_str(&w, wk->id);
+    mpw_str(&w, "domain");
+    mpw_str(&w, b->domains[wk->domain].name);
+    mpw_str(&w, "gpu");
+    mpw_int(&w, wk->gpu);
+    mpw_str(&w, "ts_ms");
+    mpw_int(&w, sdx_clock_unix_ms());
+    if (why) {
+        mpw_str(&w, "reason");
+        mpw_str(&w, why);
+    }
+    if (w.overflow)
+        return;
+    if (zmq_send(b->pub, topic, strlen(topic), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        return;
+    zmq_send(b->pub, w.buf, w.len, ZMQ_DONTWAIT);
+}
+
+/* ------------------------------------------------------------- requests */
+
+static breq_t *s_req_alloc(broker_t *b)
+{
+    breq_t *r = b->free_list;
+    if (r)
+        b->free_list = r->free_next;
+    else {
+        r = malloc(sizeof *r);
+        if (!r)
+            return NULL;
+    }
+    memset(r, 0, offsetof(breq_t, env));
+    memset(&r->env, 0, sizeof r->env);
+    memset(&r->hook, 0, sizeof r->hook);
+    r->route.n = 0;
+    r->domain = -1;
+    r->state = RS_QUEUED;
+    r->worker = NULL;
+    r->attempt = 0;
+    r->progress_count = 0;
+    memset(&r->qn, 0, sizeof r->qn);
+    dnode_init(&r->dn);
+    r->free_next = NULL;
+    return r;
+}
+
+/* Forget a request: out of the map, queue, heap and worker; memory back to
+   the free list. Does NOT reply. */
+static void s_req_release(broker_t *b, breq_t *r)
+{
+    if (r->key_len)
+        idmap_del(&b->reqs, r->key, r->key_len);
+    if (r->domain >= 0)
+        queue_remove(&b->domains[r->domain].queue, &r->qn);
+    dheap_remove(&b->deadlines, &r->dn);
+    if (r->worker) {
+        worker_job_del(r->worker, r);
+        if (r->worker->in_flight > 0)
+            r->worker->in_flight--;
+        r->worker = NULL;
+    }
+    hooks_request_done(&r->hook);
+    sdx_envelope_clear(&r->env);
+    b->live_requests--;
+    r->free_next = b->free_list;
+    b->free_list = r;
+}
+
+static double s_ms_since(int64_t t_us)
+{
+    return (double)(sdx_clock_mono_us() - t_us) / 1000.0;
+}
+
+static void s_log_done(broker_t *b, const breq_t *r, const char *outcome, const char *detail)
+{
+    if (!b->cfg.log_requests || sdx_log_level_current < SDX_LOG_INFO)
+        return;
+    log_info("%s %s worker=%s attempt=%d %.2fms %s%s%s", r->env.request_id, r->env.message_type,
+             r->worker ? r->worker->id : "-", r->attempt, s_ms_since(r->t_accept_us), outcome,
+             detail ? ": " : "", detail ? detail : "");
+}
+
+/* Broker-side timing block for a reply (stack values in the caller's
+   svmap; `vals` must hold 4 entries). */
+static void s_timing_add(svmap_t *t, sdx_value_t *vals, const breq_t *r)
+{
+    int64_t now = sdx_clock_mono_us();
+    vals[0] = s_sv_float((double)(now - r->t_accept_us) / 1000.0);
+    vals[1] = s_sv_float(r->attempt ? (double)(r->t_dispatch_us - r->t_accept_us) / 1000.0 : 0.0);
+    vals[2] = s_sv_int(r->attempt);
+    vals[3] = s_sv_str(r->worker ? r->worker->id : "");
+    svmap_add(t, "total_ms", &vals[0]);
+    svmap_add(t, "queued_ms", &vals[1]);
+    svmap_add(t, "attempts", &vals[2]);
+    if (r->worker)
+        svmap_add(t, "worker", &vals[3]);
+}
+
+/* Final error reply from the broker for a request it holds, then release
+   it (or, for a running request, keep the slot until the worker answers:
+   see s_cancel_running). */
+static void s_finish_error(broker_t *b, breq_t *r, sdx_error_t code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void s_finish_error(broker_t *b, breq_t *r, sdx_error_t code, const char *fmt, ...)
+{
+    char msg[384];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+
+    svmap_t timing, reply;
+    sdx_value_t tv[4];
+    svmap_init(&timing);
+    s_timing_add(&timing, tv, r);
+    sdx_value_t *err = sdx_error_value(code, NULL, msg);
+    sdx_value_t rid = s_sv_str(r->env.request_id), mt = s_sv_str(r->env.message_type),
+                succ = s_sv_bool(false);
+    svmap_init(&reply);
+    svmap_add(&reply, "request_id", &rid);
+    svmap_add(&reply, "message_type", &mt);
+    svmap_add(&reply, "success", &succ);
+    if (err)
+        svmap_add(&reply, "error", err);
+    svmap_add(&reply, "timing", &timing.map);
+    s_send_tree(b, &r->route, &reply.map, r->env.encoding, &r->hook);
+    sdx_value_destroy(&err);
+
+    if (code == SDX_ERR_TIMEOUT)
+        b->st.timeouts++;
+    else if (code == SDX_ERR_WORKER_LOST)
+        b->st.lost++;
+    b->st.failed++;
+    s_log_done(b, r, sdx_error_name(code), msg);
+    s_event(b, "request.done", r, sdx_error_name(code), s_ms_since(r->t_accept_us), NULL);
+}
+
+/* ------------------------------------------------------------- dispatch */
+
+static int s_dispatch(broker_t *b, breq_t *r, worker_t *w)
+{
+    r->attempt++;
+    r->state = RS_RUNNING;
+    r->worker = w;
+    r->t_dispatch_us = sdx_clock_mono_us();
+    if (worker_job_add(w, r) != 0) {
+        r->worker = NULL;
+        return -1;
+    }
+    registry_charge(&b->reg, w);
+
+    /* REQUEST body, built on the stack around the borrowed data tree. */
+    svmap_t body;
+    svmap_init(&body);
+    sdx_value_t empty = {.type = SDX_MAP};
+    int64_t remaining = r->deadline_unix_ms - sdx_clock_unix_ms();
+    sdx_value_t v_mt = s_sv_str(r->env.message_type), v_id = s_sv_str(r->key),
+                v_prio = s_sv_str(sdx_priority_name(r->env.priority)),
+                v_to = s_sv_int(remaining > 0 ? remaining : 1),
+                v_dl = s_sv_int(r->deadline_unix_ms), v_att = s_sv_int(r->attempt),
+                v_stream = s_sv_bool(r->env.stream), v_cid = s_sv_str(r->env.request_id),
+                v_sid = s_sv_str(r->env.session_id), v_gpu = s_sv_int(r->env.gpu);
+    svmap_add(&body, "message_type", &v_mt);
+    svmap_add(&body, "request_id", &v_id);
+    svmap_add(&body, "data", r->env.data ? r->env.data : &empty);
+    svmap_add(&body, "priority", &v_prio);
+    svmap_add(&body, "timeout_ms", &v_to);
+    svmap_add(&body, "deadline_ms", &v_dl);
+    svmap_add(&body, "attempt", &v_att);
+    svmap_add(&body, "stream", &v_stream);
+    if (strcmp(r->key, r->env.request_id) != 0)
+        svmap_add(&body, "client_request_id", &v_cid);
+    if (r->env.session_id[0])
+        svmap_add(&body, "session_id", &v_sid);
+    if (r->env.gpu >= 0)
+        svmap_add(&body, "gpu", &v_gpu);
+    uint8_t *buf;
+    size_t len;
+    if (sdx_msgpack_encode(&body.map, &buf, &len) != 0)
+        return -1;
+    if (sdx_mdp_send_take(b->back, w->identity, w->identity_len, SDX_MDP_REQUEST, r->key, buf, len,
+                          true) != 0) {
+        log_error("%s: cannot send REQUEST to %s: %s", r->key, w->id, zmq_strerror(errno));
+        return -1;
+    }
+    log_debug("%s -> %s (attempt %d)", r->key, w->id, r->attempt);
+    s_event(b, "request.dispatched", r, NULL, 0, NULL);
+    return 0;
+}
+
+/* Hand queued requests of a domain to workers with free slots. */
+static void s_pump(broker_t *b, int d)
+{
+    queue_t *q = &b->domains[d].queue;
+    int scanned = 0;
+    for (qnode_t *n = queue_first(q); n && scanned < 4096; scanned++) {
+        qnode_t *next = queue_next(q, n);
+        breq_t *r = s_from_qn(n);
+        worker_t *w = registry_pick(&b->reg, d, r->env.gpu, r->env.model);
+        if (w) {
+            queue_remove(q, n);
+            if (s_dispatch(b, r, w) != 0) {
+                s_finish_error(b, r, SDX_ERR_INTERNAL, "dispatch to %s failed", w->id);
+                s_req_release(b, r);
+            }
+        } else if (!registry_pick(&b->reg, d, -1, NULL)) {
+            break; /* no free slot anywhere in the domain */
+        }
+        n = next;
+    }
+}
+
+/* A running request whose deadline passed: answer timeout now, CANCEL the
+   worker, keep its slot busy until it replies or the grace ends. */
+static void s_cancel_running(broker_t *b, breq_t *r, sdx_error_t code, const char *why)
+{
+    worker_t *w = r->worker;
+    if (w)
+        sdx_mdp_send(b->back, w->identity, w->identity_len, SDX_MDP_CANCEL, r->key, NULL, true);
+    s_finish_error(b, r, code, "%s", why);
+    r->state = RS_CANCELLING;
+    if (b->cfg.cancel_grace_ms <= 0 || !w ||
+        dheap_set(&b->deadlines, &r->dn, sdx_clock_mono_ms() + b->cfg.cancel_grace_ms) != 0) {
+        int d = r->domain;
+        s_req_release(b, r);
+        if (d >= 0)
+            s_pump(b, d);
+    }
+}
+
+/* The worker is gone: its running requests go back to the front of their
+   queue (at most max_retries times), the rest fail with worker_lost. */
+static void s_worker_lost(broker_t *b, worker_t *w, const char *why)
+{
+    char hex[64];
+    int d = w->domain;
+    sdx_log(w->njobs ? SDX_LOG_WARN : SDX_LOG_INFO,
+            "worker %s (%s, %s) %s: %s; %zu request(s) in flight", w->id,
+            d >= 0 ? b->domains[d].name : "?",
+            s_hex_id(w->identity, w->identity_len, hex, sizeof hex), w->njobs ? "lost" : "gone",
+            why, w->njobs);
+    s_worker_event(b, "worker.lost", w, why);
+    while (w->njobs) {
+        breq_t *r = w->jobs[w->njobs - 1];
+        w->njobs--;
+        r->worker = NULL;
+        if (w->in_flight > 0)
+            w->in_flight--;
+        if (r->state == RS_CANCELLING) {
+            s_req_release(b, r);
+            continue;
+        }
+        if (r->attempt <= b->cfg.max_retries) {
+            b->st.retries++;
+            r->state = RS_QUEUED;
+            queue_push_front(&b->domains[r->domain].queue, &r->qn, (int)r->env.priority);
+            log_info("%s %s: worker %s lost, re-queued (attempt %d of %" PRId64 ")",
+                     r->env.request_id, r->env.message_type, w->id, r->attempt,
+                     b->cfg.max_retries + 1);
+        } else {
+            s_finish_error(b, r, SDX_ERR_WORKER_LOST,
+                           "worker %s was lost (%s) and the request was already tried %d times",
+                           w->id, why, r->attempt);
+            s_req_release(b, r);
+        }
+    }
+    registry_remove(&b->reg, w);
+    if (d >= 0)
+        s_pump(b, d);
+}
+
+/* -------------------------------------------------- broker-side handlers */
+
+typedef sdx_value_t *(*sys_fn)(broker_t *b, const sdx_envelope_t *env, sdx_fault_t *f);
+
+static sdx_value_t *s_sys_ping(broker_t *b, const sdx_envelope_t *env, sdx_fault_t *f)
+{
+    (void)b;
+    (void)env;
+    (void)f;
+    sdx_value_t *d = sdx_value_map_new();
+    if (d) {
+        sdx_map_set_bool(d, "pong", true);
+        sdx_map_set_int(d, "time_ms", sdx_clock_unix_ms());
+    }
+    return d;
+}
+
+static sdx_value_t *s_sys_status(broker_t *b, const sdx_envelope_t *env, sdx_fault_t *f)
+{
+    (void)env;
+    (void)f;
+    sdx_value_t *d = sdx_value_map_new();
+    if (!d)
+        return NULL;
+    sdx_map_set_str(d, "service", "sdxl-broker");
+    sdx_map_set_str(d, "version", "0.1.0");
+    sdx_map_set_str(d, "protocol", SDX_MDP_PROTOCOL);
+    sdx_map_set_int(d, "pid", getpid());
+    sdx_map_set_float(d, "uptime_s", (double)(sdx_clock_mono_ms() - b->started_ms) / 1000.0);
+    sdx_map_set_int(d, "started_ms", b->started_unix_ms);
+    sdx_value_t *ep = sdx_value_map_new();
+    if (ep) {
+        sdx_map_set_str(ep, "frontend", b->cfg.frontend);
+        sdx_map_set_str(ep, "backend", b->cfg.backend);
+        sdx_map_set_str(ep, "events", b->pub ? b->cfg.events : "");
+        sdx_map_set(d, "endpoints", ep);
+    }
+    sdx_value_t *evs = sdx_value_map_new();
+    if (evs) {
+        sdx_map_set_bool(evs, "enabled", b->pub != NULL);
+        sdx_map_set_int(evs, "subscriptions", b->subscriptions);
+        sdx_map_set(d, "events", evs);
+    }
+    sdx_value_t *rq = sdx_value_map_new();
+    if (rq) {
+        sdx_map_set_int(rq, "accepted", (int64_t)b->st.accepted);
+        sdx_map_set_int(rq, "succeeded", (int64_t)b->st.ok);
+        sdx_map_set_int(rq, "failed", (int64_t)b->st.failed);
+        sdx_map_set_int(rq, "timeouts", (int64_t)b->st.timeouts);
+        sdx_map_set_int(rq, "retries", (int64_t)b->st.retries);
+        sdx_map_set_int(rq, "worker_lost", (int64_t)b->st.lost);
+        sdx_map_set_int(rq, "rejected", (int64_t)b->st.rejected);
+        sdx_map_set_int(rq, "late_replies", (int64_t)b->st.late_replies);
+        /* minus this status request itself */
+        sdx_map_set_int(rq, "in_broker", (int64_t)b->live_requests - 1);
+        sdx_map_set(d, "requests", rq);
+    }
+    sdx_value_t *doms = sdx_value_map_new();
+    int total_workers = 0;
+    for (int i = 0; doms && i < b->ndomains; i++) {
+        sdx_value_t *dm = sdx_value_map_new();
+        if (!dm)
+            break;
+        int nw = 0, cap = 0, inf = 0;
+        for (size_t k = 0; k < b->reg.len; k++) {
+            worker_t *w = b->reg.items[k];
+            if (w->domain != i)
+                continue;
+            nw++;
+            cap += w->concurrency + w->prefetch;
+            inf += w->in_flight;
+        }
+        total_workers += nw;
+        sdx_map_set_str(dm, "handled_by", b->domains[i].by_broker ? "broker" : "worker");
+        sdx_map_set_int(dm, "workers", nw);
+        sdx_map_set_int(dm, "capacity", cap);
+        sdx_map_set_int(dm, "in_flight", inf);
+        sdx_map_set_int(dm, "queued", (int64_t)queue_len(&b->domains[i].queue));
+        sdx_map_set(doms, b->domains[i].name, dm);
+    }
+    sdx_map_set_int(d, "workers", total_workers);
+    if (doms)
+        sdx_map_set(d, "domains", doms);
+    return d;
+}
+
+static sdx_value_t *s_sys_workers(broker_t *b, const sdx_envelope_t *env, sdx_fault_t *f)
+{
+    (void)f;
+    const char *only = sdx_map_str(env->data, "domain", NULL);
+    sdx_value_t *d = sdx_value_map_new();
+    sdx_value_t *list = sdx_value_array_new();
+    if (!d || !list) {
+        sdx_value_destroy(&d);
+        sdx_value_destroy(&list);
+        return NULL;
+    }
+    int64_t now = sdx_clock_mono_ms();
+    for (size_t k = 0; k < b->reg.len; k++) {
+        worker_t *w = b->reg.items[k];
+        if (only && strcmp(only, b->domains[w->domain].name) != 0)
+            continue;
+        sdx_value_t *m = sdx_value_map_new();
+        if (!m)
+            break;
+        sdx_map_set_str(m, "worker_id", w->id);
+        sdx_map_set_str(m, "domain", b->domains[w->domain].name);
+        sdx_map_set_int(m, "gpu", w->gpu);
+        sdx_map_set_int(m, "concurrency", w->concurrency);
+        sdx_map_set_int(m, "prefetch", w->prefetch);
+        sdx_map_set_int(m, "in_flight", w->in_flight);
+        sdx_map_set_int(m, "served", (int64_t)w->served);
+        sdx_map_set_bool(m, "draining", w->draining);
+        sdx_map_set_int(m, "pid", w->pid);
+        sdx_map_set_str(m, "host", w->host);
+        sdx_map_set_str(m, "version", w->version);
+        sdx_map_set_int(m, "last_seen_ms_ago", now - w->last_seen_ms);
+        sdx_map_set_float(m, "up_s", (double)(now - w->ready_ms) / 1000.0);
+        sdx_value_t *models = sdx_value_array_new();
+        for (size_t i = 0; models && i < w->nmodels; i++)
+            sdx_array_push(models, sdx_value_str_new(w->models[i]));
+        if (models)
+            sdx_map_set(m, "models", models);
+        sdx_array_push(list, m);
+    }
+    sdx_map_set_int(d, "count", (int64_t)sdx_array_len(list));
+    sdx_map_set(d, "workers", list);
+    return d;
+}
+
+/* system.cancel {request_id}: the request gets error `cancelled` (its
+   worker a CANCEL); the caller gets {cancelled, state}. */
+static sdx_value_t *s_sys_cancel(broker_t *b, const sdx_envelope_t *env, sdx_fault_t *f)
+{
+    const sdx_value_t *idv = sdx_map_get(env->data, "request_id");
+    char id[KEY_MAX];
+    if (idv && idv->type == SDX_INT)
+        snprintf(id, sizeof id, "%" PRId64, idv->u.i);
+    else if (idv && idv->type == SDX_STR && idv->u.str.len > 0 && idv->u.str.len < KEY_MAX)
+        snprintf(id, sizeof id, "%s", idv->u.str.ptr);
+    else {
+        sdx_fault_set(f, SDX_ERR_INVALID_REQUEST, "data.request_id",
+                      "system.cancel needs data.request_id: the id of the request to cancel");
+        return NULL;
+    }
+    breq_t *r = idmap_get(&b->reqs, id, strlen(id));
+    if (!r) {
+        sdx_fault_set(f, SDX_ERR_NOT_FOUND, "data.request_id",
+                      "no request %s is queued or running (it may have finished)", id);
+        return NULL;
+    }
+    const char *state = r->state == RS_QUEUED    ? "queued"
+                        : r->state == RS_RUNNING ? "running"
+                                                 : "finished";
+    bool cancelled = r->state != RS_CANCELLING;
+    char why[192];
+    snprintf(why, sizeof why, "cancelled by system.cancel (request %s)", env->request_id);
+    if (r->state == RS_QUEUED) {
+        s_finish_error(b, r, SDX_ERR_CANCELLED, "%s", why);
+        s_req_release(b, r);
+    } else if (r->state == RS_RUNNING) {
+        s_cancel_running(b, r, SDX_ERR_CANCELLED, why);
+    }
+    sdx_value_t *d = sdx_value_map_new();
+    if (d) {
+        sdx_map_set_str(d, "request_id", id);
+        sdx_map_set_bool(d, "cancelled", cancelled);
+        sdx_map_set_str(d, "state", state);
+    }
+    return d;
+}
+
+static const struct {
+    const char *type;
+    sys_fn fn;
+} s_sys_table[] = {
+    {"system.cancel", s_sys_cancel},
+    {"system.ping", s_sys_ping},
+    {"system.status", s_sys_status},
+    {"system.workers", s_sys_workers},
+};
+
+/* processing.* and system.*: answered here, at once. */
+static void s_handle_local(broker_t *b, const route_t *rt, sdx_envelope_t *env, hook_state_t *hook,
+                           int64_t t0_us)
+{
+    sdx_fault_t f;
+    sdx_fault_clear(&f);
+    sys_fn fn = NULL;
+    for (size_t i = 0; i < sizeof s_sys_table / sizeof s_sys_table[0]; i++)
+        if (strcmp(s_sys_table[i].type, env->message_type) == 0)
+            fn = s_sys_table[i].fn;
+    if (!fn) {
+        const sdx_catalog_msg_t *m = sdx_catalog_find(b->cat, env->message_type);
+        if (m && !m->implemented)
+            sdx_fault_set(&f, SDX_ERR_NOT_AVAILABLE, NULL,
+                          "%s is planned but not available yet: %s.* is handled by the broker's "
+                          "orchestrator (workflows, sessions, batches), which is not built yet; "
+                          "send the steps directly (e.g. inference.generate)",
+                          env->message_type, env->domain);
+        else
+            sdx_fault_set(&f, SDX_ERR_UNKNOWN_MESSAGE_TYPE, "message_type",
+                          "unknown message type %s (the %s domain has: see system.status / "
+                          "proto/PROTOCOL.md)",
+                          env->message_type, env->domain);
+        s_reply_fault_raw(b, rt, env->encoding, env->request_id, env->message_type, &f, hook);
+        return;
+    }
+    sdx_value_t *data = fn(b, env, &f);
+    if (!data) {
+        if (f.code == SDX_ERR_NONE)
+            sdx_fault_set(&f, SDX_ERR_INTERNAL, NULL, "out of memory");
+        s_reply_fault_raw(b, rt, env->encoding, env->request_id, env->message_type, &f, hook);
+        return;
+    }
+    sdx_value_t *timing = sdx_value_map_new();
+    if (timing)
+        sdx_map_set_float(timing, "total_ms", s_ms_since(t0_us));
+    sdx_value_t *reply = sdx_reply_ok(env->request_id, env->message_type, data, timing);
+    if (reply)
+        s_send_tree(b, rt, reply, env->encoding, hook);
+    sdx_value_destroy(&reply);
+    b->st.ok++;
+    if (b->cfg.log_requests)
+        log_info("%s %s worker=broker %.3fms ok", env->request_id, env->message_type,
+                 s_ms_since(t0_us));
+}
+
+/* ------------------------------------------------------------- frontend */
+
+static int s_domain_index(const broker_t *b, const char *name)
+{
+    for (int i = 0; i < b->ndomains; i++)
+        if (strcmp(b->domains[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+/* One client message: route frames + one body frame. */
+static void s_handle_request(broker_t *b, const route_t *rt, const uint8_t *data, size_t len)
+{
+    int64_t t0 = sdx_clock_mono_us();
+    sdx_fault_t f;
+    sdx_fault_clear(&f);
+    sdx_encoding_t enc = sdx_codec_detect(data, len);
+
+    if ((int64_t)len > b->cfg.max_frame_bytes) {
+        sdx_fault_set(&f, SDX_ERR_PAYLOAD_TOO_LARGE, NULL,
+                      "the request frame is %zu bytes; this broker accepts at most %" PRId64, len,
+                      b->cfg.max_frame_bytes);
+        s_reply_fault_raw(b, rt, enc, NULL, NULL, &f, NULL);
+        return;
+    }
+    if (len == 0) {
+        sdx_fault_set(&f, SDX_ERR_INVALID_REQUEST, NULL,
+                      "empty request frame: send one frame holding a msgpack map or JSON object");
+        s_reply_fault_raw(b, rt, enc, NULL, NULL, &f, NULL);
+        return;
+    }
+    char derr[192];
+    sdx_value_t *root = sdx_codec_decode(data, len, enc, derr, sizeof derr);
+    if (!root) {
+        sdx_fault_set(&f, SDX_ERR_INVALID_REQUEST, NULL, "cannot decode the request: %s", derr);
+        s_reply_fault_raw(b, rt, enc, NULL, NULL, &f, NULL);
+        return;
+    }
+
+    breq_t *r = s_req_alloc(b);
+    if (!r) {
+        sdx_value_destroy(&root);
+        sdx_fault_set(&f, SDX_ERR_INTERNAL, NULL, "out of memory");
+        s_reply_fault_raw(b, rt, enc, NULL, NULL, &f, NULL);
+        return;
+    }
+    b->live_requests++;
+    r->route = *rt;
+    r->t_accept_us = t0;
+
+    /* DIALECT PREPARE HOOK (see hooks.h): before the envelope is parsed. */
+    if (hooks_prepare(&root, enc, &r->hook, &f) != 0) {
+        const char *rid = root ? sdx_map_str(root, "request_id", NULL) : NULL;
+        s_reply_fault_raw(b, rt, enc, rid, NULL, &f, &r->hook);
+        sdx_value_destroy(&root);
+        s_req_release(b, r);
+        return;
+    }
+    if (sdx_envelope_parse(&r->env, &root, enc, &f) != 0) {
+        s_reply_fault_raw(b, rt, enc, r->env.request_id,
+                          r->env.message_type[0] ? r->env.message_type : NULL, &f, &r->hook);
+        s_req_release(b, r);
+        return;
+    }
+
+    /* VALIDATION HOOK: schema validation and C#-dialect mapping of the
+       decoded tree (r->env.root / r->env.data, encoding r->env.encoding);
+       returns invalid_request {field, message} through f. Called once per
+       request, after envelope parsing and before routing. */
+    if (hooks_validate(&r->env, &r->hook, &f) != 0) {
+        if (f.code == SDX_ERR_NONE)
+            sdx_fault_set(&f, SDX_ERR_INVALID_REQUEST, NULL, "request rejected by validation");
+        s_reply_fault_raw(b, rt, enc, r->env.request_id, r->env.message_type, &f, &r->hook);
+        s_req_release(b, r);
+        return;
+    }
+
+    /* Routing by domain prefix. */
+    int d = s_domain_index(b, r->env.domain);
+    if (d < 0) {
+        sdx_fault_set(&f, SDX_ERR_UNKNOWN_MESSAGE_TYPE, "message_type",
+                      "unknown message type %s: no domain \"%s\" (domains: device, model, "
+                      "conditioning, scheduler, inference, postprocessing, processing, system)",
+                      r->env.message_type, r->env.domain);
+        s_reply_fault_raw(b, rt, enc, r->env.request_id, r->env.message_type, &f, &r->hook);
+        s_req_release(b, r);
+        return;
+    }
+    if (b->domains[d].by_broker) {
+        s_handle_local(b, rt, &r->env, &r->hook, t0);
+        s_req_release(b, r);
+        return;
+    }
+    if (registry_count(&b->reg, d, false) == 0) {
+        sdx_fault_set(&f, SDX_ERR_NO_WORKER, NULL, "no %s worker is registered",
+                      b->domains[d].name);
+        s_reply_fault_raw(b, rt, enc, r->env.request_id, r->env.message_type, &f, &r->hook);
+        s_req_release(b, r);
+        return;
+    }
+    if (r->env.gpu >= 0 && !registry_has_gpu(&b->reg, d, r->env.gpu)) {
+        sdx_fault_set(&f, SDX_ERR_NO_WORKER, "gpu", "no %s worker runs on gpu %d",
+                      b->domains[d].name, r->env.gpu);
+        s_reply_fault_raw(b, rt, enc, r->env.request_id, r->env.message_type, &f, &r->hook);
+        s_req_release(b, r);
+        return;
+    }
+    if ((int64_t)b->live_requests > b->cfg.max_requests) {
+        sdx_fault_set(&f, SDX_ERR_QUEUE_FULL, NULL,
+                      "the broker holds %zu requests (max_requests); back off and retry",
+                      b->live_requests - 1);
+        s_reply_fault_raw(b, rt, enc, r->env.request_id, r->env.message_type, &f, &r->hook);
+        s_req_release(b, r);
+        return;
+    }
+
+    /* Backend key: the client's id when free, made unique otherwise. */
+    size_t idl = strlen(r->env.request_id);
+    memcpy(r->key, r->env.request_id, idl + 1);
+    r->key_len = idl;
+    if (idmap_get(&b->reqs, r->key, r->key_len)) {
+        char suffix[24];
+        int sl = snprintf(suffix, sizeof suffix, "#%" PRIu64, ++b->seq);
+        size_t keep = idl + (size_t)sl < KEY_MAX ? idl : KEY_MAX - 1 - (size_t)sl;
+        memcpy(r->key + keep, suffix, (size_t)sl + 1);
+        r->key_len = keep + (size_t)sl;
+    }
+    r->domain = d;
+    if (idmap_put(&b->reqs, r->key, r->key_len, r) != 0) {
+        r->key_len = 0;
+        sdx_fault_set(&f, SDX_ERR_INTERNAL, NULL, "out of memory");
+        s_reply_fault_raw(b, rt, enc, r->env.request_id, r->env.message_type, &f, &r->hook);
+        s_req_release(b, r);
+        return;
+    }
+    int64_t timeout = r->env.timeout_ms > 0 ? r->env.timeout_ms : b->cfg.default_timeout_ms;
+    if (timeout > b->cfg.max_timeout_ms)
+        timeout = b->cfg.max_timeout_ms;
+    r->deadline_unix_ms = sdx_clock_unix_ms() + timeout;
+    if (dheap_set(&b->deadlines, &r->dn, t0 / 1000 + timeout) != 0) {
+        sdx_fault_set(&f, SDX_ERR_INTERNAL, NULL, "out of memory");
+        s_reply_fault_raw(b, rt, enc, r->env.request_id, r->env.message_type, &f, &r->hook);
+        s_req_release(b, r);
+        return;
+    }
+    b->st.accepted++;
+    s_event(b, "request.accepted", r, NULL, 0, NULL);
+
+    worker_t *w = registry_pick(&b->reg, d, r->env.gpu, r->env.model);
+    if (w) {
+        if (s_dispatch(b, r, w) != 0) {
+            s_finish_error(b, r, SDX_ERR_INTERNAL, "dispatch to %s failed", w->id);
+            s_req_release(b, r);
+        }
+        return;
+    }
+    queue_t *q = &b->domains[d].queue;
+    if ((int64_t)queue_len(q) >= b->cfg.max_queue) {
+        s_finish_error(b, r, SDX_ERR_QUEUE_FULL,
+                       "all %s workers are busy and %zu requests are queued (max_queue)",
+                       b->domains[d].name, queue_len(q));
+        s_req_release(b, r);
+        return;
+    }
+    queue_push(q, &r->qn, (int)r->env.priority);
+    log_debug("%s queued in %s (%zu queued)", r->key, b->domains[d].name, queue_len(q));
+}
+
+/* Read one client message. 0 handled, 1 nothing there, -1 socket error. */
+static int s_frontend_one(broker_t *b)
+{
+    route_t rt;
+    rt.n = 0;
+    size_t used = 0;
+    bool bad_route = false;
+    zmq_msg_t m;
+    for (int frame = 0;; frame++) {
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, b->front, frame == 0 ? ZMQ_DONTWAIT : 0) < 0) {
+            int e = errno;
+            zmq_msg_close(&m);
+            if (e == EAGAIN && frame == 0)
+                return 1;
+            if (e == EINTR && frame == 0)
+                return 1;
+            errno = e;
+            return -1;
+        }
+        if (!zmq_msg_more(&m))
+            break;
+        size_t n = zmq_msg_size(&m);
+        if (rt.n < ROUTE_FRAMES && used + n <= ROUTE_BYTES) {
+            memcpy(rt.buf + used, zmq_msg_data(&m), n);
+            rt.len[rt.n++] = (uint16_t)n;
+            used += n;
+        } else
+            bad_route = true;
+        zmq_msg_close(&m);
+    }
+    if (rt.n == 0 || bad_route) {
+        /* cannot route an answer back reliably (or no identity at all) */
+        log_warn("dropped a client message with %s envelope frames",
+                 rt.n == 0 ? "no" : "too many/too large");
+        zmq_msg_close(&m);
+        return 0;
+    }
+    if (sdx_log_level_current >= SDX_LOG_DEBUG) {
+        char hex[80];
+        log_debug("frontend: %zu bytes from %s (%d envelope frame(s))", zmq_msg_size(&m),
+                  s_hex_id(rt.buf, rt.len[0], hex, sizeof hex), rt.n);
+    }
+    s_handle_request(b, &rt, zmq_msg_data(&m), zmq_msg_size(&m));
+    zmq_msg_close(&m);
+    return 0;
+}
+
+/* -------------------------------------------------------------- backend */
+
+static void s_on_ready(broker_t *b, sdx_mdp_msg_t *msg)
+{
+    char hex[64];
+    s_hex_id(msg->identity, msg->identity_len, hex, sizeof hex);
+    const char *dom = sdx_map_str(msg->body, "domain", NULL);
+    int d = dom ? s_domain_index(b, dom) : -1;
+    if (d < 0 || b->domains[d].by_broker) {
+        log_warn("READY from %s for unknown domain \"%s\": DISCONNECT", hex, dom ? dom : "(none)");
+        sdx_mdp_send(b->back, msg->identity, msg->identity_len, SDX_MDP_DISCONNECT, NULL, NULL,
+                     true);
+        return;
+    }
+    worker_t *w = registry_find(&b->reg, msg->identity, msg->identity_len);
+    if (w)
+        s_worker_lost(b, w, "sent READY again (restarted)");
+    w = registry_add(&b->reg, msg->identity, msg->identity_len);
+    if (!w) {
+        log_error("cannot register worker %s: out of memory", hex);
+        return;
+    }
+    w->domain = d;
+    const char *wid = sdx_map_str(msg->body, "worker_id", NULL);
+    snprintf(w->id, sizeof w->id, "%s", wid && *wid ? wid : hex);
+    snprintf(w->host, sizeof w->host, "%s", sdx_map_str(msg->body, "host", ""));
+    snprintf(w->version, sizeof w->version, "%s", sdx_map_str(msg->body, "version", ""));
+    w->pid = sdx_map_int(msg->body, "pid", 0);
+    int64_t gpu = sdx_map_int(msg->body, "gpu", -1);
+    w->gpu = gpu < -1 || gpu > 4096 ? -1 : (int)gpu;
+    int64_t conc = sdx_map_int(msg->body, "concurrency", 1);
+    w->concurrency = conc < 1 ? 1 : conc > 4096 ? 4096 : (int)conc;
+    int64_t pf = sdx_map_int(msg->body, "prefetch",
+                             b->cfg.prefetch >= 0 ? b->cfg.prefetch : b->domains[d].prefetch);
+    w->prefetch = pf < 0 ? 0 : pf > 64 ? 64 : (int)pf;
+    const sdx_value_t *models = sdx_map_get(msg->body, "models");
+    const char *names[256];
+    size_t nm = 0;
+    for (size_t i = 0; i < sdx_array_len(models) && nm < 256; i++) {
+        const sdx_value_t *s = sdx_array_at(models, i);
+        if (s && s->type == SDX_STR)
+            names[nm++] = s->u.str.ptr;
+    }
+    worker_set_models(w, names, nm);
+    w->last_seen_ms = w->ready_ms = sdx_clock_mono_ms();
+    log_info("worker %s ready: domain=%s gpu=%d concurrency=%d prefetch=%d models=%zu host=%s "
+             "pid=%" PRId64,
+             w->id, b->domains[d].name, w->gpu, w->concurrency, w->prefetch, w->nmodels, w->host,
+             w->pid);
+    s_worker_event(b, "worker.ready", w, NULL);
+    b->domains[d].empty_since_ms = 0;
+    s_pump(b, d);
+}
+
+static void s_on_heartbeat(broker_t *b, worker_t *w, const sdx_mdp_msg_t *msg)
+{
+    (void)b;
+    const sdx_value_t *models = msg->body ? sdx_map_get(msg->body, "models") : NULL;
+    if (models && models->type == SDX_ARRAY) {
+        const char *names[256];
+        size_t nm = 0;
+        bool same = sdx_array_len(models) == w->nmodels;
+        for (size_t i = 0; i < sdx_array_len(models) && nm < 256; i++) {
+            const sdx_value_t *s = sdx_array_at(models, i);
+            if (s && s->type == SDX_STR) {
+                names[nm++] = s->u.str.ptr;
+                if (same && (i >= w->nmodels || strcmp(w->models[i], s->u.str.ptr) != 0))
+                    same = false;
+            }
+        }
+        if (!same)
+            worker_set_models(w, names, nm);
+    }
+}
+
+static void s_on_progress(broker_t *b, worker_t *w, sdx_mdp_msg_t *msg)
+{
+    breq_t *r = idmap_get(&b->reqs, msg->request_id, strlen(msg->request_id));
+    if (!r || r->worker != w || r->state != RS_RUNNING) {
+        log_debug("PROGRESS for unknown/finished %s from %s: dropped", msg->request_id, w->id);
+        return;
+    }
+    r->progress_count++;
+    b->st.progress++;
+    s_event(b, "request.progress", r, NULL, 0, msg->body);
+    /* Only DEALER-framed clients (identity frame only, no empty delimiter)
+       can take more than one message per request. */
+    if (!r->env.stream || r->route.n != 1)
+        return;
+    svmap_t m;
+    svmap_init(&m);
+    sdx_value_t rid = s_sv_str(r->env.request_id), mt = s_sv_str("progress"),
+                rt = s_sv_str(r->env.message_type);
+    svmap_add(&m, "request_id", &rid);
+    svmap_add(&m, "message_type", &mt);
+    svmap_add(&m, "request_type", &rt);
+    const sdx_value_t *body = msg->body;
+    for (size_t i = 0; body && body->type == SDX_MAP && i < body->u.map.len; i++)
+        svmap_add(&m, body->u.map.items[i].key, body->u.map.items[i].val);
+    svmap_add(&m, "request_id", &rid); /* the worker cannot override these */
+    svmap_add(&m, "message_type", &mt);
+    s_send_tree(b, &r->route, &m.map, r->env.encoding, &r->hook);
+}
+
+static void s_on_reply(broker_t *b, worker_t *w, sdx_mdp_msg_t *msg)
+{
+    breq_t *r = idmap_get(&b->reqs, msg->request_id, strlen(msg->request_id));
+    w->served++;
+    if (!r || r->worker != w) {
+        b->st.late_replies++;
+        log_debug("late/unknown REPLY %s from %s: dropped", msg->request_id, w->id);
+        return;
+    }
+    int d = r->domain;
+    if (r->state == RS_CANCELLING) {
+        b->st.late_replies++;
+        log_debug("REPLY %s from %s after its timeout: dropped", r->key, w->id);
+        s_req_release(b, r);
+        s_pump(b, d);
+        return;
+    }
+    const sdx_value_t *body = msg->body;
+    const sdx_value_t *succ = sdx_map_get(body, "success");
+    bool ok = succ && succ->type == SDX_BOOL && succ->u.b;
+    const sdx_value_t *err = sdx_map_get(body, "error");
+    const char *code = sdx_map_str(err, "code", NULL);
+
+    /* A draining worker hands the request back: try another one. */
+    if (!ok && code && strcmp(code, "worker_lost") == 0 && r->attempt <= b->cfg.max_retries) {
+        w->draining = true;
+        worker_job_del(w, r);
+        if (w->in_flight > 0)
+            w->in_flight--;
+        r->worker = NULL;
+        r->state = RS_QUEUED;
+        b->st.retries++;
+        queue_push_front(&b->domains[d].queue, &r->qn, (int)r->env.priority);
+        log_info("%s %s: worker %s is draining, re-queued", r->env.request_id, r->env.message_type,
+                 w->id);
+        s_pump(b, d);
+        return;
+    }
+
+    svmap_t reply, timing;
+    svmap_init(&reply);
+    svmap_init(&timing);
+    sdx_value_t tv[4];
+    const sdx_value_t *wt = sdx_map_get(body, "timing");
+    for (size_t i = 0; wt && wt->type == SDX_MAP && i < wt->u.map.len && i < 40; i++)
+        svmap_add(&timing, wt->u.map.items[i].key, wt->u.map.items[i].val);
+    s_timing_add(&timing, tv, r);
+    sdx_value_t rid = s_sv_str(r->env.request_id), mt = s_sv_str(r->env.message_type),
+                sv = s_sv_bool(ok);
+    svmap_add(&reply, "request_id", &rid);
+    svmap_add(&reply, "message_type", &mt);
+    svmap_add(&reply, "success", &sv);
+    sdx_value_t *own_err = NULL;
+    sdx_value_t empty = {.type = SDX_MAP};
+    if (ok) {
+        const sdx_value_t *data = sdx_map_get(body, "data");
+        svmap_add(&reply, "data", data ? data : &empty);
+    } else if (err && err->type == SDX_MAP && code) {
+        svmap_add(&reply, "error", err);
+    } else {
+        own_err = sdx_error_value(SDX_ERR_INTERNAL, NULL,
+                                  "the worker's reply had neither success:true nor an error{code}");
+        if (own_err)
+            svmap_add(&reply, "error", own_err);
+        code = "internal";
+    }
+    svmap_add(&reply, "timing", &timing.map);
+    s_send_tree(b, &r->route, &reply.map, r->env.encoding, &r->hook);
+    sdx_value_destroy(&own_err);
+
+    if (ok)
+        b->st.ok++;
+    else
+        b->st.failed++;
+    const char *outcome = ok ? "ok" : code;
+    const char *detail = ok ? NULL : sdx_map_str(err, "message", NULL);
+    s_log_done(b, r, outcome, detail);
+    s_event(b, "request.done", r, outcome, s_ms_since(r->t_accept_us), NULL);
+    s_req_release(b, r);
+    s_pump(b, d);
+}
+
+/* Read one worker message. 0 handled, 1 nothing there, -1 socket error. */
+static int s_backend_one(broker_t *b)
+{
+    sdx_mdp_msg_t msg = {0};
+    char err[256];
+    int rc = sdx_mdp_recv(b->back, true, &msg, true, err, sizeof err);
+    if (rc == 1)
+        return 1;
+    if (rc < 0) {
+        if (errno == ETERM || errno == ENOTSOCK) {
+            sdx_mdp_msg_clear(&msg);
+            return -1;
+        }
+        if (msg.identity_len) {
+            char hex[64];
+            log_warn("malformed message from worker %s: %s",
+                     s_hex_id(msg.identity, msg.identity_len, hex, sizeof hex), err);
+        }
+        sdx_mdp_msg_clear(&msg);
+        return 0;
+    }
+    log_debug("backend: %s %s", sdx_mdp_cmd_name(msg.cmd), msg.request_id);
+    worker_t *w = registry_find(&b->reg, msg.identity, msg.identity_len);
+    if (msg.cmd == SDX_MDP_READY) {
+        s_on_ready(b, &msg);
+    } else if (!w) {
+        /* not registered (e.g. the broker restarted): ask it to reconnect */
+        if (msg.cmd != SDX_MDP_DISCONNECT) {
+            char hex[64];
+            log_info("%s from unregistered worker %s: DISCONNECT", sdx_mdp_cmd_name(msg.cmd),
+                     s_hex_id(msg.identity, msg.identity_len, hex, sizeof hex));
+            sdx_mdp_send(b->back, msg.identity, msg.identity_len, SDX_MDP_DISCONNECT, NULL, NULL,
+                         true);
+        }
+    } else {
+        w->last_seen_ms = sdx_clock_mono_ms();
+        switch (msg.cmd) {
+        case SDX_MDP_REPLY:
+            s_on_reply(b, w, &msg);
+            break;
+        case SDX_MDP_PROGRESS:
+            s_on_progress(b, w, &msg);
+            break;
+        case SDX_MDP_HEARTBEAT:
+            s_on_heartbeat(b, w, &msg);
+            break;
+        case SDX_MDP_DISCONNECT:
+            s_worker_lost(b, w, "sent DISCONNECT");
+            break;
+        default:
+            log_warn("unexpected %s from worker %s", sdx_mdp_cmd_name(msg.cmd), w->id);
+        }
+    }
+    sdx_mdp_msg_clear(&msg);
+    return 0;
+}
+
+/* Subscriptions on the XPUB socket: count distinct topics. */
+static void s_events_one(broker_t *b)
+{
+    for (int i = 0; i < DRAIN_BATCH; i++) {
+        uint8_t buf[256];
+        int n = zmq_recv(b->pub, buf, sizeof buf, ZMQ_DONTWAIT);
+        if (n < 0)
+            return;
+        if (n >= 1 && buf[0] == 1)
+            b->subscriptions++;
+        else if (n >= 1 && buf[0] == 0 && b->subscriptions > 0)
+            b->subscriptions--;
+    }
+}
+
+/* ---------------------------------------------------------------- timers */
+
+static void s_expire(broker_t *b, int64_t now_ms)
+{
+    dnode_t *n;
+    while ((n = dheap_top(&b->deadlines)) && n->when <= now_ms) {
+        breq_t *r = s_from_dn(n);
+        dheap_remove(&b->deadlines, n);
+        int64_t asked = r->env.timeout_ms > 0 ? r->env.timeout_ms : b->cfg.default_timeout_ms;
+        switch (r->state) {
+        case RS_QUEUED:
+            s_finish_error(b, r, SDX_ERR_TIMEOUT,
+                           "timeout_ms %" PRId64 " passed while queued (no free %s worker)", asked,
+                           b->domains[r->domain].name);
+            s_req_release(b, r);
+            break;
+        case RS_RUNNING: {
+            char why[192];
+            snprintf(why, sizeof why,
+                     "timeout_ms %" PRId64 " passed while running on %s; cancelled", asked,
+                     r->worker ? r->worker->id : "?");
+            s_cancel_running(b, r, SDX_ERR_TIMEOUT, why);
+            break;
+        }
+        case RS_CANCELLING: {
+            int d = r->domain;
+            log_debug("%s: no REPLY after CANCEL within the grace; slot freed", r->key);
+            s_req_release(b, r);
+            s_pump(b, d);
+            break;
+        }
+        }
+    }
+}
+
+static void s_heartbeat(broker_t *b, int64_t now_ms)
+{
+    if (now_ms < b->next_heartbeat_ms)
+        return;
+    b->next_heartbeat_ms = now_ms + b->cfg.heartbeat_ms;
+    int64_t dead_after = b->cfg.heartbeat_ms * b->cfg.liveness;
+    for (size_t i = 0; i < b->reg.len;) {
+        worker_t *w = b->reg.items[i];
+        if (now_ms - w->last_seen_ms > dead_after) {
+            char why[96];
+            snprintf(why, sizeof why, "silent for %" PRId64 " ms", now_ms - w->last_seen_ms);
+            s_worker_lost(b, w, why); /* removes items[i] */
+            continue;
+        }
+        sdx_mdp_send(b->back, w->identity, w->identity_len, SDX_MDP_HEARTBEAT, NULL, NULL, true);
+        i++;
+    }
+    /* Queued work in a domain that has had no worker for a while fails. */
+    for (int d = 0; d < b->ndomains; d++) {
+        domain_t *dm = &b->domains[d];
+        if (dm->by_broker || queue_len(&dm->queue) == 0 || registry_count(&b->reg, d, false) > 0) {
+            dm->empty_since_ms = 0;
+            continue;
+        }
+        if (!dm->empty_since_ms) {
+            dm->empty_since_ms = now_ms;
+            continue;
+        }
+        if (now_ms - dm->empty_since_ms < b->cfg.no_worker_grace_ms)
+            continue;
+        qnode_t *n;
+        while ((n = queue_pop(&dm->queue))) {
+            breq_t *r = s_from_qn(n);
+            if (r->attempt > 0)
+                s_finish_error(b, r, SDX_ERR_WORKER_LOST,
+                               "its %s worker was lost and no other has come for %" PRId64 " ms",
+                               dm->name, now_ms - dm->empty_since_ms);
+            else
+                s_finish_error(b, r, SDX_ERR_NO_WORKER, "no %s worker for %" PRId64 " ms", dm->name,
+                               now_ms - dm->empty_since_ms);
+            s_req_release(b, r);
+        }
+        dm->empty_since_ms = 0;
+    }
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+static int s_sockopt_int(void *s, int opt, int v)
+{
+    return zmq_setsockopt(s, opt, &v, sizeof v);
+}
+
+static void *s_bind(broker_t *b, int type, const char *ep, const char *what, char *err,
+                    size_t err_len)
+{
+    void *s = zmq_socket(b->ctx, type);
+    if (!s) {
+        snprintf(err, err_len, "%s socket: %s", what, zmq_strerror(errno));
+        return NULL;
+    }
+    s_sockopt_int(s, ZMQ_LINGER, 1000);
+    s_sockopt_int(s, ZMQ_SNDHWM, (int)b->cfg.hwm);
+    s_sockopt_int(s, ZMQ_RCVHWM, (int)b->cfg.hwm);
+    if (type == ZMQ_ROUTER)
+        s_sockopt_int(s, ZMQ_ROUTER_HANDOVER, 1);
+    if (zmq_bind(s, ep) != 0) {
+        snprintf(err, err_len, "%s: cannot bind %s: %s", what, ep, zmq_strerror(errno));
+        zmq_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+broker_t *broker_new(const broker_config_t *cfg, char *err, size_t err_len)
+{
+    broker_t *b = calloc(1, sizeof *b);
+    if (!b) {
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    b->cfg = *cfg;
+    registry_init(&b->reg);
+    idmap_init(&b->reqs);
+    dheap_init(&b->deadlines);
+    char e[512];
+    if (cfg->actions_file[0] ? sdx_actions_load(cfg->actions_file, e, sizeof e)
+                             : sdx_actions_load_default(e, sizeof e)) {
+        snprintf(err, err_len, "action table: %s", e);
+        goto fail;
+    }
+    b->cat = cfg->catalog_file[0] ? sdx_catalog_load(cfg->catalog_file, e, sizeof e)
+                                  : sdx_catalog_load_default(e, sizeof e);
+    if (!b->cat) {
+        snprintf(err, err_len, "catalogue: %s", e);
+        goto fail;
+    }
+    for (size_t i = 0; i < sdx_catalog_domain_count(b->cat) && b->ndomains < MAX_DOMAINS; i++) {
+        const sdx_catalog_domain_t *cd = sdx_catalog_domain_at(b->cat, i);
+        domain_t *d = &b->domains[b->ndomains++];
+        d->name = cd->name;
+        d->by_broker = cd->by_broker;
+        d->prefetch = cd->prefetch;
+        queue_init(&d->queue);
+    }
+    hook_config_t hc = {.models_root = cfg->models_root,
+                        .loras_root = cfg->loras_root,
+                        .vaes_root = cfg->vaes_root,
+                        .controlnets_root = cfg->controlnets_root,
+                        .embeddings_root = cfg->embeddings_root,
+                        .upscalers_root = cfg->upscalers_root,
+                        .outputs_root = cfg->outputs_root,
+                        .max_image_bytes = cfg->max_image_bytes,
+                        .max_pixels = cfg->max_pixels,
+                        .schemas_dir = cfg->schemas_dir,
+                        .validate = cfg->validate,
+                        .max_frame_bytes = cfg->max_frame_bytes};
+    if (hooks_init(&hc, e, sizeof e) != 0) {
+        snprintf(err, err_len, "hooks: %s", e);
+        goto fail;
+    }
+    b->ctx = zmq_ctx_new();
+    if (!b->ctx) {
+        snprintf(err, err_len, "zmq_ctx_new: %s", zmq_strerror(errno));
+        goto fail;
+    }
+    if (!(b->front = s_bind(b, ZMQ_ROUTER, cfg->frontend, "frontend", err, err_len)))
+        goto fail;
+    /* Frames up to 4 x max_frame_bytes are read and answered payload_too_large;
+       beyond that libzmq drops the connection before buffering it all. */
+    int64_t hard = cfg->max_frame_bytes * 4;
+    zmq_setsockopt(b->front, ZMQ_MAXMSGSIZE, &hard, sizeof hard);
+    if (!(b->back = s_bind(b, ZMQ_ROUTER, cfg->backend, "backend", err, err_len)))
+        goto fail;
+    if (cfg->events_enabled && cfg->events[0]) {
+        if (!(b->pub = s_bind(b, ZMQ_XPUB, cfg->events, "events", err, err_len)))
+            goto fail;
+        s_sockopt_int(b->pub, ZMQ_LINGER, 0);
+    }
+    b->started_ms = sdx_clock_mono_ms();
+    b->started_unix_ms = sdx_clock_unix_ms();
+    b->next_heartbeat_ms = b->started_ms + cfg->heartbeat_ms;
+    log_info("sdxl-broker %s: frontend %s, backend %s, events %s; %d domains from %s, %zu action "
+             "aliases from %s",
+             "0.1.0", cfg->frontend, cfg->backend, b->pub ? cfg->events : "(off)", b->ndomains,
+             sdx_catalog_source(b->cat), sdx_actions_count(), sdx_actions_source());
+    return b;
+fail:
+    broker_destroy(&b);
+    return NULL;
+}
+
+/* Answer everything pending with shutting_down and let workers go. */
+static void s_shutdown(broker_t *b)
+{
+    for (int d = 0; d < b->ndomains; d++) {
+        qnode_t *n;
+        while ((n = queue_pop(&b->domains[d].queue))) {
+            breq_t *r = s_from_qn(n);
+            s_finish_error(b, r, SDX_ERR_SHUTTING_DOWN, "the broker is stopping");
+            s_req_release(b, r);
+        }
+    }
+    while (b->reg.len) {
+        worker_t *w = b->reg.items[b->reg.len - 1];
+        while (w->njobs) {
+            breq_t *r = w->jobs[w->njobs - 1];
+            if (r->state == RS_RUNNING) {
+                sdx_mdp_send(b->back, w->identity, w->identity_len, SDX_MDP_CANCEL, r->key, NULL,
+                             true);
+                s_finish_error(b, r, SDX_ERR_SHUTTING_DOWN, "the broker is stopping; cancelled");
+            }
+            s_req_release(b, r); /* removes it from w->jobs */
+        }
+        sdx_mdp_send(b->back, w->identity, w->identity_len, SDX_MDP_DISCONNECT, NULL, NULL, true);
+        registry_remove(&b->reg, w);
+    }
+}
+
+int broker_run(broker_t *b, volatile sig_atomic_t *stop)
+{
+    zmq_pollitem_t items[3] = {
+        {b->front, 0, ZMQ_POLLIN, 0},
+        {b->back, 0, ZMQ_POLLIN, 0},
+        {b->pub, 0, ZMQ_POLLIN, 0},
+    };
+    int nitems = b->pub ? 3 : 2;
+    int rc = 0;
+    while (!*stop) {
+        int64_t now = sdx_clock_mono_ms();
+        int64_t wait = b->next_heartbeat_ms - now;
+        dnode_t *top = dheap_top(&b->deadlines);
+        if (top && top->when - now < wait)
+            wait = top->when - now;
+        if (wait < 0)
+            wait = 0;
+        if (wait > 1000)
+            wait = 1000;
+        int n = zmq_poll(items, nitems, (long)wait);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            log_error("zmq_poll: %s", zmq_strerror(errno));
+            rc = -1;
+            break;
+        }
+        /* Backend first: replies free slots for the requests behind them. */
+        if (items[1].revents & ZMQ_POLLIN)
+            for (int i = 0; i < DRAIN_BATCH; i++) {
+                int r = s_backend_one(b);
+                if (r)
+                    break;
+            }
+        if (items[0].revents & ZMQ_POLLIN)
+            for (int i = 0; i < DRAIN_BATCH; i++) {
+                int r = s_frontend_one(b);
+                if (r < 0)
+                    log_error("frontend receive: %s", zmq_strerror(errno));
+                if (r)
+                    break;
+            }
+        if (nitems > 2 && (items[2].revents & ZMQ_POLLIN))
+            s_events_one(b);
+        now = sdx_clock_mono_ms();
+        s_expire(b, now);
+        s_heartbeat(b, now);
+    }
+    log_info("stopping: %zu request(s) pending, %zu worker(s)", b->live_requests, b->reg.len);
+    s_shutdown(b);
+    return rc;
+}
+
+void broker_destroy(broker_t **bp)
+{
+    if (!bp || !*bp)
+        return;
+    broker_t *b = *bp;
+    /* pending requests (if broker_run was not called to its end) */
+    for (size_t i = 0; i < b->reqs.cap; i++) {
+        idmap_slot_t *s = &b->reqs.slots[i];
+        if (s->hash >= 2) {
+            breq_t *r = s->val;
+            hooks_request_done(&r->hook);
+            sdx_envelope_clear(&r->env);
+            free(r);
+        }
+    }
+    while (b->free_list) {
+        breq_t *r = b->free_list;
+        b->free_list = r->free_next;
+        free(r);
+    }
+    registry_free(&b->reg);
+    idmap_free(&b->reqs);
+    dheap_free(&b->deadlines);
+    if (b->front)
+        zmq_close(b->front);
+    if (b->back)
+        zmq_close(b->back);
+    if (b->pub)
+        zmq_close(b->pub);
+    if (b->ctx)
+        zmq_ctx_term(b->ctx);
+    hooks_shutdown();
+    sdx_catalog_destroy(&b->cat);
+    free(b);
+    *bp = NULL;
+}

@@ -11,6 +11,7 @@
 #include "sdx_semantic.h"
 
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,20 +20,22 @@ static sdx_semantic_t *s_sem;
 static bool s_validate = true;
 static size_t s_max_lz4 = 0;
 
-/* Deployment roots and limits of the semantic checks. Interim: read from
-   the environment until the broker config has these options (one row
-   each; see the schema work's report). */
+/* Deployment roots and limits of the semantic checks: broker config
+   options (validation.*_root, max_image_bytes, max_pixels); the SDXL_*
+   environment variables are a fallback for deployments that set roots
+   outside the config file. */
 static const struct {
     const char *kind; /* the x-path-root name used in schemas/ */
     const char *env;
-} s_root_env[] = {
-    {"models", "SDXL_MODELS_ROOT"},
-    {"loras", "SDXL_LORAS_ROOT"},
-    {"vaes", "SDXL_VAES_ROOT"},
-    {"controlnets", "SDXL_CONTROLNETS_ROOT"},
-    {"embeddings", "SDXL_EMBEDDINGS_ROOT"},
-    {"upscalers", "SDXL_UPSCALERS_ROOT"},
-    {"outputs", "SDXL_OUTPUTS_ROOT"},
+    size_t cfg_offset; /* the option in hook_config_t */
+} s_roots[] = {
+    {"models", "SDXL_MODELS_ROOT", offsetof(hook_config_t, models_root)},
+    {"loras", "SDXL_LORAS_ROOT", offsetof(hook_config_t, loras_root)},
+    {"vaes", "SDXL_VAES_ROOT", offsetof(hook_config_t, vaes_root)},
+    {"controlnets", "SDXL_CONTROLNETS_ROOT", offsetof(hook_config_t, controlnets_root)},
+    {"embeddings", "SDXL_EMBEDDINGS_ROOT", offsetof(hook_config_t, embeddings_root)},
+    {"upscalers", "SDXL_UPSCALERS_ROOT", offsetof(hook_config_t, upscalers_root)},
+    {"outputs", "SDXL_OUTPUTS_ROOT", offsetof(hook_config_t, outputs_root)},
 };
 
 int hooks_init(const hook_config_t *cfg, char *err, size_t err_len)
@@ -51,19 +54,30 @@ int hooks_init(const hook_config_t *cfg, char *err, size_t err_len)
         snprintf(err, err_len, "out of memory");
         return -1;
     }
-    for (size_t i = 0; i < sizeof s_root_env / sizeof s_root_env[0]; i++) {
-        const char *dir = getenv(s_root_env[i].env);
-        if (dir && *dir && sdx_semantic_set_root(s_sem, s_root_env[i].kind, dir) != 0) {
-            snprintf(err, err_len, "%s=%s: not a folder", s_root_env[i].env, dir);
+    for (size_t i = 0; i < sizeof s_roots / sizeof s_roots[0]; i++) {
+        const char *dir = cfg ? *(const char *const *)((const char *)cfg + s_roots[i].cfg_offset)
+                              : NULL;
+        bool from_env = !dir || !*dir;
+        if (from_env)
+            dir = getenv(s_roots[i].env);
+        if (dir && *dir && sdx_semantic_set_root(s_sem, s_roots[i].kind, dir) != 0) {
+            snprintf(err, err_len, "%s root '%s' (from %s%s%s): not a folder", s_roots[i].kind,
+                     dir, from_env ? s_roots[i].env : "config validation.",
+                     from_env ? "" : s_roots[i].kind, from_env ? "" : "_root");
             return -1;
         }
     }
+    int64_t max_bytes = cfg ? cfg->max_image_bytes : 0, max_pixels = cfg ? cfg->max_pixels : 0;
     const char *v = getenv("SDXL_MAX_IMAGE_BYTES");
-    if (v && *v)
-        sdx_semantic_set_max_image_bytes(s_sem, (size_t)strtoull(v, NULL, 10));
+    if (max_bytes <= 0 && v && *v)
+        max_bytes = (int64_t)strtoull(v, NULL, 10);
     v = getenv("SDXL_MAX_PIXELS");
-    if (v && *v)
-        sdx_semantic_set_max_pixels(s_sem, strtoull(v, NULL, 10));
+    if (max_pixels <= 0 && v && *v)
+        max_pixels = (int64_t)strtoull(v, NULL, 10);
+    if (max_bytes > 0)
+        sdx_semantic_set_max_image_bytes(s_sem, (size_t)max_bytes);
+    if (max_pixels > 0)
+        sdx_semantic_set_max_pixels(s_sem, (uint64_t)max_pixels);
     log_info("hooks: %zu schema files, validation %s", sdx_schema_set_size(s_schemas),
              s_validate ? "on" : "off");
     return 0;

@@ -1,0 +1,1622 @@
+/*  sdx_worker.c - the worker runtime (see sdx_worker.h).
+
+    Threads:
+    - main: owns the DEALER to the broker and a PULL bound on an inproc
+      endpoint. It polls both, sends heartbeats, detects a dead broker,
+      reconnects, dispatches REQUESTs (inline or to the job queue), applies
+      CANCEL, forwards PROGRESS/REPLY that job threads push, and owns every
+      job's lifetime (the "active" list is touched by main only).
+    - job threads (--concurrency of them): pop a job from a mutex+condvar
+      queue, run its handler, push PROGRESS/REPLY frames to main through their
+      own PUSH socket. After pushing REPLY a job thread never touches the job.
+
+    Connection generations: each (re)connect increments `gen`. A reply for a
+    request received on an older connection is dropped: the broker that sent
+    it has either died or (having seen this worker's old identity go silent)
+    already retried it elsewhere.
+
+    Not for: domain logic (handler_*.c).
+*/
+#include "sdx_worker.h"
+
+#include "sdx_codec.h"
+#include "sdx_errors.h"
+#include "sdx_gpu.h"
+#include "sdx_log.h"
+#include "sdx_mdp.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <yaml.h>
+#include <zmq.h>
+
+#define BACKOFF_MIN_MS 1000
+#define BACKOFF_MAX_MS 32000
+/* A deadline is the broker's clock; give it this much slack before the worker
+   stops a request on its own (the broker's CANCEL normally comes first). */
+#define DEADLINE_GRACE_MS 1000
+/* Error code for a request that reaches a worker after it began to drain. */
+#define CODE_DRAINING "worker_lost"
+
+/* frames a job thread pushes to main: [hdr][body]; hdr = cmd byte + job ptr */
+typedef struct {
+    uint8_t cmd;
+    bool ok;       /* REPLY: success */
+    char code[32]; /* REPLY: error code when !ok */
+    sdx_job_t *job;
+} s_push_hdr_t;
+
+struct sdx_job {
+    sdx_worker_t *w;
+    char request_id[SDX_MDP_MAX_ID + 1];
+    char message_type[128];
+    sdx_value_t *request; /* owned REQUEST body */
+    sdx_value_t *empty;   /* owned empty data map when the request had none */
+    const sdx_handler_t *handler;
+    unsigned gen;
+    atomic_bool cancel;
+    int64_t deadline_ms;   /* unix ms, 0 = none */
+    int64_t received_mono; /* ms */
+    int64_t started_mono;
+    void *push; /* job thread's PUSH; NULL when running inline on main */
+    bool failed;
+    char err_code[48];
+    char err_field[96];
+    char err_msg[512];
+    sdx_job_t *qnext;         /* job queue (under w->qlock) */
+    sdx_job_t *anext, *aprev; /* active list (main only) */
+};
+
+struct sdx_worker {
+    const sdx_domain_t *domain;
+    /* options */
+    char id[96];
+    char broker[512];
+    char config[512];
+    int gpu_requested;
+    int concurrency;
+    int prefetch; /* -1: not sent in READY (the broker's default applies) */
+    /* selected device */
+    int gpu;
+    char device[32];
+    char gpu_name[128];
+    char host[256];
+    /* sockets and connection state (main only) */
+    void *zctx;
+    void *sock;
+    void *pull;
+    char pull_ep[64];
+    unsigned gen;
+    int64_t last_rx;
+    int64_t next_hb;
+    int backoff_ms;
+    atomic_bool draining; /* read by job threads (status) */
+    bool heard;           /* the broker sent something other than DISCONNECT on this connection */
+    /* jobs */
+    pthread_mutex_t qlock;
+    pthread_cond_t qcond;
+    sdx_job_t *qhead, *qtail;
+    bool threads_stop;
+    pthread_t *threads;
+    int nthreads;
+    sdx_job_t *active; /* main only */
+    int threaded;      /* main only: jobs handed to job threads, not yet replied */
+    /* counters (read from any thread) */
+    int64_t started_unix_ms;
+    int64_t started_mono;
+    atomic_long served, failed, cancelled, timeouts, cancels_received, in_flight, queued,
+        reconnects, dropped_replies;
+    /* models */
+    pthread_mutex_t mlock;
+    char **models;
+    size_t nmodels;
+    void *domain_state;
+    sdx_gpu_t *gpu_probe; /* NVML handle for the selected GPU's figures, or NULL */
+};
+
+static volatile sig_atomic_t s_signals = 0;
+
+static void s_on_signal(int sig)
+{
+    (void)sig;
+    s_signals++;
+}
+
+/* ------------------------------------------------------------------ time */
+
+int64_t sdx_worker_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t sdx_worker_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static double s_mono_ms_f(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
+}
+
+/* ------------------------------------------------------------- accessors */
+
+const char *sdx_worker_id(const sdx_worker_t *w)
+{
+    return w->id;
+}
+const char *sdx_worker_domain(const sdx_worker_t *w)
+{
+    return w->domain->name;
+}
+int sdx_worker_gpu(const sdx_worker_t *w)
+{
+    return w->gpu;
+}
+const char *sdx_worker_device(const sdx_worker_t *w)
+{
+    return w->device;
+}
+int sdx_worker_gpu_requested(const sdx_worker_t *w)
+{
+    return w->gpu_requested;
+}
+void *sdx_worker_domain_state(sdx_worker_t *w)
+{
+    return w->domain_state;
+}
+void sdx_worker_set_domain_state(sdx_worker_t *w, void *state)
+{
+    w->domain_state = state;
+}
+
+void sdx_worker_set_gpu(sdx_worker_t *w, int index, const char *device, const char *name)
+{
+    w->gpu = index;
+    snprintf(w->device, sizeof w->device, "%s", device ? device : "cpu");
+    snprintf(w->gpu_name, sizeof w->gpu_name, "%s", name ? name : "");
+}
+
+void sdx_worker_set_models(sdx_worker_t *w, const char *const *models, size_t n)
+{
+    char **copy = n ? calloc(n, sizeof *copy) : NULL;
+    size_t k = 0;
+    for (size_t i = 0; copy && i < n; i++)
+        if ((copy[k] = strdup(models[i])))
+            k++;
+    pthread_mutex_lock(&w->mlock);
+    char **old = w->models;
+    size_t oldn = w->nmodels;
+    w->models = copy;
+    w->nmodels = k;
+    pthread_mutex_unlock(&w->mlock);
+    for (size_t i = 0; i < oldn; i++)
+        free(old[i]);
+    free(old);
+}
+
+void sdx_worker_models_to(sdx_worker_t *w, sdx_value_t *arr)
+{
+    pthread_mutex_lock(&w->mlock);
+    for (size_t i = 0; i < w->nmodels; i++)
+        sdx_array_push(arr, sdx_value_str_new(w->models[i]));
+    pthread_mutex_unlock(&w->mlock);
+}
+
+const char *sdx_job_request_id(const sdx_job_t *job)
+{
+    return job->request_id;
+}
+const char *sdx_job_message_type(const sdx_job_t *job)
+{
+    return job->message_type;
+}
+const sdx_value_t *sdx_job_request(const sdx_job_t *job)
+{
+    return job->request;
+}
+sdx_worker_t *sdx_job_worker(sdx_job_t *job)
+{
+    return job->w;
+}
+
+static bool s_deadline_passed(const sdx_job_t *job)
+{
+    return job->deadline_ms > 0 && sdx_worker_now_ms() > job->deadline_ms + DEADLINE_GRACE_MS;
+}
+
+bool sdx_worker_cancelled(const sdx_job_t *job)
+{
+    return atomic_load_explicit(&job->cancel, memory_order_relaxed) || s_deadline_passed(job);
+}
+
+bool sdx_job_sleep(sdx_job_t *job, int64_t ms)
+{
+    int64_t end = sdx_worker_mono_ms() + ms;
+    for (;;) {
+        if (sdx_worker_cancelled(job))
+            return false;
+        int64_t left = end - sdx_worker_mono_ms();
+        if (left <= 0)
+            return true;
+        if (left > 10)
+            left = 10; /* cancel latency <= 10 ms */
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = left * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+int sdx_job_fail(sdx_job_t *job, const char *code, const char *field, const char *fmt, ...)
+{
+    job->failed = true;
+    snprintf(job->err_code, sizeof job->err_code, "%s", code ? code : "internal");
+    snprintf(job->err_field, sizeof job->err_field, "%s", field ? field : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(job->err_msg, sizeof job->err_msg, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* ------------------------------------------------------------- replies */
+
+static sdx_value_t *s_error_body(const char *code, const char *field, const char *message)
+{
+    sdx_value_t *body = sdx_value_map_new();
+    bool known = false;
+    sdx_error_t c = sdx_error_parse(code, &known);
+    /* known codes get the table's retryable flag; others pass as named */
+    sdx_value_t *err =
+        known ? sdx_error_value(c, field && *field ? field : NULL, message) : sdx_value_map_new();
+    if (!body || !err) {
+        sdx_value_destroy(&body);
+        sdx_value_destroy(&err);
+        return NULL;
+    }
+    if (!known) {
+        sdx_map_set_str(err, "code", code);
+        sdx_map_set_str(err, "message", message);
+        if (field && *field)
+            sdx_map_set_str(err, "field", field);
+    }
+    sdx_map_set_bool(body, "success", false);
+    sdx_map_set(body, "error", err);
+    return body;
+}
+
+static void s_add_timing(sdx_value_t *body, const sdx_job_t *job, double worker_ms)
+{
+    sdx_value_t *t = sdx_value_map_new();
+    if (!t)
+        return;
+    sdx_map_set_float(t, "worker_ms", worker_ms);
+    /* time waiting for a free job thread inside the worker */
+    sdx_map_set_int(t, "worker_queue_ms", job->started_mono - job->received_mono);
+    sdx_map_set(body, "timing", t);
+}
+
+/* Run the job's handler and build the REPLY body (caller owns). */
+static sdx_value_t *s_run_handler(sdx_job_t *job)
+{
+    job->started_mono = sdx_worker_mono_ms();
+    double t0 = s_mono_ms_f();
+    sdx_value_t *reply = NULL;
+    int rc = -1;
+    if (!sdx_worker_cancelled(job)) {
+        reply = sdx_value_map_new();
+        if (!reply) {
+            sdx_job_fail(job, "internal", NULL, "out of memory");
+        } else {
+            const sdx_value_t *data = sdx_map_get(job->request, "data");
+            if (!data || data->type != SDX_MAP)
+                data = job->empty;
+            rc = job->handler->fn(job, data, reply);
+        }
+    }
+    double worker_ms = s_mono_ms_f() - t0;
+    sdx_value_t *body;
+    if (rc == 0 && !job->failed) {
+        body = sdx_value_map_new();
+        if (!body) {
+            sdx_value_destroy(&reply);
+            return NULL;
+        }
+        sdx_map_set_bool(body, "success", true);
+        sdx_map_set(body, "data", reply);
+        reply = NULL;
+    } else {
+        sdx_value_destroy(&reply);
+        if (!job->failed) {
+            if (atomic_load(&job->cancel))
+                sdx_job_fail(job, "cancelled", NULL, "request %s was cancelled", job->request_id);
+            else if (s_deadline_passed(job))
+                sdx_job_fail(job, "timeout", NULL, "request %s passed its deadline on the worker",
+                             job->request_id);
+            else
+                sdx_job_fail(job, "internal", NULL, "handler for %s failed without a reason",
+                             job->message_type);
+        }
+        body = s_error_body(job->err_code, job->err_field, job->err_msg);
+        if (!body)
+            return NULL;
+    }
+    s_add_timing(body, job, worker_ms);
+    return body;
+}
+
+/* ------------------------------------------------------ main-side sends */
+
+static int s_send(sdx_worker_t *w, sdx_mdp_cmd_t cmd, const char *rid, const sdx_value_t *body)
+{
+    if (!w->sock)
+        return -1;
+    if (sdx_mdp_send(w->sock, NULL, 0, cmd, rid, body, true) != 0) {
+        log_warn("send %s%s%s failed: %s", sdx_mdp_cmd_name(cmd), rid ? " " : "", rid ? rid : "",
+                 zmq_strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static void s_send_error(sdx_worker_t *w, const char *rid, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void s_send_error(sdx_worker_t *w, const char *rid, const char *code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    sdx_value_t *body = s_error_body(code, NULL, msg);
+    if (body) {
+        sdx_value_t *t = sdx_value_map_new();
+        if (t) {
+            sdx_map_set_float(t, "worker_ms", 0.0);
+            sdx_map_set(body, "timing", t);
+        }
+        s_send(w, SDX_MDP_REPLY, rid, body);
+    }
+    sdx_value_destroy(&body);
+}
+
+static sdx_value_t *s_heartbeat_body(sdx_worker_t *w)
+{
+    sdx_value_t *b = sdx_value_map_new();
+    sdx_value_t *m = sdx_value_array_new();
+    if (!b || !m) {
+        sdx_value_destroy(&b);
+        sdx_value_destroy(&m);
+        return NULL;
+    }
+    sdx_map_set_int(b, "in_flight", atomic_load(&w->in_flight));
+    sdx_worker_models_to(w, m);
+    sdx_map_set(b, "models", m);
+    if (w->draining)
+        sdx_map_set_bool(b, "draining", true);
+    return b;
+}
+
+static void s_send_heartbeat(sdx_worker_t *w)
+{
+    sdx_value_t *b = s_heartbeat_body(w);
+    s_send(w, SDX_MDP_HEARTBEAT, NULL, b);
+    sdx_value_destroy(&b);
+}
+
+/* Every message type this worker answers for real. */
+static void s_capabilities_to(sdx_worker_t *w, sdx_value_t *arr);
+
+static void s_send_ready(sdx_worker_t *w)
+{
+    sdx_value_t *b = sdx_value_map_new();
+    sdx_value_t *caps = sdx_value_array_new();
+    sdx_value_t *models = sdx_value_array_new();
+    if (!b || !caps || !models) {
+        sdx_value_destroy(&b);
+        sdx_value_destroy(&caps);
+        sdx_value_destroy(&models);
+        return;
+    }
+    sdx_map_set_str(b, "worker_id", w->id);
+    sdx_map_set_str(b, "domain", w->domain->name);
+    sdx_map_set_int(b, "gpu", w->gpu);
+    s_capabilities_to(w, caps);
+    sdx_map_set(b, "capabilities", caps);
+    sdx_map_set_int(b, "concurrency", w->concurrency);
+    if (w->prefetch >= 0)
+        sdx_map_set_int(b, "prefetch", w->prefetch);
+    sdx_worker_models_to(w, models);
+    sdx_map_set(b, "models", models);
+    sdx_map_set_int(b, "pid", (int64_t)getpid());
+    sdx_map_set_str(b, "host", w->host);
+    sdx_map_set_str(b, "version", SDX_WORKER_VERSION);
+    sdx_map_set_str(b, "device", w->device);
+    if (w->gpu_name[0])
+        sdx_map_set_str(b, "gpu_name", w->gpu_name);
+    s_send(w, SDX_MDP_READY, NULL, b);
+    sdx_value_destroy(&b);
+}
+
+/* ---------------------------------------------------------- job threads */
+
+static void s_job_destroy(sdx_job_t **job_p)
+{
+    if (!job_p || !*job_p)
+        return;
+    sdx_value_destroy(&(*job_p)->request);
+    sdx_value_destroy(&(*job_p)->empty);
+    free(*job_p);
+    *job_p = NULL;
+}
+
+static int s_push(void *push, uint8_t cmd, sdx_job_t *job, const sdx_value_t *body)
+{
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (body && sdx_msgpack_encode(body, &buf, &len) != 0)
+        return -1;
+    s_push_hdr_t hdr = {.cmd = cmd, .job = job};
+    if (cmd == SDX_MDP_REPLY) {
+        hdr.ok = body && sdx_map_bool(body, "success", false);
+        snprintf(hdr.code, sizeof hdr.code, "%s",
+                 hdr.ok ? "ok" : sdx_map_str(sdx_map_get(body, "error"), "code", "internal"));
+    }
+    int rc = zmq_send(push, &hdr, sizeof hdr, ZMQ_SNDMORE);
+    if (rc >= 0)
+        rc = zmq_send(push, buf ? buf : (uint8_t *)"", len, 0);
+    free(buf);
+    return rc < 0 ? -1 : 0;
+}
+
+int sdx_worker_progress(sdx_job_t *job, int64_t step, int64_t total, const char *msg)
+{
+    sdx_value_t *b = sdx_value_map_new();
+    if (!b)
+        return -1;
+    sdx_map_set_int(b, "step", step);
+    sdx_map_set_int(b, "total", total);
+    sdx_map_set_int(b, "elapsed_ms", sdx_worker_mono_ms() - job->started_mono);
+    if (msg)
+        sdx_map_set_str(b, "message", msg);
+    int rc;
+    if (job->push) {
+        rc = s_push(job->push, SDX_MDP_PROGRESS, job, b);
+    } else {
+        /* inline handler: we are on the main thread */
+        rc = job->gen == job->w->gen ? s_send(job->w, SDX_MDP_PROGRESS, job->request_id, b) : -1;
+    }
+    sdx_value_destroy(&b);
+    return rc;
+}
+
+static void *s_job_thread(void *arg)
+{
+    sdx_worker_t *w = arg;
+    void *push = zmq_socket(w->zctx, ZMQ_PUSH);
+    int zero = 0;
+    zmq_setsockopt(push, ZMQ_LINGER, &zero, sizeof zero);
+    if (!push || zmq_connect(push, w->pull_ep) != 0) {
+        log_error("job thread: cannot connect %s: %s", w->pull_ep, zmq_strerror(errno));
+        if (push)
+            zmq_close(push);
+        return NULL;
+    }
+    for (;;) {
+        pthread_mutex_lock(&w->qlock);
+        while (!w->qhead && !w->threads_stop)
+            pthread_cond_wait(&w->qcond, &w->qlock);
+        sdx_job_t *job = w->qhead;
+        if (!job) { /* stopping and nothing left */
+            pthread_mutex_unlock(&w->qlock);
+            break;
+        }
+        w->qhead = job->qnext;
+        if (!w->qhead)
+            w->qtail = NULL;
+        atomic_fetch_sub(&w->queued, 1);
+        pthread_mutex_unlock(&w->qlock);
+
+        job->push = push;
+        log_debug("%s %s: start", job->request_id, job->message_type);
+        sdx_value_t *body = s_run_handler(job);
+        if (!body)
+            body = s_error_body("internal", NULL, "out of memory building the reply");
+        /* after this push main owns the job again: do not touch it */
+        if (s_push(push, SDX_MDP_REPLY, job, body) != 0)
+            log_error("%s: cannot hand the reply to the main thread", job->request_id);
+        sdx_value_destroy(&body);
+    }
+    zmq_close(push);
+    return NULL;
+}
+
+/* -------------------------------------------------------------- dispatch */
+
+static void s_active_add(sdx_worker_t *w, sdx_job_t *job)
+{
+    job->aprev = NULL;
+    job->anext = w->active;
+    if (w->active)
+        w->active->aprev = job;
+    w->active = job;
+    atomic_fetch_add(&w->in_flight, 1);
+}
+
+static void s_active_remove(sdx_worker_t *w, sdx_job_t *job)
+{
+    if (job->aprev)
+        job->aprev->anext = job->anext;
+    else
+        w->active = job->anext;
+    if (job->anext)
+        job->anext->aprev = job->aprev;
+    job->anext = job->aprev = NULL;
+    atomic_fetch_sub(&w->in_flight, 1);
+}
+
+static int s_h_ping(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply)
+{
+    sdx_worker_t *w = job->w;
+    sdx_map_set_bool(reply, "pong", true);
+    sdx_map_set_str(reply, "worker_id", w->id);
+    sdx_map_set_str(reply, "domain", w->domain->name);
+    sdx_map_set_int(reply, "gpu", w->gpu);
+    sdx_map_set_int(reply, "time_ms", sdx_worker_now_ms());
+    const sdx_value_t *echo = sdx_map_get(data, "echo");
+    if (echo)
+        sdx_map_set(reply, "echo", sdx_value_clone(echo));
+    return 0;
+}
+
+static int s_h_status(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply)
+{
+    sdx_worker_status_to(job->w, reply);
+    if (job->w->domain->status)
+        job->w->domain->status(job->w, reply);
+    return 0;
+}
+
+/* Row 0: ping, row 1: status; the message type is built per domain. */
+static sdx_handler_t s_builtin[2] = {
+    {NULL, s_h_ping, SDX_HANDLER_INLINE, "liveness check, answers pong"},
+    {NULL, s_h_status, SDX_HANDLER_INLINE, "uptime, counters, gpu, loaded models"},
+};
+static char s_builtin_names[2][96];
+
+static const sdx_handler_t *s_domain_handler(const sdx_worker_t *w, const char *type)
+{
+    for (const sdx_handler_t *h = w->domain->handlers; h && h->message_type; h++)
+        if (strcmp(h->message_type, type) == 0)
+            return h;
+    return NULL;
+}
+
+/* The domain's own row wins over the runtime's ping/status. */
+static const sdx_handler_t *s_find_handler(sdx_worker_t *w, const char *type)
+{
+    const sdx_handler_t *h = s_domain_handler(w, type);
+    if (h)
+        return h;
+    for (int i = 0; i < 2; i++)
+        if (strcmp(s_builtin[i].message_type, type) == 0)
+            return &s_builtin[i];
+    return NULL;
+}
+
+static void s_capabilities_to(sdx_worker_t *w, sdx_value_t *arr)
+{
+    for (int i = 0; i < 2; i++)
+        if (!s_domain_handler(w, s_builtin[i].message_type))
+            sdx_array_push(arr, sdx_value_str_new(s_builtin[i].message_type));
+    for (const sdx_handler_t *h = w->domain->handlers; h && h->message_type; h++)
+        sdx_array_push(arr, sdx_value_str_new(h->message_type));
+}
+
+void sdx_worker_status_to(sdx_worker_t *w, sdx_value_t *out)
+{
+    sdx_map_set_str(out, "worker_id", w->id);
+    sdx_map_set_str(out, "domain", w->domain->name);
+    sdx_map_set_int(out, "gpu", w->gpu);
+    sdx_map_set_str(out, "device", w->device);
+    if (w->gpu_name[0])
+        sdx_map_set_str(out, "gpu_name", w->gpu_name);
+    sdx_map_set_str(out, "host", w->host);
+    sdx_map_set_int(out, "pid", (int64_t)getpid());
+    sdx_map_set_str(out, "version", SDX_WORKER_VERSION);
+    sdx_map_set_str(out, "broker", w->broker);
+    sdx_map_set_int(out, "started_ms", w->started_unix_ms);
+    sdx_map_set_float(out, "uptime_s", (sdx_worker_mono_ms() - w->started_mono) / 1000.0);
+    sdx_map_set_int(out, "concurrency", w->concurrency);
+    sdx_map_set_int(out, "requests_served", atomic_load(&w->served));
+    sdx_map_set_int(out, "requests_failed", atomic_load(&w->failed));
+    sdx_map_set_int(out, "requests_cancelled", atomic_load(&w->cancelled));
+    sdx_map_set_int(out, "requests_timed_out", atomic_load(&w->timeouts));
+    sdx_map_set_int(out, "cancels_received", atomic_load(&w->cancels_received));
+    /* counts the status request asking, too */
+    sdx_map_set_int(out, "in_flight", atomic_load(&w->in_flight));
+    sdx_map_set_int(out, "queued", atomic_load(&w->queued));
+    sdx_map_set_int(out, "reconnects", atomic_load(&w->reconnects));
+    sdx_map_set_int(out, "dropped_replies", atomic_load(&w->dropped_replies));
+    sdx_map_set_bool(out, "draining", w->draining);
+    const char *cvd = getenv("CUDA_VISIBLE_DEVICES");
+    if (cvd)
+        sdx_map_set_str(out, "cuda_visible_devices", cvd);
+    sdx_gpu_info_t gi;
+    if (w->gpu_probe && sdx_gpu_query(w->gpu_probe, w->gpu, &gi) == 0) {
+        sdx_value_t *gm = sdx_value_map_new();
+        if (gm) {
+            sdx_map_set_int(gm, "total", gi.mem_total);
+            if (gi.mem_free >= 0) {
+                sdx_map_set_int(gm, "free", gi.mem_free);
+                sdx_map_set_int(gm, "used", gi.mem_used);
+            }
+            if (gi.util_gpu >= 0)
+                sdx_map_set_int(gm, "utilization_gpu", gi.util_gpu);
+            sdx_map_set(out, "gpu_memory", gm);
+        }
+    }
+    sdx_value_t *m = sdx_value_array_new();
+    if (m) {
+        sdx_worker_models_to(w, m);
+        sdx_map_set(out, "loaded_models", m);
+    }
+    sdx_value_t *caps = sdx_value_array_new();
+    if (caps) {
+        s_capabilities_to(w, caps);
+        sdx_map_set(out, "capabilities", caps);
+    }
+    sdx_value_t *planned = sdx_value_array_new();
+    if (planned) {
+        for (const char *const *p = w->domain->planned; p && *p; p++)
+            sdx_array_push(planned, sdx_value_str_new(*p));
+        sdx_map_set(out, "planned", planned);
+        if (w->domain->planned_issue)
+            sdx_map_set_str(out, "planned_issue", w->domain->planned_issue);
+    }
+}
+
+/* Count a finished job's outcome. */
+static void s_account(sdx_worker_t *w, const sdx_job_t *job, bool ok, const char *code, double ms)
+{
+    if (ok)
+        atomic_fetch_add(&w->served, 1);
+    else if (strcmp(code, "cancelled") == 0)
+        atomic_fetch_add(&w->cancelled, 1);
+    else if (strcmp(code, "timeout") == 0)
+        atomic_fetch_add(&w->timeouts, 1);
+    else
+        atomic_fetch_add(&w->failed, 1);
+    if (ok)
+        log_debug("%s %s: ok %.2f ms", job->request_id, job->message_type, ms);
+    else
+        log_info("%s %s: %s", job->request_id, job->message_type, code);
+}
+
+static void s_handle_request(sdx_worker_t *w, sdx_mdp_msg_t *msg)
+{
+    const char *rid = msg->request_id;
+    if (!msg->body || msg->body->type != SDX_MAP) {
+        s_send_error(w, rid, "invalid_request", "REQUEST %s has no body map", rid);
+        atomic_fetch_add(&w->failed, 1);
+        return;
+    }
+    const char *type = sdx_map_str(msg->body, "message_type", NULL);
+    if (!type || !*type) {
+        s_send_error(w, rid, "invalid_request", "REQUEST %s has no message_type", rid);
+        atomic_fetch_add(&w->failed, 1);
+        return;
+    }
+    if (w->draining) {
+        s_send_error(w, rid, CODE_DRAINING,
+                     "worker %s is shutting down and takes no new requests; retry", w->id);
+        atomic_fetch_add(&w->failed, 1);
+        return;
+    }
+    size_t dl = strlen(w->domain->name);
+    if (strncmp(type, w->domain->name, dl) != 0 || type[dl] != '.') {
+        s_send_error(w, rid, "unknown_message_type", "%s is not a %s message type (worker %s)",
+                     type, w->domain->name, w->id);
+        atomic_fetch_add(&w->failed, 1);
+        return;
+    }
+    const sdx_handler_t *h = s_find_handler(w, type);
+    if (!h) {
+        bool planned = false;
+        for (const char *const *p = w->domain->planned; p && *p && !planned; p++)
+            planned = strcmp(*p, type) == 0;
+        if (planned)
+            s_send_error(w, rid, "not_available",
+                         "%s is not available yet: the %s worker's real handlers come with %s",
+                         type, w->domain->name,
+                         w->domain->planned_issue ? w->domain->planned_issue : "a later issue");
+        else
+            s_send_error(w, rid, "unknown_message_type",
+                         "%s is not a message type of the %s domain (see %s.status: "
+                         "capabilities, planned)",
+                         type, w->domain->name, w->domain->name);
+        atomic_fetch_add(&w->failed, 1);
+        return;
+    }
+    sdx_job_t *job = calloc(1, sizeof *job);
+    if (!job) {
+        s_send_error(w, rid, "internal", "out of memory");
+        return;
+    }
+    job->w = w;
+    snprintf(job->request_id, sizeof job->request_id, "%s", rid);
+    snprintf(job->message_type, sizeof job->message_type, "%s", type);
+    job->request = msg->body;
+    msg->body = NULL;
+    job->empty = sdx_value_map_new();
+    job->handler = h;
+    job->gen = w->gen;
+    atomic_init(&job->cancel, false);
+    job->deadline_ms = sdx_map_int(job->request, "deadline_ms", 0);
+    job->received_mono = sdx_worker_mono_ms();
+    if (!job->empty) {
+        s_send_error(w, rid, "internal", "out of memory");
+        s_job_destroy(&job);
+        return;
+    }
+    s_active_add(w, job);
+    if (h->flags & SDX_HANDLER_INLINE) {
+        double t0 = s_mono_ms_f();
+        sdx_value_t *body = s_run_handler(job);
+        if (!body)
+            body = s_error_body("internal", NULL, "out of memory building the reply");
+        s_send(w, SDX_MDP_REPLY, job->request_id, body);
+        bool ok = sdx_map_bool(body, "success", false);
+        s_account(w, job, ok,
+                  ok ? "ok" : sdx_map_str(sdx_map_get(body, "error"), "code", "internal"),
+                  s_mono_ms_f() - t0);
+        sdx_value_destroy(&body);
+        s_active_remove(w, job);
+        s_job_destroy(&job);
+        return;
+    }
+    w->threaded++;
+    pthread_mutex_lock(&w->qlock);
+    if (w->qtail)
+        w->qtail->qnext = job;
+    else
+        w->qhead = job;
+    w->qtail = job;
+    atomic_fetch_add(&w->queued, 1);
+    pthread_cond_signal(&w->qcond);
+    pthread_mutex_unlock(&w->qlock);
+}
+
+static void s_handle_cancel(sdx_worker_t *w, const char *rid)
+{
+    atomic_fetch_add(&w->cancels_received, 1);
+    for (sdx_job_t *j = w->active; j; j = j->anext) {
+        if (j->gen == w->gen && strcmp(j->request_id, rid) == 0) {
+            atomic_store(&j->cancel, true);
+            log_info("%s %s: CANCEL received, stopping it", rid, j->message_type);
+            return;
+        }
+    }
+    log_info("%s: CANCEL received for a request not running here (already answered)", rid);
+}
+
+/* Frames a job thread pushed: forward PROGRESS/REPLY of the current
+   connection, finish the job on REPLY. */
+static void s_drain_pull(sdx_worker_t *w)
+{
+    for (;;) {
+        s_push_hdr_t hdr;
+        int n = zmq_recv(w->pull, &hdr, sizeof hdr, ZMQ_DONTWAIT);
+        if (n < 0)
+            return;
+        zmq_msg_t body;
+        zmq_msg_init(&body);
+        int more = 0;
+        size_t ml = sizeof more;
+        zmq_getsockopt(w->pull, ZMQ_RCVMORE, &more, &ml);
+        if (!more || zmq_msg_recv(&body, w->pull, 0) < 0 || n != (int)sizeof hdr) {
+            zmq_msg_close(&body);
+            log_error("malformed frame from a job thread");
+            continue;
+        }
+        sdx_job_t *job = hdr.job;
+        bool current = w->sock && job->gen == w->gen;
+        if (current) {
+            if (sdx_mdp_send_raw(w->sock, NULL, 0, (sdx_mdp_cmd_t)hdr.cmd, job->request_id,
+                                 zmq_msg_data(&body), zmq_msg_size(&body), true) != 0)
+                log_warn("%s: send %s failed: %s", job->request_id,
+                         sdx_mdp_cmd_name((sdx_mdp_cmd_t)hdr.cmd), zmq_strerror(errno));
+        }
+        if (hdr.cmd == SDX_MDP_REPLY) {
+            hdr.code[sizeof hdr.code - 1] = '\0';
+            s_account(w, job, hdr.ok, hdr.code, (double)(sdx_worker_mono_ms() - job->started_mono));
+            if (!current) {
+                atomic_fetch_add(&w->dropped_replies, 1);
+                log_warn("%s: reply dropped: the request came over an earlier broker connection",
+                         job->request_id);
+            }
+            s_active_remove(w, job);
+            s_job_destroy(&job);
+            w->threaded--;
+        }
+        zmq_msg_close(&body);
+    }
+}
+
+/* ------------------------------------------------------------ connection */
+
+static void s_disconnect(sdx_worker_t *w, bool say_goodbye)
+{
+    if (!w->sock)
+        return;
+    if (say_goodbye)
+        s_send(w, SDX_MDP_DISCONNECT, NULL, NULL);
+    zmq_close(w->sock);
+    w->sock = NULL;
+}
+
+static int s_connect(sdx_worker_t *w)
+{
+    w->sock = zmq_socket(w->zctx, ZMQ_DEALER);
+    if (!w->sock) {
+        log_error("zmq_socket: %s", zmq_strerror(errno));
+        return -1;
+    }
+    int linger = 1000; /* give DISCONNECT / last replies a second on close */
+    zmq_setsockopt(w->sock, ZMQ_LINGER, &linger, sizeof linger);
+    int hwm = 100000;
+    zmq_setsockopt(w->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(w->sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    int ivl = 100, ivl_max = 2000;
+    zmq_setsockopt(w->sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
+    zmq_setsockopt(w->sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
+    if (zmq_connect(w->sock, w->broker) != 0) {
+        log_error("connect %s: %s", w->broker, zmq_strerror(errno));
+        zmq_close(w->sock);
+        w->sock = NULL;
+        return -1;
+    }
+    w->gen++;
+    w->heard = false;
+    s_send_ready(w);
+    int64_t now = sdx_worker_mono_ms();
+    w->last_rx = now;
+    w->next_hb = now + SDX_MDP_HEARTBEAT_MS;
+    log_info("connected to %s (connection %u), READY sent", w->broker, w->gen);
+    return 0;
+}
+
+/* Wait up to ms while still serving job threads' frames (their replies are
+   dropped: no broker) and watching for signals. */
+static void s_wait(sdx_worker_t *w, int ms)
+{
+    int64_t end = sdx_worker_mono_ms() + ms;
+    while (!s_signals) {
+        int64_t left = end - sdx_worker_mono_ms();
+        if (left <= 0)
+            break;
+        zmq_pollitem_t it = {.socket = w->pull, .events = ZMQ_POLLIN};
+        zmq_poll(&it, 1, (long)left);
+        s_drain_pull(w);
+    }
+}
+
+static void s_reconnect(sdx_worker_t *w, const char *why)
+{
+    s_disconnect(w, false);
+    atomic_fetch_add(&w->reconnects, 1);
+    log_warn("broker %s: %s; reconnecting in %d ms", w->broker, why, w->backoff_ms);
+    s_wait(w, w->backoff_ms);
+    w->backoff_ms = w->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : w->backoff_ms * 2;
+    if (!s_signals || !w->draining)
+        s_connect(w);
+}
+
+/* Whether a zmq socket has a message waiting. Reading ZMQ_EVENTS also
+   processes the socket's pending commands, which re-arms its ZMQ_FD. */
+static bool s_readable(void *sock)
+{
+    int ev = 0;
+    size_t len = sizeof ev;
+    return zmq_getsockopt(sock, ZMQ_EVENTS, &ev, &len) == 0 && (ev & ZMQ_POLLIN);
+}
+
+/* Handle what the broker sent, until its socket says nothing is waiting:
+   the last call on the socket is then a ZMQ_EVENTS check made after every
+   send, which is what makes blocking on its ZMQ_FD safe (edge-triggered). */
+static void s_handle_broker(sdx_worker_t *w)
+{
+    for (int budget = 0; budget < 1000 && w->sock && s_readable(w->sock); budget++) {
+        sdx_mdp_msg_t msg;
+        memset(&msg, 0, sizeof msg);
+        char err[256] = "";
+        int rc = sdx_mdp_recv(w->sock, false, &msg, true, err, sizeof err);
+        if (rc == 1)
+            return;
+        if (rc < 0) {
+            sdx_mdp_msg_clear(&msg);
+            if (!err[0]) /* a socket error: poll again */
+                return;
+            log_warn("malformed message from the broker: %s", err);
+            continue;
+        }
+        w->last_rx = sdx_worker_mono_ms();
+        if (msg.cmd != SDX_MDP_DISCONNECT) {
+            w->heard = true;
+            w->backoff_ms = BACKOFF_MIN_MS;
+        }
+        switch (msg.cmd) {
+        case SDX_MDP_REQUEST:
+            s_handle_request(w, &msg);
+            break;
+        case SDX_MDP_HEARTBEAT:
+            break;
+        case SDX_MDP_CANCEL:
+            s_handle_cancel(w, msg.request_id);
+            break;
+        case SDX_MDP_DISCONNECT:
+            sdx_mdp_msg_clear(&msg);
+            if (!w->heard) {
+                /* DISCONNECT as the answer to READY: the broker refuses this
+                   worker (e.g. a domain its catalogue does not route to
+                   workers). Back off rather than spin. */
+                log_warn("broker refused the registration (DISCONNECT after READY)");
+                s_reconnect(w, "registration refused");
+                return;
+            }
+            log_warn("broker sent DISCONNECT (restarted?): re-registering");
+            s_disconnect(w, false);
+            atomic_fetch_add(&w->reconnects, 1);
+            if (!w->draining)
+                s_connect(w);
+            return;
+        default:
+            log_warn("unexpected %s from the broker", sdx_mdp_cmd_name(msg.cmd));
+            break;
+        }
+        sdx_mdp_msg_clear(&msg);
+    }
+}
+
+/* ------------------------------------------------------------- main loop */
+
+/* Jobs still waiting for a job thread (prefetched ones) go back to the
+   broker as worker_lost, which it re-dispatches to another worker. */
+static void s_return_queued(sdx_worker_t *w)
+{
+    pthread_mutex_lock(&w->qlock);
+    sdx_job_t *list = w->qhead;
+    w->qhead = w->qtail = NULL;
+    atomic_store(&w->queued, 0);
+    pthread_mutex_unlock(&w->qlock);
+    while (list) {
+        sdx_job_t *job = list;
+        list = job->qnext;
+        if (job->gen == w->gen)
+            s_send_error(w, job->request_id, CODE_DRAINING,
+                         "worker %s is shutting down before it started %s; retry", w->id,
+                         job->request_id);
+        s_account(w, job, false, CODE_DRAINING, 0);
+        s_active_remove(w, job);
+        s_job_destroy(&job);
+        w->threaded--;
+    }
+}
+
+static void s_begin_drain(sdx_worker_t *w)
+{
+    w->draining = true;
+    s_return_queued(w);
+    log_info("stop requested: finishing %ld request(s) in flight, then DISCONNECT",
+             (long)atomic_load(&w->in_flight));
+    s_send_heartbeat(w); /* tells the broker we are draining */
+}
+
+static void s_cancel_all(sdx_worker_t *w)
+{
+    log_warn("second stop signal: cancelling %ld request(s) in flight",
+             (long)atomic_load(&w->in_flight));
+    for (sdx_job_t *j = w->active; j; j = j->anext)
+        atomic_store(&j->cancel, true);
+}
+
+static int s_run(sdx_worker_t *w)
+{
+    w->backoff_ms = BACKOFF_MIN_MS;
+    if (s_connect(w) != 0)
+        return 1;
+    int seen_signals = 0;
+    for (;;) {
+        if (s_signals != seen_signals) {
+            if (seen_signals == 0)
+                s_begin_drain(w);
+            if (s_signals >= 2 && seen_signals < 2)
+                s_cancel_all(w);
+            seen_signals = s_signals;
+        }
+        if (w->draining && !w->active)
+            break;
+        if (!w->sock) {
+            if (w->draining) { /* no broker to reply to: wait for the jobs */
+                s_wait(w, 100);
+                continue;
+            }
+            s_reconnect(w, "connection failed");
+            continue;
+        }
+        /* job threads' frames first: forwarding them sends on the DEALER */
+        if (w->threaded > 0)
+            s_drain_pull(w);
+        int64_t now = sdx_worker_mono_ms();
+        if (now >= w->next_hb) {
+            if (now - w->last_rx > (int64_t)SDX_MDP_LIVENESS * SDX_MDP_HEARTBEAT_MS) {
+                if (w->draining) {
+                    s_disconnect(w, false);
+                    continue;
+                }
+                s_reconnect(w, "no heartbeat for 3 intervals");
+                continue;
+            }
+            s_send_heartbeat(w);
+            w->next_hb = now + SDX_MDP_HEARTBEAT_MS;
+        }
+        void *sock = w->sock;
+        s_handle_broker(w); /* last: ends with a ZMQ_EVENTS check after all sends */
+        if (w->sock != sock || !w->sock || s_signals != seen_signals)
+            continue; /* reconnected, or a signal: look again before blocking */
+        /* Block on the sockets' file descriptors: one poll() per wake-up
+           instead of zmq_poll's several, which matters for small requests.
+           The pull socket only while job threads have work. */
+        int fds[2] = {-1, -1};
+        size_t fl = sizeof fds[0];
+        zmq_getsockopt(w->sock, ZMQ_FD, &fds[0], &fl);
+        zmq_getsockopt(w->pull, ZMQ_FD, &fds[1], &fl);
+        struct pollfd pfd[2] = {{.fd = fds[0], .events = POLLIN}, {.fd = fds[1], .events = POLLIN}};
+        long timeout = (long)(w->next_hb - sdx_worker_mono_ms());
+        if (timeout < 0)
+            timeout = 0;
+        if (poll(pfd, w->threaded > 0 ? 2 : 1, (int)timeout) < 0 && errno != EINTR) {
+            log_error("poll: %s", strerror(errno));
+            return 1;
+        }
+    }
+    s_disconnect(w, true);
+    log_info("stopped cleanly (%ld served)", (long)atomic_load(&w->served));
+    return 0;
+}
+
+/* ---------------------------------------------------------------- config */
+
+/* Load a YAML document as an sdx_value tree (scalars as strings). */
+static sdx_value_t *s_yaml_node(yaml_parser_t *p, yaml_event_t *first, int depth, char *err,
+                                size_t err_len);
+
+static sdx_value_t *s_yaml_collection(yaml_parser_t *p, bool is_map, int depth, char *err,
+                                      size_t err_len)
+{
+    sdx_value_t *v = is_map ? sdx_value_map_new() : sdx_value_array_new();
+    for (;;) {
+        yaml_event_t ev;
+        if (!yaml_parser_parse(p, &ev)) {
+            snprintf(err, err_len, "yaml: %s at line %zu", p->problem ? p->problem : "error",
+                     p->problem_mark.line + 1);
+            sdx_value_destroy(&v);
+            return NULL;
+        }
+        if (ev.type == (is_map ? YAML_MAPPING_END_EVENT : YAML_SEQUENCE_END_EVENT)) {
+            yaml_event_delete(&ev);
+            return v;
+        }
+        if (is_map) {
+            if (ev.type != YAML_SCALAR_EVENT) {
+                snprintf(err, err_len, "yaml: non-scalar key at line %zu", ev.start_mark.line + 1);
+                yaml_event_delete(&ev);
+                sdx_value_destroy(&v);
+                return NULL;
+            }
+            char *key = strdup((const char *)ev.data.scalar.value);
+            yaml_event_delete(&ev);
+            if (!yaml_parser_parse(p, &ev)) {
+                free(key);
+                snprintf(err, err_len, "yaml: %s", p->problem ? p->problem : "error");
+                sdx_value_destroy(&v);
+                return NULL;
+            }
+            sdx_value_t *val = s_yaml_node(p, &ev, depth + 1, err, err_len);
+            if (!val || !key) {
+                free(key);
+                sdx_value_destroy(&val);
+                sdx_value_destroy(&v);
+                return NULL;
+            }
+            sdx_map_set(v, key, val);
+            free(key);
+        } else {
+            sdx_value_t *val = s_yaml_node(p, &ev, depth + 1, err, err_len);
+            if (!val) {
+                sdx_value_destroy(&v);
+                return NULL;
+            }
+            sdx_array_push(v, val);
+        }
+    }
+}
+
+static sdx_value_t *s_yaml_node(yaml_parser_t *p, yaml_event_t *ev, int depth, char *err,
+                                size_t err_len)
+{
+    sdx_value_t *v = NULL;
+    if (depth > 32) {
+        snprintf(err, err_len, "yaml: nested too deeply");
+    } else if (ev->type == YAML_SCALAR_EVENT) {
+        v = sdx_value_strn_new((const char *)ev->data.scalar.value, ev->data.scalar.length);
+    } else if (ev->type == YAML_MAPPING_START_EVENT || ev->type == YAML_SEQUENCE_START_EVENT) {
+        bool is_map = ev->type == YAML_MAPPING_START_EVENT;
+        yaml_event_delete(ev);
+        return s_yaml_collection(p, is_map, depth, err, err_len);
+    } else {
+        snprintf(err, err_len, "yaml: unsupported node (aliases are not supported) at line %zu",
+                 ev->start_mark.line + 1);
+    }
+    yaml_event_delete(ev);
+    return v;
+}
+
+static sdx_value_t *s_yaml_load(const char *path, char *err, size_t err_len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, err_len, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    yaml_parser_t p;
+    yaml_parser_initialize(&p);
+    yaml_parser_set_input_file(&p, f);
+    sdx_value_t *root = NULL;
+    for (;;) {
+        yaml_event_t ev;
+        if (!yaml_parser_parse(&p, &ev)) {
+            snprintf(err, err_len, "%s: yaml: %s at line %zu", path,
+                     p.problem ? p.problem : "error", p.problem_mark.line + 1);
+            break;
+        }
+        if (ev.type == YAML_STREAM_END_EVENT || ev.type == YAML_DOCUMENT_END_EVENT) {
+            yaml_event_delete(&ev);
+            break;
+        }
+        if (ev.type == YAML_MAPPING_START_EVENT) {
+            root = s_yaml_node(&p, &ev, 0, err, err_len);
+            break;
+        }
+        yaml_event_delete(&ev);
+    }
+    yaml_parser_delete(&p);
+    fclose(f);
+    if (!root && !err[0])
+        snprintf(err, err_len, "%s: expected a YAML mapping", path);
+    return root;
+}
+
+typedef struct {
+    char domain[64];
+    char broker[512];
+    char id[96];
+    char log_level[16];
+    int gpu;
+    int concurrency;
+    int prefetch;
+} s_opts_t;
+
+/* Turn a bind endpoint from a broker config into one to connect to. */
+static void s_connectable(const char *bind_ep, char *out, size_t len)
+{
+    const char *star = strstr(bind_ep, "://*:");
+    const char *any = strstr(bind_ep, "://0.0.0.0:");
+    if (star)
+        snprintf(out, len, "%.*s://127.0.0.1:%s", (int)(star - bind_ep), bind_ep, star + 5);
+    else if (any)
+        snprintf(out, len, "%.*s://127.0.0.1:%s", (int)(any - bind_ep), bind_ep, any + 11);
+    else
+        snprintf(out, len, "%s", bind_ep);
+}
+
+static void s_opts_apply_map(s_opts_t *o, const sdx_value_t *m, bool set_domain)
+{
+    const char *s;
+    if (set_domain && (s = sdx_map_str(m, "domain", NULL)))
+        snprintf(o->domain, sizeof o->domain, "%s", s);
+    if ((s = sdx_map_str(m, "broker", NULL)))
+        snprintf(o->broker, sizeof o->broker, "%s", s);
+    if ((s = sdx_map_str(m, "id", NULL)))
+        snprintf(o->id, sizeof o->id, "%s", s);
+    if ((s = sdx_map_str(m, "log_level", NULL)))
+        snprintf(o->log_level, sizeof o->log_level, "%s", s);
+    if ((s = sdx_map_str(m, "gpu", NULL)))
+        o->gpu = atoi(s);
+    if ((s = sdx_map_str(m, "concurrency", NULL)))
+        o->concurrency = atoi(s);
+    if ((s = sdx_map_str(m, "prefetch", NULL)))
+        o->prefetch = atoi(s);
+}
+
+/* The worker's config file: flat keys (domain, broker, gpu, concurrency, id,
+   log_level), or a fleet file (deploy/fleet.yaml): broker.backend gives the
+   endpoint, `worker:` holds defaults, and the `workers:` entry with our
+   domain (and gpu, when several) overrides them. */
+static int s_opts_from_file(s_opts_t *o, const char *path, const char *domain_hint, int gpu_hint,
+                            char *err, size_t err_len)
+{
+    sdx_value_t *root = s_yaml_load(path, err, err_len);
+    if (!root)
+        return -1;
+    s_opts_apply_map(o, root, true);
+    const sdx_value_t *broker = sdx_map_get(root, "broker");
+    if (broker && broker->type == SDX_MAP) {
+        const char *be = sdx_map_str(broker, "backend", NULL);
+        if (be)
+            s_connectable(be, o->broker, sizeof o->broker);
+    }
+    const sdx_value_t *defaults = sdx_map_get(root, "worker");
+    if (defaults && defaults->type == SDX_MAP)
+        s_opts_apply_map(o, defaults, true);
+    const char *dom = domain_hint && *domain_hint ? domain_hint : o->domain;
+    const sdx_value_t *list = sdx_map_get(root, "workers");
+    for (size_t i = 0; dom && *dom && i < sdx_array_len(list); i++) {
+        const sdx_value_t *e = sdx_array_at(list, i);
+        if (!e || e->type != SDX_MAP || strcmp(sdx_map_str(e, "domain", ""), dom) != 0)
+            continue;
+        const char *g = sdx_map_str(e, "gpu", NULL);
+        if (gpu_hint >= 0 && g && atoi(g) != gpu_hint)
+            continue;
+        s_opts_apply_map(o, e, true);
+        break;
+    }
+    sdx_value_destroy(&root);
+    return 0;
+}
+
+static void s_usage(FILE *f)
+{
+    fprintf(
+        f,
+        "usage: sdxl-worker --domain NAME --broker ENDPOINT [--gpu N] [--config FILE]\n"
+        "                   [--concurrency N] [--prefetch N] [--id ID] [--log-level "
+        "error|warn|info|debug]\n"
+        "  --domain       device, model, conditioning, scheduler, inference,\n"
+        "                 postprocessing or test\n"
+        "  --broker       the broker's backend, e.g. tcp://127.0.0.1:5556 or ipc:///run/sdxl/be\n"
+        "                 (default tcp://127.0.0.1:5556)\n"
+        "  --gpu N        serve on GPU N (host index, as nvidia-smi numbers them)\n"
+        "  --config FILE  YAML: flat keys named like the flags, or a fleet file\n"
+        "  --concurrency  requests run at once (job threads, default 1)\n"
+        "  --prefetch N   requests the broker may queue here beyond --concurrency\n"
+        "                 (0..64; default: the broker's setting for the domain)\n"
+        "  --id           worker id (default <domain>-<host>-<pid>)\n");
+}
+
+/* Select --gpu N for this process: validate it and restrict CUDA to it. */
+static int s_select_gpu(sdx_worker_t *w, char *err, size_t err_len)
+{
+    int n = w->gpu_requested;
+    if (n < 0) {
+        sdx_worker_set_gpu(w, -1, "cpu", NULL);
+        return 0;
+    }
+    sdx_gpu_t *g = sdx_gpu_new(false); /* NVML only: no cuInit in this process */
+    if (!g) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    int count = sdx_gpu_count(g);
+    bool nvml = strcmp(sdx_gpu_backend(g), "nvml") == 0;
+    char why[256];
+    snprintf(why, sizeof why, "%s", sdx_gpu_error(g));
+    if (!nvml)
+        count = sdx_gpu_cuda_count_isolated();
+    if (count <= 0 || n >= count) {
+        if (count <= 0)
+            snprintf(err, err_len, "--gpu %d: this host has no GPU (%s)", n,
+                     why[0] ? why : "no devices");
+        else
+            snprintf(err, err_len, "--gpu %d: no such GPU, this host has %d (0..%d)", n, count,
+                     count - 1);
+        sdx_gpu_destroy(&g);
+        return -1;
+    }
+    sdx_gpu_info_t info;
+    char visible[128];
+    if (nvml && sdx_gpu_query(g, n, &info) == 0 && info.uuid[0]) {
+        snprintf(visible, sizeof visible, "%s", info.uuid);
+    } else {
+        /* CUDA order: pick the n-th of an existing restriction, if any */
+        const char *cvd = getenv("CUDA_VISIBLE_DEVICES");
+        snprintf(visible, sizeof visible, "%d", n);
+        if (cvd && *cvd) {
+            char tmp[256];
+            snprintf(tmp, sizeof tmp, "%s", cvd);
+            char *save = NULL;
+            int i = 0;
+            for (char *t = strtok_r(tmp, ",", &save); t; t = strtok_r(NULL, ",", &save), i++)
+                if (i == n)
+                    snprintf(visible, sizeof visible, "%s", t);
+        }
+        info.name[0] = '\0';
+    }
+    setenv("CUDA_VISIBLE_DEVICES", visible, 1);
+    sdx_worker_set_gpu(w, n, "cuda:0", info.name[0] ? info.name : NULL);
+    log_info("using GPU %d%s%s (CUDA_VISIBLE_DEVICES=%s)", n, info.name[0] ? ": " : "", info.name,
+             visible);
+    if (nvml)
+        w->gpu_probe = g; /* kept: status reports the GPU's memory */
+    else
+        sdx_gpu_destroy(&g);
+    return 0;
+}
+
+static sdx_worker_t *s_worker_new(const sdx_domain_t *domain, const s_opts_t *o)
+{
+    sdx_worker_t *w = calloc(1, sizeof *w);
+    if (!w)
+        return NULL;
+    w->domain = domain;
+    snprintf(w->broker, sizeof w->broker, "%s", o->broker);
+    w->gpu_requested = o->gpu;
+    w->gpu = -1;
+    snprintf(w->device, sizeof w->device, "cpu");
+    w->concurrency = o->concurrency > 0 ? o->concurrency : 1;
+    w->prefetch = o->prefetch < 0 ? -1 : o->prefetch > 64 ? 64 : o->prefetch;
+    gethostname(w->host, sizeof w->host - 1);
+    if (o->id[0])
+        snprintf(w->id, sizeof w->id, "%s", o->id);
+    else if (o->gpu >= 0)
+        snprintf(w->id, sizeof w->id, "%s-gpu%d-%.40s-%d", domain->name, o->gpu, w->host,
+                 (int)getpid());
+    else
+        snprintf(w->id, sizeof w->id, "%s-%.40s-%d", domain->name, w->host, (int)getpid());
+    pthread_mutex_init(&w->qlock, NULL);
+    pthread_cond_init(&w->qcond, NULL);
+    pthread_mutex_init(&w->mlock, NULL);
+    w->started_unix_ms = sdx_worker_now_ms();
+    w->started_mono = sdx_worker_mono_ms();
+    return w;
+}
+
+static void s_worker_destroy(sdx_worker_t **w_p)
+{
+    sdx_worker_t *w = *w_p;
+    if (!w)
+        return;
+    sdx_worker_set_models(w, NULL, 0);
+    sdx_gpu_destroy(&w->gpu_probe);
+    pthread_mutex_destroy(&w->qlock);
+    pthread_cond_destroy(&w->qcond);
+    pthread_mutex_destroy(&w->mlock);
+    free(w->threads);
+    free(w);
+    *w_p = NULL;
+}
+
+static int s_start_threads(sdx_worker_t *w)
+{
+    w->threads = calloc((size_t)w->concurrency, sizeof *w->threads);
+    if (!w->threads)
+        return -1;
+    for (int i = 0; i < w->concurrency; i++) {
+        if (pthread_create(&w->threads[i], NULL, s_job_thread, w) != 0) {
+            log_error("pthread_create: %s", strerror(errno));
+            return -1;
+        }
+        w->nthreads++;
+    }
+    return 0;
+}
+
+static void s_stop_threads(sdx_worker_t *w)
+{
+    pthread_mutex_lock(&w->qlock);
+    w->threads_stop = true;
+    pthread_cond_broadcast(&w->qcond);
+    pthread_mutex_unlock(&w->qlock);
+    for (int i = 0; i < w->nthreads; i++)
+        pthread_join(w->threads[i], NULL);
+    w->nthreads = 0;
+}
+
+int sdx_worker_main(int argc, char **argv)
+{
+    s_opts_t o = {.gpu = -1, .concurrency = 0, .prefetch = -1};
+    const char *config = NULL;
+    s_opts_t flags = {.gpu = -1, .concurrency = 0, .prefetch = -1};
+    static const struct option longopts[] = {
+        {"domain", required_argument, NULL, 'd'},
+        {"broker", required_argument, NULL, 'b'},
+        {"gpu", required_argument, NULL, 'g'},
+        {"config", required_argument, NULL, 'c'},
+        {"concurrency", required_argument, NULL, 'n'},
+        {"prefetch", required_argument, NULL, 'p'},
+        {"id", required_argument, NULL, 'i'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int ch;
+    char *end;
+    while ((ch = getopt_long(argc, argv, "d:b:g:c:n:p:i:l:h", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'd':
+            snprintf(flags.domain, sizeof flags.domain, "%s", optarg);
+            break;
+        case 'b':
+            snprintf(flags.broker, sizeof flags.broker, "%s", optarg);
+            break;
+        case 'g':
+            flags.gpu = (int)strtol(optarg, &end, 10);
+            if (*end || flags.gpu < 0) {
+                fprintf(stderr, "sdxl-worker: --gpu wants a GPU index >= 0, not '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case 'c':
+            config = optarg;
+            break;
+        case 'p':
+            flags.prefetch = (int)strtol(optarg, &end, 10);
+            if (*end || flags.prefetch < 0 || flags.prefetch > 64) {
+                fprintf(stderr, "sdxl-worker: --prefetch wants 0..64, not '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case 'n':
+            flags.concurrency = (int)strtol(optarg, &end, 10);
+            if (*end || flags.concurrency < 1 || flags.concurrency > 256) {
+                fprintf(stderr, "sdxl-worker: --concurrency wants 1..256, not '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case 'i':
+            snprintf(flags.id, sizeof flags.id, "%s", optarg);
+            break;
+        case 'l':
+            snprintf(flags.log_level, sizeof flags.log_level, "%s", optarg);
+            break;
+        case 'h':
+            s_usage(stdout);
+            return 0;
+        default:
+            s_usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "sdxl-worker: unexpected argument '%s'\n", argv[optind]);
+        s_usage(stderr);
+        return 2;
+    }
+    if (config) {
+        char err[512] = "";
+        if (s_opts_from_file(&o, config, flags.domain, flags.gpu, err, sizeof err) != 0) {
+            fprintf(stderr, "sdxl-worker: --config %s\n", err);
+            return 2;
+        }
+    }
+    /* flags override the file */
+    if (flags.domain[0])
+        snprintf(o.domain, sizeof o.domain, "%s", flags.domain);
+    if (flags.broker[0])
+        snprintf(o.broker, sizeof o.broker, "%s", flags.broker);
+    if (flags.id[0])
+        snprintf(o.id, sizeof o.id, "%s", flags.id);
+    if (flags.log_level[0])
+        snprintf(o.log_level, sizeof o.log_level, "%s", flags.log_level);
+    if (flags.gpu >= 0)
+        o.gpu = flags.gpu;
+    if (flags.concurrency > 0)
+        o.concurrency = flags.concurrency;
+    if (flags.prefetch >= 0)
+        o.prefetch = flags.prefetch;
+    if (!o.broker[0])
+        snprintf(o.broker, sizeof o.broker, "tcp://127.0.0.1:5556");
+    if (!o.domain[0]) {
+        fprintf(stderr, "sdxl-worker: --domain is required\n");
+        s_usage(stderr);
+        return 2;
+    }
+    const sdx_domain_t *domain = sdx_worker_find_domain(o.domain);
+    if (!domain) {
+        fprintf(stderr,
+                "sdxl-worker: unknown domain '%s' (device, model, conditioning, scheduler, "
+                "inference, postprocessing, test)\n",
+                o.domain);
+        return 2;
+    }
+    int level = SDX_LOG_INFO;
+    if (o.log_level[0] && (level = sdx_log_level_parse(o.log_level)) < 0) {
+        fprintf(stderr, "sdxl-worker: --log-level: error, warn, info or debug, not '%s'\n",
+                o.log_level);
+        return 2;
+    }
+    char ident[128];
+    if (o.gpu >= 0)
+        snprintf(ident, sizeof ident, "worker[%s:gpu%d]", domain->name, o.gpu);
+    else
+        snprintf(ident, sizeof ident, "worker[%s]", domain->name);
+    sdx_log_init(ident, (sdx_log_level_t)level);
+
+    snprintf(s_builtin_names[0], sizeof s_builtin_names[0], "%s.ping", domain->name);
+    snprintf(s_builtin_names[1], sizeof s_builtin_names[1], "%s.status", domain->name);
+    s_builtin[0].message_type = s_builtin_names[0];
+    s_builtin[1].message_type = s_builtin_names[1];
+
+    sdx_worker_t *w = s_worker_new(domain, &o);
+    if (!w) {
+        fprintf(stderr, "sdxl-worker: out of memory\n");
+        return 1;
+    }
+    char err[512] = "";
+    if (s_select_gpu(w, err, sizeof err) != 0) {
+        log_error("%s", err);
+        fprintf(stderr, "sdxl-worker: %s\n", err);
+        s_worker_destroy(&w);
+        return 2;
+    }
+    if (domain->init && domain->init(w, err, sizeof err) != 0) {
+        log_error("%s init: %s", domain->name, err);
+        fprintf(stderr, "sdxl-worker: %s\n", err);
+        s_worker_destroy(&w);
+        return 2;
+    }
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = s_on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    int rc = 1;
+    w->zctx = zmq_ctx_new();
+    w->pull = w->zctx ? zmq_socket(w->zctx, ZMQ_PULL) : NULL;
+    snprintf(w->pull_ep, sizeof w->pull_ep, "inproc://sdx-worker-jobs");
+    if (!w->pull || zmq_bind(w->pull, w->pull_ep) != 0) {
+        log_error("inproc bind: %s", zmq_strerror(errno));
+    } else if (s_start_threads(w) == 0) {
+        log_info("%s worker %s: broker %s, %d job thread(s), device %s", domain->name, w->id,
+                 w->broker, w->concurrency, w->device);
+        rc = s_run(w);
+    }
+    /* job threads finish what they run (they were cancelled on a 2nd signal) */
+    s_stop_threads(w);
+    if (w->pull)
+        s_drain_pull(w);
+    while (w->active) { /* jobs that never reached a thread */
+        sdx_job_t *j = w->active;
+        s_active_remove(w, j);
+        s_job_destroy(&j);
+    }
+    if (w->pull)
+        zmq_close(w->pull);
+    s_disconnect(w, false);
+    if (w->zctx)
+        zmq_ctx_term(w->zctx);
+    if (domain->fini)
+        domain->fini(w);
+    s_worker_destroy(&w);
+    return rc;
+}

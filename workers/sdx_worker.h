@@ -1,0 +1,131 @@
+/*  sdx_worker.h - the worker runtime: one process serves one domain.
+
+    The runtime owns the broker connection (a DEALER speaking SDXW01, see
+    common/sdx_mdp.h) on the main thread: READY, heartbeats both ways,
+    Paranoid-Pirate reconnection with back-off, CANCEL, DISCONNECT and the
+    SIGTERM/SIGINT drain. Requests run on up to `concurrency` job threads so
+    that long handlers never hold up heartbeats; a job thread talks to the
+    main thread only through an inproc socket (ZeroMQ sockets are not
+    thread-safe), never through the DEALER.
+
+    A domain is a static table (sdx_domain_t) of handlers. The runtime adds
+    `<domain>.ping` and `<domain>.status` to every domain; message types of
+    the domain without a handler answer `not_available`, naming the issue that
+    brings them (sdx_domain_t.planned_issue).
+
+    Not for: anything engine-specific (that lives in the handler modules).
+*/
+#ifndef SDX_WORKER_H
+#define SDX_WORKER_H
+
+#include "sdx_value.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SDX_WORKER_VERSION "0.1.0"
+
+typedef struct sdx_worker sdx_worker_t;
+typedef struct sdx_job sdx_job_t;
+
+/* A handler. `data` is the request's data map (borrowed; an empty map when
+   the request had none); `reply` is an empty map the handler fills (borrowed).
+   Return 0 for success. On failure call sdx_job_fail() and return -1 (a
+   handler returning -1 without sdx_job_fail() gets `internal`). Runs on a job
+   thread unless the table row says SDX_HANDLER_INLINE. */
+typedef int (*sdx_handler_fn)(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply);
+
+enum {
+    /* Run on the main thread: only for handlers that never block and take
+       microseconds (echo, ping, status). Saves the thread hop. */
+    SDX_HANDLER_INLINE = 1 << 0,
+};
+
+typedef struct {
+    const char *message_type; /* "device.list"; NULL ends a table */
+    sdx_handler_fn fn;
+    unsigned flags;
+    const char *summary; /* one line, listed by <domain>.status */
+} sdx_handler_t;
+
+typedef struct {
+    const char *name;              /* "device" */
+    const sdx_handler_t *handlers; /* NULL-terminated table (may be NULL) */
+    const char *const *planned;    /* NULL-terminated message types that come later */
+    const char *planned_issue;     /* "issue #5 (...)": named in not_available errors */
+    /* Optional: called once after option parsing, before connecting. Return 0,
+       or -1 with a reason in err: the worker then exits 2. */
+    int (*init)(sdx_worker_t *w, char *err, size_t err_len);
+    void (*fini)(sdx_worker_t *w);
+    /* Optional: adds domain-specific fields to <domain>.status (job thread). */
+    void (*status)(sdx_worker_t *w, sdx_value_t *out);
+} sdx_domain_t;
+
+/* ---- per-request API for handlers (any thread) */
+
+/* Report progress for the running request; sent to the broker as PROGRESS
+   (the broker relays it to streaming clients and the events socket).
+   msg may be NULL. Call it from the thread that runs the handler (it uses
+   that thread's socket). Cheap: returns 0, or -1 if the request is gone. */
+int sdx_worker_progress(sdx_job_t *job, int64_t step, int64_t total, const char *msg);
+
+/* True once the broker sent CANCEL for this request, its deadline passed, or
+   the worker is stopping hard. Long handlers poll it and return soon after
+   (the runtime answers `cancelled`/`timeout` for them). */
+bool sdx_worker_cancelled(const sdx_job_t *job);
+
+/* Sleep up to ms milliseconds, waking early when the request is cancelled.
+   Returns true if it slept the whole time. */
+bool sdx_job_sleep(sdx_job_t *job, int64_t ms);
+
+/* Record an error reply: code from the protocol's list (invalid_request,
+   not_available, internal, ...), field may be NULL. Returns -1 so a handler
+   can `return sdx_job_fail(...)`. */
+int sdx_job_fail(sdx_job_t *job, const char *code, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+const char *sdx_job_request_id(const sdx_job_t *job);
+const char *sdx_job_message_type(const sdx_job_t *job);
+/* The whole REQUEST body (borrowed): priority, timeout_ms, attempt, stream ... */
+const sdx_value_t *sdx_job_request(const sdx_job_t *job);
+sdx_worker_t *sdx_job_worker(sdx_job_t *job);
+
+/* ---- worker-wide information (any thread) */
+const char *sdx_worker_id(const sdx_worker_t *w);
+const char *sdx_worker_domain(const sdx_worker_t *w);
+/* The selected GPU's index as the host numbers it, -1 for none (CPU). */
+int sdx_worker_gpu(const sdx_worker_t *w);
+/* The device string the engine should use: "cpu" or "cuda:0" (after the
+   runtime restricted CUDA_VISIBLE_DEVICES to the selected GPU). */
+const char *sdx_worker_device(const sdx_worker_t *w);
+/* The --gpu value given (-1 when none). A domain's init validates it. */
+int sdx_worker_gpu_requested(const sdx_worker_t *w);
+/* Called by a domain's init once it selected a GPU: index on the host,
+   device string, a name for logs. */
+void sdx_worker_set_gpu(sdx_worker_t *w, int index, const char *device, const char *name);
+/* Replace the list of loaded models (copied) reported in READY, HEARTBEAT
+   and status. Thread-safe. */
+void sdx_worker_set_models(sdx_worker_t *w, const char *const *models, size_t n);
+/* Append the loaded models to arr (an SDX_ARRAY). Thread-safe. */
+void sdx_worker_models_to(sdx_worker_t *w, sdx_value_t *arr);
+/* Fill `out` (a map) with the runtime's status: uptime, counters, gpu ... */
+void sdx_worker_status_to(sdx_worker_t *w, sdx_value_t *out);
+/* The domain's private state, set by its init. */
+void *sdx_worker_domain_state(sdx_worker_t *w);
+void sdx_worker_set_domain_state(sdx_worker_t *w, void *state);
+/* Milliseconds since the Unix epoch / since an arbitrary start (monotonic). */
+int64_t sdx_worker_now_ms(void);
+int64_t sdx_worker_mono_ms(void);
+
+/* ---- process entry */
+
+/* Domains the binary knows, by name; NULL if unknown. */
+const sdx_domain_t *sdx_worker_find_domain(const char *name);
+
+/* Parse argv, run the worker until stopped. Returns the process exit code:
+   0 after a clean stop, 2 for usage/configuration errors (bad --gpu too),
+   1 for run-time failures. */
+int sdx_worker_main(int argc, char **argv);
+
+#endif

@@ -21,7 +21,7 @@ typedef struct {
 } s_command_t;
 
 static const s_command_t s_commands[] = {
-    {"inspect", sdxl_gen_inspect, "inspect PATH                      model format, architecture, tensors (JSON)"},
+    {"inspect", sdxl_gen_inspect, "inspect PATH [--config-dir DIR]   model format, architecture, tensors (JSON)"},
     {"tokenize", sdxl_gen_tokenize, "tokenize --tokenizer DIR [--pad-id N] TEXT   CLIP token ids (JSON)"},
     {"encode", sdxl_gen_encode, "encode --model PATH --prompt TEXT  SDXL prompt embeddings summary"},
     {"schedule", sdxl_gen_schedule, "schedule --scheduler NAME --steps N [--karras] [--config FILE]"},

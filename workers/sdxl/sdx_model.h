@@ -173,4 +173,31 @@ void sdx_model_free(sdx_model_t **m);
    loading weights. Writes a one-line description into why (may be NULL). */
 sdx_arch_t sdx_detect_arch(const char *path, char *why, size_t why_len);
 
+/* What a model path holds, from the safetensors headers alone (no weight
+   bytes are read): for `sdxl-gen inspect`. */
+typedef struct {
+    sdx_arch_t arch;
+    char format[32];            /* "diffusers", "diffusers_component", "single_file",
+                                   "safetensors" (a lone file in diffusers naming, or an
+                                   adapter) */
+    char description[512];      /* one line: what was detected and from what */
+    size_t n_files;             /* safetensors files read */
+    size_t tensor_count;        /* tensors in those files */
+    size_t dtype_counts[SDX_DTYPE_COUNT];
+    const char *dtype_names[SDX_DTYPE_COUNT]; /* safetensors names ("F32"); static */
+    int64_t params[4];          /* unet, vae, text_encoder, text_encoder_2 */
+    int64_t params_other;       /* in no model component (adapters, EMA, ...) */
+    int64_t params_total;
+    /* Models only (sdxl_base, sdxl_refiner, vae): where the configs came from
+       ("config.json", "config-dir", "sdxl defaults") and whether the tensor
+       shapes fit them ("ok", or the reason they do not: what load would say). */
+    char config_source[32];
+    char config_check[512];
+} sdx_model_info_t;
+
+/* Fill *info for `path` (config_dir as for sdx_model_load). Returns 0, or
+   -1 with sdx_last_error() for unreadable/corrupt input or an unsupported
+   architecture (the message names what was found). */
+int sdx_model_inspect(const char *path, const char *config_dir, sdx_model_info_t *info);
+
 #endif

@@ -32,6 +32,10 @@ typedef struct {
    9000 beyond data size 8000"). Caller owns the result. */
 sdx_safetensors_t *sdx_safetensors_open(const char *path);
 void sdx_safetensors_close(sdx_safetensors_t **st);
+/* Validate a whole file image held in memory (8-byte length, header, data)
+   and open a private copy of it; `label` names it in errors (may be NULL).
+   Same checks and API as a file. NULL on failure. Caller owns the result. */
+sdx_safetensors_t *sdx_safetensors_open_memory(const void *buf, size_t len, const char *label);
 
 size_t sdx_safetensors_count(const sdx_safetensors_t *st);
 /* i-th tensor in file order (sorted by data offset); NULL if out of range. */

@@ -1,0 +1,227 @@
+/*  sdxl-gen generate: text-to-image from the command line through sdxl.h.
+    Writes PNG(s) and optionally the final latents, prints one summary line.
+    Exit codes: 0 ok, 2 bad arguments / model that cannot be used, 1 a
+    failure while generating. */
+#include "sdxl.h"
+#include "sdxl_gen.h"
+
+#include "sdx_safetensors.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char s_usage[] =
+    "usage: sdxl-gen generate --model PATH [--config-dir DIR] [--tokenizer DIR --tokenizer-2 DIR]\n"
+    "         --prompt TEXT [--negative TEXT] [--seed N] [--steps N] [--cfg F]\n"
+    "         [--guidance-rescale F] [--width W --height H] [--scheduler NAME] [--karras]\n"
+    "         [--clip-skip N] [--batch N] [--dtype fp32|fp16|bf16] [--device cpu|cuda:N]\n"
+    "         [--threads N] [--out FILE.png] [--latents-out FILE.safetensors] [--quiet]\n";
+
+static int s_bad(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "sdxl-gen generate: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n");
+    return 2;
+}
+
+static bool s_int(const char *text, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno || end == text || *end || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool s_double(const char *text, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (errno || end == text || *end)
+        return false;
+    *out = v;
+    return true;
+}
+
+static void s_progress(int step, int total, double elapsed, void *ud)
+{
+    if (*(bool *)ud)
+        return;
+    fprintf(stderr, "\rstep %d/%d  %.1fs", step, total, elapsed);
+    if (step == total)
+        fprintf(stderr, "\n");
+}
+
+/* "out.png" + index -> "out-1.png" for batches. */
+static void s_indexed(char *buf, size_t len, const char *path, int i, int n)
+{
+    if (n == 1) {
+        snprintf(buf, len, "%s", path);
+        return;
+    }
+    const char *dot = strrchr(path, '.');
+    if (!dot || strchr(dot, '/'))
+        dot = path + strlen(path);
+    snprintf(buf, len, "%.*s-%d%s", (int)(dot - path), path, i, dot);
+}
+
+int sdxl_gen_generate(int argc, char **argv)
+{
+    sdxl_engine_params_t ep;
+    sdxl_gen_params_t gp;
+    sdxl_engine_params_init(&ep);
+    sdxl_gen_params_init(&gp);
+    const char *out = "out.png", *latents_out = NULL;
+    bool quiet = false;
+    char seed_dev[16];
+    long v;
+    double d;
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        bool takes = true;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(s_usage, stdout);
+            return 0;
+        } else if (!strcmp(a, "--karras")) {
+            gp.karras = 1;
+            takes = false;
+        } else if (!strcmp(a, "--quiet")) {
+            quiet = true;
+            takes = false;
+        } else if (!val) {
+            return s_bad("%s needs a value", a);
+        } else if (!strcmp(a, "--model")) {
+            ep.model_path = val;
+        } else if (!strcmp(a, "--config-dir")) {
+            ep.config_dir = val;
+        } else if (!strcmp(a, "--tokenizer")) {
+            ep.tokenizer_dir = val;
+        } else if (!strcmp(a, "--tokenizer-2")) {
+            ep.tokenizer2_dir = val;
+        } else if (!strcmp(a, "--prompt")) {
+            gp.prompt = val;
+        } else if (!strcmp(a, "--negative")) {
+            gp.negative_prompt = val;
+        } else if (!strcmp(a, "--seed")) {
+            char *end;
+            errno = 0;
+            unsigned long long s = strtoull(val, &end, 10);
+            if (errno || end == val || *end || val[0] == '-')
+                return s_bad("--seed: not a non-negative integer: %s", val);
+            gp.seed = s;
+        } else if (!strcmp(a, "--steps")) {
+            if (!s_int(val, 1, 1000, &v))
+                return s_bad("--steps: must be an integer in 1..1000, got %s", val);
+            gp.steps = (int)v;
+        } else if (!strcmp(a, "--cfg")) {
+            if (!s_double(val, &d) || d < 0 || d > 100)
+                return s_bad("--cfg: must be a number in [0, 100], got %s", val);
+            gp.guidance_scale = d;
+        } else if (!strcmp(a, "--guidance-rescale")) {
+            if (!s_double(val, &d) || d < 0 || d > 1)
+                return s_bad("--guidance-rescale: must be in [0, 1], got %s", val);
+            gp.guidance_rescale = d;
+        } else if (!strcmp(a, "--width") || !strcmp(a, "--height")) {
+            if (!s_int(val, 8, 8192, &v) || v % 8)
+                return s_bad("--width/--height: must be a multiple of 8 in 8..8192, got %s", val);
+            *(a[2] == 'w' ? &gp.width : &gp.height) = (int)v;
+        } else if (!strcmp(a, "--scheduler")) {
+            gp.scheduler = val;
+        } else if (!strcmp(a, "--clip-skip")) {
+            if (!s_int(val, 0, 10, &v))
+                return s_bad("--clip-skip: must be an integer in 0..10, got %s", val);
+            gp.clip_skip = (int)v;
+        } else if (!strcmp(a, "--batch")) {
+            if (!s_int(val, 1, 64, &v))
+                return s_bad("--batch: must be an integer in 1..64, got %s", val);
+            gp.batch = (int)v;
+        } else if (!strcmp(a, "--threads")) {
+            if (!s_int(val, 1, 1024, &v))
+                return s_bad("--threads: must be a positive integer, got %s", val);
+            ep.threads = (int)v;
+        } else if (!strcmp(a, "--dtype")) {
+            if (!strcmp(val, "fp32"))
+                ep.dtype = SDX_F32;
+            else if (!strcmp(val, "fp16"))
+                ep.dtype = SDX_F16;
+            else if (!strcmp(val, "bf16"))
+                ep.dtype = SDX_BF16;
+            else
+                return s_bad("--dtype: must be fp32, fp16 or bf16, got %s", val);
+        } else if (!strcmp(a, "--device")) {
+            if (sdx_device_parse(val, &ep.device) != 0)
+                return s_bad("--device: must be cpu or cuda:N, got %s", val);
+        } else if (!strcmp(a, "--out")) {
+            out = val;
+        } else if (!strcmp(a, "--latents-out")) {
+            latents_out = val;
+        } else {
+            fputs(s_usage, stderr);
+            return s_bad("unknown option %s", a);
+        }
+        if (takes)
+            i++;
+    }
+    if (!ep.model_path)
+        return s_bad("%s", "--model is required");
+    if (!gp.prompt)
+        return s_bad("%s", "--prompt is required");
+    if (ep.device.type == SDX_CUDA && ep.device.index >= sdx_cuda_device_count())
+        return s_bad("--device: cuda:%s is not available (this libtorch sees no such CUDA device)",
+                     (snprintf(seed_dev, sizeof seed_dev, "%d", ep.device.index), seed_dev));
+
+    sdxl_engine_t *e = sdxl_engine_new(&ep);
+    if (!e) {
+        fprintf(stderr, "sdxl-gen generate: %s\n", sdx_last_error());
+        return 2;
+    }
+    gp.progress = s_progress;
+    gp.progress_ud = &quiet;
+    sdxl_result_t r;
+    if (sdxl_generate(e, &gp, &r) != 0) {
+        const char *why = sdx_last_error();
+        bool input = strstr(why, "must") != NULL || strstr(why, "unknown scheduler") != NULL;
+        fprintf(stderr, "sdxl-gen generate: %s\n", why);
+        sdxl_engine_free(&e);
+        return input ? 2 : 1;
+    }
+    int rc = 0;
+    char seed_text[32], steps_text[16];
+    snprintf(seed_text, sizeof seed_text, "%llu", (unsigned long long)gp.seed);
+    snprintf(steps_text, sizeof steps_text, "%d", gp.steps);
+    const char *meta[] = {"prompt", gp.prompt, "seed", seed_text, "steps", steps_text,
+                          "software", "sdxl-fleet sdxl-gen", NULL};
+    for (int i = 0; i < r.count && rc == 0; i++) {
+        char path[4096];
+        s_indexed(path, sizeof path, out, i, r.count);
+        if (sdx_png_write_file(&r.images[i], path, meta) != 0) {
+            fprintf(stderr, "sdxl-gen generate: %s\n", sdx_last_error());
+            rc = 1;
+        }
+    }
+    if (rc == 0 && latents_out) {
+        const char *names[] = {"latents"};
+        sdx_tensor_t *ts[] = {r.latents};
+        if (sdx_safetensors_write(latents_out, names, ts, 1, NULL) != 0) {
+            fprintf(stderr, "sdxl-gen generate: %s\n", sdx_last_error());
+            rc = 1;
+        }
+    }
+    if (rc == 0)
+        printf("generated %d image(s) %dx%d -> %s  steps %d  encode %.0f ms  denoise %.0f ms "
+               "(%.1f ms/step)  decode %.0f ms  total %.0f ms\n",
+               r.count, r.count ? r.images[0].width : 0, r.count ? r.images[0].height : 0, out,
+               r.steps_done, r.encode_ms, r.denoise_ms,
+               r.steps_done ? r.denoise_ms / r.steps_done : 0.0, r.decode_ms, r.total_ms);
+    sdxl_result_clear(&r);
+    sdxl_engine_free(&e);
+    return rc;
+}

@@ -1,0 +1,443 @@
+/*  sdx_pipeline.c - the SDXL text-to-image pipeline behind sdxl.h.
+
+    Follows diffusers 0.27.2 StableDiffusionXLPipeline.__call__ step for
+    step, so that a seed gives the diffusers image: one CPU generator for the
+    initial latents and every scheduler draw, CFG batch order [negative,
+    positive], micro-conditioning time ids [H, W, 0, 0, H, W], guidance
+    rescale as rescale_noise_cfg, VAE decode of latents / scaling_factor.
+    The denoising loop runs entirely here: one UNet call per model step, no
+    round trips to anyone; temporaries of a step die in that step's scope.
+    Not here: LoRA, ControlNet, img2img, refiner hand-off (later issues).
+*/
+#include "sdxl.h"
+
+#include "sdx_clip.h"
+#include "sdx_prompt.h"
+#include "sdx_scheduler.h"
+#include "sdx_tokenizer.h"
+#include "sdx_unet.h"
+#include "sdx_vae.h"
+
+#include <cjson/cJSON.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct sdxl_engine {
+    sdxl_engine_params_t params;
+    sdx_model_t *model;
+    sdx_unet_t *unet;
+    sdx_vae_t *vae;
+    sdx_clip_t *te1, *te2;
+    sdx_tokenizer_t *tok1, *tok2;
+    char scheduler_class[128]; /* the model's scheduler (_class_name) */
+};
+
+static double s_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static void s_log(const sdxl_engine_t *e, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void s_log(const sdxl_engine_t *e, int level, const char *fmt, ...)
+{
+    if (!e->params.log)
+        return;
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    e->params.log(level, buf, e->params.log_ud);
+}
+
+void sdxl_engine_params_init(sdxl_engine_params_t *p)
+{
+    memset(p, 0, sizeof *p);
+    p->dtype = SDX_F32;
+    p->device = (sdx_device_t){SDX_CPU, 0};
+}
+
+void sdxl_gen_params_init(sdxl_gen_params_t *p)
+{
+    memset(p, 0, sizeof *p);
+    p->steps = 30;
+    p->guidance_scale = 5.0;
+    p->karras = -1;
+    p->batch = 1;
+    p->decode = true;
+}
+
+/* The scheduler class named by a scheduler_config.json, "" if unreadable. */
+static void s_read_scheduler_class(const char *path, char *out, size_t out_len)
+{
+    out[0] = 0;
+    if (!path || !*path)
+        return;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return;
+    char buf[16384];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    cJSON *j = cJSON_ParseWithLength(buf, n);
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(j, "_class_name");
+    if (cJSON_IsString(c))
+        snprintf(out, out_len, "%s", c->valuestring);
+    cJSON_Delete(j);
+}
+
+sdxl_engine_t *sdxl_engine_new(const sdxl_engine_params_t *p)
+{
+    if (!p || !p->model_path || !*p->model_path) {
+        sdx_set_error("engine: no model path");
+        return NULL;
+    }
+    sdxl_engine_t *e = calloc(1, sizeof *e);
+    if (!e) {
+        sdx_set_error("engine: out of memory");
+        return NULL;
+    }
+    e->params = *p;
+    if (p->threads > 0)
+        sdx_set_num_threads(p->threads);
+    sdx_inference_guard_t *guard = sdx_inference_guard_new();
+    double t0 = s_now_ms();
+
+    sdx_load_opts_t lo;
+    sdx_load_opts_init(&lo);
+    lo.path = p->model_path;
+    lo.config_dir = p->config_dir;
+    lo.dtype = p->dtype;
+    lo.device = p->device;
+    e->model = sdx_model_load(&lo);
+    if (!e->model)
+        goto fail;
+    const sdx_model_t *m = e->model;
+    if (m->arch != SDX_ARCH_SDXL_BASE && m->arch != SDX_ARCH_SDXL_REFINER) {
+        sdx_set_error("%s: a %s, not an SDXL checkpoint", p->model_path, sdx_arch_name(m->arch));
+        goto fail;
+    }
+    if (!m->unet || !m->vae || !m->te2) {
+        sdx_set_error("%s: the checkpoint lacks a %s", p->model_path,
+                      !m->unet ? "UNet" : !m->vae ? "VAE" : "text_encoder_2");
+        goto fail;
+    }
+    e->unet = sdx_unet_new(&m->unet_cfg, m->unet);
+    if (!e->unet)
+        goto fail;
+    e->vae = sdx_vae_new(&m->vae_cfg, m->vae);
+    if (!e->vae)
+        goto fail;
+    e->te2 = sdx_clip_new(&m->te2_cfg, m->te2, "text_encoder_2");
+    if (!e->te2)
+        goto fail;
+    if (m->te1) {
+        e->te1 = sdx_clip_new(&m->te1_cfg, m->te1, "text_encoder");
+        if (!e->te1)
+            goto fail;
+    }
+
+    const char *tk1 = p->tokenizer_dir ? p->tokenizer_dir : m->tokenizer_dir;
+    const char *tk2 = p->tokenizer2_dir ? p->tokenizer2_dir : m->tokenizer2_dir;
+    if (e->te1) {
+        if (!*tk1) {
+            sdx_set_error("%s: no tokenizer folder known for text_encoder (give --tokenizer "
+                          "or --config-dir)",
+                          p->model_path);
+            goto fail;
+        }
+        e->tok1 = sdx_tokenizer_load(tk1);
+        if (!e->tok1)
+            goto fail;
+    }
+    if (!*tk2) {
+        sdx_set_error("%s: no tokenizer folder known for text_encoder_2 (give --tokenizer-2 "
+                      "or --config-dir)",
+                      p->model_path);
+        goto fail;
+    }
+    e->tok2 = sdx_tokenizer_load(tk2);
+    if (!e->tok2)
+        goto fail;
+
+    s_read_scheduler_class(m->scheduler_config, e->scheduler_class, sizeof e->scheduler_class);
+    if (!e->scheduler_class[0])
+        snprintf(e->scheduler_class, sizeof e->scheduler_class, "EulerDiscreteScheduler");
+    s_log(e, 2, "loaded %s (%s, %s) in %.0f ms", p->model_path, sdx_arch_name(m->arch),
+          sdx_dtype_name(p->dtype), s_now_ms() - t0);
+    sdx_inference_guard_free(&guard);
+    return e;
+fail:
+    sdx_inference_guard_free(&guard);
+    {
+        /* keep the first error across the frees below */
+        char why[1024];
+        snprintf(why, sizeof why, "%s", sdx_last_error());
+        sdxl_engine_free(&e);
+        sdx_set_error("%s", why);
+    }
+    return NULL;
+}
+
+void sdxl_engine_free(sdxl_engine_t **ep)
+{
+    if (!ep || !*ep)
+        return;
+    sdxl_engine_t *e = *ep;
+    sdx_unet_free(&e->unet);
+    sdx_vae_free(&e->vae);
+    sdx_clip_destroy(&e->te1);
+    sdx_clip_destroy(&e->te2);
+    sdx_tokenizer_destroy(&e->tok1);
+    sdx_tokenizer_destroy(&e->tok2);
+    sdx_model_free(&e->model);
+    free(e);
+    *ep = NULL;
+}
+
+const sdx_model_t *sdxl_engine_model(const sdxl_engine_t *e)
+{
+    return e ? e->model : NULL;
+}
+
+void sdxl_result_clear(sdxl_result_t *r)
+{
+    if (!r)
+        return;
+    for (int i = 0; r->images && i < r->count; i++)
+        sdx_image_clear(&r->images[i]);
+    free(r->images);
+    sdx_tensor_free(&r->latents);
+    sdx_tensor_free(&r->decoded);
+    memset(r, 0, sizeof *r);
+}
+
+/* add_time_ids for one CFG half as a [1, n] tensor in dtype dt: the base's
+   [H, W, crop_top, crop_left, H, W], or the refiner's
+   [H, W, crop_top, crop_left, aesthetic_score]. */
+static int s_time_ids(sdx_scope_t *S, sdx_tensor_t **out, int n, int h, int w, double aesthetic,
+                      sdx_dtype_t dt, sdx_device_t dev)
+{
+    float v[6] = {(float)h, (float)w, 0, 0, (float)h, (float)w};
+    if (n == 5)
+        v[4] = (float)aesthetic;
+    else if (n != 6)
+        return sdx_set_error("unet: expects %d time ids; only 6 (base) or 5 (refiner) are known", n);
+    int64_t shape[2] = {1, n};
+    sdx_tensor_t *t = NULL;
+    SDX_TRY(sdx_from_host(S, &t, v, SDX_F32, shape, 2));
+    return sdx_to(S, out, t, dt, dev);
+fail:
+    return -1;
+}
+
+/* diffusers' rescale_noise_cfg: match the std of the guided prediction to
+   the text-conditioned one, blended by phi. */
+static int s_rescale_cfg(sdx_scope_t *S, sdx_tensor_t **out, const sdx_tensor_t *cfg,
+                         const sdx_tensor_t *text, double phi)
+{
+    int nd = sdx_tensor_ndim(cfg);
+    int64_t dims[SDX_MAX_DIMS];
+    for (int d = 1; d < nd; d++)
+        dims[d - 1] = d;
+    sdx_tensor_t *std_text, *std_cfg, *ratio, *rescaled;
+    SDX_TRY(sdx_std(S, &std_text, text, dims, nd - 1, true, true));
+    SDX_TRY(sdx_std(S, &std_cfg, cfg, dims, nd - 1, true, true));
+    SDX_TRY(sdx_div(S, &ratio, std_text, std_cfg));
+    SDX_TRY(sdx_mul(S, &rescaled, cfg, ratio));
+    return sdx_lincomb(S, out, phi, rescaled, 1.0 - phi, cfg);
+fail:
+    return -1;
+}
+
+static int s_check_params(const sdxl_engine_t *e, const sdxl_gen_params_t *p, int *w, int *h)
+{
+    if (!p->prompt)
+        return sdx_set_error("prompt: required");
+    int dflt = e->model->unet_cfg.sample_size > 0 ? e->model->unet_cfg.sample_size * 8 : 1024;
+    *w = p->width > 0 ? p->width : dflt;
+    *h = p->height > 0 ? p->height : dflt;
+    if (*w % 8 || *h % 8)
+        return sdx_set_error("width/height: must be multiples of 8, got %dx%d", *w, *h);
+    if (*w > 8192 || *h > 8192)
+        return sdx_set_error("width/height: at most 8192, got %dx%d", *w, *h);
+    if (p->steps < 1 || p->steps > 1000)
+        return sdx_set_error("steps: must be in 1..1000, got %d", p->steps);
+    if (p->batch < 1 || p->batch > 64)
+        return sdx_set_error("batch: must be in 1..64, got %d", p->batch);
+    if (p->clip_skip < 0)
+        return sdx_set_error("clip_skip: must be >= 0, got %d", p->clip_skip);
+    if (p->guidance_rescale < 0 || p->guidance_rescale > 1)
+        return sdx_set_error("guidance_rescale: must be in [0, 1], got %g", p->guidance_rescale);
+    return 0;
+}
+
+int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r)
+{
+    memset(r, 0, sizeof *r);
+    int width = 0, height = 0;
+    if (s_check_params(e, p, &width, &height) != 0)
+        return -1;
+    const sdx_model_t *m = e->model;
+    const sdx_unet_config_t *uc = &m->unet_cfg;
+    sdx_dtype_t dt = sdx_unet_dtype(e->unet);
+    sdx_device_t dev = sdx_unet_device(e->unet);
+    bool cfg = p->guidance_scale > 1.0;
+    int B = p->batch;
+    double t_start = s_now_ms();
+
+    sdx_inference_guard_t *guard = sdx_inference_guard_new();
+    sdx_scope_t *S = sdx_scope_new(); /* lives for the whole call */
+    sdx_scheduler_t *sch = NULL;
+    sdx_generator_t *gen = NULL;
+    sdx_prompt_embeds_t pe = {0};
+    sdx_tensor_t *latents = NULL; /* caller-owned while looping */
+    int rc = -1;
+
+    /* 1. prompt embeddings */
+    sdx_text_encoders_t te = {e->te1, e->tok1, e->te2, e->tok2};
+    sdx_prompt_params_t pp;
+    sdx_prompt_params_init(&pp);
+    const char *prompts[1] = {p->prompt};
+    const char *negs[1] = {p->negative_prompt};
+    pp.prompt = prompts;
+    pp.negative = p->negative_prompt ? negs : NULL;
+    pp.num_images_per_prompt = B;
+    pp.clip_skip = p->clip_skip;
+    pp.do_cfg = cfg;
+    pp.force_zeros_for_empty_prompt = m->force_zeros_for_empty_prompt;
+    SDX_TRY(sdx_prompt_encode(&te, &pp, &pe));
+    if (pe.truncated)
+        s_log(e, 1, "prompt longer than 75 tokens was truncated");
+
+    /* conditioning batches, CFG order [negative, positive] */
+    sdx_tensor_t *ehs = pe.prompt_embeds, *pooled = pe.pooled_prompt_embeds, *tids, *tid1,
+                 *tid_neg = NULL;
+    int pooled_dim = (int)sdx_tensor_size(pooled, -1);
+    int n_ids = uc->addition_time_embed_dim > 0
+                    ? (uc->projection_class_embeddings_input_dim - pooled_dim) /
+                          uc->addition_time_embed_dim
+                    : 6;
+    SDX_TRY(s_time_ids(S, &tid1, n_ids, height, width, 6.0, dt, dev));
+    if (cfg) {
+        SDX_TRY(s_time_ids(S, &tid_neg, n_ids, height, width, 2.5, dt, dev));
+        sdx_tensor_t *pair[2] = {pe.negative_prompt_embeds, pe.prompt_embeds};
+        SDX_TRY(sdx_cat(S, &ehs, pair, 2, 0));
+        sdx_tensor_t *pp2[2] = {pe.negative_pooled_prompt_embeds, pe.pooled_prompt_embeds};
+        SDX_TRY(sdx_cat(S, &pooled, pp2, 2, 0));
+        sdx_tensor_t *tp[2] = {tid_neg, tid1};
+        SDX_TRY(sdx_cat(S, &tids, tp, 2, 0));
+    } else {
+        tids = tid1;
+    }
+    int64_t reps[2] = {B, 1};
+    SDX_TRY(sdx_repeat(S, &tids, tids, reps, 2));
+    SDX_TRY(sdx_to(S, &ehs, ehs, dt, dev));
+    SDX_TRY(sdx_to(S, &pooled, pooled, dt, dev));
+    r->encode_ms = s_now_ms() - t_start;
+
+    /* 2. scheduler and initial latents */
+    sdx_scheduler_opts_t so;
+    sdx_scheduler_opts_init(&so);
+    so.config_path = m->scheduler_config[0] ? m->scheduler_config : NULL;
+    so.karras = p->karras;
+    sch = sdx_scheduler_new(p->scheduler ? p->scheduler : e->scheduler_class, &so);
+    if (!sch)
+        goto fail;
+    SDX_TRY(sdx_scheduler_set_timesteps(sch, p->steps));
+    gen = sdx_generator_new(p->seed);
+    if (!gen) {
+        sdx_set_error("engine: cannot create a generator");
+        goto fail;
+    }
+    int64_t lshape[4] = {B, uc->in_channels, height / 8, width / 8};
+    {
+        sdx_tensor_t *noise;
+        SDX_TRY(sdx_randn(S, &noise, gen, lshape, 4, dt, dev));
+        SDX_TRY(sdx_mul_scalar(NULL, &latents, noise, sdx_scheduler_init_noise_sigma(sch)));
+    }
+
+    /* 3. denoising loop */
+    double t_loop = s_now_ms();
+    int n = sdx_scheduler_count(sch), first = sdx_scheduler_begin_index(sch);
+    for (int i = first; i < n; i++) {
+        if (p->cancel && *p->cancel) {
+            sdx_set_error("cancelled");
+            goto fail;
+        }
+        sdx_scope_t *T = sdx_scope_new();
+        sdx_tensor_t *x = latents, *xin, *t, *eps, *next;
+        if (cfg) {
+            sdx_tensor_t *two[2] = {latents, latents};
+            if (sdx_cat(T, &x, two, 2, 0) != 0)
+                goto step_fail;
+        }
+        if (sdx_scheduler_scale_model_input(sch, T, &xin, x, i) != 0 ||
+            sdx_scheduler_timestep_tensor(sch, T, &t, i, dev) != 0 ||
+            sdx_unet_forward(e->unet, T, &eps, xin, t, ehs, pooled, tids, NULL, 0, NULL) != 0)
+            goto step_fail;
+        if (cfg) {
+            sdx_tensor_t *halves[2], *diff, *scaled;
+            if (sdx_chunk(T, halves, eps, 2, 0) != 0 || sdx_sub(T, &diff, halves[1], halves[0]) ||
+                sdx_mul_scalar(T, &scaled, diff, p->guidance_scale) ||
+                sdx_add(T, &eps, halves[0], scaled))
+                goto step_fail;
+            if (p->guidance_rescale > 0 &&
+                s_rescale_cfg(T, &eps, eps, halves[1], p->guidance_rescale) != 0)
+                goto step_fail;
+        }
+        if (sdx_scheduler_step(sch, T, &next, eps, i, latents, gen) != 0 ||
+            sdx_scope_keep(T, next) != 0)
+            goto step_fail;
+        sdx_scope_free(&T);
+        sdx_tensor_free(&latents);
+        latents = next;
+        r->steps_done++;
+        if (p->progress)
+            p->progress(i - first + 1, n - first, (s_now_ms() - t_loop) / 1e3, p->progress_ud);
+        continue;
+    step_fail:
+        sdx_scope_free(&T);
+        goto fail;
+    }
+    r->denoise_ms = s_now_ms() - t_loop;
+
+    /* 4. decode */
+    if (p->decode) {
+        double t_dec = s_now_ms();
+        SDX_TRY(sdx_vae_decode_latents(e->vae, NULL, &r->decoded, latents));
+        r->images = calloc((size_t)B, sizeof *r->images);
+        if (!r->images) {
+            sdx_set_error("engine: out of memory");
+            goto fail;
+        }
+        SDX_TRY(sdx_image_from_tensor(r->decoded, r->images, B));
+        r->decode_ms = s_now_ms() - t_dec;
+    }
+    r->count = B;
+    r->latents = latents;
+    latents = NULL;
+    rc = 0;
+fail:
+    if (rc != 0) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", sdx_last_error());
+        sdxl_result_clear(r);
+        sdx_set_error("%s", why);
+    }
+    sdx_tensor_free(&latents);
+    sdx_prompt_embeds_free(&pe);
+    sdx_generator_free(&gen);
+    sdx_scheduler_destroy(&sch);
+    sdx_scope_free(&S);
+    sdx_inference_guard_free(&guard);
+    r->total_ms = s_now_ms() - t_start;
+    return rc;
+}

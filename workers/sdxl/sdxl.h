@@ -1,0 +1,95 @@
+/*  sdxl.h - the engine's one public header.
+
+    params_init() fills defaults, new() loads a model onto a device, generate()
+    turns a prompt into images, free() releases everything. The engine knows
+    nothing of ZeroMQ; sdxl-gen and the inference worker both drive it through
+    this header.
+
+        sdxl_engine_params_t ep;
+        sdxl_engine_params_init(&ep);
+        ep.model_path = "/models/sdxl-base";
+        sdxl_engine_t *e = sdxl_engine_new(&ep);          // NULL: sdx_last_error()
+        sdxl_gen_params_t gp;
+        sdxl_gen_params_init(&gp);
+        gp.prompt = "a lighthouse at dusk";
+        sdxl_result_t r;
+        if (sdxl_generate(e, &gp, &r) == 0) { ... r.images[0] ...; sdxl_result_clear(&r); }
+        sdxl_engine_free(&e);
+*/
+#ifndef SDXL_H
+#define SDXL_H
+
+#include "sdx_image.h"
+#include "sdx_model.h"
+#include "sdx_torch.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct sdxl_engine sdxl_engine_t;
+
+typedef void (*sdxl_log_fn)(int level /* 0 error .. 3 debug */, const char *msg, void *ud);
+
+typedef struct {
+    const char *model_path;     /* diffusers folder or single .safetensors */
+    const char *config_dir;     /* configs/tokenizers for a single file (optional) */
+    const char *tokenizer_dir;  /* overrides (optional) */
+    const char *tokenizer2_dir;
+    sdx_dtype_t dtype;          /* default SDX_F32 */
+    sdx_device_t device;        /* default CPU */
+    bool vae_f32;               /* run the VAE in float32 (default: the VAE
+                                   config's force_upcast when dtype is f16) */
+    int threads;                /* CPU threads, 0: libtorch's default */
+    sdxl_log_fn log;
+    void *log_ud;
+} sdxl_engine_params_t;
+
+void sdxl_engine_params_init(sdxl_engine_params_t *p);
+/* Load. NULL on failure with the reason in sdx_last_error(). Caller frees. */
+sdxl_engine_t *sdxl_engine_new(const sdxl_engine_params_t *p);
+void sdxl_engine_free(sdxl_engine_t **e);
+/* The loaded model (borrowed). */
+const sdx_model_t *sdxl_engine_model(const sdxl_engine_t *e);
+
+/* Progress callback: once per denoising step (step counts from 1). */
+typedef void (*sdxl_progress_fn)(int step, int total, double elapsed_s, void *ud);
+
+typedef struct {
+    const char *prompt;
+    const char *negative_prompt; /* NULL: no negative prompt (zeros if the model
+                                    says force_zeros_for_empty_prompt) */
+    int width, height;           /* multiples of 8; default 1024 (or the UNet's
+                                    sample_size * 8) when 0 */
+    int steps;                   /* default 30 */
+    double guidance_scale;       /* default 5.0; <= 1 disables CFG */
+    double guidance_rescale;     /* default 0 */
+    uint64_t seed;
+    const char *scheduler;       /* any name of the alias table; NULL: the
+                                    model's scheduler config / Euler */
+    int karras;                  /* -1 default, 0 off, 1 on */
+    int clip_skip;               /* 0: none */
+    int batch;                   /* num_images_per_prompt, default 1 */
+    sdxl_progress_fn progress;
+    void *progress_ud;
+    const volatile int *cancel;  /* checked every step; non-zero -> stop with
+                                    an error "cancelled" */
+    bool decode;                 /* default true; false: latents only */
+} sdxl_gen_params_t;
+
+void sdxl_gen_params_init(sdxl_gen_params_t *p);
+
+typedef struct {
+    int count;              /* images (batch) */
+    sdx_image_t *images;    /* count images (NULL when !decode) */
+    sdx_tensor_t *latents;  /* final latents before VAE decode [B,4,h,w], owned */
+    sdx_tensor_t *decoded;  /* raw VAE output [B,3,H,W] in ~[-1,1], owned (NULL when !decode) */
+    double encode_ms, denoise_ms, decode_ms, total_ms;
+    int steps_done;
+} sdxl_result_t;
+
+/* Generate. 0 on success; -1 with sdx_last_error() (a cancelled run fails
+   with "cancelled"). On success the caller clears r. */
+int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r);
+void sdxl_result_clear(sdxl_result_t *r);
+
+#endif

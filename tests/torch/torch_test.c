@@ -216,7 +216,7 @@ static const struct {
     sdx_dtype_t dt;
 } s_dtypes[] = {
     {"F32", SDX_F32}, {"F16", SDX_F16}, {"BF16", SDX_BF16}, {"F64", SDX_F64}, {"I64", SDX_I64},
-    {"I32", SDX_I32}, {"I16", SDX_I16}, {"I8", SDX_I8},     {"U8", SDX_U8},   {"BOOL", SDX_BOOL},
+    {"I32", SDX_I32}, {"I16", SDX_I16}, {"I8", SDX_I8},     {"U8", SDX_U8},   {"BOOL", SDX_DT_BOOL},
 };
 
 sdx_tensor_t *tt_st_get(tt_st_t *st, sdx_scope_t *S, const char *name)

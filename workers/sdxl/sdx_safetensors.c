@@ -46,7 +46,7 @@ static const struct {
 } s_dtypes[] = {
     {"F32", SDX_F32, 4}, {"F16", SDX_F16, 2},   {"BF16", SDX_BF16, 2}, {"F64", SDX_F64, 8},
     {"I64", SDX_I64, 8}, {"I32", SDX_I32, 4},   {"I16", SDX_I16, 2},   {"I8", SDX_I8, 1},
-    {"U8", SDX_U8, 1},   {"BOOL", SDX_BOOL, 1},
+    {"U8", SDX_U8, 1},   {"BOOL", SDX_DT_BOOL, 1},
 };
 #define S_NDTYPES (sizeof s_dtypes / sizeof s_dtypes[0])
 

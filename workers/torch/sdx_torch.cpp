@@ -1203,7 +1203,7 @@ int sdx_mul_scalar_(sdx_tensor_t *a, double s){SDX_GUARD({
         })                                                                                         \
     }
 
-SDX_UNARY(sdx_neg, at::neg(A)) SDX_UNARY(sdx_exp, at::exp(A)) SDX_UNARY(sdx_log, at::log(A))
+SDX_UNARY(sdx_neg, at::neg(A)) SDX_UNARY(sdx_exp, at::exp(A)) SDX_UNARY(sdx_ln, at::log(A))
     SDX_UNARY(sdx_sqrt, at::sqrt(A)) SDX_UNARY(sdx_rsqrt, at::rsqrt(A))
         SDX_UNARY(sdx_abs, at::abs(A)) SDX_UNARY(sdx_sin, at::sin(A)) SDX_UNARY(sdx_cos, at::cos(A))
             SDX_UNARY(sdx_tanh, at::tanh(A)) SDX_UNARY(sdx_sigmoid, at::sigmoid(A))

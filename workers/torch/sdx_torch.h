@@ -52,7 +52,7 @@ typedef enum {
     SDX_I16,
     SDX_I8,
     SDX_U8,
-    SDX_BOOL,
+    SDX_DT_BOOL,
     SDX_DTYPE_COUNT
 } sdx_dtype_t;
 
@@ -254,7 +254,8 @@ int sdx_add_(sdx_tensor_t *a, const sdx_tensor_t *b, double alpha);
 int sdx_mul_scalar_(sdx_tensor_t *a, double s);
 int sdx_neg(sdx_scope_t *S, sdx_tensor_t **out, const sdx_tensor_t *a);
 int sdx_exp(sdx_scope_t *S, sdx_tensor_t **out, const sdx_tensor_t *a);
-int sdx_log(sdx_scope_t *S, sdx_tensor_t **out, const sdx_tensor_t *a);
+/* Natural logarithm (named sdx_ln so it cannot clash with logging). */
+int sdx_ln(sdx_scope_t *S, sdx_tensor_t **out, const sdx_tensor_t *a);
 int sdx_sqrt(sdx_scope_t *S, sdx_tensor_t **out, const sdx_tensor_t *a);
 int sdx_rsqrt(sdx_scope_t *S, sdx_tensor_t **out, const sdx_tensor_t *a);
 int sdx_abs(sdx_scope_t *S, sdx_tensor_t **out, const sdx_tensor_t *a);

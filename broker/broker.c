@@ -377,13 +377,27 @@ static void s_send_tree(broker_t *b, const route_t *rt, const sdx_value_t *tree,
     s_send_route(b, rt, buf, len);
 }
 
+/* Timing of a reply the broker makes itself (PROTOCOL.md 1.5: every reply
+   has {total_ms, queued_ms, attempts}): nothing was queued or dispatched. */
+static sdx_value_t *s_local_timing(int64_t t0_us)
+{
+    sdx_value_t *t = sdx_value_map_new();
+    if (!t)
+        return NULL;
+    sdx_map_set_float(t, "total_ms", (double)(sdx_clock_mono_us() - t0_us) / 1000.0);
+    sdx_map_set_float(t, "queued_ms", 0.0);
+    sdx_map_set_int(t, "attempts", 0);
+    return t;
+}
+
 /* An error reply for a message that has no breq (yet). */
 static void s_reply_fault_raw(broker_t *b, const route_t *rt, sdx_encoding_t enc,
                               const char *request_id, const char *message_type,
-                              const sdx_fault_t *f, const hook_state_t *hook)
+                              const sdx_fault_t *f, const hook_state_t *hook, int64_t t0_us)
 {
     sdx_value_t *err = sdx_fault_value(f);
-    sdx_value_t *r = sdx_reply_error(request_id, message_type, err, NULL);
+    sdx_value_t *timing = s_local_timing(t0_us);
+    sdx_value_t *r = sdx_reply_error(request_id, message_type, err, timing);
     if (r)
         s_send_tree(b, rt, r, enc, hook);
     sdx_value_destroy(&r);
@@ -930,19 +944,19 @@ static void s_handle_local(broker_t *b, const route_t *rt, sdx_envelope_t *env, 
                           "unknown message type %s (the %s domain has: see system.status / "
                           "proto/PROTOCOL.md)",
                           env->message_type, env->domain);
-        s_reply_fault_raw(b, rt, env->encoding, env->request_id, env->message_type, &f, hook);
+        s_reply_fault_raw(b, rt, env->encoding, env->request_id, env->message_type, &f, hook,
+                          t0_us);
         return;
     }
     sdx_value_t *data = fn(b, env, &f);
     if (!data) {
         if (f.code == SDX_ERR_NONE)
             sdx_fault_set(&f, SDX_ERR_INTERNAL, NULL, "out of memory");
-        s_reply_fault_raw(b, rt, env->encoding, env->request_id, env->message_type, &f, hook);
+        s_reply_fault_raw(b, rt, env->encoding, env->request_id, env->message_type, &f, hook,
+                          t0_us);
         return;
     }
-    sdx_value_t *timing = sdx_value_map_new();
-    if (timing)
-        sdx_map_set_float(timing, "total_ms", s_ms_since(t0_us));
+    sdx_value_t *timing = s_local_timing(t0_us);
     sdx_value_t *reply = sdx_reply_ok(env->request_id, env->message_type, data, timing);
     if (reply)
         s_send_tree(b, rt, reply, env->encoding, hook);
@@ -975,20 +989,20 @@ static void s_handle_request(broker_t *b, const route_t *rt, const uint8_t *data
         sdx_fault_set(&f, SDX_ERR_PAYLOAD_TOO_LARGE, NULL,
                       "the request frame is %zu bytes; this broker accepts at most %" PRId64, len,
                       b->cfg.max_frame_bytes);
-        s_reply_fault_raw(b, rt, enc, NULL, NULL, &f, NULL);
+        s_reply_fault_raw(b, rt, enc, NULL, NULL, &f, NULL, t0);
         return;
     }
     if (len == 0) {
         sdx_fault_set(&f, SDX_ERR_INVALID_REQUEST, NULL,
                       "empty request frame: send one frame holding a msgpack map or JSON object");
-        s_reply_fault_raw(b, rt, enc, NULL, NULL, &f, NULL);
+        s_reply_fault_raw(b, rt, enc, NULL, NULL, &f, NULL, t0);
         return;
     }
     char derr[192];
     sdx_value_t *root = sdx_codec_decode(data, len, enc, derr, sizeof derr);
     if (!root) {
         sdx_fault_set(&f, SDX_ERR_INVALID_REQUEST, NULL, "cannot decode the request: %s", derr);
-        s_reply_fault_raw(b, rt, enc, NULL, NULL, &f, NULL);
+        s_reply_fault_raw(b, rt, enc, NULL, NULL, &f, NULL, t0);
         return;
     }
 
@@ -996,7 +1010,7 @@ static void s_handle_request(broker_t *b, const route_t *rt, const uint8_t *data
     if (!r) {
         sdx_value_destroy(&root);
         sdx_fault_set(&f, SDX_ERR_INTERNAL, NULL, "out of memory");
-        s_reply_fault_raw(b, rt, enc, NULL, NULL, &f, NULL);
+        s_reply_fault_raw(b, rt, enc, NULL, NULL, &f, NULL, t0);
         return;
     }
     b->live_requests++;
@@ -1006,14 +1020,14 @@ static void s_handle_request(broker_t *b, const route_t *rt, const uint8_t *data
     /* DIALECT PREPARE HOOK (see hooks.h): before the envelope is parsed. */
     if (hooks_prepare(&root, enc, &r->hook, &f) != 0) {
         const char *rid = root ? sdx_map_str(root, "request_id", NULL) : NULL;
-        s_reply_fault_raw(b, rt, enc, rid, NULL, &f, &r->hook);
+        s_reply_fault_raw(b, rt, enc, rid, NULL, &f, &r->hook, t0);
         sdx_value_destroy(&root);
         s_req_release(b, r);
         return;
     }
     if (sdx_envelope_parse(&r->env, &root, enc, &f) != 0) {
         s_reply_fault_raw(b, rt, enc, r->env.request_id,
-                          r->env.message_type[0] ? r->env.message_type : NULL, &f, &r->hook);
+                          r->env.message_type[0] ? r->env.message_type : NULL, &f, &r->hook, t0);
         s_req_release(b, r);
         return;
     }
@@ -1025,7 +1039,7 @@ static void s_handle_request(broker_t *b, const route_t *rt, const uint8_t *data
     if (hooks_validate(&r->env, &r->hook, &f) != 0) {
         if (f.code == SDX_ERR_NONE)
             sdx_fault_set(&f, SDX_ERR_INVALID_REQUEST, NULL, "request rejected by validation");
-        s_reply_fault_raw(b, rt, enc, r->env.request_id, r->env.message_type, &f, &r->hook);
+        s_reply_fault_raw(b, rt, enc, r->env.request_id, r->env.message_type, &f, &r->hook, t0);
         s_req_release(b, r);
         return;
     }
@@ -1037,7 +1051,7 @@ static void s_handle_request(broker_t *b, const route_t *rt, const uint8_t *data
                       "unknown message type %s: no domain \"%s\" (domains: device, model, "
                       "conditioning, scheduler, inference, postprocessing, processing, system)",
                       r->env.message_type, r->env.domain);
-        s_reply_fault_raw(b, rt, enc, r->env.request_id, r->env.message_type, &f, &r->hook);
+        s_reply_fault_raw(b, rt, enc, r->env.request_id, r->env.message_type, &f, &r->hook, t0);
         s_req_release(b, r);
         return;
     }
@@ -1049,14 +1063,14 @@ static void s_handle_request(broker_t *b, const route_t *rt, const uint8_t *data
     if (registry_count(&b->reg, d, false) == 0) {
         sdx_fault_set(&f, SDX_ERR_NO_WORKER, NULL, "no %s worker is registered",
                       b->domains[d].name);
-        s_reply_fault_raw(b, rt, enc, r->env.request_id, r->env.message_type, &f, &r->hook);
+        s_reply_fault_raw(b, rt, enc, r->env.request_id, r->env.message_type, &f, &r->hook, t0);
         s_req_release(b, r);
         return;
     }
     if (r->env.gpu >= 0 && !registry_has_gpu(&b->reg, d, r->env.gpu)) {
         sdx_fault_set(&f, SDX_ERR_NO_WORKER, "gpu", "no %s worker runs on gpu %d",
                       b->domains[d].name, r->env.gpu);
-        s_reply_fault_raw(b, rt, enc, r->env.request_id, r->env.message_type, &f, &r->hook);
+        s_reply_fault_raw(b, rt, enc, r->env.request_id, r->env.message_type, &f, &r->hook, t0);
         s_req_release(b, r);
         return;
     }
@@ -1064,7 +1078,7 @@ static void s_handle_request(broker_t *b, const route_t *rt, const uint8_t *data
         sdx_fault_set(&f, SDX_ERR_QUEUE_FULL, NULL,
                       "the broker holds %zu requests (max_requests); back off and retry",
                       b->live_requests - 1);
-        s_reply_fault_raw(b, rt, enc, r->env.request_id, r->env.message_type, &f, &r->hook);
+        s_reply_fault_raw(b, rt, enc, r->env.request_id, r->env.message_type, &f, &r->hook, t0);
         s_req_release(b, r);
         return;
     }
@@ -1084,7 +1098,7 @@ static void s_handle_request(broker_t *b, const route_t *rt, const uint8_t *data
     if (idmap_put(&b->reqs, r->key, r->key_len, r) != 0) {
         r->key_len = 0;
         sdx_fault_set(&f, SDX_ERR_INTERNAL, NULL, "out of memory");
-        s_reply_fault_raw(b, rt, enc, r->env.request_id, r->env.message_type, &f, &r->hook);
+        s_reply_fault_raw(b, rt, enc, r->env.request_id, r->env.message_type, &f, &r->hook, t0);
         s_req_release(b, r);
         return;
     }
@@ -1094,7 +1108,7 @@ static void s_handle_request(broker_t *b, const route_t *rt, const uint8_t *data
     r->deadline_unix_ms = sdx_clock_unix_ms() + timeout;
     if (dheap_set(&b->deadlines, &r->dn, t0 / 1000 + timeout) != 0) {
         sdx_fault_set(&f, SDX_ERR_INTERNAL, NULL, "out of memory");
-        s_reply_fault_raw(b, rt, enc, r->env.request_id, r->env.message_type, &f, &r->hook);
+        s_reply_fault_raw(b, rt, enc, r->env.request_id, r->env.message_type, &f, &r->hook, t0);
         s_req_release(b, r);
         return;
     }

@@ -1,8 +1,30 @@
 /*  handler_inference.c - the inference domain: SDXL text-to-image on this
-    worker's GPU. Only inference.ping/status are real (from the runtime) until
-    the engine's UNet, VAE and pipeline land; inference.generate then reports
-    progress per denoising step and polls the cancel flag per step. */
+    worker's device through the engine (workers/sdxl/sdxl.h).
+
+    inference.generate (and its alias inference.txt2img) takes the flat
+    request the broker validated against schemas/prompt_submission_schema.json
+    (defaults filled, scheduler names canonical), loads the model on first use
+    into an LRU cache (infer_cache.c), reports progress per denoising step,
+    stops within a step on CANCEL or deadline, and answers the images as
+    encoded bytes (PNG, or WebP) with the timings. Fields the engine cannot
+    honour yet answer not_available naming the field; nothing is silently
+    dropped.
+
+    Built without the engine (-Dengine=disabled: no SDX_WITH_ENGINE) the
+    domain keeps answering not_available for every generation type.
+
+    Settings (read once at start, from the environment until the runtime
+    passes domain options, see workers/README.md):
+      SDXL_MODELS_ROOT   models root (default ./models)
+      SDXL_OUTPUTS_ROOT  where output.save_path is written (default ./outputs)
+      SDXL_CONFIG_DIR    configs/tokenizers for single-file checkpoints
+      SDXL_MAX_MODELS    engines kept loaded (default 1)
+      SDXL_THREADS       CPU threads for libtorch (default: libtorch's)
+
+    Not for: the runtime (sdx_worker.c), model management verbs (model.*). */
 #include "sdx_worker.h"
+
+#ifndef SDX_WITH_ENGINE
 
 static const char *const s_planned[] = {
     "inference.generate", "inference.txt2img", "inference.img2img",
@@ -13,5 +35,688 @@ const sdx_domain_t sdx_domain_inference = {
     .name = "inference",
     .handlers = NULL,
     .planned = s_planned,
-    .planned_issue = "issue #5 (engine part 2: SDXL UNet, VAE and the text-to-image pipeline)",
+    .planned_issue = "issue #5 (engine part 2: this sdxl-worker was built without the "
+                     "libtorch engine, -Dengine=disabled)",
 };
+
+#else /* SDX_WITH_ENGINE */
+
+#include "infer_engine.h"
+#include "sdx_log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SEED_MAX 9007199254740991LL /* 2^53 - 1, the schema's maximum */
+
+typedef struct {
+    char models_root[PATH_MAX];
+    char outputs_root[PATH_MAX];
+    char config_dir[PATH_MAX];
+    int max_models;
+    int threads;
+    char device_note[256];
+    infer_engine_t *engine;
+    atomic_long generated, images, cancelled_runs;
+} s_state_t;
+
+/* ------------------------------------------------------------ settings */
+
+static void s_env_path(char *out, size_t len, const char *var, const char *dflt)
+{
+    const char *v = getenv(var);
+    snprintf(out, len, "%s", v && *v ? v : dflt);
+}
+
+static int s_env_int(const char *var, int dflt, int lo, int hi, char *err, size_t err_len)
+{
+    const char *v = getenv(var);
+    if (!v || !*v)
+        return dflt;
+    char *end;
+    long n = strtol(v, &end, 10);
+    if (*end || n < lo || n > hi) {
+        snprintf(err, err_len, "%s must be an integer in %d..%d, not '%s'", var, lo, hi, v);
+        return -1;
+    }
+    return (int)n;
+}
+
+static void s_log_sink(int level, const char *msg)
+{
+    sdx_log(level <= 0   ? SDX_LOG_ERROR
+            : level == 1 ? SDX_LOG_WARN
+            : level == 2 ? SDX_LOG_INFO
+                         : SDX_LOG_DEBUG,
+            "%s", msg);
+}
+
+static int s_init(sdx_worker_t *w, char *err, size_t err_len)
+{
+    s_state_t *st = calloc(1, sizeof *st);
+    if (!st) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    s_env_path(st->models_root, sizeof st->models_root, "SDXL_MODELS_ROOT", "./models");
+    s_env_path(st->outputs_root, sizeof st->outputs_root, "SDXL_OUTPUTS_ROOT", "./outputs");
+    s_env_path(st->config_dir, sizeof st->config_dir, "SDXL_CONFIG_DIR", "");
+    st->max_models = s_env_int("SDXL_MAX_MODELS", 1, 1, 64, err, err_len);
+    st->threads = s_env_int("SDXL_THREADS", 0, 0, 1024, err, err_len);
+    if (st->max_models < 0 || st->threads < 0) {
+        free(st);
+        return -1;
+    }
+    infer_set_log(s_log_sink);
+    infer_engine_config_t cfg = {
+        .models_root = st->models_root,
+        .config_dir = st->config_dir,
+        .max_models = st->max_models,
+        .gpu = sdx_worker_gpu(w),
+        .threads = st->threads,
+    };
+    st->engine = infer_engine_new(&cfg, st->device_note, sizeof st->device_note, err, err_len);
+    if (!st->engine) {
+        free(st);
+        return -1;
+    }
+    if (st->device_note[0])
+        log_warn("%s", st->device_note);
+    struct stat sb;
+    if (stat(st->models_root, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        log_warn("models root %s is not a folder (%s): every generation will answer not_found",
+                 st->models_root, strerror(errno));
+    log_info("engine on %s, models root %s, outputs root %s, max %d model(s), %d CPU thread(s)",
+             infer_engine_device(st->engine), st->models_root, st->outputs_root, st->max_models,
+             infer_engine_threads(st->engine));
+    sdx_worker_set_domain_state(w, st);
+    return 0;
+}
+
+static void s_fini(sdx_worker_t *w)
+{
+    s_state_t *st = sdx_worker_domain_state(w);
+    if (!st)
+        return;
+    infer_engine_destroy(&st->engine);
+    free(st);
+    sdx_worker_set_domain_state(w, NULL);
+}
+
+static void s_status(sdx_worker_t *w, sdx_value_t *out)
+{
+    s_state_t *st = sdx_worker_domain_state(w);
+    if (!st)
+        return;
+    sdx_value_t *eng = sdx_value_map_new();
+    if (!eng)
+        return;
+    sdx_map_set_str(eng, "device", infer_engine_device(st->engine));
+    if (st->device_note[0])
+        sdx_map_set_str(eng, "device_note", st->device_note);
+    sdx_map_set_str(eng, "models_root", st->models_root);
+    sdx_map_set_str(eng, "outputs_root", st->outputs_root);
+    sdx_map_set_int(eng, "max_models", st->max_models);
+    sdx_map_set_int(eng, "threads", infer_engine_threads(st->engine));
+    sdx_map_set_int(eng, "generations", atomic_load(&st->generated));
+    sdx_map_set_int(eng, "images", atomic_load(&st->images));
+    sdx_map_set_int(eng, "cancelled_runs", atomic_load(&st->cancelled_runs));
+    infer_model_info_t info[16];
+    int n = infer_engine_describe(st->engine, info, 16);
+    sdx_value_t *loaded = sdx_value_array_new();
+    for (int i = 0; loaded && i < n; i++) {
+        sdx_value_t *m = sdx_value_map_new();
+        if (!m)
+            break;
+        sdx_map_set_str(m, "name", info[i].name);
+        sdx_map_set_str(m, "path", info[i].path);
+        sdx_map_set_str(m, "format", info[i].format);
+        sdx_map_set_str(m, "dtype", info[i].dtype);
+        sdx_map_set_str(m, "state", info[i].state);
+        sdx_map_set_bool(m, "in_use", info[i].in_use);
+        sdx_map_set_int(m, "uses", info[i].uses);
+        sdx_map_set_float(m, "load_ms", info[i].load_ms);
+        sdx_array_push(loaded, m);
+    }
+    if (loaded)
+        sdx_map_set(eng, "loaded_models", loaded);
+    sdx_map_set(out, "engine", eng);
+}
+
+/* Tell the runtime (READY/HEARTBEAT/status) which models are loaded. */
+static void s_publish_models(sdx_worker_t *w, s_state_t *st)
+{
+    size_t n = 0;
+    char **names = infer_engine_models(st->engine, &n);
+    sdx_worker_set_models(w, (const char *const *)names, n);
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+/* ------------------------------------------------- the request's fields */
+
+/* A value counts as "given" unless it is absent, nil, "", [] or {}. */
+static bool s_given(const sdx_value_t *v)
+{
+    if (!v || v->type == SDX_NIL)
+        return false;
+    if (v->type == SDX_STR)
+        return v->u.str.len > 0;
+    if (v->type == SDX_ARRAY)
+        return v->u.arr.len > 0;
+    if (v->type == SDX_MAP)
+        return v->u.map.len > 0;
+    if (v->type == SDX_BIN)
+        return v->u.bin.len > 0;
+    return true;
+}
+
+/* Fields of the flat request the engine cannot honour yet: a given value
+   answers not_available naming the field and the missing part. */
+static const struct {
+    const char *path;
+    const char *what;
+} s_unsupported[] = {
+    {"refiner_model", "the SDXL refiner stage is not built into the engine yet"},
+    {"vae_model", "loading a separate VAE is not built into the engine yet"},
+    {"lora.models", "LoRA loading is not built into the engine yet"},
+    {"controlnet", "ControlNet is not built into the engine yet"},
+    {"textual_inversions", "textual inversion embeddings are not built into the engine yet"},
+    {"init_image", "image-to-image (init_image) is not built into the engine yet"},
+    {"output.upscale", "upscaling is a postprocessing step that is not built yet"},
+};
+
+/* Memory/speed switches with no effect on the image: reported in the
+   reply's `ignored` list rather than refused. */
+static const char *const s_no_effect[] = {
+    "precision.cpu_offload", "precision.attention_slicing",
+    "precision.vae_slicing", "precision.vae_tiling",
+    "batch.parallel",
+};
+
+typedef struct {
+    infer_request_t gp;
+    const char *model_name;
+    const char *dtype_name;
+    const char *format;
+    int quality;
+    const char *save_path;
+    int64_t seed;
+    bool seed_random;
+} s_req_t;
+
+static bool s_int_in(const sdx_value_t *m, const char *key, int64_t dflt, int64_t lo, int64_t hi,
+                     int64_t *out)
+{
+    const sdx_value_t *v = sdx_map_get(m, key);
+    if (!v || v->type == SDX_NIL) {
+        *out = dflt;
+        return true;
+    }
+    if (v->type != SDX_INT || v->u.i < lo || v->u.i > hi)
+        return false;
+    *out = v->u.i;
+    return true;
+}
+
+static bool s_num_in(const sdx_value_t *m, const char *key, double dflt, double lo, double hi,
+                     double *out)
+{
+    const sdx_value_t *v = sdx_map_get(m, key);
+    if (!v || v->type == SDX_NIL) {
+        *out = dflt;
+        return true;
+    }
+    double d;
+    if (!sdx_value_as_double(v, &d) || d < lo || d > hi)
+        return false;
+    *out = d;
+    return true;
+}
+
+static const char *s_str(const sdx_value_t *m, const char *key, const char *dflt)
+{
+    const sdx_value_t *v = sdx_map_get(m, key);
+    return v && v->type == SDX_STR ? v->u.str.ptr : dflt;
+}
+
+/* The flat request -> engine parameters. The broker validated it already;
+   this re-checks what the worker relies on (a worker must not trust its
+   input) and refuses what it cannot do. */
+static int s_parse(sdx_job_t *job, const sdx_value_t *data, s_req_t *r, s_state_t *st)
+{
+    memset(r, 0, sizeof *r);
+    for (size_t i = 0; i < sizeof s_unsupported / sizeof s_unsupported[0]; i++)
+        if (s_given(sdx_map_get_path(data, s_unsupported[i].path)))
+            return sdx_job_fail(job, "not_available", s_unsupported[i].path,
+                                "%s is not supported by this worker yet: %s", s_unsupported[i].path,
+                                s_unsupported[i].what);
+    const char *attn = s_str(data, "prompt_attention", "none");
+    if (strcmp(attn, "none") != 0)
+        return sdx_job_fail(job, "not_available", "prompt_attention",
+                            "prompt_attention '%s' is not supported yet: prompt weighting "
+                            "(a1111/compel syntax) is not built into the engine; use 'none'",
+                            attn);
+
+    r->gp.prompt = s_str(data, "prompt", NULL);
+    if (!r->gp.prompt)
+        return sdx_job_fail(job, "invalid_request", "prompt", "prompt (a string) is required");
+    /* "" (the schema's default) means no negative prompt, as in diffusers'
+       pipe(prompt): the model's force_zeros_for_empty_prompt applies. */
+    const char *neg = s_str(data, "negative_prompt", "");
+    r->gp.negative_prompt = *neg ? neg : NULL;
+    r->model_name = s_str(data, "model_name", NULL);
+    if (!r->model_name)
+        return sdx_job_fail(job, "invalid_request", "model_name", "model_name is required");
+
+    r->gp.scheduler = s_str(data, "scheduler", NULL);
+    const sdx_value_t *karras = sdx_map_get(data, "use_karras_sigmas");
+    /* true forces Karras sigmas; false keeps the scheduler config's choice */
+    r->gp.karras = karras && karras->type == SDX_BOOL && karras->u.b ? 1 : -1;
+
+    const sdx_value_t *hp = sdx_map_get(data, "hyperparameters");
+    int64_t steps, seed, w, h, clip_skip, batch, quality;
+    double cfg, rescale;
+    if (!s_int_in(hp, "num_inference_steps", 30, 1, 1000, &steps))
+        return sdx_job_fail(job, "invalid_request", "hyperparameters.num_inference_steps",
+                            "must be an integer in 1..1000");
+    if (!s_num_in(hp, "guidance_scale", 7.5, 0, 100, &cfg))
+        return sdx_job_fail(job, "invalid_request", "hyperparameters.guidance_scale",
+                            "must be a number in [0, 100]");
+    if (!s_num_in(hp, "guidance_rescale", 0, 0, 1, &rescale))
+        return sdx_job_fail(job, "invalid_request", "hyperparameters.guidance_rescale",
+                            "must be a number in [0, 1]");
+    if (!s_int_in(hp, "seed", -1, -1, SEED_MAX, &seed))
+        return sdx_job_fail(job, "invalid_request", "hyperparameters.seed",
+                            "must be an integer in -1..2^53-1");
+    const sdx_value_t *dim = sdx_map_get(data, "dimensions");
+    if (!s_int_in(dim, "width", 1024, 8, 8192, &w) || w % 8)
+        return sdx_job_fail(job, "invalid_request", "dimensions.width",
+                            "must be a multiple of 8 in 8..8192");
+    if (!s_int_in(dim, "height", 1024, 8, 8192, &h) || h % 8)
+        return sdx_job_fail(job, "invalid_request", "dimensions.height",
+                            "must be a multiple of 8 in 8..8192");
+    if (!s_int_in(data, "clip_skip", 0, 0, 11, &clip_skip))
+        return sdx_job_fail(job, "invalid_request", "clip_skip", "must be an integer in 0..11");
+    if (!s_int_in(sdx_map_get(data, "batch"), "size", 1, 1, 64, &batch))
+        return sdx_job_fail(job, "invalid_request", "batch.size", "must be an integer in 1..64");
+    const sdx_value_t *out = sdx_map_get(data, "output");
+    if (!s_int_in(out, "quality", 95, 1, 100, &quality))
+        return sdx_job_fail(job, "invalid_request", "output.quality",
+                            "must be an integer in 1..100");
+    r->format = s_str(out, "format", "png");
+    if (strcmp(r->format, "jpeg") == 0)
+        return sdx_job_fail(job, "not_available", "output.format",
+                            "output.format jpeg is not supported yet (no JPEG encoder is built "
+                            "into the worker); use png or webp");
+#ifndef SDX_WITH_WEBP
+    if (strcmp(r->format, "webp") == 0)
+        return sdx_job_fail(job, "not_available", "output.format",
+                            "output.format webp needs libwebp, which this worker was built "
+                            "without; use png");
+#endif
+    if (strcmp(r->format, "png") != 0 && strcmp(r->format, "webp") != 0)
+        return sdx_job_fail(job, "invalid_request", "output.format",
+                            "unknown format '%s'; accepted: png, webp", r->format);
+    r->quality = (int)quality;
+    r->save_path = s_str(out, "save_path", NULL);
+    if (r->save_path && !*r->save_path)
+        r->save_path = NULL;
+
+    r->dtype_name = s_str(sdx_map_get(data, "precision"), "dtype", "fp16");
+    if (strcmp(r->dtype_name, "fp16") == 0) {
+        /* fp16 is the schema's default, meant for GPUs; libtorch's CPU
+           kernels lack half precision for much of the UNet: run fp32 there
+           (the reply's dtype says so). */
+        if (!infer_engine_is_cuda(st->engine))
+            r->dtype_name = "fp32";
+    } else if (strcmp(r->dtype_name, "fp32") != 0 && strcmp(r->dtype_name, "bf16") != 0) {
+        return sdx_job_fail(job, "invalid_request", "precision.dtype",
+                            "unknown dtype '%s'; accepted: fp32, fp16, bf16", r->dtype_name);
+    }
+
+    if (seed < 0) {
+        uint64_t rnd = 0;
+        if (getrandom(&rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
+            rnd = (uint64_t)sdx_worker_now_ms() * 2654435761u;
+        seed = (int64_t)(rnd & (uint64_t)SEED_MAX);
+        r->seed_random = true;
+    }
+    r->seed = seed;
+    r->gp.seed = (uint64_t)seed;
+    r->gp.model_name = r->model_name;
+    r->gp.dtype = r->dtype_name;
+    r->gp.format = r->format;
+    r->gp.quality = r->quality;
+    r->gp.steps = (int)steps;
+    r->gp.guidance_scale = cfg;
+    r->gp.guidance_rescale = rescale;
+    r->gp.width = (int)w;
+    r->gp.height = (int)h;
+    r->gp.clip_skip = (int)clip_skip;
+    r->gp.batch = (int)batch;
+    return 0;
+}
+
+/* --------------------------------------------------------------- outputs */
+
+/* mkdir -p for a folder under root (both absolute). */
+static int s_mkdirs(const char *dir)
+{
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s", dir);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    return mkdir(tmp, 0755) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+/* output.save_path -> the files to write, under the outputs root. A path
+   ending in '/' (or naming an existing folder) is a folder: files are
+   <request id>[-i].<ext> in it; otherwise it is the file name (with -i
+   before the extension for batches, and the format's extension added when
+   it has none). Fills paths[count]. 0, or -1 after sdx_job_fail. */
+static int s_save_paths(sdx_job_t *job, s_state_t *st, const s_req_t *r, int count,
+                        char (*paths)[PATH_MAX])
+{
+    const char *sp = r->save_path;
+    char root[PATH_MAX];
+    if (s_mkdirs(st->outputs_root) != 0 || !realpath(st->outputs_root, root))
+        return sdx_job_fail(job, "internal", "output.save_path",
+                            "the worker's outputs root %s cannot be created: %s", st->outputs_root,
+                            strerror(errno));
+    size_t rl = strlen(root);
+    const char *rel = sp;
+    if (sp[0] == '/') {
+        if (strncmp(sp, root, rl) != 0 || (sp[rl] != '/' && sp[rl] != '\0'))
+            return sdx_job_fail(job, "invalid_request", "output.save_path",
+                                "save_path %s is outside the outputs root", sp);
+        rel = sp + rl;
+        while (*rel == '/')
+            rel++;
+    }
+    for (const char *p = rel; *p;) {
+        const char *slash = strchr(p, '/');
+        size_t len = slash ? (size_t)(slash - p) : strlen(p);
+        if ((len == 2 && p[0] == '.' && p[1] == '.') || strchr(p, '\\'))
+            return sdx_job_fail(job, "invalid_request", "output.save_path",
+                                "save_path must stay inside the outputs root (no '..')");
+        if (!slash)
+            break;
+        p = slash + 1;
+    }
+    char full[PATH_MAX];
+    if (snprintf(full, sizeof full, "%s/%s", root, rel) >= (int)sizeof full)
+        return sdx_job_fail(job, "invalid_request", "output.save_path", "save_path is too long");
+    struct stat sb;
+    size_t fl = strlen(full);
+    bool is_dir = full[fl - 1] == '/' || (stat(full, &sb) == 0 && S_ISDIR(sb.st_mode));
+    char dir[PATH_MAX], base[256], ext[16];
+    const char *want_ext = strcmp(r->format, "webp") == 0 ? ".webp" : ".png";
+    if (is_dir) {
+        snprintf(dir, sizeof dir, "%s", full);
+        char safe[200];
+        size_t k = 0;
+        for (const char *c = sdx_job_request_id(job); *c && k < sizeof safe - 1; c++)
+            safe[k++] =
+                (char)((*c == '/' || *c == '\\' || *c == '.' || (unsigned char)*c < 0x20) ? '_'
+                                                                                          : *c);
+        safe[k] = '\0';
+        snprintf(base, sizeof base, "%s", safe);
+        snprintf(ext, sizeof ext, "%s", want_ext);
+    } else {
+        char *slash = strrchr(full, '/');
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - full), full);
+        const char *name = slash + 1;
+        const char *dot = strrchr(name, '.');
+        if (dot && dot != name && strlen(dot) < sizeof ext) {
+            snprintf(base, sizeof base, "%.*s", (int)(dot - name), name);
+            snprintf(ext, sizeof ext, "%s", dot);
+        } else {
+            snprintf(base, sizeof base, "%s", name);
+            snprintf(ext, sizeof ext, "%s", want_ext);
+        }
+    }
+    char dir_real[PATH_MAX];
+    if (s_mkdirs(dir) != 0 || !realpath(dir, dir_real))
+        return sdx_job_fail(job, "invalid_request", "output.save_path", "cannot create %s: %s", dir,
+                            strerror(errno));
+    if (strncmp(dir_real, root, rl) != 0 || (dir_real[rl] != '/' && dir_real[rl] != '\0'))
+        return sdx_job_fail(job, "invalid_request", "output.save_path",
+                            "save_path leads outside the outputs root (symlink)");
+    for (int i = 0; i < count; i++) {
+        int n = count == 1 ? snprintf(paths[i], PATH_MAX, "%s/%s%s", dir_real, base, ext)
+                           : snprintf(paths[i], PATH_MAX, "%s/%s-%d%s", dir_real, base, i, ext);
+        if (n >= PATH_MAX)
+            return sdx_job_fail(job, "invalid_request", "output.save_path",
+                                "save_path is too long");
+    }
+    return 0;
+}
+
+/* Write bytes to path without following a symlink planted there. */
+static int s_write_file(const char *path, const uint8_t *buf, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -1;
+    size_t off = 0;
+    while (off < len) {
+        ssize_t n = write(fd, buf + off, len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            int e = errno;
+            close(fd);
+            errno = e;
+            return -1;
+        }
+        off += (size_t)n;
+    }
+    return close(fd);
+}
+
+/* ------------------------------------------------------------ generation */
+
+typedef struct {
+    sdx_job_t *job;
+    volatile int cancel;
+} s_run_t;
+
+/* Engine progress -> PROGRESS; a CANCEL or a passed deadline sets the flag
+   the engine checks before the next step. */
+static void s_on_progress(int step, int total, const char *msg, void *ud)
+{
+    s_run_t *run = ud;
+    sdx_worker_progress(run->job, step, total, msg);
+    if (sdx_worker_cancelled(run->job))
+        run->cancel = 1;
+}
+
+static double s_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+static const char *const s_status_code[] = {
+    [INFER_OK] = "internal",         [INFER_BAD_NAME] = "invalid_request",
+    [INFER_NOT_FOUND] = "not_found", [INFER_LOAD_FAILED] = "internal",
+    [INFER_CANCELLED] = "cancelled", [INFER_BAD_INPUT] = "invalid_request",
+    [INFER_OOM] = "out_of_memory",   [INFER_FAILED] = "internal",
+};
+
+static int s_generate(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply)
+{
+    double t_start = s_ms();
+    sdx_worker_t *w = sdx_job_worker(job);
+    s_state_t *st = sdx_worker_domain_state(w);
+    if (!st)
+        return sdx_job_fail(job, "internal", NULL, "the inference engine is not initialised");
+    s_req_t r;
+    if (s_parse(job, data, &r, st) != 0)
+        return -1;
+    char seed_text[32], steps_text[16];
+    snprintf(seed_text, sizeof seed_text, "%lld", (long long)r.seed);
+    snprintf(steps_text, sizeof steps_text, "%d", r.gp.steps);
+    /* the same text chunks sdxl-gen generate writes: one seed, one file */
+    const char *meta[] = {"prompt", r.gp.prompt, "seed",     seed_text,
+                          "steps",  steps_text,  "software", "sdxl-fleet",
+                          NULL};
+    r.gp.png_text = meta;
+    s_run_t run = {.job = job, .cancel = 0};
+    r.gp.progress = s_on_progress;
+    r.gp.progress_ud = &run;
+    r.gp.cancel = &run.cancel;
+    if (sdx_worker_cancelled(job))
+        return -1;
+
+    infer_output_t res;
+    char err[768];
+    infer_status_t rc = infer_engine_generate(st->engine, &r.gp, &res, err, sizeof err);
+    if (res.models_changed)
+        s_publish_models(w, st);
+    if (rc != INFER_OK) {
+        if (rc == INFER_CANCELLED || sdx_worker_cancelled(job)) {
+            atomic_fetch_add(&st->cancelled_runs, 1);
+            log_info("%s: stopped (cancelled or past its deadline)", sdx_job_request_id(job));
+            return -1; /* the runtime answers cancelled / timeout */
+        }
+        const char *field = rc == INFER_BAD_NAME || rc == INFER_NOT_FOUND || rc == INFER_LOAD_FAILED
+                                ? "model_name"
+                                : NULL;
+        if (rc == INFER_LOAD_FAILED)
+            return sdx_job_fail(job, "internal", field, "cannot load model '%s': %s", r.model_name,
+                                err);
+        return sdx_job_fail(job, s_status_code[rc], field, "%s", err);
+    }
+
+    /* the images, and the files when output.save_path asks for them */
+    sdx_value_t *images = sdx_value_array_new();
+    sdx_value_t *saved = r.save_path ? sdx_value_array_new() : NULL;
+    char(*paths)[PATH_MAX] = r.save_path ? calloc((size_t)res.count, PATH_MAX) : NULL;
+    int fail = !images || (r.save_path && (!saved || !paths)) ? -2 : 0;
+    if (fail == 0 && r.save_path && s_save_paths(job, st, &r, res.count, paths) != 0)
+        fail = -1;
+    for (int i = 0; fail == 0 && i < res.count; i++) {
+        infer_image_t *img = &res.images[i];
+        if (paths && s_write_file(paths[i], img->data, img->len) != 0) {
+            fail = sdx_job_fail(job, "internal", "output.save_path", "cannot write %s: %s",
+                                paths[i], strerror(errno));
+            break;
+        }
+        sdx_value_t *im = sdx_value_map_new();
+        sdx_value_t *bin = sdx_value_bin_take(img->data, img->len);
+        if (!im || !bin) {
+            sdx_value_destroy(&im);
+            sdx_value_destroy(&bin);
+            fail = -2;
+            break;
+        }
+        img->data = NULL; /* owned by bin now */
+        sdx_map_set(im, "image", bin);
+        sdx_map_set_str(im, "format", r.format);
+        sdx_map_set_int(im, "width", img->width);
+        sdx_map_set_int(im, "height", img->height);
+        sdx_map_set_int(im, "seed", r.seed);
+        if (paths) {
+            sdx_map_set_str(im, "save_path", paths[i]);
+            sdx_array_push(saved, sdx_value_str_new(paths[i]));
+        }
+        sdx_array_push(images, im);
+    }
+    free(paths);
+    int count = res.count;
+    infer_output_t t = res;
+    infer_output_clear(&res);
+    if (fail != 0) {
+        sdx_value_destroy(&images);
+        sdx_value_destroy(&saved);
+        return fail == -2 ? sdx_job_fail(job, "out_of_memory", NULL, "out of host memory") : -1;
+    }
+
+    sdx_map_set(reply, "images", images);
+    if (saved)
+        sdx_map_set(reply, "saved", saved);
+    sdx_map_set_str(reply, "format", r.format);
+    sdx_map_set_int(reply, "count", count);
+    sdx_map_set_int(reply, "width", r.gp.width);
+    sdx_map_set_int(reply, "height", r.gp.height);
+    sdx_map_set_int(reply, "seed", r.seed);
+    sdx_map_set_bool(reply, "seed_random", r.seed_random);
+    sdx_map_set_int(reply, "steps", t.steps_done);
+    sdx_map_set_str(reply, "scheduler", r.gp.scheduler ? r.gp.scheduler : "model default");
+    sdx_map_set_bool(reply, "use_karras_sigmas", r.gp.karras == 1);
+    sdx_map_set_str(reply, "model", r.model_name);
+    sdx_map_set_str(reply, "model_name", r.model_name);
+    sdx_map_set_str(reply, "dtype", r.dtype_name);
+    sdx_map_set_str(reply, "device", infer_engine_device(st->engine));
+    sdx_value_t *ignored = sdx_value_array_new();
+    for (size_t i = 0; ignored && i < sizeof s_no_effect / sizeof s_no_effect[0]; i++) {
+        const sdx_value_t *v = sdx_map_get_path(data, s_no_effect[i]);
+        if (v && v->type == SDX_BOOL && v->u.b)
+            sdx_array_push(ignored, sdx_value_str_new(s_no_effect[i]));
+    }
+    if (ignored && sdx_array_len(ignored) > 0)
+        sdx_map_set(reply, "ignored", ignored);
+    else
+        sdx_value_destroy(&ignored);
+    sdx_value_t *tm = sdx_value_map_new();
+    if (tm) {
+        sdx_map_set_float(tm, "load_ms", t.load_ms);
+        sdx_map_set_float(tm, "encode_ms", t.encode_ms);
+        sdx_map_set_float(tm, "denoise_ms", t.denoise_ms);
+        sdx_map_set_float(tm, "decode_ms", t.decode_ms);
+        sdx_map_set_float(tm, "image_ms", t.image_ms);
+        sdx_map_set_float(tm, "total_ms", s_ms() - t_start);
+        sdx_map_set(reply, "timings", tm);
+    }
+    atomic_fetch_add(&st->generated, 1);
+    atomic_fetch_add(&st->images, count);
+    log_info("%s: %d image(s) %dx%d, %d steps, model %s, seed %lld, %.0f ms",
+             sdx_job_request_id(job), count, r.gp.width, r.gp.height, t.steps_done, r.model_name,
+             (long long)r.seed, s_ms() - t_start);
+    return 0;
+}
+
+static const sdx_handler_t s_handlers[] = {
+    {"inference.generate", s_generate, 0, "text-to-image: PNG/WebP bytes, seed, timings"},
+    {"inference.txt2img", s_generate, 0, "same as inference.generate"},
+    {NULL, NULL, 0, NULL},
+};
+
+static const char *const s_planned[] = {
+    "inference.img2img",
+    "inference.inpaint",
+    "inference.denoise",
+    NULL,
+};
+
+const sdx_domain_t sdx_domain_inference = {
+    .name = "inference",
+    .handlers = s_handlers,
+    .planned = s_planned,
+    .planned_issue = "issue #5 (engine part 2: image-to-image, inpainting and the bare "
+                     "denoising loop are not built yet)",
+    .init = s_init,
+    .fini = s_fini,
+    .status = s_status,
+};
+
+#endif /* SDX_WITH_ENGINE */

@@ -1,0 +1,261 @@
+/*  infer_engine.c - the inference worker's engine side: device choice,
+    model cache (infer_cache.c), one generation through sdxl.h, and the
+    encoding of its images (PNG through sdx_image, WebP through libwebp).
+    Includes the engine's headers and never common/ (see infer_engine.h).
+    Not for: requests and replies (handler_inference.c). */
+#include "infer_engine.h"
+
+#include "infer_cache.h"
+#include "sdxl.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifdef SDX_WITH_WEBP
+#include <webp/encode.h>
+#endif
+
+struct infer_engine {
+    char models_root[4096];
+    char config_dir[4096];
+    sdx_device_t device;
+    const char *device_name;
+    int threads;
+    infer_cache_t *cache;
+};
+
+infer_engine_t *infer_engine_new(const infer_engine_config_t *cfg, char *note, size_t note_len,
+                                 char *err, size_t err_len)
+{
+    note[0] = '\0';
+    infer_engine_t *e = calloc(1, sizeof *e);
+    if (!e) {
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    snprintf(e->models_root, sizeof e->models_root, "%s", cfg->models_root);
+    snprintf(e->config_dir, sizeof e->config_dir, "%s", cfg->config_dir ? cfg->config_dir : "");
+    e->threads = cfg->threads;
+    e->device = (sdx_device_t){SDX_CPU, 0};
+    e->device_name = "cpu";
+    if (cfg->gpu >= 0) {
+        /* the runtime restricted CUDA_VISIBLE_DEVICES to that GPU */
+        if (sdx_cuda_device_count() > 0) {
+            e->device = (sdx_device_t){SDX_CUDA, 0};
+            e->device_name = "cuda:0";
+        } else {
+            snprintf(note, note_len,
+                     "--gpu %d given, but this libtorch has no CUDA (or sees no device): "
+                     "running on the CPU",
+                     cfg->gpu);
+        }
+    }
+    if (e->threads > 0 && sdx_set_num_threads(e->threads) != 0)
+        infer_log(1, "cannot set %d CPU threads: %s", e->threads, sdx_last_error());
+    e->cache = infer_cache_new(cfg->max_models);
+    if (!e->cache) {
+        free(e);
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    return e;
+}
+
+void infer_engine_destroy(infer_engine_t **e_p)
+{
+    infer_engine_t *e = *e_p;
+    if (!e)
+        return;
+    infer_cache_destroy(&e->cache);
+    free(e);
+    *e_p = NULL;
+}
+
+const char *infer_engine_device(const infer_engine_t *e)
+{
+    return e->device_name;
+}
+
+bool infer_engine_is_cuda(const infer_engine_t *e)
+{
+    return e->device.type == SDX_CUDA;
+}
+
+int infer_engine_threads(const infer_engine_t *e)
+{
+    return e->threads > 0 ? e->threads : sdx_get_num_threads();
+}
+
+char **infer_engine_models(infer_engine_t *e, size_t *n)
+{
+    return infer_cache_names(e->cache, n);
+}
+
+int infer_engine_describe(infer_engine_t *e, infer_model_info_t *out, int max)
+{
+    return infer_cache_describe(e->cache, out, max);
+}
+
+void infer_output_clear(infer_output_t *out)
+{
+    for (int i = 0; out->images && i < out->count; i++)
+        free(out->images[i].data);
+    free(out->images);
+    memset(out, 0, sizeof *out);
+}
+
+static double s_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+static int s_encode(const infer_request_t *req, const sdx_image_t *img, infer_image_t *out,
+                    char *err, size_t err_len)
+{
+    out->width = img->width;
+    out->height = img->height;
+    if (strcmp(req->format, "webp") == 0) {
+#ifdef SDX_WITH_WEBP
+        uint8_t *wb = NULL;
+        int stride = img->width * img->channels;
+        size_t n = img->channels == 4 ? WebPEncodeRGBA(img->pixels, img->width, img->height, stride,
+                                                       (float)req->quality, &wb)
+                                      : WebPEncodeRGB(img->pixels, img->width, img->height, stride,
+                                                      (float)req->quality, &wb);
+        if (n == 0 || !(out->data = malloc(n))) {
+            WebPFree(wb);
+            snprintf(err, err_len, "WebP encoding failed");
+            return -1;
+        }
+        memcpy(out->data, wb, n);
+        WebPFree(wb);
+        out->len = n;
+        return 0;
+#else
+        snprintf(err, err_len, "this worker was built without libwebp");
+        return -1;
+#endif
+    }
+    if (sdx_png_encode(img, req->png_text, &out->data, &out->len) != 0) {
+        snprintf(err, err_len, "PNG encoding failed: %s", sdx_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+/* Adapts the engine's per-step callback to the request's. */
+typedef struct {
+    const infer_request_t *req;
+} s_step_t;
+
+static void s_on_step(int step, int total, double elapsed_s, void *ud)
+{
+    const infer_request_t *req = ((s_step_t *)ud)->req;
+    if (req->progress)
+        req->progress(step, total, "denoising", req->progress_ud);
+}
+
+static infer_status_t s_engine_status(const char *why)
+{
+    if (strstr(why, "cancelled"))
+        return INFER_CANCELLED;
+    if (strstr(why, "out of memory"))
+        return INFER_OOM;
+    if (strstr(why, "must") || strstr(why, "unknown scheduler"))
+        return INFER_BAD_INPUT;
+    return INFER_FAILED;
+}
+
+infer_status_t infer_engine_generate(infer_engine_t *e, const infer_request_t *req,
+                                     infer_output_t *out, char *err, size_t err_len)
+{
+    memset(out, 0, sizeof *out);
+    infer_model_ref_t ref;
+    bool not_found;
+    if (infer_model_resolve(e->models_root, req->model_name,
+                            e->config_dir[0] ? e->config_dir : NULL, &ref, &not_found, err,
+                            err_len) != 0)
+        return not_found ? INFER_NOT_FOUND : INFER_BAD_NAME;
+
+    sdxl_engine_params_t ep;
+    sdxl_engine_params_init(&ep);
+    if (strcmp(req->dtype, "fp16") == 0)
+        ep.dtype = SDX_F16;
+    else if (strcmp(req->dtype, "bf16") == 0)
+        ep.dtype = SDX_BF16;
+    else
+        ep.dtype = SDX_F32;
+    ep.device = e->device;
+    ep.threads = e->threads;
+
+    if (req->progress && !infer_cache_has(e->cache, &ref, ep.dtype))
+        req->progress(0, req->steps, "loading model", req->progress_ud);
+    bool loaded;
+    double load_ms;
+    infer_entry_t *entry =
+        infer_cache_acquire(e->cache, req->model_name, &ref, &ep, &loaded, &load_ms, err, err_len);
+    out->loaded = loaded;
+    out->load_ms = loaded ? load_ms : 0;
+    out->models_changed = loaded || !entry;
+    if (!entry)
+        return strstr(err, "out of memory") ? INFER_OOM : INFER_LOAD_FAILED;
+    if (req->cancel && *req->cancel) {
+        infer_cache_release(e->cache, &entry);
+        snprintf(err, err_len, "cancelled");
+        return INFER_CANCELLED;
+    }
+
+    sdxl_gen_params_t gp;
+    sdxl_gen_params_init(&gp);
+    gp.prompt = req->prompt;
+    gp.negative_prompt = req->negative_prompt;
+    gp.scheduler = req->scheduler;
+    gp.karras = req->karras;
+    gp.width = req->width;
+    gp.height = req->height;
+    gp.steps = req->steps;
+    gp.clip_skip = req->clip_skip;
+    gp.batch = req->batch;
+    gp.guidance_scale = req->guidance_scale;
+    gp.guidance_rescale = req->guidance_rescale;
+    gp.seed = req->seed;
+    s_step_t step = {.req = req};
+    gp.progress = s_on_step;
+    gp.progress_ud = &step;
+    gp.cancel = req->cancel;
+    sdxl_result_t r;
+    int rc = sdxl_generate(infer_entry_engine(entry), &gp, &r);
+    if (rc != 0)
+        snprintf(err, err_len, "%s", sdx_last_error());
+    infer_cache_release(e->cache, &entry);
+    if (rc != 0)
+        return req->cancel && *req->cancel ? INFER_CANCELLED : s_engine_status(err);
+
+    double t0 = s_ms();
+    out->images = calloc((size_t)(r.count > 0 ? r.count : 1), sizeof *out->images);
+    if (!out->images) {
+        sdxl_result_clear(&r);
+        snprintf(err, err_len, "out of host memory");
+        return INFER_OOM;
+    }
+    for (int i = 0; i < r.count; i++) {
+        if (s_encode(req, &r.images[i], &out->images[i], err, err_len) != 0) {
+            out->count = i;
+            sdxl_result_clear(&r);
+            infer_output_clear(out);
+            return INFER_FAILED;
+        }
+        out->count = i + 1;
+    }
+    out->steps_done = r.steps_done;
+    out->encode_ms = r.encode_ms;
+    out->denoise_ms = r.denoise_ms;
+    out->decode_ms = r.decode_ms;
+    out->image_ms = s_ms() - t0;
+    sdxl_result_clear(&r);
+    return INFER_OK;
+}

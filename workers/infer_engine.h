@@ -1,0 +1,118 @@
+/*  infer_engine.h - the inference worker's face of the SDXL engine, in
+    plain C types.
+
+    This header is the boundary between the fleet side (handler_inference.c,
+    which works on sdx_value_t trees) and the engine (sdxl.h, tensors): only
+    libc types cross it, so neither side's types leak into the other. The
+    implementation (infer_engine.c, infer_cache.c) includes sdxl.h and never
+    the common headers.
+
+    Not for: ZeroMQ, request validation, replies (handler_inference.c). */
+#ifndef INFER_ENGINE_H
+#define INFER_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct infer_engine infer_engine_t;
+
+/* Log sink (level 0 error .. 3 debug). NULL: silent. */
+typedef void (*infer_log_fn)(int level, const char *msg);
+void infer_set_log(infer_log_fn fn);
+void infer_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+typedef struct {
+    const char *models_root; /* model names resolve under it */
+    const char *config_dir;  /* configs for single files without <name>.config/ ("" none) */
+    int max_models;          /* engines kept loaded (LRU), >= 1 */
+    int gpu;                 /* the worker's GPU (host index), -1: CPU */
+    int threads;             /* CPU threads, 0: libtorch's default */
+} infer_engine_config_t;
+
+/* Set up (nothing is loaded yet). NULL on failure with a reason in err.
+   note receives a remark about the device (e.g. "--gpu 0 given, but this
+   libtorch has no CUDA: running on the CPU"), "" when none. Call before the
+   job threads start (it sets libtorch's thread count). Caller destroys. */
+infer_engine_t *infer_engine_new(const infer_engine_config_t *cfg, char *note, size_t note_len,
+                                 char *err, size_t err_len);
+void infer_engine_destroy(infer_engine_t **e_p);
+/* "cpu" or "cuda:0" (static). */
+const char *infer_engine_device(const infer_engine_t *e);
+bool infer_engine_is_cuda(const infer_engine_t *e);
+int infer_engine_threads(const infer_engine_t *e);
+
+typedef enum {
+    INFER_OK = 0,
+    INFER_BAD_NAME,  /* model_name refused (.., absolute, symlink out of the root) */
+    INFER_NOT_FOUND, /* no such model under the root */
+    INFER_LOAD_FAILED,
+    INFER_CANCELLED, /* *cancel was set */
+    INFER_BAD_INPUT, /* the engine refused a parameter */
+    INFER_OOM,
+    INFER_FAILED,
+} infer_status_t;
+
+/* One generation. Strings are borrowed for the call. */
+typedef struct {
+    const char *model_name;
+    const char *dtype; /* "fp32", "fp16", "bf16" */
+    const char *prompt;
+    const char *negative_prompt; /* NULL: none */
+    const char *scheduler;       /* NULL: the model's */
+    int karras;                  /* -1 config, 0 off, 1 on */
+    int width, height, steps, clip_skip, batch;
+    double guidance_scale, guidance_rescale;
+    uint64_t seed;
+    const char *format;          /* "png" or "webp" */
+    int quality;                 /* webp quality 1..100 */
+    const char *const *png_text; /* tEXt pairs {"k","v",...,NULL} or NULL */
+    /* step 0 with msg "loading model" before a load, then 1..steps
+       "denoising"; called on the calling thread */
+    void (*progress)(int step, int total, const char *msg, void *ud);
+    void *progress_ud;
+    const volatile int *cancel; /* checked every step */
+} infer_request_t;
+
+typedef struct {
+    uint8_t *data; /* encoded bytes, malloc'd */
+    size_t len;
+    int width, height;
+} infer_image_t;
+
+typedef struct {
+    int count;
+    infer_image_t *images;
+    int steps_done;
+    bool loaded; /* this call loaded the model */
+    double load_ms, encode_ms, denoise_ms, decode_ms, image_ms;
+    /* the loaded models changed (publish them): set on a load or eviction */
+    bool models_changed;
+} infer_output_t;
+
+/* Resolve the model, load it if needed (LRU), generate, encode. INFER_OK
+   and *out filled (caller clears it), or a status with the reason in err. */
+infer_status_t infer_engine_generate(infer_engine_t *e, const infer_request_t *req,
+                                     infer_output_t *out, char *err, size_t err_len);
+void infer_output_clear(infer_output_t *out);
+
+/* Loaded model names, most recently used first: n malloc'd strings in a
+   malloc'd array (caller frees all). */
+char **infer_engine_models(infer_engine_t *e, size_t *n);
+
+typedef struct {
+    char name[256];
+    char path[1024];
+    const char *format; /* "diffusers" or "safetensors" (static) */
+    const char *dtype;  /* static */
+    const char *state;  /* "loaded", "loading", "failed" (static) */
+    bool in_use;
+    int64_t uses;
+    double load_ms;
+} infer_model_info_t;
+
+/* Up to max cache entries into out; returns how many. Never blocks on a
+   load or a generation (safe on the main thread). */
+int infer_engine_describe(infer_engine_t *e, infer_model_info_t *out, int max);
+
+#endif

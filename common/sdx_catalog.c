@@ -5,7 +5,6 @@
 
 #include "sdx_codec.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -116,31 +115,10 @@ fail:
 
 sdx_catalog_t *sdx_catalog_load(const char *path, char *err, size_t err_len)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, err_len, "%s: %s", path, strerror(errno));
+    size_t len;
+    char *buf = sdx_codec_read_file(path, &len, err, err_len);
+    if (!buf)
         return NULL;
-    }
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len + 4096 > cap) {
-            cap = cap ? cap * 2 : 65536;
-            char *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                snprintf(err, err_len, "%s: out of memory", path);
-                return NULL;
-            }
-            buf = nb;
-        }
-        size_t n = fread(buf + len, 1, cap - len, f);
-        len += n;
-        if (n == 0)
-            break;
-    }
-    fclose(f);
     char e2[256];
     sdx_catalog_t *c = sdx_catalog_load_text(buf, len, e2, sizeof e2);
     free(buf);

@@ -1,4 +1,5 @@
-/*  sdx_codec.c - msgpack and JSON <-> sdx_value_t, and base64.
+/*  sdx_codec.c - msgpack and JSON <-> sdx_value_t, base64, and reading a
+    whole file to decode.
 
     msgpack decoding is a direct reader into sdx_value_t rather than
     msgpack-c's unpacker: one pass, no zone, and every declared length or
@@ -1121,4 +1122,40 @@ int sdx_base64_decode(const char *text, size_t len, uint8_t **out, size_t *out_l
 invalid:
     free(buf);
     return -1;
+}
+
+/* ------------------------------------------------------------------ files */
+
+char *sdx_codec_read_file(const char *path, size_t *len, char *err, size_t err_len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        s_err(err, err_len, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    /* read until EOF rather than trusting a size from stat/ftell, so pipes
+       and files that change under us still give what was read */
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n + 4096 > cap) {
+            cap = cap ? cap * 2 : 65536;
+            char *nb = realloc(buf, cap);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                s_err(err, err_len, "%s: out of memory", path);
+                return NULL;
+            }
+            buf = nb;
+        }
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0)
+            break;
+    }
+    fclose(f);
+    buf[n] = '\0';
+    *len = n;
+    return buf;
 }

@@ -1,4 +1,5 @@
-/*  sdx_codec.h - msgpack and JSON <-> sdx_value_t, and base64.
+/*  sdx_codec.h - msgpack and JSON <-> sdx_value_t, base64, and reading a
+    whole file to decode.
 
     Decoders check every length and type before reading and never trust the
     input: truncated, oversized, deeply nested or invalid UTF-8 input gives an
@@ -40,5 +41,11 @@ int sdx_json_encode(const sdx_value_t *v, uint8_t **out, size_t *out_len);
    rejects invalid characters; caller frees *out. 0 / -1. */
 char *sdx_base64_encode(const void *data, size_t len);
 int sdx_base64_decode(const char *text, size_t len, uint8_t **out, size_t *out_len);
+
+/* Read a whole file (a JSON table such as proto/catalog.json) into a
+   malloc'd, NUL-terminated buffer the caller frees; *len is its length
+   without the NUL. NULL with "<path>: <reason>" in err if it cannot be
+   opened or memory runs out. */
+char *sdx_codec_read_file(const char *path, size_t *len, char *err, size_t err_len);
 
 #endif

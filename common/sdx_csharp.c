@@ -30,22 +30,6 @@ static const char *s_native_envelope_keys[] = {
 
 /* ---- names */
 
-static bool s_loose_eq(const char *a, const char *b)
-{
-    for (;;) {
-        while (*a == '_' || *a == '-')
-            a++;
-        while (*b == '_' || *b == '-')
-            b++;
-        if (!*a || !*b)
-            return !*a && !*b;
-        if (tolower((unsigned char)*a) != tolower((unsigned char)*b))
-            return false;
-        a++;
-        b++;
-    }
-}
-
 void sdx_csharp_pascal(const char *in, char *out, size_t out_len)
 {
     assert(in && out && out_len);
@@ -165,7 +149,8 @@ sdx_dialect_t sdx_csharp_detect(const sdx_value_t *root)
         return SDX_DIALECT_NATIVE;
     for (size_t i = 0; i < root->u.map.len; i++) {
         const char *k = root->u.map.items[i].key;
-        if (s_loose_eq(k, "action") || s_loose_eq(k, "worker_type") || isupper((unsigned char)k[0]))
+        if (sdx_key_equal_loose(k, "action") || sdx_key_equal_loose(k, "worker_type") ||
+            isupper((unsigned char)k[0]))
             return SDX_DIALECT_CSHARP;
     }
     return SDX_DIALECT_NATIVE;
@@ -405,11 +390,11 @@ static const sdx_value_t *s_find_prop(const sdx_value_t *props, const char *key,
         return NULL;
     for (size_t i = 0; i < props->u.map.len; i++) {
         const sdx_kv_t *kv = &props->u.map.items[i];
-        bool hit = s_loose_eq(kv->key, key);
+        bool hit = sdx_key_equal_loose(kv->key, key);
         const sdx_value_t *al = sdx_map_get(kv->val, "x-aliases");
         for (size_t j = 0; !hit && al && al->type == SDX_ARRAY && j < al->u.arr.len; j++)
             hit = al->u.arr.items[j]->type == SDX_STR &&
-                  s_loose_eq(al->u.arr.items[j]->u.str.ptr, key);
+                  sdx_key_equal_loose(al->u.arr.items[j]->u.str.ptr, key);
         if (hit) {
             *name = kv->key;
             return kv->val;
@@ -784,7 +769,7 @@ static int s_map_select(const sdx_value_t *ps, const sdx_value_t *val, sdx_value
             named ? named->u.str.ptr : (kind && kind->type == SDX_STR ? kind->u.str.ptr : NULL);
         const char *dest = NULL;
         for (size_t j = 0; kname && j < map->u.map.len && !dest; j++)
-            if (s_loose_eq(map->u.map.items[j].key, kname) &&
+            if (sdx_key_equal_loose(map->u.map.items[j].key, kname) &&
                 map->u.map.items[j].val->type == SDX_STR)
                 dest = map->u.map.items[j].val->u.str.ptr;
         if (!dest) {
@@ -937,7 +922,7 @@ static void s_rename_loose(const sdx_value_t *schema, sdx_value_t *data, int dep
             name = kv->key;
         } else {
             for (size_t j = 0; props && props->type == SDX_MAP && j < props->u.map.len; j++)
-                if (s_loose_eq(props->u.map.items[j].key, kv->key)) {
+                if (sdx_key_equal_loose(props->u.map.items[j].key, kv->key)) {
                     name = props->u.map.items[j].key;
                     ps = props->u.map.items[j].val;
                 }

@@ -10,7 +10,6 @@
 #include "sdx_log.h"
 
 #include <ctype.h>
-#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -182,31 +181,10 @@ fail:
 
 int sdx_actions_load(const char *path, char *err, size_t err_len)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, err_len, "%s: %s", path, strerror(errno));
+    size_t len;
+    char *buf = sdx_codec_read_file(path, &len, err, err_len);
+    if (!buf)
         return -1;
-    }
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len + 4096 > cap) {
-            cap = cap ? cap * 2 : 16384;
-            char *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                snprintf(err, err_len, "%s: out of memory", path);
-                return -1;
-            }
-            buf = nb;
-        }
-        size_t n = fread(buf + len, 1, cap - len, f);
-        len += n;
-        if (n == 0)
-            break;
-    }
-    fclose(f);
     char e2[256];
     int rc = sdx_actions_load_text(buf, len, e2, sizeof e2);
     free(buf);
@@ -317,22 +295,6 @@ static void s_snake(const char *in, char *out, size_t out_len)
     out[o] = '\0';
 }
 
-static bool s_loose_eq(const char *a, const char *b)
-{
-    for (;;) {
-        while (*a == '_' || *a == '-')
-            a++;
-        while (*b == '_' || *b == '-')
-            b++;
-        if (!*a || !*b)
-            return !*a && !*b;
-        if (tolower((unsigned char)*a) != tolower((unsigned char)*b))
-            return false;
-        a++;
-        b++;
-    }
-}
-
 /* Find a row: exact action text first, then loosely (case, '_' ignored). */
 static const s_action_row_t *s_find_row(const char *domain, bool want_domain_match,
                                         const char *action)
@@ -340,7 +302,8 @@ static const s_action_row_t *s_find_row(const char *domain, bool want_domain_mat
     for (int pass = 0; pass < 2; pass++)
         for (size_t i = 0; i < s_tab.nrows; i++) {
             const s_action_row_t *r = &s_tab.rows[i];
-            bool eq = pass == 0 ? strcmp(r->action, action) == 0 : s_loose_eq(r->action, action);
+            bool eq = pass == 0 ? strcmp(r->action, action) == 0
+                                : sdx_key_equal_loose(r->action, action);
             if (!eq)
                 continue;
             if (domain && r->worker_domain && strcmp(r->worker_domain, domain) != 0)
@@ -381,7 +344,7 @@ int sdx_actions_resolve(const char *worker_type, const char *action, char *out, 
            3. any general row (INFERENCE + batch_process -> processing.*) */
         for (size_t i = 0; i < s_tab.nrows && !r; i++)
             if (s_tab.rows[i].worker_domain && strcmp(s_tab.rows[i].worker_domain, domain) == 0 &&
-                s_loose_eq(s_tab.rows[i].action, action))
+                sdx_key_equal_loose(s_tab.rows[i].action, action))
                 r = &s_tab.rows[i];
         if (!r)
             r = s_find_row(domain, true, action);
@@ -474,7 +437,7 @@ static const char *const s_env_keys[] = {
 static bool s_is_env_key(const char *k)
 {
     for (size_t i = 0; i < sizeof s_env_keys / sizeof s_env_keys[0]; i++)
-        if (s_loose_eq(k, s_env_keys[i]))
+        if (sdx_key_equal_loose(k, s_env_keys[i]))
             return true;
     return false;
 }

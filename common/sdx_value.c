@@ -309,8 +309,7 @@ sdx_value_t *sdx_map_get(const sdx_value_t *map, const char *key)
     return i < 0 ? NULL : map->u.map.items[i].val;
 }
 
-/* Compare ignoring ASCII case and underscores/hyphens. */
-static bool s_loose_eq(const char *a, const char *b)
+bool sdx_key_equal_loose(const char *a, const char *b)
 {
     for (;;) {
         while (*a == '_' || *a == '-')
@@ -334,7 +333,7 @@ sdx_value_t *sdx_map_get_loose(const sdx_value_t *map, const char *key)
     if (exact)
         return exact;
     for (size_t i = 0; i < map->u.map.len; i++)
-        if (s_loose_eq(map->u.map.items[i].key, key))
+        if (sdx_key_equal_loose(map->u.map.items[i].key, key))
             return map->u.map.items[i].val;
     return NULL;
 }

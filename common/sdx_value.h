@@ -99,9 +99,14 @@ sdx_value_t *sdx_array_at(const sdx_value_t *arr, size_t i); /* borrowed, NULL i
 /* ---- maps */
 /* Borrowed value of an exact key, NULL if absent or not a map. */
 sdx_value_t *sdx_map_get(const sdx_value_t *map, const char *key);
-/* Same, comparing keys case-insensitively and ignoring '_' ("guidanceScale",
-   "GuidanceScale" and "guidance_scale" all match). */
+/* Same, falling back to sdx_key_equal_loose when no key matches exactly
+   ("guidanceScale", "GuidanceScale" and "guidance_scale" all match). */
 sdx_value_t *sdx_map_get_loose(const sdx_value_t *map, const char *key);
+/* The key comparison sdx_map_get_loose uses: equal ignoring ASCII case and
+   every '_' and '-' ("RequestId" == "request_id" == "request-id"). Exported
+   so that code matching names outside a map (action names, envelope keys,
+   C# property names) matches exactly as the map lookup does. */
+bool sdx_key_equal_loose(const char *a, const char *b);
 /* Dotted path lookup: "data.hyperparameters.seed"; NULL if any hop is missing. */
 sdx_value_t *sdx_map_get_path(const sdx_value_t *root, const char *path);
 /* Set key (takes ownership of val; replaces an existing value in place). */

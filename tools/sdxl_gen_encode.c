@@ -11,6 +11,7 @@
     force_zeros_for_empty_prompt is set); --negative "" encodes "".
 */
 #include "sdxl_gen.h"
+#include "sdxl_gen_util.h"
 
 #include "sdx_clip.h"
 #include "sdx_model.h"
@@ -19,7 +20,6 @@
 
 #include <cjson/cJSON.h>
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,17 +35,6 @@ static int s_usage(const char *why)
             "                       [--device cpu|cuda[:N]]\n",
             why);
     return 2;
-}
-
-static bool s_int(const char *s, long lo, long hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return false;
-    *out = (int)v;
-    return true;
 }
 
 /* {"shape": [...], "dtype": "f32", "norm": ||t||, "mean": mean(t)} or null */
@@ -79,7 +68,7 @@ int sdxl_gen_encode(int argc, char **argv)
 {
     const char *model = NULL, *config_dir = NULL, *prompt = NULL, *prompt2 = NULL;
     const char *neg = NULL, *neg2 = NULL, *dtype = "f32", *device = "cpu";
-    int clip_skip = 0, nipp = 1;
+    long clip_skip = 0, nipp = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -106,10 +95,10 @@ int sdxl_gen_encode(int argc, char **argv)
         else if (!strcmp(a, "--device"))
             device = v;
         else if (!strcmp(a, "--clip-skip")) {
-            if (!s_int(v, 0, 64, &clip_skip))
+            if (!sdxl_gen_parse_long(v, 0, 64, &clip_skip))
                 return s_usage("--clip-skip needs an integer 0..64");
         } else if (!strcmp(a, "--num-images")) {
-            if (!s_int(v, 1, 64, &nipp))
+            if (!sdxl_gen_parse_long(v, 1, 64, &nipp))
                 return s_usage("--num-images needs an integer 1..64");
         } else
             return s_usage("unknown option");
@@ -163,8 +152,8 @@ int sdxl_gen_encode(int argc, char **argv)
     p.prompt_2 = prompt2 ? &prompt2 : NULL;
     p.negative = neg ? &neg : NULL;
     p.negative_2 = neg2 ? &neg2 : NULL;
-    p.clip_skip = clip_skip;
-    p.num_images_per_prompt = nipp;
+    p.clip_skip = (int)clip_skip;
+    p.num_images_per_prompt = (int)nipp;
     p.force_zeros_for_empty_prompt = m->force_zeros_for_empty_prompt;
     if (sdx_prompt_encode(&te, &p, &e) != 0)
         goto fail;

@@ -4,6 +4,7 @@
     failure while generating. */
 #include "sdxl.h"
 #include "sdxl_gen.h"
+#include "sdxl_gen_util.h"
 
 #include "sdx_safetensors.h"
 
@@ -25,17 +26,6 @@ static int s_bad(const char *fmt, const char *arg)
     fprintf(stderr, fmt, arg);
     fprintf(stderr, "\n");
     return 2;
-}
-
-static bool s_int(const char *text, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (errno || end == text || *end || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
 }
 
 static bool s_double(const char *text, double *out)
@@ -118,7 +108,7 @@ int sdxl_gen_generate(int argc, char **argv)
                 return s_bad("--seed: not a non-negative integer: %s", val);
             gp.seed = s;
         } else if (!strcmp(a, "--steps")) {
-            if (!s_int(val, 1, 1000, &v))
+            if (!sdxl_gen_parse_long(val, 1, 1000, &v))
                 return s_bad("--steps: must be an integer in 1..1000, got %s", val);
             gp.steps = (int)v;
         } else if (!strcmp(a, "--cfg")) {
@@ -130,21 +120,21 @@ int sdxl_gen_generate(int argc, char **argv)
                 return s_bad("--guidance-rescale: must be in [0, 1], got %s", val);
             gp.guidance_rescale = d;
         } else if (!strcmp(a, "--width") || !strcmp(a, "--height")) {
-            if (!s_int(val, 8, 8192, &v) || v % 8)
+            if (!sdxl_gen_parse_long(val, 8, 8192, &v) || v % 8)
                 return s_bad("--width/--height: must be a multiple of 8 in 8..8192, got %s", val);
             *(a[2] == 'w' ? &gp.width : &gp.height) = (int)v;
         } else if (!strcmp(a, "--scheduler")) {
             gp.scheduler = val;
         } else if (!strcmp(a, "--clip-skip")) {
-            if (!s_int(val, 0, 10, &v))
+            if (!sdxl_gen_parse_long(val, 0, 10, &v))
                 return s_bad("--clip-skip: must be an integer in 0..10, got %s", val);
             gp.clip_skip = (int)v;
         } else if (!strcmp(a, "--batch")) {
-            if (!s_int(val, 1, 64, &v))
+            if (!sdxl_gen_parse_long(val, 1, 64, &v))
                 return s_bad("--batch: must be an integer in 1..64, got %s", val);
             gp.batch = (int)v;
         } else if (!strcmp(a, "--threads")) {
-            if (!s_int(val, 1, 1024, &v))
+            if (!sdxl_gen_parse_long(val, 1, 1024, &v))
                 return s_bad("--threads: must be a positive integer, got %s", val);
             ep.threads = (int)v;
         } else if (!strcmp(a, "--dtype")) {
@@ -198,7 +188,7 @@ int sdxl_gen_generate(int argc, char **argv)
     snprintf(seed_text, sizeof seed_text, "%llu", (unsigned long long)gp.seed);
     snprintf(steps_text, sizeof steps_text, "%d", gp.steps);
     const char *meta[] = {"prompt", gp.prompt, "seed", seed_text, "steps", steps_text,
-                          "software", "sdxl-fleet sdxl-gen", NULL};
+                          "software", "sdxl-fleet", NULL};
     for (int i = 0; i < r.count && rc == 0; i++) {
         char path[4096];
         s_indexed(path, sizeof path, out, i, r.count);

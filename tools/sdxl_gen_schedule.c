@@ -12,6 +12,7 @@
     line on stderr, exit 2. Not for generation: see `sdxl-gen generate`. */
 #include "sdx_scheduler.h"
 #include "sdxl_gen.h"
+#include "sdxl_gen_util.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -67,10 +68,7 @@ int sdxl_gen_schedule(int argc, char **argv)
             } else if (!strcmp(a, "--config")) {
                 config = v;
             } else {
-                char *end = NULL;
-                errno = 0;
-                steps = strtol(v, &end, 10);
-                if (errno || !end || *end || end == v || steps < 1 || steps > 100000)
+                if (!sdxl_gen_parse_long(v, 1, 100000, &steps))
                     return s_fail("--steps must be a positive integer", v);
             }
         } else {

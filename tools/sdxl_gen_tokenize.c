@@ -7,13 +7,13 @@
                         [--add-token TEXT]... [--] TEXT
 */
 #include "sdxl_gen.h"
+#include "sdxl_gen_util.h"
 
 #include "sdx_tokenizer.h"
 #include "sdx_torch.h"
 
 #include <cjson/cJSON.h>
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,17 +28,6 @@ static int s_usage(const char *why)
             "  --pad-id 0 gives SDXL tokenizer_2's padding for a bare folder.\n",
             why);
     return 2;
-}
-
-static bool s_int(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
 }
 
 int sdxl_gen_tokenize(int argc, char **argv)
@@ -63,10 +52,10 @@ int sdxl_gen_tokenize(int argc, char **argv)
             if (!strcmp(a, "--tokenizer"))
                 dir = v;
             else if (!strcmp(a, "--pad-id")) {
-                if (!s_int(v, 0, 100000000, &pad))
+                if (!sdxl_gen_parse_long(v, 0, 100000000, &pad))
                     return s_usage("--pad-id needs a token id");
             } else if (!strcmp(a, "--max-length")) {
-                if (!s_int(v, 2, 4096, &max_len))
+                if (!sdxl_gen_parse_long(v, 2, 4096, &max_len))
                     return s_usage("--max-length needs an integer in 2..4096");
             } else if (!strcmp(a, "--add-token")) {
                 if (n_added == 64)

@@ -1,5 +1,6 @@
 /*  test_codec.c - msgpack/JSON codec and base64: round trips, exact values,
-    and hostile input (truncated, invalid UTF-8, too deep, trailing bytes). */
+    and hostile input (truncated, invalid UTF-8, too deep, trailing bytes);
+    reading a whole file. */
 #include "sdx_codec.h"
 #include "tcheck.h"
 
@@ -7,6 +8,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static sdx_value_t *s_sample(bool with_bin)
 {
@@ -336,6 +338,29 @@ static void test_mutations(void)
     free(js);
 }
 
+static void test_read_file(void)
+{
+    char path[] = "/tmp/sdx_test_codec_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    /* larger than the first buffer, so the growth path runs */
+    size_t want = 200000;
+    char *text = malloc(want);
+    for (size_t i = 0; text && i < want; i++)
+        text[i] = (char)('a' + i % 26);
+    CHECK(text && write(fd, text, want) == (ssize_t)want);
+    close(fd);
+    char err[256] = "";
+    size_t len = 0;
+    char *buf = sdx_codec_read_file(path, &len, err, sizeof err);
+    CHECK(buf && len == want && memcmp(buf, text, want) == 0 && buf[len] == '\0');
+    free(buf);
+    free(text);
+    unlink(path);
+    CHECK(sdx_codec_read_file(path, &len, err, sizeof err) == NULL);
+    CHECK(strncmp(err, path, strlen(path)) == 0 && strstr(err, "No such file"));
+}
+
 int main(void)
 {
     test_mutations();
@@ -344,5 +369,6 @@ int main(void)
     test_json_values();
     test_malformed();
     test_base64();
+    test_read_file();
     return t_done();
 }

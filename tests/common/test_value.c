@@ -20,6 +20,9 @@ int main(void)
     CHECK(sdx_map_get_loose(m, "GuidanceScale") == sdx_map_get(m, "guidance_scale"));
     CHECK(sdx_map_get_loose(m, "guidanceScale") != NULL &&
           sdx_map_get_loose(m, "guidance") == NULL);
+    CHECK(sdx_key_equal_loose("RequestId", "request_id") &&
+          sdx_key_equal_loose("request-id", "REQUEST_ID") && sdx_key_equal_loose("", "_-"));
+    CHECK(!sdx_key_equal_loose("request", "request_id") && !sdx_key_equal_loose("a b", "ab"));
     CHECK(sdx_map_int(sdx_map_get_path(m, "dimensions"), "width", 0) == 1024);
     CHECK(sdx_map_get_path(m, "dimensions.width")->u.i == 1024);
     CHECK(sdx_map_get_path(m, "dimensions.height") == NULL &&

@@ -59,6 +59,38 @@ sdx_tensor_t *sdx_test_get(sdx_safetensors_t *st, const char *name)
     return copy;
 }
 
+sdx_weights_t *sdx_test_weights(const char *rel, sdx_dtype_t dt, char *err, size_t err_len)
+{
+    if (err_len)
+        err[0] = '\0';
+    sdx_safetensors_t *st = sdx_test_open(rel);
+    sdx_weights_t *w = st ? sdx_weights_new() : NULL;
+    for (size_t i = 0; w && i < sdx_safetensors_count(st); i++) {
+        const sdx_st_tensor_t *info = sdx_safetensors_at(st, i);
+        sdx_tensor_t *t = NULL, *c = NULL;
+        if (sdx_safetensors_tensor(NULL, &t, st, info) != 0)
+            goto fail;
+        if (dt != SDX_DTYPE_COUNT && dt != info->dtype) {
+            int rc = sdx_to_dtype(NULL, &c, t, dt);
+            sdx_tensor_free(&t);
+            if (rc != 0)
+                goto fail;
+            t = c;
+        }
+        if (sdx_weights_put(w, info->name, t) != 0) {
+            sdx_tensor_free(&t);
+            goto fail;
+        }
+    }
+    sdx_safetensors_close(&st);
+    return w;
+fail:
+    snprintf(err, err_len, "%s", sdx_last_error());
+    sdx_weights_free(&w);
+    sdx_safetensors_close(&st);
+    return NULL;
+}
+
 static double *s_host64(const sdx_tensor_t *t, int64_t *n)
 {
     *n = sdx_tensor_numel(t);
@@ -125,6 +157,28 @@ double sdx_test_max_abs(const sdx_tensor_t *a, const sdx_tensor_t *b)
     free(x);
     free(y);
     return m;
+}
+
+char *sdx_test_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    if (buf) {
+        buf[n] = '\0';
+        if (len)
+            *len = (size_t)n;
+    }
+    return buf;
 }
 
 bool sdx_test_check(bool cond, const char *fmt, ...)

@@ -1,16 +1,19 @@
 /*  sdx_test.h - helpers for the engine's tests: golden data lookup, reference
-    tensors, relative L2 error, and a pass/fail tally that prints the closing
-    line CI reads ("N passed, N failed").
+    tensors and weight sets, whole-file reads, relative L2 error, and a
+    pass/fail tally that prints the closing line CI reads ("N passed, N
+    failed").
 
     Skips: a test whose golden data is missing calls sdx_test_skip(), which
     exits 77 (meson reports SKIP). */
 #ifndef SDX_TEST_H
 #define SDX_TEST_H
 
+#include "sdx_model.h"
 #include "sdx_safetensors.h"
 #include "sdx_torch.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 
 /* The golden folder (env SDXL_GOLDEN_DIR), or NULL if it is not there. */
 const char *sdx_test_golden(void);
@@ -22,6 +25,12 @@ sdx_safetensors_t *sdx_test_open(const char *rel);
 /* Copy of a reference tensor (CPU, owned by the caller); NULL + failure
    counted if missing. */
 sdx_tensor_t *sdx_test_get(sdx_safetensors_t *st, const char *name);
+/* Every tensor of golden/rel (a .safetensors) in a new weight set, each
+   converted to dt (SDX_DTYPE_COUNT: as stored). Exits 77 if the file is
+   absent (sdx_test_open). NULL on failure; when reading or converting a
+   tensor failed, the reason is in err (left "" otherwise) and nothing is
+   counted: the caller reports it its own way. Caller frees the set. */
+sdx_weights_t *sdx_test_weights(const char *rel, sdx_dtype_t dt, char *err, size_t err_len);
 /* ||a-b|| / ||b|| computed in float64 on the CPU; +inf on shape mismatch. */
 double sdx_test_rel_l2(const sdx_tensor_t *a, const sdx_tensor_t *b);
 /* max |a-b| in float64. */
@@ -31,6 +40,11 @@ double sdx_test_max_abs(const sdx_tensor_t *a, const sdx_tensor_t *b);
 bool sdx_test_check(bool cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Check rel_l2(a, b) <= tol, printing the figure. */
 bool sdx_test_close(const sdx_tensor_t *a, const sdx_tensor_t *b, double tol, const char *what);
+/* The whole file at path in a malloc'd, NUL-terminated buffer the caller
+   frees, its length (without the NUL) in *len if len is not NULL; NULL if
+   it cannot be read. Counts nothing: the caller decides whether a missing
+   file skips or fails. */
+char *sdx_test_read_file(const char *path, size_t *len);
 /* Exit 77 with a reason. */
 void sdx_test_skip(const char *why) __attribute__((noreturn));
 /* Print "N passed, N failed" and return the exit code (0 if none failed). */

@@ -12,26 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static char *s_slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)len + 1);
-    if (buf && fread(buf, 1, (size_t)len, f) != (size_t)len) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (buf)
-        buf[len] = 0;
-    *n = (size_t)len;
-    return buf;
-}
-
 /* Does sgm map (among its targets) to comp/name with op and part? */
 static bool s_maps_to(const char *sgm, const sdx_nm_geom_t *g, const char *want, sdx_nm_op_t op,
                       int part)
@@ -52,7 +32,7 @@ static bool s_maps_to(const char *sgm, const sdx_nm_geom_t *g, const char *want,
 int main(void)
 {
     size_t len;
-    char *text = s_slurp(sdx_test_path("model_single_file/key_map.json"), &len);
+    char *text = sdx_test_read_file(sdx_test_path("model_single_file/key_map.json"), &len);
     if (!text)
         sdx_test_skip("key_map.json missing");
     cJSON *map = cJSON_ParseWithLength(text, len);

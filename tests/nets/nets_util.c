@@ -1,41 +1,17 @@
 /*  nets_util.c - helpers of the network tests (see nets_util.h). */
 #include "nets_util.h"
 
-#include "sdx_safetensors.h"
-
+#include <assert.h>
 #include <stdio.h>
 #include <string.h>
 
 sdx_weights_t *nets_weights(const char *rel, sdx_dtype_t dt)
 {
-    sdx_safetensors_t *st = sdx_test_open(rel);
-    if (!st)
-        return NULL;
-    sdx_weights_t *w = sdx_weights_new();
-    for (size_t i = 0; w && i < sdx_safetensors_count(st); i++) {
-        const sdx_st_tensor_t *info = sdx_safetensors_at(st, i);
-        sdx_tensor_t *t = NULL, *c = NULL;
-        if (sdx_safetensors_tensor(NULL, &t, st, info) != 0)
-            goto fail;
-        if (dt != SDX_DTYPE_COUNT && dt != info->dtype) {
-            int rc = sdx_to_dtype(NULL, &c, t, dt);
-            sdx_tensor_free(&t);
-            if (rc != 0)
-                goto fail;
-            t = c;
-        }
-        if (sdx_weights_put(w, info->name, t) != 0) {
-            sdx_tensor_free(&t);
-            goto fail;
-        }
-    }
-    sdx_safetensors_close(&st);
+    char err[512];
+    sdx_weights_t *w = sdx_test_weights(rel, dt, err, sizeof err);
+    if (!w && err[0])
+        fprintf(stderr, "nets_weights(%s): %s\n", rel, err);
     return w;
-fail:
-    fprintf(stderr, "nets_weights(%s): %s\n", rel, sdx_last_error());
-    sdx_weights_free(&w);
-    sdx_safetensors_close(&st);
-    return NULL;
 }
 
 sdx_weights_t *nets_weights_cast(const sdx_weights_t *w, sdx_dtype_t dt)
@@ -109,3 +85,30 @@ bool nets_finite_shape(const sdx_tensor_t *t, const int64_t *shape, int ndim)
             return false;
     return sdx_isfinite_all(t, &finite) == 0 && finite;
 }
+
+#ifdef SDX_HAVE_MODEL_LOAD
+sdx_model_t *nets_model_load(int layout, unsigned components, const char **label)
+{
+    static const char *const paths[NETS_LAYOUTS] = {"model",
+                                                    "model_single_file/tiny_sdxl.safetensors"};
+    assert(layout >= 0 && layout < NETS_LAYOUTS);
+    char path[4096], cdir[4096];
+    snprintf(path, sizeof path, "%s", sdx_test_path(paths[layout]));
+    snprintf(cdir, sizeof cdir, "%s", sdx_test_path("model"));
+    sdx_load_opts_t o;
+    sdx_load_opts_init(&o);
+    o.path = path;
+    o.config_dir = layout == 1 ? cdir : NULL;
+    o.components = components;
+    sdx_model_t *m = sdx_model_load(&o);
+    bool have = m && (!(components & SDX_COMP_UNET) || m->unet) &&
+                (!(components & SDX_COMP_VAE) || m->vae);
+    *label = paths[layout];
+    if (!sdx_test_check(have, "sdx_model_load %s (%s)", paths[layout],
+                        m ? "ok" : sdx_last_error())) {
+        sdx_model_free(&m);
+        return NULL;
+    }
+    return m;
+}
+#endif

@@ -312,25 +312,14 @@ done:
 #ifdef SDX_HAVE_MODEL_LOAD
 static void s_test_model_load(const ref_t *r)
 {
-    const char *paths[2] = {"model", "model_single_file/tiny_sdxl.safetensors"};
-    for (int i = 0; i < 2; i++) {
-        char path[4096], cdir[4096];
-        snprintf(path, sizeof path, "%s", sdx_test_path(paths[i]));
-        snprintf(cdir, sizeof cdir, "%s", sdx_test_path("model"));
-        sdx_load_opts_t o;
-        sdx_load_opts_init(&o);
-        o.path = path;
-        o.config_dir = i == 1 ? cdir : NULL;
-        o.components = SDX_COMP_UNET;
-        sdx_model_t *m = sdx_model_load(&o);
-        if (!sdx_test_check(m && m->unet, "sdx_model_load %s (%s)", paths[i],
-                            m ? "ok" : sdx_last_error())) {
-            sdx_model_free(&m);
+    for (int i = 0; i < NETS_LAYOUTS; i++) {
+        const char *label;
+        sdx_model_t *m = nets_model_load(i, SDX_COMP_UNET, &label);
+        if (!m)
             continue;
-        }
         sdx_unet_t *u = sdx_unet_new(&m->unet_cfg, m->unet);
-        if (sdx_test_check(u != NULL, "unet from %s (%s)", paths[i], u ? "ok" : sdx_last_error()))
-            s_parity(u, r, TOL, paths[i]);
+        if (sdx_test_check(u != NULL, "unet from %s (%s)", label, u ? "ok" : sdx_last_error()))
+            s_parity(u, r, TOL, label);
         sdx_unet_free(&u);
         sdx_model_free(&m);
     }

@@ -26,25 +26,6 @@
 
 static cJSON *s_json;
 
-static char *s_slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    if (b)
-        b[n] = '\0';
-    fclose(f);
-    return b;
-}
-
 /* schedulers.json has -Infinity for lambda_min_clipped: not JSON. */
 static void s_fix_nonjson(char *t)
 {
@@ -324,7 +305,7 @@ static void s_run(const char *name)
 
 int main(int argc, char **argv)
 {
-    char *text = s_slurp(sdx_test_path("ref/schedulers/schedulers.json"));
+    char *text = sdx_test_read_file(sdx_test_path("ref/schedulers/schedulers.json"), NULL);
     if (!text)
         sdx_test_skip("ref/schedulers/schedulers.json missing");
     s_fix_nonjson(text);

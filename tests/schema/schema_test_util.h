@@ -53,28 +53,12 @@ static const char *t_source_root(void)
     return r ? r : ".";
 }
 
-/* Read a file under the source root; caller frees. */
+/* Read a file under the source root; caller frees. NULL if unreadable. */
 static char *t_read(const char *rel, size_t *len)
 {
-    char path[4096];
+    char path[4096], err[256];
     snprintf(path, sizeof path, "%s/%s", t_source_root(), rel);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (buf) {
-        buf[n] = '\0';
-        *len = (size_t)n;
-    }
-    return buf;
+    return sdx_codec_read_file(path, len, err, sizeof err);
 }
 
 static sdx_value_t *t_json(const char *text)

@@ -58,25 +58,6 @@ static int s_run(char *const argv[], char **out)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-static char *s_slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    if (b)
-        b[n] = 0;
-    fclose(f);
-    return b;
-}
-
 static bool s_same_array(const cJSON *a, const cJSON *b)
 {
     if (!cJSON_IsArray(a) || !cJSON_IsArray(b) || cJSON_GetArraySize(a) != cJSON_GetArraySize(b))
@@ -102,7 +83,7 @@ static void s_check_tokenize(char *gen)
 {
     char tokdir[4096];
     snprintf(tokdir, sizeof tokdir, "%s", sdx_test_path("tokenizer"));
-    char *json = s_slurp(sdx_test_path("tokens.json"));
+    char *json = sdx_test_read_file(sdx_test_path("tokens.json"), NULL);
     cJSON *root = json ? cJSON_Parse(json) : NULL;
     free(json);
     const cJSON *prompts = cJSON_GetObjectItem(root, "prompts");

@@ -18,25 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static char *s_slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    if (b)
-        b[n] = 0;
-    fclose(f);
-    return b;
-}
-
 static bool s_ids_equal(const cJSON *arr, const int64_t *ids, size_t n)
 {
     if (cJSON_GetArraySize(arr) != (int)n)
@@ -203,7 +184,7 @@ static void s_check_cleanup(void)
 int main(void)
 {
     const char *path = sdx_test_path("tokens.json");
-    char *json = s_slurp(path);
+    char *json = sdx_test_read_file(path, NULL);
     if (!json)
         sdx_test_skip("tokens.json missing");
     cJSON *root = cJSON_Parse(json);

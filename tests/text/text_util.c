@@ -4,34 +4,15 @@
 #include <stdio.h>
 #include <string.h>
 
+/* Weights read straight from the safetensors file; a read failure is a
+   failed check here (the nets tests only print it). */
 static sdx_weights_t *s_weights(const char *rel, sdx_dtype_t dt)
 {
-    sdx_safetensors_t *st = sdx_test_open(rel);
-    sdx_weights_t *w = st ? sdx_weights_new() : NULL;
-    for (size_t i = 0; w && i < sdx_safetensors_count(st); i++) {
-        const sdx_st_tensor_t *info = sdx_safetensors_at(st, i);
-        sdx_tensor_t *t = NULL, *c = NULL;
-        if (sdx_safetensors_tensor(NULL, &t, st, info) != 0)
-            goto fail;
-        if (dt != info->dtype) {
-            int rc = sdx_to_dtype(NULL, &c, t, dt);
-            sdx_tensor_free(&t);
-            if (rc != 0)
-                goto fail;
-            t = c;
-        }
-        if (sdx_weights_put(w, info->name, t) != 0) {
-            sdx_tensor_free(&t);
-            goto fail;
-        }
-    }
-    sdx_safetensors_close(&st);
+    char err[512];
+    sdx_weights_t *w = sdx_test_weights(rel, dt, err, sizeof err);
+    if (!w && err[0])
+        sdx_test_check(false, "read %s (%s)", rel, err);
     return w;
-fail:
-    sdx_test_check(false, "read %s (%s)", rel, sdx_last_error());
-    sdx_weights_free(&w);
-    sdx_safetensors_close(&st);
-    return NULL;
 }
 
 static bool s_finish(text_models_t *m, const sdx_weights_t *w1, const sdx_weights_t *w2,

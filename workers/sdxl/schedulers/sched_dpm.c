@@ -13,20 +13,6 @@
 
 /* ---------------------------------------------------------------- tables */
 
-/* _sigma_to_alpha_sigma_t and lambda = log(alpha) - log(sigma), float32 */
-typedef struct {
-    float alpha, sigma, lambda;
-} s_ast_t;
-
-static s_ast_t s_ast(float sg)
-{
-    s_ast_t r;
-    r.alpha = 1.0f / sqrtf(sg * sg + 1.0f);
-    r.sigma = sg * r.alpha;
-    r.lambda = logf(r.alpha) - logf(r.sigma);
-    return r;
-}
-
 /* searchsorted(flip(lambda_t), lambda_min_clipped) */
 static int s_clipped_idx(const sdx_scheduler_t *s)
 {
@@ -322,7 +308,7 @@ static int s_dpm_convert(const sdx_scheduler_t *s, sdx_scope_t *L, sdx_tensor_t 
     const char *pt = s->cfg.prediction_type;
     const char *a = s->cfg.algorithm_type;
     bool pp = sdx_sched_is(a, "dpmsolver++") || sdx_sched_is(a, "sde-dpmsolver++");
-    s_ast_t q = s_ast(s->sigmas[i]);
+    sdx_sched_ast_t q = sdx_sched_ast(s->sigmas[i]);
     sdx_tensor_t *tmp;
     if (pp) {
         if (sdx_sched_is(pt, "epsilon")) {
@@ -349,7 +335,7 @@ static int s_dpm_first(const sdx_scheduler_t *s, sdx_scope_t *L, sdx_tensor_t **
                        const sdx_tensor_t *m, const sdx_tensor_t *x, const sdx_tensor_t *noise,
                        int from, int to)
 {
-    s_ast_t t = s_ast(s->sigmas[to]), q = s_ast(s->sigmas[from]);
+    sdx_sched_ast_t t = sdx_sched_ast(s->sigmas[to]), q = sdx_sched_ast(s->sigmas[from]);
     float h = t.lambda - q.lambda;
     const char *a = s->cfg.algorithm_type;
     double c[3] = {0, 0, 0};
@@ -379,9 +365,10 @@ static int s_dpm_second(const sdx_scheduler_t *s, sdx_scope_t *L, sdx_tensor_t *
                         const sdx_tensor_t *m0, const sdx_tensor_t *m1, const sdx_tensor_t *x,
                         const sdx_tensor_t *noise, int i, bool singlestep)
 {
-    s_ast_t t = s_ast(s->sigmas[i + 1]), q0 = s_ast(s->sigmas[i]), q1 = s_ast(s->sigmas[i - 1]);
+    sdx_sched_ast_t t = sdx_sched_ast(s->sigmas[i + 1]), q0 = sdx_sched_ast(s->sigmas[i]),
+                    q1 = sdx_sched_ast(s->sigmas[i - 1]);
     float h, h0;
-    s_ast_t base;
+    sdx_sched_ast_t base;
     if (singlestep) {
         h = t.lambda - q1.lambda;
         h0 = q0.lambda - q1.lambda;
@@ -430,8 +417,8 @@ static int s_dpm_second(const sdx_scheduler_t *s, sdx_scope_t *L, sdx_tensor_t *
 static int s_dpm_third_multistep(const sdx_scheduler_t *s, sdx_scope_t *L, sdx_tensor_t **out,
                                  sdx_tensor_t *const *m, const sdx_tensor_t *x, int i)
 {
-    s_ast_t t = s_ast(s->sigmas[i + 1]), q0 = s_ast(s->sigmas[i]), q1 = s_ast(s->sigmas[i - 1]),
-            q2 = s_ast(s->sigmas[i - 2]);
+    sdx_sched_ast_t t = sdx_sched_ast(s->sigmas[i + 1]), q0 = sdx_sched_ast(s->sigmas[i]),
+                    q1 = sdx_sched_ast(s->sigmas[i - 1]), q2 = sdx_sched_ast(s->sigmas[i - 2]);
     float h = t.lambda - q0.lambda, h0 = q0.lambda - q1.lambda, h1 = q1.lambda - q2.lambda;
     float r0 = h0 / h, r1 = h1 / h;
     sdx_tensor_t *D1_0, *D1_1, *dd, *D1, *D2;
@@ -463,8 +450,8 @@ static int s_dpm_third_multistep(const sdx_scheduler_t *s, sdx_scope_t *L, sdx_t
 static int s_dpm_third_singlestep(const sdx_scheduler_t *s, sdx_scope_t *L, sdx_tensor_t **out,
                                   sdx_tensor_t *const *m, const sdx_tensor_t *x, int i)
 {
-    s_ast_t t = s_ast(s->sigmas[i + 1]), q0 = s_ast(s->sigmas[i]), q1 = s_ast(s->sigmas[i - 1]),
-            q2 = s_ast(s->sigmas[i - 2]);
+    sdx_sched_ast_t t = sdx_sched_ast(s->sigmas[i + 1]), q0 = sdx_sched_ast(s->sigmas[i]),
+                    q1 = sdx_sched_ast(s->sigmas[i - 1]), q2 = sdx_sched_ast(s->sigmas[i - 2]);
     float h = t.lambda - q2.lambda, h0 = q0.lambda - q2.lambda, h1 = q1.lambda - q2.lambda;
     float r0 = h0 / h, r1 = h1 / h;
     /* m[0] newest (m0), m[1] = m1, m[2] = m2 */
@@ -620,7 +607,7 @@ int sdx_sched_deis_step(sdx_scheduler_t *s, sdx_scope_t *S, sdx_tensor_t **out,
     bool los = i == nt - 2 && c->lower_order_final && nt < 15;
     /* convert_model_output: x0 prediction, then back to the noise the
        log-rho DEIS integrates */
-    s_ast_t q = s_ast(s->sigmas[i]);
+    sdx_sched_ast_t q = sdx_sched_ast(s->sigmas[i]);
     const char *pt = c->prediction_type;
     if (sdx_sched_is(pt, "epsilon")) {
         SDX_TRY(sdx_add_scaled(L, &tmp, x, eps, -(double)q.sigma));
@@ -635,12 +622,13 @@ int sdx_sched_deis_step(sdx_scheduler_t *s, sdx_scope_t *S, sdx_tensor_t **out,
     SDX_TRY(sdx_sched_push_hist(s, mo, order));
     sdx_tensor_t *const *m = s->hist;
     if (order == 1 || s->lower_order_nums < 1 || lof) {
-        s_ast_t t = s_ast(s->sigmas[i + 1]);
+        sdx_sched_ast_t t = sdx_sched_ast(s->sigmas[i + 1]);
         float h = t.lambda - q.lambda;
         SDX_TRY(
             sdx_lincomb(L, &prev, t.alpha / q.alpha, x, -(double)(t.sigma * (expf(h) - 1.0f)), mo));
     } else if (order == 2 || s->lower_order_nums < 2 || los) {
-        s_ast_t t = s_ast(s->sigmas[i + 1]), q0 = q, q1 = s_ast(s->sigmas[i - 1]);
+        sdx_sched_ast_t t = sdx_sched_ast(s->sigmas[i + 1]), q0 = q,
+                        q1 = sdx_sched_ast(s->sigmas[i - 1]);
         float rt = t.sigma / t.alpha, r0 = q0.sigma / q0.alpha, r1 = q1.sigma / q1.alpha;
         float c1 = s_ind2(rt, r0, r1) - s_ind2(r0, r0, r1);
         float c2 = s_ind2(rt, r1, r0) - s_ind2(r0, r1, r0);
@@ -649,8 +637,8 @@ int sdx_sched_deis_step(sdx_scheduler_t *s, sdx_scope_t *S, sdx_tensor_t **out,
         SDX_TRY(s_combine(L, &tmp, cf, ts, 3));
         SDX_TRY(sdx_mul_scalar(L, &prev, tmp, t.alpha));
     } else {
-        s_ast_t t = s_ast(s->sigmas[i + 1]), q0 = q, q1 = s_ast(s->sigmas[i - 1]),
-                q2 = s_ast(s->sigmas[i - 2]);
+        sdx_sched_ast_t t = sdx_sched_ast(s->sigmas[i + 1]), q0 = q,
+                        q1 = sdx_sched_ast(s->sigmas[i - 1]), q2 = sdx_sched_ast(s->sigmas[i - 2]);
         float rt = t.sigma / t.alpha, r0 = q0.sigma / q0.alpha, r1 = q1.sigma / q1.alpha,
               r2 = q2.sigma / q2.alpha;
         float c1 = s_ind3(rt, r0, r1, r2) - s_ind3(r0, r0, r1, r2);

@@ -8,19 +8,6 @@
 #include <math.h>
 #include <stdlib.h>
 
-typedef struct {
-    float alpha, sigma, lambda;
-} s_ast_t;
-
-static s_ast_t s_ast(float sg)
-{
-    s_ast_t r;
-    r.alpha = 1.0f / sqrtf(sg * sg + 1.0f);
-    r.sigma = sg * r.alpha;
-    r.lambda = logf(r.alpha) - logf(r.sigma);
-    return r;
-}
-
 /* Solve A x = b (n <= 4) with partial pivoting. */
 static int s_solve(double A[4][4], double *b, double *x, int n)
 {
@@ -81,7 +68,7 @@ static void s_coeffs(const sdx_scheduler_t *s, float h, const double *rks, int o
    form, minus (alpha_t or sigma_t) * B_h * res */
 static int s_finish(const sdx_scheduler_t *s, sdx_scope_t *L, sdx_tensor_t **out,
                     const sdx_tensor_t *x, const sdx_tensor_t *m0, const sdx_tensor_t *res,
-                    s_ast_t t, s_ast_t q0, float h_phi_1, float B_h)
+                    sdx_sched_ast_t t, sdx_sched_ast_t q0, float h_phi_1, float B_h)
 {
     sdx_tensor_t *base;
     bool x0 = s->cfg.predict_x0;
@@ -102,12 +89,12 @@ static int s_uni_p(sdx_scheduler_t *s, sdx_scope_t *L, sdx_tensor_t **out, const
     int K = s->cfg.solver_order;
     sdx_tensor_t *const *m = s->hist; /* m[K-1] newest */
     const sdx_tensor_t *m0 = m[K - 1];
-    s_ast_t t = s_ast(s->sigmas[i + 1]), q0 = s_ast(s->sigmas[i]);
+    sdx_sched_ast_t t = sdx_sched_ast(s->sigmas[i + 1]), q0 = sdx_sched_ast(s->sigmas[i]);
     float h = t.lambda - q0.lambda;
     double rks[4];
     sdx_tensor_t *D1s[4];
     for (int k = 1; k < order; k++) {
-        s_ast_t qk = s_ast(s->sigmas[i - k]);
+        sdx_sched_ast_t qk = sdx_sched_ast(s->sigmas[i - k]);
         float rk = (qk.lambda - q0.lambda) / h;
         rks[k - 1] = rk;
         sdx_tensor_t *d;
@@ -153,12 +140,12 @@ static int s_uni_c(sdx_scheduler_t *s, sdx_scope_t *L, sdx_tensor_t **out,
     int K = s->cfg.solver_order;
     sdx_tensor_t *const *m = s->hist;
     const sdx_tensor_t *m0 = m[K - 1];
-    s_ast_t t = s_ast(s->sigmas[i]), q0 = s_ast(s->sigmas[i - 1]);
+    sdx_sched_ast_t t = sdx_sched_ast(s->sigmas[i]), q0 = sdx_sched_ast(s->sigmas[i - 1]);
     float h = t.lambda - q0.lambda;
     double rks[4];
     sdx_tensor_t *D1s[4];
     for (int k = 1; k < order; k++) {
-        s_ast_t qk = s_ast(s->sigmas[i - (k + 1)]);
+        sdx_sched_ast_t qk = sdx_sched_ast(s->sigmas[i - (k + 1)]);
         float rk = (qk.lambda - q0.lambda) / h;
         rks[k - 1] = rk;
         sdx_tensor_t *d;
@@ -214,7 +201,7 @@ int sdx_sched_unipc_step(sdx_scheduler_t *s, sdx_scope_t *S, sdx_tensor_t **out,
     int K = c->solver_order, nt = s->n_timesteps;
     bool use_corrector = i > 0 && !s_corrector_disabled(s, i - 1) && s->saved_sample != NULL;
     /* convert_model_output */
-    s_ast_t q = s_ast(s->sigmas[i]);
+    sdx_sched_ast_t q = sdx_sched_ast(s->sigmas[i]);
     const char *pt = c->prediction_type;
     if (c->predict_x0) {
         if (sdx_sched_is(pt, "epsilon")) {

@@ -15,6 +15,15 @@ bool sdx_sched_is(const char *a, const char *b)
     return strcmp(a, b) == 0;
 }
 
+sdx_sched_ast_t sdx_sched_ast(float sigma)
+{
+    sdx_sched_ast_t r;
+    r.alpha = 1.0f / sqrtf(sigma * sigma + 1.0f);
+    r.sigma = sigma * r.alpha;
+    r.lambda = logf(r.alpha) - logf(r.sigma);
+    return r;
+}
+
 /* ---------------------------------------------------------------- numpy */
 
 void sdx_np_linspace(double *out, double start, double stop, int num)
@@ -509,10 +518,8 @@ int sdx_sched_add_noise_vp(sdx_scheduler_t *s, sdx_scope_t *S, sdx_tensor_t **ou
 {
     if (s_check_index(s, i, s->n_timesteps, "timestep") != 0)
         return -1;
-    float sigma = s->sigmas[i];
-    float alpha_t = 1.0f / sqrtf(sigma * sigma + 1.0f);
-    float sigma_t = sigma * alpha_t;
-    return sdx_lincomb(S, out, alpha_t, x0, sigma_t, noise);
+    sdx_sched_ast_t a = sdx_sched_ast(s->sigmas[i]);
+    return sdx_lincomb(S, out, a.alpha, x0, a.sigma, noise);
 }
 
 int sdx_sched_pred_x0_sigma(const sdx_scheduler_t *s, sdx_scope_t *L, sdx_tensor_t **out,

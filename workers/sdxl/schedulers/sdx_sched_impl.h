@@ -212,6 +212,15 @@ int sdx_sched_make_betas(sdx_scheduler_t *s, bool zero_snr_floor);
 /* sigmas of the training schedule ((1-ac)/ac)^0.5 in float32 (n = T). */
 float *sdx_sched_train_sigmas(const sdx_scheduler_t *s);
 
+/* _sigma_to_alpha_sigma_t of the VP-form schedulers (DPM, DEIS, UniPC):
+   alpha = 1/sqrt(sigma^2+1), sigma_t = sigma*alpha, and
+   lambda = log(alpha) - log(sigma_t), all float32 as diffusers computes them
+   on 0-d tensors. */
+typedef struct {
+    float alpha, sigma, lambda;
+} sdx_sched_ast_t;
+sdx_sched_ast_t sdx_sched_ast(float sigma);
+
 /* numpy helpers in float64 */
 void sdx_np_linspace(double *out, double start, double stop, int num);
 double sdx_np_interp(double x, const float *fp, int n); /* xp = 0..n-1 */

@@ -390,21 +390,48 @@ static sdx_value_t *s_local_timing(int64_t t0_us)
     return t;
 }
 
-/* An error reply for a message that has no breq (yet). */
+/* The one info line every request ends with, whoever answered it:
+   "<id> <type> worker=<id|broker|-> attempt=<n> <ms>ms <ok|code>[ field=<f>][: <message>]". */
+static void s_log_final(const broker_t *b, const char *request_id, const char *message_type,
+                        const char *worker, int attempt, double ms, const char *outcome,
+                        const char *field, const char *detail)
+{
+    if (!b->cfg.log_requests || sdx_log_level_current < SDX_LOG_INFO)
+        return;
+    log_info("%s %s worker=%s attempt=%d %.2fms %s%s%s%s%s", request_id ? request_id : "-",
+             message_type ? message_type : "-", worker ? worker : "-", attempt, ms, outcome,
+             field && field[0] ? " field=" : "", field && field[0] ? field : "", detail ? ": " : "",
+             detail ? detail : "");
+}
+
+/* An error reply for a message that has no breq (yet). request_id is the
+   id to echo as the client sent it (borrowed; NULL when unknown). */
 static void s_reply_fault_raw(broker_t *b, const route_t *rt, sdx_encoding_t enc,
-                              const char *request_id, const char *message_type,
+                              const sdx_value_t *request_id, const char *message_type,
                               const sdx_fault_t *f, const hook_state_t *hook, int64_t t0_us)
 {
     sdx_value_t *err = sdx_fault_value(f);
     sdx_value_t *timing = s_local_timing(t0_us);
-    sdx_value_t *r = sdx_reply_error(request_id, message_type, err, timing);
+    sdx_value_t *r = sdx_reply_error(NULL, message_type, err, timing);
+    if (r && request_id) {
+        sdx_value_t *id = sdx_value_clone(request_id);
+        if (!id || sdx_map_set(r, "request_id", id) != 0)
+            sdx_value_destroy(&r);
+    }
     if (r)
         s_send_tree(b, rt, r, enc, hook);
     sdx_value_destroy(&r);
     b->st.rejected++;
-    if (b->cfg.log_requests)
-        log_info("%s %s: %s (%s)", request_id ? request_id : "-", message_type ? message_type : "-",
-                 sdx_error_name(f->code), f->message);
+    char idtext[SDX_MDP_MAX_ID + 24];
+    const char *idp = NULL;
+    if (request_id && request_id->type == SDX_STR)
+        idp = request_id->u.str.ptr;
+    else if (request_id && request_id->type == SDX_INT) {
+        snprintf(idtext, sizeof idtext, "%" PRId64, request_id->u.i);
+        idp = idtext;
+    }
+    s_log_final(b, idp, message_type, NULL, 0, (double)(sdx_clock_mono_us() - t0_us) / 1000.0,
+                sdx_error_name(f->code), f->field, f->message);
 }
 
 /* -------------------------------------------------------------- events */
@@ -540,13 +567,11 @@ static double s_ms_since(int64_t t_us)
     return (double)(sdx_clock_mono_us() - t_us) / 1000.0;
 }
 
-static void s_log_done(broker_t *b, const breq_t *r, const char *outcome, const char *detail)
+static void s_log_done(broker_t *b, const breq_t *r, const char *outcome, const char *field,
+                       const char *detail)
 {
-    if (!b->cfg.log_requests || sdx_log_level_current < SDX_LOG_INFO)
-        return;
-    log_info("%s %s worker=%s attempt=%d %.2fms %s%s%s", r->env.request_id, r->env.message_type,
-             r->worker ? r->worker->id : "-", r->attempt, s_ms_since(r->t_accept_us), outcome,
-             detail ? ": " : "", detail ? detail : "");
+    s_log_final(b, r->env.request_id, r->env.message_type, r->worker ? r->worker->id : NULL,
+                r->attempt, s_ms_since(r->t_accept_us), outcome, field, detail);
 }
 
 /* Broker-side timing block for a reply (stack values in the caller's
@@ -584,7 +609,7 @@ static void s_finish_error(broker_t *b, breq_t *r, sdx_error_t code, const char 
     svmap_init(&timing);
     s_timing_add(&timing, tv, r);
     sdx_value_t *err = sdx_error_value(code, NULL, msg);
-    sdx_value_t rid = s_sv_str(r->env.request_id), mt = s_sv_str(r->env.message_type),
+    sdx_value_t rid = sdx_envelope_id_echo(&r->env), mt = s_sv_str(r->env.message_type),
                 succ = s_sv_bool(false);
     svmap_init(&reply);
     svmap_add(&reply, "request_id", &rid);
@@ -601,7 +626,7 @@ static void s_finish_error(broker_t *b, breq_t *r, sdx_error_t code, const char 
     else if (code == SDX_ERR_WORKER_LOST)
         b->st.lost++;
     b->st.failed++;
-    s_log_done(b, r, sdx_error_name(code), msg);
+    s_log_done(b, r, sdx_error_name(code), NULL, msg);
     s_event(b, "request.done", r, sdx_error_name(code), s_ms_since(r->t_accept_us), NULL);
 }
 
@@ -927,6 +952,7 @@ static void s_handle_local(broker_t *b, const route_t *rt, sdx_envelope_t *env, 
 {
     sdx_fault_t f;
     sdx_fault_clear(&f);
+    sdx_value_t rid = sdx_envelope_id_echo(env);
     sys_fn fn = NULL;
     for (size_t i = 0; i < sizeof s_sys_table / sizeof s_sys_table[0]; i++)
         if (strcmp(s_sys_table[i].type, env->message_type) == 0)
@@ -944,27 +970,26 @@ static void s_handle_local(broker_t *b, const route_t *rt, sdx_envelope_t *env, 
                           "unknown message type %s (the %s domain has: see system.status / "
                           "proto/PROTOCOL.md)",
                           env->message_type, env->domain);
-        s_reply_fault_raw(b, rt, env->encoding, env->request_id, env->message_type, &f, hook,
-                          t0_us);
+        s_reply_fault_raw(b, rt, env->encoding, &rid, env->message_type, &f, hook, t0_us);
         return;
     }
     sdx_value_t *data = fn(b, env, &f);
     if (!data) {
         if (f.code == SDX_ERR_NONE)
             sdx_fault_set(&f, SDX_ERR_INTERNAL, NULL, "out of memory");
-        s_reply_fault_raw(b, rt, env->encoding, env->request_id, env->message_type, &f, hook,
-                          t0_us);
+        s_reply_fault_raw(b, rt, env->encoding, &rid, env->message_type, &f, hook, t0_us);
         return;
     }
     sdx_value_t *timing = s_local_timing(t0_us);
     sdx_value_t *reply = sdx_reply_ok(env->request_id, env->message_type, data, timing);
+    if (reply && sdx_reply_echo_id(reply, env) != 0)
+        sdx_value_destroy(&reply);
     if (reply)
         s_send_tree(b, rt, reply, env->encoding, hook);
     sdx_value_destroy(&reply);
     b->st.ok++;
-    if (b->cfg.log_requests)
-        log_info("%s %s worker=broker %.3fms ok", env->request_id, env->message_type,
-                 s_ms_since(t0_us));
+    s_log_final(b, env->request_id, env->message_type, "broker", 0, s_ms_since(t0_us), "ok", NULL,
+                NULL);
 }
 
 /* ------------------------------------------------------------- frontend */
@@ -1019,15 +1044,19 @@ static void s_handle_request(broker_t *b, const route_t *rt, const uint8_t *data
 
     /* DIALECT PREPARE HOOK (see hooks.h): before the envelope is parsed. */
     if (hooks_prepare(&root, enc, &r->hook, &f) != 0) {
-        const char *rid = root ? sdx_map_str(root, "request_id", NULL) : NULL;
+        const sdx_value_t *rid = root ? sdx_map_get_loose(root, "request_id") : NULL;
+        if (rid && rid->type != SDX_STR && rid->type != SDX_INT)
+            rid = NULL;
         s_reply_fault_raw(b, rt, enc, rid, NULL, &f, &r->hook, t0);
         sdx_value_destroy(&root);
         s_req_release(b, r);
         return;
     }
-    if (sdx_envelope_parse(&r->env, &root, enc, &f) != 0) {
-        s_reply_fault_raw(b, rt, enc, r->env.request_id,
-                          r->env.message_type[0] ? r->env.message_type : NULL, &f, &r->hook, t0);
+    int parsed = sdx_envelope_parse(&r->env, &root, enc, &f);
+    sdx_value_t rid = sdx_envelope_id_echo(&r->env); /* echoed as sent */
+    if (parsed != 0) {
+        s_reply_fault_raw(b, rt, enc, &rid, r->env.message_type[0] ? r->env.message_type : NULL, &f,
+                          &r->hook, t0);
         s_req_release(b, r);
         return;
     }
@@ -1039,7 +1068,7 @@ static void s_handle_request(broker_t *b, const route_t *rt, const uint8_t *data
     if (hooks_validate(&r->env, &r->hook, &f) != 0) {
         if (f.code == SDX_ERR_NONE)
             sdx_fault_set(&f, SDX_ERR_INVALID_REQUEST, NULL, "request rejected by validation");
-        s_reply_fault_raw(b, rt, enc, r->env.request_id, r->env.message_type, &f, &r->hook, t0);
+        s_reply_fault_raw(b, rt, enc, &rid, r->env.message_type, &f, &r->hook, t0);
         s_req_release(b, r);
         return;
     }
@@ -1051,7 +1080,7 @@ static void s_handle_request(broker_t *b, const route_t *rt, const uint8_t *data
                       "unknown message type %s: no domain \"%s\" (domains: device, model, "
                       "conditioning, scheduler, inference, postprocessing, processing, system)",
                       r->env.message_type, r->env.domain);
-        s_reply_fault_raw(b, rt, enc, r->env.request_id, r->env.message_type, &f, &r->hook, t0);
+        s_reply_fault_raw(b, rt, enc, &rid, r->env.message_type, &f, &r->hook, t0);
         s_req_release(b, r);
         return;
     }
@@ -1063,14 +1092,14 @@ static void s_handle_request(broker_t *b, const route_t *rt, const uint8_t *data
     if (registry_count(&b->reg, d, false) == 0) {
         sdx_fault_set(&f, SDX_ERR_NO_WORKER, NULL, "no %s worker is registered",
                       b->domains[d].name);
-        s_reply_fault_raw(b, rt, enc, r->env.request_id, r->env.message_type, &f, &r->hook, t0);
+        s_reply_fault_raw(b, rt, enc, &rid, r->env.message_type, &f, &r->hook, t0);
         s_req_release(b, r);
         return;
     }
     if (r->env.gpu >= 0 && !registry_has_gpu(&b->reg, d, r->env.gpu)) {
         sdx_fault_set(&f, SDX_ERR_NO_WORKER, "gpu", "no %s worker runs on gpu %d",
                       b->domains[d].name, r->env.gpu);
-        s_reply_fault_raw(b, rt, enc, r->env.request_id, r->env.message_type, &f, &r->hook, t0);
+        s_reply_fault_raw(b, rt, enc, &rid, r->env.message_type, &f, &r->hook, t0);
         s_req_release(b, r);
         return;
     }
@@ -1078,7 +1107,7 @@ static void s_handle_request(broker_t *b, const route_t *rt, const uint8_t *data
         sdx_fault_set(&f, SDX_ERR_QUEUE_FULL, NULL,
                       "the broker holds %zu requests (max_requests); back off and retry",
                       b->live_requests - 1);
-        s_reply_fault_raw(b, rt, enc, r->env.request_id, r->env.message_type, &f, &r->hook, t0);
+        s_reply_fault_raw(b, rt, enc, &rid, r->env.message_type, &f, &r->hook, t0);
         s_req_release(b, r);
         return;
     }
@@ -1098,7 +1127,7 @@ static void s_handle_request(broker_t *b, const route_t *rt, const uint8_t *data
     if (idmap_put(&b->reqs, r->key, r->key_len, r) != 0) {
         r->key_len = 0;
         sdx_fault_set(&f, SDX_ERR_INTERNAL, NULL, "out of memory");
-        s_reply_fault_raw(b, rt, enc, r->env.request_id, r->env.message_type, &f, &r->hook, t0);
+        s_reply_fault_raw(b, rt, enc, &rid, r->env.message_type, &f, &r->hook, t0);
         s_req_release(b, r);
         return;
     }
@@ -1108,7 +1137,7 @@ static void s_handle_request(broker_t *b, const route_t *rt, const uint8_t *data
     r->deadline_unix_ms = sdx_clock_unix_ms() + timeout;
     if (dheap_set(&b->deadlines, &r->dn, t0 / 1000 + timeout) != 0) {
         sdx_fault_set(&f, SDX_ERR_INTERNAL, NULL, "out of memory");
-        s_reply_fault_raw(b, rt, enc, r->env.request_id, r->env.message_type, &f, &r->hook, t0);
+        s_reply_fault_raw(b, rt, enc, &rid, r->env.message_type, &f, &r->hook, t0);
         s_req_release(b, r);
         return;
     }
@@ -1140,7 +1169,7 @@ static int s_frontend_one(broker_t *b)
 {
     route_t rt;
     rt.n = 0;
-    size_t used = 0;
+    size_t used = 0, all_frames = 0, all_bytes = 0;
     bool bad_route = false;
     zmq_msg_t m;
     for (int frame = 0;; frame++) {
@@ -1158,6 +1187,8 @@ static int s_frontend_one(broker_t *b)
         if (!zmq_msg_more(&m))
             break;
         size_t n = zmq_msg_size(&m);
+        all_frames++;
+        all_bytes += n;
         if (rt.n < ROUTE_FRAMES && used + n <= ROUTE_BYTES) {
             memcpy(rt.buf + used, zmq_msg_data(&m), n);
             rt.len[rt.n++] = (uint16_t)n;
@@ -1166,10 +1197,25 @@ static int s_frontend_one(broker_t *b)
             bad_route = true;
         zmq_msg_close(&m);
     }
-    if (rt.n == 0 || bad_route) {
-        /* cannot route an answer back reliably (or no identity at all) */
-        log_warn("dropped a client message with %s envelope frames",
-                 rt.n == 0 ? "no" : "too many/too large");
+    if (rt.n == 0) {
+        /* no identity at all: nowhere to answer */
+        log_warn("dropped a client message with no envelope frames");
+        zmq_msg_close(&m);
+        return 0;
+    }
+    if (bad_route) {
+        /* The frames between the routing id and the body cannot be kept
+           to route the answer back through them, but the routing id (the
+           first frame) was kept: tell the client why, straight to it. */
+        sdx_fault_t f;
+        sdx_fault_set(&f, SDX_ERR_INVALID_REQUEST, NULL,
+                      "a request may carry at most %d envelope frames (the routing id included) "
+                      "of at most %d bytes in all before its body frame; this one had %zu "
+                      "frames of %zu bytes",
+                      ROUTE_FRAMES, ROUTE_BYTES, all_frames, all_bytes);
+        rt.n = 1;
+        s_reply_fault_raw(b, &rt, sdx_codec_detect(zmq_msg_data(&m), zmq_msg_size(&m)), NULL, NULL,
+                          &f, NULL, sdx_clock_mono_us());
         zmq_msg_close(&m);
         return 0;
     }
@@ -1274,7 +1320,7 @@ static void s_on_progress(broker_t *b, worker_t *w, sdx_mdp_msg_t *msg)
         return;
     svmap_t m;
     svmap_init(&m);
-    sdx_value_t rid = s_sv_str(r->env.request_id), mt = s_sv_str("progress"),
+    sdx_value_t rid = sdx_envelope_id_echo(&r->env), mt = s_sv_str("progress"),
                 rt = s_sv_str(r->env.message_type);
     svmap_add(&m, "request_id", &rid);
     svmap_add(&m, "message_type", &mt);
@@ -1334,7 +1380,7 @@ static void s_on_reply(broker_t *b, worker_t *w, sdx_mdp_msg_t *msg)
     for (size_t i = 0; wt && wt->type == SDX_MAP && i < wt->u.map.len && i < 40; i++)
         svmap_add(&timing, wt->u.map.items[i].key, wt->u.map.items[i].val);
     s_timing_add(&timing, tv, r);
-    sdx_value_t rid = s_sv_str(r->env.request_id), mt = s_sv_str(r->env.message_type),
+    sdx_value_t rid = sdx_envelope_id_echo(&r->env), mt = s_sv_str(r->env.message_type),
                 sv = s_sv_bool(ok);
     svmap_add(&reply, "request_id", &rid);
     svmap_add(&reply, "message_type", &mt);
@@ -1363,7 +1409,7 @@ static void s_on_reply(broker_t *b, worker_t *w, sdx_mdp_msg_t *msg)
         b->st.failed++;
     const char *outcome = ok ? "ok" : code;
     const char *detail = ok ? NULL : sdx_map_str(err, "message", NULL);
-    s_log_done(b, r, outcome, detail);
+    s_log_done(b, r, outcome, ok ? NULL : sdx_map_str(err, "field", NULL), detail);
     s_event(b, "request.done", r, outcome, s_ms_since(r->t_accept_us), NULL);
     s_req_release(b, r);
     s_pump(b, d);

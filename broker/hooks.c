@@ -43,9 +43,12 @@ int hooks_init(const hook_config_t *cfg, char *err, size_t err_len)
     hooks_shutdown();
     s_validate = cfg ? cfg->validate : true;
     s_max_lz4 = cfg && cfg->max_frame_bytes > 0 ? (size_t)cfg->max_frame_bytes : 0;
-    if (cfg && cfg->schemas_dir && cfg->schemas_dir[0])
-        s_schemas = sdx_schema_set_load(cfg->schemas_dir, err, err_len);
-    else
+    if (cfg && cfg->schemas_dir && cfg->schemas_dir[0]) {
+        char e[400];
+        s_schemas = sdx_schema_set_load(cfg->schemas_dir, e, sizeof e);
+        if (!s_schemas)
+            snprintf(err, err_len, "schemas_dir (config or --schemas-dir): %s", e);
+    } else
         s_schemas = sdx_schema_set_load_default(err, err_len);
     if (!s_schemas)
         return -1;

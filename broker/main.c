@@ -10,6 +10,7 @@
 #include "sdx_catalog.h"
 #include "sdx_envelope.h"
 #include "sdx_log.h"
+#include "sdx_schema.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -97,6 +98,17 @@ int main(int argc, char **argv)
             fprintf(stderr, "sdxl-broker: catalogue: %s\n", err);
             rc = 1;
         }
+        /* the schemas too: a named folder that is missing must not pass */
+        sdx_schema_set_t *schemas = NULL;
+        if (check) {
+            schemas = cfg.schemas_dir[0] ? sdx_schema_set_load(cfg.schemas_dir, err, sizeof err)
+                                         : sdx_schema_set_load_default(err, sizeof err);
+            if (!schemas) {
+                fprintf(stderr, "sdxl-broker: schemas%s: %s\n",
+                        cfg.schemas_dir[0] ? " (schemas_dir)" : "", err);
+                rc = 1;
+            }
+        }
         if (catalog_md && cat)
             sdx_catalog_write_markdown(cat, stdout);
         if (check) {
@@ -109,7 +121,10 @@ int main(int argc, char **argv)
                        sdx_catalog_message_count(cat));
             if (rc == 0)
                 printf("# actions: %s (%zu rows)\n", sdx_actions_source(), sdx_actions_count());
+            if (schemas)
+                printf("# schemas: %zu files\n", sdx_schema_set_size(schemas));
         }
+        sdx_schema_set_destroy(&schemas);
         sdx_catalog_destroy(&cat);
         return rc;
     }

@@ -9,6 +9,7 @@
 
 #include "sdx_log.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -417,8 +418,6 @@ int sdx_priority_parse(const char *text)
             return i;
     if (text[0] >= '0' && text[0] <= '3' && text[1] == '\0')
         return text[0] - '0';
-    if (strcasecmp(text, "urgent") == 0)
-        return SDX_PRIO_CRITICAL;
     return -1;
 }
 
@@ -464,7 +463,11 @@ static int s_parse_id(sdx_envelope_t *env, sdx_fault_t *fault)
         return 0;
     }
     if (v->type == SDX_INT) {
+        /* the text form is only for the backend key and logs; the reply
+           echoes the integer */
         snprintf(env->request_id, sizeof env->request_id, "%" PRId64, v->u.i);
+        env->request_id_is_int = true;
+        env->request_id_int = v->u.i;
         return 0;
     }
     if (v->type == SDX_STR && v->u.str.len <= SDX_MDP_MAX_ID &&
@@ -716,6 +719,33 @@ void sdx_envelope_clear(sdx_envelope_t *env)
 }
 
 /* ---------------------------------------------------------------- replies */
+
+sdx_value_t sdx_envelope_id_echo(const sdx_envelope_t *env)
+{
+    assert(env);
+    sdx_value_t v = {.type = env->request_id_is_int ? SDX_INT : SDX_STR};
+    if (env->request_id_is_int) {
+        v.u.i = env->request_id_int;
+    } else {
+        v.u.str.ptr = (char *)env->request_id;
+        v.u.str.len = strlen(env->request_id);
+    }
+    return v;
+}
+
+sdx_value_t *sdx_envelope_id_value(const sdx_envelope_t *env)
+{
+    assert(env);
+    return env->request_id_is_int ? sdx_value_int_new(env->request_id_int)
+                                  : sdx_value_str_new(env->request_id);
+}
+
+int sdx_reply_echo_id(sdx_value_t *reply, const sdx_envelope_t *env)
+{
+    assert(reply && env);
+    sdx_value_t *id = sdx_envelope_id_value(env);
+    return id ? sdx_map_set(reply, "request_id", id) : -1;
+}
 
 static sdx_value_t *s_reply_head(const char *request_id, const char *message_type, bool success)
 {

@@ -6,6 +6,7 @@
                       proto/actions.json); `worker_type` + `action`
                       (PythonWorkerTypes names: DEVICE, MODEL, ...)
         request_id    string (or integer); generated when absent; always echoed
+                      as sent (an integer comes back an integer)
         data          map; when absent, the top-level keys that are not
                       envelope keys form the data
         priority      low | normal | high | critical (or 0..3); default normal
@@ -56,11 +57,13 @@ typedef struct {
     const sdx_value_t *data; /* borrowed from root: the data map, or NULL */
     sdx_encoding_t encoding; /* the client's encoding, used for the reply */
     sdx_naming_t naming;
-    char message_type[SDX_TYPE_MAX]; /* canonical "domain.verb" */
-    char domain[SDX_DOMAIN_MAX];     /* the part before the first '.' */
-    char as_sent[SDX_TYPE_MAX];      /* the name as the client sent it */
-    char request_id[SDX_MDP_MAX_ID + 1];
+    char message_type[SDX_TYPE_MAX];     /* canonical "domain.verb" */
+    char domain[SDX_DOMAIN_MAX];         /* the part before the first '.' */
+    char as_sent[SDX_TYPE_MAX];          /* the name as the client sent it */
+    char request_id[SDX_MDP_MAX_ID + 1]; /* text form, for keys and logs */
     bool request_id_generated;
+    bool request_id_is_int; /* the client sent an integer: echo request_id_int */
+    int64_t request_id_int;
     char session_id[SDX_MDP_MAX_ID + 1]; /* "" if none */
     sdx_priority_t priority;
     int64_t timeout_ms; /* 0 = none given */
@@ -107,6 +110,14 @@ int sdx_envelope_parse(sdx_envelope_t *env, sdx_value_t **root, sdx_encoding_t e
 /* Release what env owns and reset it. */
 void sdx_envelope_clear(sdx_envelope_t *env);
 
+/* The request id as the client sent it, for echoing in replies and
+   progress messages: an integer if the client sent one, otherwise the
+   string in env->request_id. A view on the stack: it borrows env's
+   request_id buffer, is never destroyed, and lives as long as env. */
+sdx_value_t sdx_envelope_id_echo(const sdx_envelope_t *env);
+/* The same as a new value; caller owns it and destroys it. NULL on OOM. */
+sdx_value_t *sdx_envelope_id_value(const sdx_envelope_t *env);
+
 /* Write a fresh request id ("r-<12 hex>-<counter>") into out. Thread-safe. */
 void sdx_envelope_new_id(char *out, size_t out_len);
 
@@ -125,6 +136,9 @@ sdx_value_t *sdx_reply_ok(const char *request_id, const char *message_type, sdx_
    request_id/message_type may be NULL (written as nil). */
 sdx_value_t *sdx_reply_error(const char *request_id, const char *message_type, sdx_value_t *error,
                              sdx_value_t *timing);
+/* Put the client's request id, as sent (sdx_envelope_id_echo), into a
+   reply built by the functions above. 0, or -1 on OOM. */
+int sdx_reply_echo_id(sdx_value_t *reply, const sdx_envelope_t *env);
 /* Shorthand: an error reply from a fault. */
 sdx_value_t *sdx_reply_fault(const char *request_id, const char *message_type,
                              const sdx_fault_t *fault);

@@ -233,8 +233,28 @@ sdx_schema_set_t *sdx_schema_set_load(const char *dir, char *err, size_t err_len
 sdx_schema_set_t *sdx_schema_set_load_default(char *err, size_t err_len)
 {
     const char *env = getenv("SDXL_SCHEMAS_DIR");
-    const char *dirs[] = {env && *env ? env : NULL, SDX_SOURCE_ROOT "/schemas",
-                          "/usr/local/share/sdxl-fleet/schemas", "/usr/share/sdxl-fleet/schemas"};
+    if (env && *env) {
+        /* Asked for by name: a missing folder is a mistake to report, not a
+           reason to validate against some other set of schemas. */
+        char local_err[512];
+        if (!err) {
+            err = local_err;
+            err_len = sizeof local_err;
+        }
+        DIR *d = opendir(env);
+        if (!d) {
+            snprintf(err, err_len,
+                     "SDXL_SCHEMAS_DIR is '%s': %s; point it at the schemas folder (or unset it "
+                     "to use %s/schemas)",
+                     env, strerror(errno), SDX_SOURCE_ROOT);
+            log_error("schema: %s", err);
+            return NULL;
+        }
+        closedir(d);
+        return sdx_schema_set_load(env, err, err_len);
+    }
+    const char *dirs[] = {SDX_SOURCE_ROOT "/schemas", "/usr/local/share/sdxl-fleet/schemas",
+                          "/usr/share/sdxl-fleet/schemas"};
     for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
         DIR *d = dirs[i] ? opendir(dirs[i]) : NULL;
         if (!d)
@@ -244,7 +264,7 @@ sdx_schema_set_t *sdx_schema_set_load_default(char *err, size_t err_len)
     }
     if (err)
         snprintf(err, err_len,
-                 "no schemas folder ($SDXL_SCHEMAS_DIR, %s/schemas, "
+                 "no schemas folder (%s/schemas, "
                  "/usr/local/share/sdxl-fleet/schemas, /usr/share/sdxl-fleet/schemas)",
                  SDX_SOURCE_ROOT);
     return NULL;

@@ -38,7 +38,8 @@ typedef struct {
    silently stops being enforced). NULL on failure (reason logged and, if
    err is given, written there). Caller owns the result and destroys it. */
 sdx_schema_set_t *sdx_schema_set_load(const char *dir, char *err, size_t err_len);
-/* Load from the first folder that exists of: $SDXL_SCHEMAS_DIR,
+/* Load from $SDXL_SCHEMAS_DIR when it is set (a missing folder there is an
+   error: no fallback), otherwise from the first folder that exists of
    <source root>/schemas, /usr/local/share/sdxl-fleet/schemas,
    /usr/share/sdxl-fleet/schemas. Same contract as sdx_schema_set_load. */
 sdx_schema_set_t *sdx_schema_set_load_default(char *err, size_t err_len);

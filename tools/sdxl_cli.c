@@ -12,6 +12,10 @@
     before the reply. `watch` subscribes to the broker's events PUB and
     prints the progress of one request until it is done.
 
+    Options may also follow the command (`sdxl-cli send device.list
+    --msgpack`); `--` ends them. Floats print in their shortest round-trip
+    form (4.76, not 4.7599999999999998).
+
     Exit codes: 0 success, 1 error reply (printed), 2 usage, 3 timeout (no
     reply in --timeout ms; also what an unreachable broker looks like).
 
@@ -107,6 +111,22 @@ static void s_indent(FILE *f, int n)
         fputs("  ", f);
 }
 
+/* The shortest %g text that reads back as the same double: 4.76, not
+   4.7599999999999998 (15 digits round-trip most values; 17 always do). */
+static void s_print_double(FILE *f, double d)
+{
+    char buf[40];
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, d);
+        if (strtod(buf, NULL) == d)
+            break;
+    }
+    /* keep it a JSON number that still reads as a float */
+    if (!strpbrk(buf, ".eEn"))
+        strcat(buf, ".0");
+    fputs(buf, f);
+}
+
 /* Indented JSON; binary shows as base64 (as the JSON encoding carries it). */
 static void s_pretty(FILE *f, const sdx_value_t *v, int depth)
 {
@@ -122,7 +142,7 @@ static void s_pretty(FILE *f, const sdx_value_t *v, int depth)
         break;
     case SDX_FLOAT:
         if (isfinite(v->u.f))
-            fprintf(f, "%.17g", v->u.f);
+            s_print_double(f, v->u.f);
         else
             fputs("null", f);
         break;
@@ -535,6 +555,7 @@ static void s_usage(FILE *f)
                "  --request-id ID       request_id to send (default: made up)\n"
                "  --session ID          session_id to send\n"
                "  -q, --quiet           no progress lines\n"
+               "options may come before or after the command; -- ends them\n"
                "exit: 0 success, 1 error reply, 2 usage, 3 timeout\n");
 }
 
@@ -567,8 +588,17 @@ int main(int argc, char **argv)
     };
     int ch;
     char *end;
-    while ((ch = getopt_long(argc, argv, "+e:t:qh", longopts, NULL)) != -1) {
+    /* Options may come before or after the command ("send device.list
+       --msgpack"): a leading '-' in the option string hands every
+       non-option back in order (as 1), whatever POSIXLY_CORRECT says; "--"
+       ends the options (for a JSON argument that starts with '-'). */
+    char *pos[argc + 1]; /* argc is small and > 0 */
+    int npos = 0;
+    while ((ch = getopt_long(argc, argv, "-e:t:qh", longopts, NULL)) != -1) {
         switch (ch) {
+        case 1:
+            pos[npos++] = optarg;
+            break;
         case 'e':
             o.endpoint = optarg;
             break;
@@ -621,7 +651,9 @@ int main(int argc, char **argv)
             return EXIT_USAGE;
         }
     }
-    if (optind >= argc) {
+    while (optind < argc)
+        pos[npos++] = argv[optind++];
+    if (npos == 0) {
         s_usage(stderr);
         return EXIT_USAGE;
     }
@@ -631,9 +663,9 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
-    const char *cmd = argv[optind];
-    int nargs = argc - optind - 1;
-    char **args = argv + optind + 1;
+    const char *cmd = pos[0];
+    int nargs = npos - 1;
+    char **args = pos + 1;
     static const struct {
         const char *cmd;
         const char *type;
@@ -650,6 +682,8 @@ int main(int argc, char **argv)
         sdx_value_t *data = sdx_value_map_new();
         if (!data)
             return EXIT_ERROR_REPLY;
+        /* the id as the request was sent: an integer id is cancelled by
+           its text form too (the broker keys requests by it) */
         sdx_map_set_str(data, "request_id", args[0]);
         return s_request(&o, "system.cancel", data);
     }

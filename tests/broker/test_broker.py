@@ -200,6 +200,25 @@ def main():
         return 77
     fp, bp, ep = free_port(), free_port(), free_port()
     front, back, events = ("tcp://127.0.0.1:%d" % p for p in (fp, bp, ep))
+
+    # --- a named schemas folder that is missing: refuse, do not fall back
+    bad_env = dict(os.environ, SDXL_SCHEMAS_DIR="/nonexistent/sdxl-schemas")
+    for args, env, what in ((["--check-config"], bad_env, "--check-config, $SDXL_SCHEMAS_DIR"),
+                            (["--check-config", "--schemas-dir", "/nonexistent/sdxl-schemas"],
+                             None, "--check-config, --schemas-dir"),
+                            (["--frontend", front, "--backend", back, "--events", events],
+                             bad_env, "start, $SDXL_SCHEMAS_DIR")):
+        try:
+            p = subprocess.run([broker_bin] + args, env=env, capture_output=True, text=True,
+                               timeout=10)
+            out = p.stdout + p.stderr
+            check(p.returncode != 0 and "/nonexistent/sdxl-schemas" in out,
+                  "missing schemas folder refused (%s): rc=%s %s" % (what, p.returncode, out[-300:]))
+        except subprocess.TimeoutExpired:
+            check(False, "missing schemas folder refused (%s): the broker kept running" % what)
+    p = subprocess.run([broker_bin, "--check-config"], capture_output=True, text=True, timeout=10)
+    check(p.returncode == 0 and "# schemas:" in p.stdout, "--check-config loads the schemas")
+
     cfg = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
     cfg.write("max_frame_bytes: 64KiB\nheartbeat_ms: 300\nliveness: 3\nlog_level: info\n"
               "cancel_grace_ms: 500\nno_worker_grace_ms: 1500\n")
@@ -234,8 +253,24 @@ def main():
         check(r and r["success"] and "domains" in r["data"] and r["request_id"].startswith("r-"),
               "system.status via `type`, generated request_id")
         r = dealer.call({"action": "ping", "request_id": 42})
-        check(r and get(r, "success") and get(r, "request_id") == "42" and get(r, "data", "pong"),
-              "action alias ping -> system.ping, integer request_id: %s" % r)
+        check(r and get(r, "success") and get(r, "request_id") == 42 and get(r, "data", "pong"),
+              "action alias ping -> system.ping, integer request_id echoed as an integer: %s" % r)
+        for enc in ("msgpack", "json"):
+            r = dealer.call({"Action": "ping", "RequestId": 7}, enc)
+            check(r and r.get("RequestId") == 7 and r.get("Success"),
+                  "C# RequestId 7 echoed as an integer (%s): %s" % (enc, r))
+            r = dealer.call({"Action": "ping", "RequestId": 8, "Data": {}, "Colour": "blue"}, enc)
+            check(r and r.get("RequestId") == 8 and get(r, "error", "code") == "invalid_request",
+                  "C# RequestId 8 echoed as an integer when the dialect refuses (%s): %s"
+                  % (enc, r))
+            r = dealer.call({"message_type": "system.ping", "request_id": 12345}, enc)
+            check(r and r["request_id"] == 12345 and r["success"],
+                  "integer request_id 12345 echoed as an integer (%s): %s" % (enc, r))
+            r = dealer.call({"message_type": "system.ping", "request_id": "12345"}, enc)
+            check(r and r["request_id"] == "12345", "string request_id stays a string (%s)" % enc)
+            r = dealer.call({"message_type": "system.ping", "request_id": 99, "priority": "x"}, enc)
+            check(r and r["request_id"] == 99 and r["error"]["code"] == "invalid_request",
+                  "integer request_id echoed in an error reply (%s): %s" % (enc, r))
 
         # --- errors answered at once
         r = dealer.call({"message_type": "inference.generate", "request_id": "nw",
@@ -264,6 +299,10 @@ def main():
         check(r and r["error"]["code"] == "invalid_request", "truncated JSON -> invalid_request")
         r = dealer.call(None, raw=b"\xa3abc")
         check(r and r["error"]["code"] == "unsupported_encoding", "msgpack string -> unsupported_encoding")
+        r = dealer.call({"message_type": "system.ping", "priority": "urgent"})
+        check(r and r["error"]["code"] == "invalid_request" and
+              "low, normal, high, critical" in r["error"]["message"],
+              "priority urgent is not an alias: the error names the accepted values: %s" % r)
         r = dealer.call({"message_type": "system.ping", "priority": "urgentest"})
         check(r and r["error"]["code"] == "invalid_request" and r["error"].get("field") == "priority",
               "bad priority -> invalid_request field=priority")
@@ -272,6 +311,19 @@ def main():
         check(r and r["error"]["code"] == "payload_too_large", "payload_too_large")
         r = dealer.call({"message_type": "system.ping"})
         check(r and r["success"], "broker keeps serving after payload_too_large")
+
+        # --- too many / too large envelope frames: answered, not dropped
+        body = msgpack.packb({"message_type": "system.ping", "request_id": "ef"})
+        for frames, what in (([b"e"] * 5, "too many"), ([b"x" * 400, b"y" * 400], "too large")):
+            dealer.sock.send_multipart(frames + [body])
+            m = dealer.recv(3)
+            r = m[1] if m else None
+            check(r and r["success"] is False and r["error"]["code"] == "invalid_request" and
+                  "at most 4 envelope frames" in r["error"]["message"] and
+                  "600 bytes" in r["error"]["message"],
+                  "%s envelope frames -> invalid_request naming the rule: %s" % (what, r))
+        r = dealer.call({"message_type": "system.ping"})
+        check(r and r["success"], "broker keeps serving after a bad envelope")
 
         # --- a worker: echo over both encodings and both socket kinds
         w1 = FakeWorker(back, "test", echo, concurrency=2, wid="echo-1")
@@ -332,6 +384,23 @@ def main():
         req.send({"message_type": "test.sleep", "request_id": "s2", "stream": True}, "json")
         enc, r = req.recv()
         check(r["message_type"] == "test.sleep" and r["success"], "REQ client gets only the final reply")
+        # integer request ids come back integers in progress and in the reply, both encodings
+        for enc in ("msgpack", "json"):
+            dealer.send({"message_type": "test.sleep", "request_id": 12345, "stream": True}, enc)
+            msgs = []
+            while True:
+                m = dealer.recv()
+                if not m:
+                    break
+                msgs.append(m)
+                if m[1].get("message_type") != "progress":
+                    break
+            check(len(msgs) == 4 and all(e == enc and m["request_id"] == 12345 for e, m in msgs)
+                  and msgs[3][1]["success"],
+                  "integer request_id echoed as an integer in progress + reply (%s): %s"
+                  % (enc, msgs))
+        check(any(rid == "12345" for rid, _ in w1.requests),
+              "the backend key is the id's text form")
         w1.behaviour = echo
 
         # --- timeout while running: error reply + CANCEL to the worker, late reply dropped
@@ -539,6 +608,31 @@ def main():
         r = dealer.call({"message_type": "system.status"})
         check(r and r["success"] and r["data"]["requests"]["in_broker"] == 0,
               "nothing left inside the broker")
+
+        # --- every request ends with one info line of the same shape
+        import re
+        shape = re.compile(r"broker: (\S+) (\S+) worker=(\S+) attempt=(\d+) ([0-9.]+)ms (\S+)"
+                           r"(?: field=(\S+))?(?:: (.*))?$")
+        log.flush()
+        with open(log.name) as f:
+            finals = [m.groups() for m in map(shape.search, f.read().splitlines()) if m]
+        by_id = {}
+        for g in finals:
+            by_id.setdefault(g[0], []).append(g)
+        u1 = by_id.get("u1", [None])[0]
+        check(u1 and u1[1] == "foo.bar" and u1[2] == "-" and u1[5] == "unknown_message_type",
+              "rejected request logs id type worker=- attempt ms code: %s" % (u1,))
+        ip = by_id.get("99", [None])[0]
+        check(ip and ip[5] == "invalid_request" and ip[6] == "priority" and ip[7],
+              "invalid_request logs its field: %s" % (ip,))
+        e1 = by_id.get("e1", [None])[0]
+        check(e1 and e1[2] == "echo-1" and e1[3] == "1" and e1[5] == "ok" and e1[6] is None,
+              "worker reply logs the same shape: %s" % (e1,))
+        p1 = by_id.get("p-1", [None])[0]
+        check(p1 and p1[2] == "broker" and p1[5] == "ok", "broker-answered request: %s" % (p1,))
+        ef = by_id.get("-", [])
+        check(any(g[5] == "invalid_request" and "envelope frames" in (g[7] or "") for g in ef),
+              "bad envelope frames logged in the same shape")
         dealer.close()
         req.close()
         sub.close()

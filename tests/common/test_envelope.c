@@ -47,6 +47,71 @@ static void s_fails(const char *json, sdx_error_t code, const char *field)
     sdx_envelope_clear(&env);
 }
 
+/* A reply echoes request_id as the client sent it: 12345 stays an
+   integer, "12345" stays a string; the text form is only for keys. */
+static void s_id_echo(void)
+{
+    sdx_envelope_t env;
+    sdx_fault_t f;
+    uint8_t *buf;
+    size_t len;
+
+    /* JSON, integer */
+    CHECK(s_parse_json(&env, "{\"message_type\":\"test.echo\",\"request_id\":12345}", &f) == 0);
+    CHECK_STR(env.request_id, "12345");
+    CHECK(env.request_id_is_int && env.request_id_int == 12345 && !env.request_id_generated);
+    sdx_value_t v = sdx_envelope_id_echo(&env);
+    CHECK(v.type == SDX_INT && v.u.i == 12345);
+    sdx_value_t *r = sdx_reply_ok(env.request_id, env.message_type, NULL, NULL);
+    CHECK(r && sdx_reply_echo_id(r, &env) == 0);
+    CHECK(sdx_map_get(r, "request_id")->type == SDX_INT);
+    CHECK(sdx_map_int(r, "request_id", 0) == 12345);
+    CHECK(sdx_json_encode(r, &buf, &len) == 0);
+    CHECK(memmem(buf, len, "\"request_id\":12345", 18) != NULL);
+    free(buf);
+    sdx_value_destroy(&r);
+    sdx_envelope_clear(&env);
+
+    /* JSON, string of digits stays a string */
+    CHECK(s_parse_json(&env, "{\"message_type\":\"test.echo\",\"request_id\":\"12345\"}", &f) == 0);
+    CHECK(!env.request_id_is_int);
+    r = sdx_envelope_id_value(&env);
+    CHECK(r && r->type == SDX_STR && strcmp(r->u.str.ptr, "12345") == 0);
+    sdx_value_destroy(&r);
+    sdx_envelope_clear(&env);
+
+    /* C# spelling, integer */
+    CHECK(s_parse_json(&env, "{\"Action\":\"generate_sdxl\",\"RequestId\":7}", &f) == 0);
+    v = sdx_envelope_id_echo(&env);
+    CHECK(v.type == SDX_INT && v.u.i == 7);
+    CHECK_STR(env.request_id, "7");
+    sdx_envelope_clear(&env);
+
+    /* msgpack, negative integer; the error reply echoes it too */
+    sdx_value_t *req = sdx_value_map_new();
+    sdx_map_set_str(req, "message_type", "test.echo");
+    sdx_map_set_int(req, "request_id", -42);
+    sdx_map_set_str(req, "priority", "asap");
+    CHECK(sdx_msgpack_encode(req, &buf, &len) == 0);
+    sdx_value_destroy(&req);
+    char err[128];
+    req = sdx_msgpack_decode(buf, len, err, sizeof err);
+    free(buf);
+    CHECK(req != NULL);
+    CHECK(sdx_envelope_parse(&env, &req, SDX_ENC_MSGPACK, &f) == -1);
+    CHECK(env.request_id_is_int && env.request_id_int == -42);
+    r = sdx_reply_fault(env.request_id, env.message_type, &f);
+    CHECK(r && sdx_reply_echo_id(r, &env) == 0);
+    CHECK(sdx_msgpack_encode(r, &buf, &len) == 0);
+    sdx_value_destroy(&r);
+    r = sdx_msgpack_decode(buf, len, err, sizeof err);
+    free(buf);
+    CHECK(r && sdx_map_get(r, "request_id") && sdx_map_get(r, "request_id")->type == SDX_INT &&
+          sdx_map_int(r, "request_id", 0) == -42);
+    sdx_value_destroy(&r);
+    sdx_envelope_clear(&env);
+}
+
 int main(void)
 {
     char err[512];
@@ -102,6 +167,9 @@ int main(void)
     s_fails("{\"message_type\":\"a.b\",\"priority\":\"asap\"}", SDX_ERR_INVALID_REQUEST,
             "priority");
     s_fails("{\"message_type\":\"a.b\",\"priority\":7}", SDX_ERR_INVALID_REQUEST, "priority");
+    /* no undocumented aliases: "urgent" is not a priority */
+    s_fails("{\"message_type\":\"a.b\",\"priority\":\"urgent\"}", SDX_ERR_INVALID_REQUEST,
+            "priority");
     s_fails("{\"message_type\":\"a.b\",\"timeout_ms\":-1}", SDX_ERR_INVALID_REQUEST, "timeout_ms");
     s_fails("{\"message_type\":\"a.b\",\"timeout_ms\":\"soon\"}", SDX_ERR_INVALID_REQUEST,
             "timeout_ms");
@@ -170,7 +238,8 @@ int main(void)
     sdx_envelope_clear(&env);
 
     CHECK(sdx_priority_parse("critical") == SDX_PRIO_CRITICAL && sdx_priority_parse("Low") == 0 &&
-          sdx_priority_parse("2") == 2 && sdx_priority_parse("x") == -1);
+          sdx_priority_parse("2") == 2 && sdx_priority_parse("x") == -1 &&
+          sdx_priority_parse("urgent") == -1);
     CHECK_STR(sdx_priority_name(SDX_PRIO_HIGH), "high");
 
     /* replies */
@@ -189,6 +258,7 @@ int main(void)
     CHECK_STR(sdx_map_str(e, "field", NULL), "data.width");
     CHECK(sdx_map_get(e, "retryable") != NULL);
     sdx_value_destroy(&r);
+    s_id_echo();
     r = sdx_reply_error(NULL, NULL, sdx_error_value(SDX_ERR_TIMEOUT, NULL, NULL), NULL);
     CHECK(r && sdx_map_get(r, "request_id")->type == SDX_NIL);
     CHECK(strlen(sdx_map_str(sdx_map_get(r, "error"), "message", "")) > 10); /* advice by default */

@@ -427,7 +427,8 @@ static void test_bad(void)
     sdx_array_push(a98b, sdx_value_bin_new("\x40zzzz", 5));
     w[n++] = (wire_t){"ext 98 more lengths than chunks", a98b, "more lengths"};
     w[n++] = (wire_t){"envelope array too long",
-                      t_json("[\"id\",\"generate\",{},\"INFERENCE\",null,null,null,null,1,2]"),
+                      t_json("[\"id\",\"generate\",{},\"INFERENCE\",null,null,null,null,null,"
+                             "null,null,1]"),
                       "declared [Key(n)] order"};
     w[n++] = (wire_t){"envelope array with an integer Action", t_json("[1, 2]"),
                       "array-encoded envelope [RequestId, Action"};
@@ -487,6 +488,93 @@ static void test_detect_and_native(void)
                 strcmp(info.message_type, "device.status") == 0,
             "get_device_status -> device.status, DeviceId -> device_id");
     sdx_value_destroy(&v);
+}
+
+/* prepare + envelope parse only; 0 with env filled (caller clears it). */
+static int s_envelope(sdx_value_t *root, sdx_envelope_t *env, char *why, size_t why_len)
+{
+    sdx_csharp_info_t info;
+    sdx_schema_error_t e;
+    memset(env, 0, sizeof *env);
+    if (sdx_csharp_prepare(g_set, &root, 0, &info, &e) != 0) {
+        snprintf(why, why_len, "%.200s: %.600s", e.field, e.message);
+        sdx_value_destroy(&root);
+        return -1;
+    }
+    sdx_fault_t f;
+    if (sdx_envelope_parse(env, &root, SDX_ENC_MSGPACK, &f) != 0) {
+        snprintf(why, why_len, "%.100s: %.600s", f.field, f.message);
+        sdx_envelope_clear(env);
+        return -1;
+    }
+    why[0] = '\0';
+    return 0;
+}
+
+/* Stream, Gpu and MessageType are C# envelope keys (map and [Key(n)] forms),
+   appended after the older keys so their array positions do not move. */
+static void test_envelope_keys(void)
+{
+    sdx_envelope_t env;
+    char why[1024];
+    sdx_value_t *v = s_wrap(s_example(), "generate_sdxl");
+    sdx_map_set_bool(v, "Stream", true);
+    sdx_map_set_int(v, "Gpu", 1);
+    t_check(s_envelope(v, &env, why, sizeof why) == 0 && env.stream && env.gpu == 1 &&
+                strcmp(env.message_type, "inference.generate") == 0,
+            "C# Stream + Gpu accepted in an envelope with Data (%s)", why);
+    sdx_envelope_clear(&env);
+
+    v = t_json("{\"MessageType\":\"device.status\",\"RequestId\":7,\"Data\":{}}");
+    t_check(s_envelope(v, &env, why, sizeof why) == 0 &&
+                strcmp(env.message_type, "device.status") == 0 && env.request_id_is_int &&
+                env.request_id_int == 7,
+            "C# MessageType names the message type; RequestId 7 kept an integer (%s)", why);
+    sdx_envelope_clear(&env);
+
+    v = t_json("{\"messageType\":\"inference.generate\",\"action\":\"get_device_status\","
+               "\"stream\":false,\"gpu\":0,\"data\":{\"prompt\":\"x\"}}");
+    t_check(s_envelope(v, &env, why, sizeof why) == 0 &&
+                strcmp(env.message_type, "inference.generate") == 0 && !env.stream && env.gpu == 0,
+            "camelCase messageType wins over action; gpu 0 kept (%s)", why);
+    sdx_envelope_clear(&env);
+
+    v = t_json("{\"Action\":\"generate\",\"Gpu\":\"zero\",\"Data\":{\"Prompt\":\"x\"}}");
+    t_check(s_envelope(v, &env, why, sizeof why) == -1 && strstr(why, "gpu") != NULL,
+            "a non-integer Gpu is refused (%s)", why);
+    sdx_envelope_clear(&env);
+
+    /* [Key(n)]: RequestId, Action, Data, WorkerType, Timestamp, Priority,
+       TimeoutMs, SessionId, Stream, Gpu, MessageType */
+    v = sdx_value_array_new();
+    sdx_array_push(v, sdx_value_str_new(GUID));
+    sdx_array_push(v, sdx_value_str_new("generate_sdxl"));
+    sdx_array_push(v, s_example());
+    for (int i = 0; i < 2; i++)
+        sdx_array_push(v, sdx_value_nil_new());
+    sdx_array_push(v, sdx_value_str_new("high"));
+    sdx_array_push(v, sdx_value_int_new(1500));
+    sdx_array_push(v, sdx_value_str_new("s-1"));
+    sdx_array_push(v, sdx_value_bool_new(true));
+    sdx_array_push(v, sdx_value_int_new(2));
+    t_check(s_envelope(v, &env, why, sizeof why) == 0 && env.stream && env.gpu == 2 &&
+                env.priority == SDX_PRIO_HIGH && env.timeout_ms == 1500 &&
+                strcmp(env.session_id, "s-1") == 0 && strcmp(env.request_id, GUID) == 0 &&
+                strcmp(env.message_type, "inference.generate") == 0,
+            "array-encoded envelope: Stream at 8, Gpu at 9, older positions unchanged (%s)", why);
+    sdx_envelope_clear(&env);
+
+    v = t_json("[null, null, {}, null, null, null, null, null, null, null, \"device.status\"]");
+    t_check(s_envelope(v, &env, why, sizeof why) == 0 &&
+                strcmp(env.message_type, "device.status") == 0,
+            "array-encoded envelope: MessageType at 10 (%s)", why);
+    sdx_envelope_clear(&env);
+
+    v = t_json("{\"Action\":\"generate\",\"Data\":{},\"Colour\":\"blue\"}");
+    t_check(s_envelope(v, &env, why, sizeof why) == -1 && strstr(why, "Stream") &&
+                strstr(why, "Gpu") && strstr(why, "MessageType"),
+            "the unknown-field error lists Stream, Gpu, MessageType (%s)", why);
+    sdx_envelope_clear(&env);
 }
 
 static void test_paths(void)
@@ -637,6 +725,7 @@ int main(int argc, char **argv)
     test_bad();
     test_detect_and_native();
     test_paths();
+    test_envelope_keys();
     test_replies();
     test_mutations();
     sdx_value_destroy(&g_native);

@@ -388,6 +388,32 @@ static void test_reply_schemas(void)
     sdx_value_destroy(&reply);
 }
 
+/* $SDXL_SCHEMAS_DIR set to a missing folder is an error naming it, not a
+   silent fallback to the source tree's schemas. */
+static void test_schemas_dir_env(void)
+{
+    const char *old = getenv("SDXL_SCHEMAS_DIR");
+    char *saved = old ? strdup(old) : NULL;
+    char err[512] = "";
+    setenv("SDXL_SCHEMAS_DIR", "/nonexistent/sdxl-schemas", 1);
+    sdx_schema_set_t *s = sdx_schema_set_load_default(err, sizeof err);
+    t_check(s == NULL && strstr(err, "SDXL_SCHEMAS_DIR") &&
+                strstr(err, "/nonexistent/sdxl-schemas"),
+            "missing $SDXL_SCHEMAS_DIR refused with a clear message (%s)", err);
+    sdx_schema_set_destroy(&s);
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/schemas", t_source_root());
+    setenv("SDXL_SCHEMAS_DIR", dir, 1);
+    s = sdx_schema_set_load_default(err, sizeof err);
+    t_check(s != NULL && sdx_schema_set_size(s) > 0, "an existing $SDXL_SCHEMAS_DIR loads");
+    sdx_schema_set_destroy(&s);
+    if (saved)
+        setenv("SDXL_SCHEMAS_DIR", saved, 1);
+    else
+        unsetenv("SDXL_SCHEMAS_DIR");
+    free(saved);
+}
+
 int main(int argc, char **argv)
 {
     t_verbose = argc > 1 && strcmp(argv[1], "-v") == 0;
@@ -403,6 +429,7 @@ int main(int argc, char **argv)
     sdx_semantic_destroy(&sem_1m);
     test_semantic();
     test_reply_schemas();
+    test_schemas_dir_env();
     sdx_schema_set_destroy(&g_set);
     return t_finish();
 }

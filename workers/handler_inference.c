@@ -11,20 +11,194 @@
     dropped.
 
     Built without the engine (-Dengine=disabled: no SDX_WITH_ENGINE) the
-    domain keeps answering not_available for every generation type.
+    domain keeps answering not_available for every generation type; it still
+    takes and checks its options, so one deployment config fits both builds.
 
-    Settings (read once at start, from the environment until the runtime
-    passes domain options, see workers/README.md):
-      SDXL_MODELS_ROOT   models root (default ./models)
-      SDXL_OUTPUTS_ROOT  where output.save_path is written (default ./outputs)
-      SDXL_CONFIG_DIR    configs/tokenizers for single-file checkpoints
-      SDXL_MAX_MODELS    engines kept loaded (default 1)
-      SDXL_THREADS       CPU threads for libtorch (default: libtorch's)
+    Settings: the domain options below (s_options), which the runtime takes
+    as flags (--models-root DIR), as --config keys (models_root: DIR) or from
+    the environment (SDXL_MODELS_ROOT), in that order, else the default; they
+    are checked once at start (a bad one exits 2). See workers/README.md.
 
     Not for: the runtime (sdx_worker.c), model management verbs (model.*). */
 #include "sdx_worker.h"
 
+#include "sdx_log.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------ settings */
+
+typedef struct {
+    char models_root[PATH_MAX];
+    char outputs_root[PATH_MAX];
+    char config_dir[PATH_MAX]; /* "" for none */
+    int max_models;
+    int threads; /* 0: libtorch's default */
+} s_settings_t;
+
+static const sdx_option_t s_options[] = {
+    {"models-root", true, "DIR", "./models", "SDXL_MODELS_ROOT",
+     "models: diffusers folders, .safetensors files (must exist)"},
+    {"outputs-root", true, "DIR", "./outputs", "SDXL_OUTPUTS_ROOT",
+     "where output.save_path writes (made when missing)"},
+    {"config-dir", true, "DIR", "", "SDXL_CONFIG_DIR",
+     "configs for single files without <name>.config/"},
+    {"max-models", true, "N", "1", "SDXL_MAX_MODELS",
+     "engines kept loaded, least recently used out (1..64)"},
+    {"threads", true, "N", "0", "SDXL_THREADS", "libtorch CPU threads, 0: its default (0..1024)"},
+    {NULL, false, NULL, NULL, NULL, NULL},
+};
+
+/* How each option is checked, and where it is kept. */
+typedef enum {
+    S_DIR,          /* an existing folder */
+    S_DIR_CREATE,   /* a folder, made (mkdir -p) when missing, writable */
+    S_DIR_OPTIONAL, /* "" or an existing folder */
+    S_INT,          /* an integer in lo..hi */
+} s_kind_t;
+
+static const struct {
+    const char *key; /* the s_options row */
+    s_kind_t kind;
+    size_t offset; /* in s_settings_t */
+    int lo, hi;
+} s_fields[] = {
+    {"models-root", S_DIR, offsetof(s_settings_t, models_root), 0, 0},
+    {"outputs-root", S_DIR_CREATE, offsetof(s_settings_t, outputs_root), 0, 0},
+    {"config-dir", S_DIR_OPTIONAL, offsetof(s_settings_t, config_dir), 0, 0},
+    {"max-models", S_INT, offsetof(s_settings_t, max_models), 1, 64},
+    {"threads", S_INT, offsetof(s_settings_t, threads), 0, 1024},
+};
+
+/* mkdir -p */
+static int s_mkdirs(const char *dir)
+{
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s", dir);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    return mkdir(tmp, 0755) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+/* Check one option's value and store it in set. 0, or -1 with what is
+   wrong in err (the runtime says which option and where it came from). */
+static int s_settings_set(s_settings_t *set, const char *key, const char *value, char *err,
+                          size_t err_len)
+{
+    size_t i = 0;
+    while (i < sizeof s_fields / sizeof s_fields[0] && strcmp(s_fields[i].key, key) != 0)
+        i++;
+    if (i == sizeof s_fields / sizeof s_fields[0]) {
+        snprintf(err, err_len, "not an option of the inference domain");
+        return -1;
+    }
+    void *field = (char *)set + s_fields[i].offset;
+    s_kind_t kind = s_fields[i].kind;
+    if (kind == S_INT) {
+        char *end;
+        errno = 0;
+        long n = strtol(value, &end, 10);
+        if (!*value || *end || errno || n < s_fields[i].lo || n > s_fields[i].hi) {
+            snprintf(err, err_len, "must be an integer in %d..%d", s_fields[i].lo, s_fields[i].hi);
+            return -1;
+        }
+        *(int *)field = (int)n;
+        return 0;
+    }
+    if (strlen(value) >= PATH_MAX) {
+        snprintf(err, err_len, "the path is too long");
+        return -1;
+    }
+    struct stat sb;
+    if (kind == S_DIR_OPTIONAL && !*value) {
+        /* none */
+    } else if (!*value) {
+        snprintf(err, err_len, "must name a folder");
+        return -1;
+    } else if (kind == S_DIR_CREATE && stat(value, &sb) != 0 && errno == ENOENT &&
+               s_mkdirs(value) != 0) {
+        snprintf(err, err_len, "the folder cannot be created: %s", strerror(errno));
+        return -1;
+    } else if (stat(value, &sb) != 0) {
+        snprintf(err, err_len, "not a folder: %s", strerror(errno));
+        return -1;
+    } else if (!S_ISDIR(sb.st_mode)) {
+        snprintf(err, err_len, "not a folder");
+        return -1;
+    } else if (kind == S_DIR_CREATE && access(value, W_OK) != 0) {
+        snprintf(err, err_len, "the folder is not writable: %s", strerror(errno));
+        return -1;
+    }
+    snprintf(field, PATH_MAX, "%s", value);
+    return 0;
+}
+
 #ifndef SDX_WITH_ENGINE
+
+typedef struct {
+    s_settings_t set;
+} s_state_t;
+
+#else /* SDX_WITH_ENGINE */
+
+#include "infer_engine.h"
+
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <sys/random.h>
+#include <time.h>
+
+#define SEED_MAX 9007199254740991LL /* 2^53 - 1, the schema's maximum */
+
+typedef struct {
+    s_settings_t set;
+    char device_note[256];
+    infer_engine_t *engine;
+    atomic_long generated, images, cancelled_runs;
+} s_state_t;
+
+#endif /* SDX_WITH_ENGINE */
+
+/* The domain state, made by the first option (the runtime hands every
+   option over before init: each has a default). */
+static s_state_t *s_state(sdx_worker_t *w)
+{
+    s_state_t *st = sdx_worker_domain_state(w);
+    if (!st && (st = calloc(1, sizeof *st)))
+        sdx_worker_set_domain_state(w, st);
+    return st;
+}
+
+static int s_option(sdx_worker_t *w, const char *key, const char *value, char *err, size_t err_len)
+{
+    s_state_t *st = s_state(w);
+    if (!st) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    return s_settings_set(&st->set, key, value, err, err_len);
+}
+
+#ifndef SDX_WITH_ENGINE
+
+static void s_fini(sdx_worker_t *w)
+{
+    free(sdx_worker_domain_state(w));
+    sdx_worker_set_domain_state(w, NULL);
+}
 
 static const char *const s_planned[] = {
     "inference.generate", "inference.txt2img", "inference.img2img",
@@ -37,59 +211,12 @@ const sdx_domain_t sdx_domain_inference = {
     .planned = s_planned,
     .planned_issue = "issue #5 (engine part 2: this sdxl-worker was built without the "
                      "libtorch engine, -Dengine=disabled)",
+    .options = s_options,
+    .option = s_option,
+    .fini = s_fini,
 };
 
 #else /* SDX_WITH_ENGINE */
-
-#include "infer_engine.h"
-#include "sdx_log.h"
-
-#include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
-#include <stdatomic.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/random.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
-
-#define SEED_MAX 9007199254740991LL /* 2^53 - 1, the schema's maximum */
-
-typedef struct {
-    char models_root[PATH_MAX];
-    char outputs_root[PATH_MAX];
-    char config_dir[PATH_MAX];
-    int max_models;
-    int threads;
-    char device_note[256];
-    infer_engine_t *engine;
-    atomic_long generated, images, cancelled_runs;
-} s_state_t;
-
-/* ------------------------------------------------------------ settings */
-
-static void s_env_path(char *out, size_t len, const char *var, const char *dflt)
-{
-    const char *v = getenv(var);
-    snprintf(out, len, "%s", v && *v ? v : dflt);
-}
-
-static int s_env_int(const char *var, int dflt, int lo, int hi, char *err, size_t err_len)
-{
-    const char *v = getenv(var);
-    if (!v || !*v)
-        return dflt;
-    char *end;
-    long n = strtol(v, &end, 10);
-    if (*end || n < lo || n > hi) {
-        snprintf(err, err_len, "%s must be an integer in %d..%d, not '%s'", var, lo, hi, v);
-        return -1;
-    }
-    return (int)n;
-}
 
 static void s_log_sink(int level, const char *msg)
 {
@@ -102,43 +229,27 @@ static void s_log_sink(int level, const char *msg)
 
 static int s_init(sdx_worker_t *w, char *err, size_t err_len)
 {
-    s_state_t *st = calloc(1, sizeof *st);
+    s_state_t *st = s_state(w); /* the option hook made it and filled st->set */
     if (!st) {
         snprintf(err, err_len, "out of memory");
         return -1;
     }
-    s_env_path(st->models_root, sizeof st->models_root, "SDXL_MODELS_ROOT", "./models");
-    s_env_path(st->outputs_root, sizeof st->outputs_root, "SDXL_OUTPUTS_ROOT", "./outputs");
-    s_env_path(st->config_dir, sizeof st->config_dir, "SDXL_CONFIG_DIR", "");
-    st->max_models = s_env_int("SDXL_MAX_MODELS", 1, 1, 64, err, err_len);
-    st->threads = s_env_int("SDXL_THREADS", 0, 0, 1024, err, err_len);
-    if (st->max_models < 0 || st->threads < 0) {
-        free(st);
-        return -1;
-    }
     infer_set_log(s_log_sink);
     infer_engine_config_t cfg = {
-        .models_root = st->models_root,
-        .config_dir = st->config_dir,
-        .max_models = st->max_models,
+        .models_root = st->set.models_root,
+        .config_dir = st->set.config_dir,
+        .max_models = st->set.max_models > 0 ? st->set.max_models : 1,
         .gpu = sdx_worker_gpu(w),
-        .threads = st->threads,
+        .threads = st->set.threads,
     };
     st->engine = infer_engine_new(&cfg, st->device_note, sizeof st->device_note, err, err_len);
-    if (!st->engine) {
-        free(st);
-        return -1;
-    }
+    if (!st->engine)
+        return -1; /* fini frees the state */
     if (st->device_note[0])
         log_warn("%s", st->device_note);
-    struct stat sb;
-    if (stat(st->models_root, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        log_warn("models root %s is not a folder (%s): every generation will answer not_found",
-                 st->models_root, strerror(errno));
     log_info("engine on %s, models root %s, outputs root %s, max %d model(s), %d CPU thread(s)",
-             infer_engine_device(st->engine), st->models_root, st->outputs_root, st->max_models,
-             infer_engine_threads(st->engine));
-    sdx_worker_set_domain_state(w, st);
+             infer_engine_device(st->engine), st->set.models_root, st->set.outputs_root,
+             cfg.max_models, infer_engine_threads(st->engine));
     return 0;
 }
 
@@ -151,7 +262,6 @@ static void s_fini(sdx_worker_t *w)
     free(st);
     sdx_worker_set_domain_state(w, NULL);
 }
-
 static void s_status(sdx_worker_t *w, sdx_value_t *out)
 {
     s_state_t *st = sdx_worker_domain_state(w);
@@ -163,9 +273,9 @@ static void s_status(sdx_worker_t *w, sdx_value_t *out)
     sdx_map_set_str(eng, "device", infer_engine_device(st->engine));
     if (st->device_note[0])
         sdx_map_set_str(eng, "device_note", st->device_note);
-    sdx_map_set_str(eng, "models_root", st->models_root);
-    sdx_map_set_str(eng, "outputs_root", st->outputs_root);
-    sdx_map_set_int(eng, "max_models", st->max_models);
+    sdx_map_set_str(eng, "models_root", st->set.models_root);
+    sdx_map_set_str(eng, "outputs_root", st->set.outputs_root);
+    sdx_map_set_int(eng, "max_models", st->set.max_models);
     sdx_map_set_int(eng, "threads", infer_engine_threads(st->engine));
     sdx_map_set_int(eng, "generations", atomic_load(&st->generated));
     sdx_map_set_int(eng, "images", atomic_load(&st->images));
@@ -410,22 +520,6 @@ static int s_parse(sdx_job_t *job, const sdx_value_t *data, s_req_t *r, s_state_
 
 /* --------------------------------------------------------------- outputs */
 
-/* mkdir -p for a folder under root (both absolute). */
-static int s_mkdirs(const char *dir)
-{
-    char tmp[PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s", dir);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-            return -1;
-        *p = '/';
-    }
-    return mkdir(tmp, 0755) != 0 && errno != EEXIST ? -1 : 0;
-}
-
 /* output.save_path -> the files to write, under the outputs root. A path
    ending in '/' (or naming an existing folder) is a folder: files are
    <request id>[-i].<ext> in it; otherwise it is the file name (with -i
@@ -436,10 +530,10 @@ static int s_save_paths(sdx_job_t *job, s_state_t *st, const s_req_t *r, int cou
 {
     const char *sp = r->save_path;
     char root[PATH_MAX];
-    if (s_mkdirs(st->outputs_root) != 0 || !realpath(st->outputs_root, root))
+    if (s_mkdirs(st->set.outputs_root) != 0 || !realpath(st->set.outputs_root, root))
         return sdx_job_fail(job, "internal", "output.save_path",
-                            "the worker's outputs root %s cannot be created: %s", st->outputs_root,
-                            strerror(errno));
+                            "the worker's outputs root %s cannot be created: %s",
+                            st->set.outputs_root, strerror(errno));
     size_t rl = strlen(root);
     const char *rel = sp;
     if (sp[0] == '/') {
@@ -714,6 +808,8 @@ const sdx_domain_t sdx_domain_inference = {
     .planned = s_planned,
     .planned_issue = "issue #5 (engine part 2: image-to-image, inpainting and the bare "
                      "denoising loop are not built yet)",
+    .options = s_options,
+    .option = s_option,
     .init = s_init,
     .fini = s_fini,
     .status = s_status,

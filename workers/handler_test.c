@@ -1,7 +1,10 @@
 /*  handler_test.c - the `test` domain, for integration tests and the broker
     benchmark: test.echo answers its data (inline, no thread hop), test.sleep
     sleeps in slices reporting progress and polling cancel, test.fail answers
-    a chosen error, test.crash kills the process. Not for production fleets. */
+    a chosen error, test.crash kills the process. Its options exercise the
+    runtime's domain options (flag > config > environment > default, switches,
+    a refused value): --label TEXT, reported in test.status, and --fail-init.
+    Not for production fleets. */
 #include "sdx_worker.h"
 
 #include <signal.h>
@@ -78,9 +81,32 @@ static const sdx_handler_t s_handlers[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static const sdx_option_t s_options[] = {
+    {"label", true, "TEXT", NULL, "SDXL_TEST_LABEL", "a label test.status reports (1..64 chars)"},
+    {"fail-init", false, NULL, "false", NULL, "refuse to start (exit 2), for tests"},
+    {NULL, false, NULL, NULL, NULL, NULL},
+};
+
+/* Nothing to keep: test.status shows the values (the runtime's `options`). */
+static int s_option(sdx_worker_t *w, const char *key, const char *value, char *err, size_t err_len)
+{
+    size_t len = strlen(value);
+    if (strcmp(key, "label") == 0 && (len < 1 || len > 64)) {
+        snprintf(err, err_len, "must be 1..64 characters");
+        return -1;
+    }
+    if (strcmp(key, "fail-init") == 0 && strcmp(value, "true") == 0) {
+        snprintf(err, err_len, "refusing to start, as asked");
+        return -1;
+    }
+    return 0;
+}
+
 const sdx_domain_t sdx_domain_test = {
     .name = "test",
     .handlers = s_handlers,
+    .options = s_options,
+    .option = s_option,
     .planned = NULL,
     .planned_issue = NULL,
 };

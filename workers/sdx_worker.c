@@ -25,6 +25,7 @@
 #include "sdx_log.h"
 #include "sdx_mdp.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <getopt.h>
 #include <poll.h>
@@ -35,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 #include <yaml.h>
@@ -121,7 +123,11 @@ struct sdx_worker {
     char **models;
     size_t nmodels;
     void *domain_state;
-    sdx_gpu_t *gpu_probe; /* NVML handle for the selected GPU's figures, or NULL */
+    /* the domain's options as resolved, parallel to domain->options */
+    size_t nopts;
+    char **opt_value;      /* malloc'd texts, NULL where unset */
+    const char **opt_from; /* "flag", "config", "env", "default" (static) */
+    sdx_gpu_t *gpu_probe;  /* NVML handle for the selected GPU's figures, or NULL */
 };
 
 static volatile sig_atomic_t s_signals = 0;
@@ -422,6 +428,8 @@ static void s_send_heartbeat(sdx_worker_t *w)
 
 /* Every message type this worker answers for real. */
 static void s_capabilities_to(sdx_worker_t *w, sdx_value_t *arr);
+/* An option's config key: "models-root" -> "models_root". */
+static void s_config_key(const char *name, char *out, size_t len);
 
 static void s_send_ready(sdx_worker_t *w)
 {
@@ -682,6 +690,19 @@ void sdx_worker_status_to(sdx_worker_t *w, sdx_value_t *out)
         s_capabilities_to(w, caps);
         sdx_map_set(out, "capabilities", caps);
     }
+    sdx_value_t *opts = w->nopts ? sdx_value_map_new() : NULL;
+    for (size_t i = 0; opts && i < w->nopts; i++) {
+        sdx_value_t *one = w->opt_value[i] ? sdx_value_map_new() : NULL;
+        if (!one)
+            continue;
+        char key[96];
+        s_config_key(w->domain->options[i].name, key, sizeof key);
+        sdx_map_set_str(one, "value", w->opt_value[i]);
+        sdx_map_set_str(one, "from", w->opt_from[i]);
+        sdx_map_set(opts, key, one);
+    }
+    if (opts)
+        sdx_map_set(out, "options", opts); /* the domain's, and where each came from */
     sdx_value_t *planned = sdx_value_array_new();
     if (planned) {
         for (const char *const *p = w->domain->planned; p && *p; p++)
@@ -1223,6 +1244,27 @@ typedef struct {
     int prefetch;
 } s_opts_t;
 
+/* Config keys of the runtime's own options (the rest belong to domains). */
+static const char *const s_runtime_keys[] = {
+    "domain", "broker", "gpu", "concurrency", "prefetch", "id", "log_level", NULL,
+};
+
+/* The --config file, kept while the options are resolved: the maps that
+   hold this worker's keys, in the order they apply (a later one wins). */
+typedef struct {
+    const char *path;
+    sdx_value_t *root;           /* owned */
+    const sdx_value_t *layer[3]; /* flat keys, `worker:` defaults, our `workers:` entry */
+    size_t nlayers;
+    const sdx_value_t *entry; /* our `workers:` entry, NULL if none */
+} s_config_t;
+
+static void s_config_free(s_config_t *c)
+{
+    sdx_value_destroy(&c->root);
+    memset(c, 0, sizeof *c);
+}
+
 /* Turn a bind endpoint from a broker config into one to connect to. */
 static void s_connectable(const char *bind_ep, char *out, size_t len)
 {
@@ -1256,16 +1298,22 @@ static void s_opts_apply_map(s_opts_t *o, const sdx_value_t *m, bool set_domain)
 }
 
 /* The worker's config file: flat keys (domain, broker, gpu, concurrency, id,
-   log_level), or a fleet file (deploy/fleet.yaml): broker.backend gives the
-   endpoint, `worker:` holds defaults, and the `workers:` entry with our
-   domain (and gpu, when several) overrides them. */
-static int s_opts_from_file(s_opts_t *o, const char *path, const char *domain_hint, int gpu_hint,
-                            char *err, size_t err_len)
+   log_level, and the domain's option keys), or a fleet file
+   (deploy/fleet.yaml): broker.backend gives the endpoint, `worker:` holds
+   defaults, and the `workers:` entry with our domain (and gpu, when several)
+   overrides them. Fills o with the runtime's options and c with the layers
+   the domain's options are looked up in (c->root stays loaded). */
+static int s_config_load(s_config_t *c, s_opts_t *o, const char *path, const char *domain_hint,
+                         int gpu_hint, char *err, size_t err_len)
 {
-    sdx_value_t *root = s_yaml_load(path, err, err_len);
-    if (!root)
+    memset(c, 0, sizeof *c);
+    c->path = path;
+    c->root = s_yaml_load(path, err, err_len);
+    if (!c->root)
         return -1;
+    const sdx_value_t *root = c->root;
     s_opts_apply_map(o, root, true);
+    c->layer[c->nlayers++] = root;
     const sdx_value_t *broker = sdx_map_get(root, "broker");
     if (broker && broker->type == SDX_MAP) {
         const char *be = sdx_map_str(broker, "backend", NULL);
@@ -1273,8 +1321,10 @@ static int s_opts_from_file(s_opts_t *o, const char *path, const char *domain_hi
             s_connectable(be, o->broker, sizeof o->broker);
     }
     const sdx_value_t *defaults = sdx_map_get(root, "worker");
-    if (defaults && defaults->type == SDX_MAP)
+    if (defaults && defaults->type == SDX_MAP) {
         s_opts_apply_map(o, defaults, true);
+        c->layer[c->nlayers++] = defaults;
+    }
     const char *dom = domain_hint && *domain_hint ? domain_hint : o->domain;
     const sdx_value_t *list = sdx_map_get(root, "workers");
     for (size_t i = 0; dom && *dom && i < sdx_array_len(list); i++) {
@@ -1285,9 +1335,233 @@ static int s_opts_from_file(s_opts_t *o, const char *path, const char *domain_hi
         if (gpu_hint >= 0 && g && atoi(g) != gpu_hint)
             continue;
         s_opts_apply_map(o, e, true);
+        c->layer[c->nlayers++] = e;
+        c->entry = e;
         break;
     }
-    sdx_value_destroy(&root);
+    return 0;
+}
+
+/* ------------------------------------------------------- domain options */
+
+#define S_DOMAIN_OPT 256 /* getopt val of the first domain option */
+
+/* The runtime's own flags; domain options are appended at run time. */
+static const struct option s_longopts[] = {
+    {"domain", required_argument, NULL, 'd'},
+    {"broker", required_argument, NULL, 'b'},
+    {"gpu", required_argument, NULL, 'g'},
+    {"config", required_argument, NULL, 'c'},
+    {"concurrency", required_argument, NULL, 'n'},
+    {"prefetch", required_argument, NULL, 'p'},
+    {"id", required_argument, NULL, 'i'},
+    {"log-level", required_argument, NULL, 'l'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+/* A domain option given on the command line (the last one given wins). */
+typedef struct {
+    const char *name;
+    const char *value; /* borrowed from argv, or "true" for a switch */
+} s_flag_t;
+
+/* "models-root" -> "models_root" */
+static void s_config_key(const char *name, char *out, size_t len)
+{
+    snprintf(out, len, "%s", name);
+    for (char *p = out; *p; p++)
+        if (*p == '-')
+            *p = '_';
+}
+
+static const sdx_option_t *s_domain_option(const sdx_domain_t *d, const char *name)
+{
+    for (const sdx_option_t *o = d ? d->options : NULL; o && o->name; o++)
+        if (strcmp(o->name, name) == 0)
+            return o;
+    return NULL;
+}
+
+static size_t s_noptions(const sdx_domain_t *d)
+{
+    size_t n = 0;
+    for (const sdx_option_t *o = d->options; o && o->name; o++)
+        n++;
+    return n;
+}
+
+/* getopt's table: the runtime's flags, then every domain's options (each
+   name once). Caller frees. */
+static struct option *s_longopts_build(void)
+{
+    size_t nrt = sizeof s_longopts / sizeof s_longopts[0] - 1;
+    size_t total = nrt;
+    const sdx_domain_t *d;
+    for (size_t i = 0; (d = sdx_worker_domain_at(i)); i++)
+        total += s_noptions(d);
+    struct option *lo = calloc(total + 1, sizeof *lo);
+    if (!lo)
+        return NULL;
+    memcpy(lo, s_longopts, nrt * sizeof *lo);
+    size_t n = nrt;
+    for (size_t i = 0; (d = sdx_worker_domain_at(i)); i++) {
+        for (const sdx_option_t *o = d->options; o && o->name; o++) {
+            int has_arg = o->has_value ? required_argument : no_argument;
+            bool seen = false;
+            for (size_t j = 0; j < n && !seen; j++) {
+                if (strcmp(lo[j].name, o->name) != 0)
+                    continue;
+                /* programmer errors: a domain shadowing a runtime flag, or
+                   two domains disagreeing on one option */
+                assert(j >= nrt && "a domain option has the name of a runtime flag");
+                assert(lo[j].has_arg == has_arg && "domains disagree on an option's has_value");
+                seen = true;
+            }
+            if (!seen) {
+                lo[n] = (struct option){o->name, has_arg, NULL, S_DOMAIN_OPT + (int)n};
+                n++;
+            }
+        }
+    }
+    return lo;
+}
+
+/* "true"/"false" for a switch's config or environment text, NULL if neither. */
+static const char *s_switch_value(const char *v)
+{
+    static const char *const yes[] = {"true", "yes", "on", "1"};
+    static const char *const no[] = {"false", "no", "off", "0"};
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
+        if (strcasecmp(v, yes[i]) == 0)
+            return "true";
+        if (strcasecmp(v, no[i]) == 0)
+            return "false";
+    }
+    return NULL;
+}
+
+/* Where an option's value came from, for error messages:
+   "--max-models 0", "max_models: 0 in FILE", "SDXL_MAX_MODELS=0",
+   "--max-models 1 (the default)". */
+static void s_option_origin(const sdx_option_t *o, const char *value, const char *from,
+                            const char *config_path, char *out, size_t len)
+{
+    char key[96];
+    s_config_key(o->name, key, sizeof key);
+    if (strcmp(from, "config") == 0)
+        snprintf(out, len, "%s: %s in %s", key, value, config_path ? config_path : "--config");
+    else if (strcmp(from, "env") == 0)
+        snprintf(out, len, "%s=%s", o->env, value);
+    else if (strcmp(from, "default") != 0)
+        snprintf(out, len, "--%s%s%s", o->name, o->has_value ? " " : "", o->has_value ? value : "");
+    else /* say how to set it */
+        snprintf(out, len, "--%s%s%s (the default; set --%s, config key %s%s%s)", o->name,
+                 o->has_value ? " " : "", o->has_value ? value : "", o->name, key,
+                 o->env ? " or " : "", o->env ? o->env : "");
+}
+
+/* Resolve every option of the domain: flag > config > environment >
+   default. value[i]/from[i] (parallel to d->options, zeroed by the caller)
+   receive a malloc'd text and a static source name, NULL when unset. */
+static int s_options_resolve(const sdx_domain_t *d, const s_flag_t *flags, size_t nflags,
+                             const s_config_t *cfg, char **value, const char **from, char *err,
+                             size_t err_len)
+{
+    size_t i = 0;
+    for (const sdx_option_t *o = d->options; o && o->name; o++, i++) {
+        const char *v = NULL, *src = NULL;
+        for (size_t k = nflags; !v && k-- > 0;)
+            if (strcmp(flags[k].name, o->name) == 0) {
+                v = flags[k].value;
+                src = "flag";
+            }
+        char key[96];
+        s_config_key(o->name, key, sizeof key);
+        for (size_t l = cfg ? cfg->nlayers : 0; !v && l-- > 0;) {
+            const sdx_value_t *c = sdx_map_get(cfg->layer[l], key);
+            if (!c)
+                continue;
+            if (c->type != SDX_STR) {
+                snprintf(err, err_len, "--config %s: %s wants a single value, not a %s", cfg->path,
+                         key, c->type == SDX_MAP ? "map" : "list");
+                return -1;
+            }
+            v = c->u.str.ptr;
+            src = "config";
+        }
+        const char *e = !v && o->env ? getenv(o->env) : NULL;
+        if (e && *e) {
+            v = e;
+            src = "env";
+        }
+        if (!v && o->dflt) {
+            v = o->dflt;
+            src = "default";
+        }
+        if (!v)
+            continue;
+        if (!o->has_value && strcmp(src, "flag") != 0) {
+            const char *b = s_switch_value(v);
+            if (!b) {
+                char where[700];
+                s_option_origin(o, v, src, cfg ? cfg->path : NULL, where, sizeof where);
+                snprintf(err, err_len, "%s: a switch: true or false", where);
+                return -1;
+            }
+            v = b;
+        }
+        if (!(value[i] = strdup(v))) {
+            snprintf(err, err_len, "out of memory");
+            return -1;
+        }
+        from[i] = src;
+    }
+    return 0;
+}
+
+/* A config map's keys that neither the runtime nor the domain knows: a
+   warning (a misspelt key would otherwise be silently ignored). */
+static void s_config_warn_unknown(const sdx_value_t *m, const sdx_domain_t *d, const char *path)
+{
+    for (size_t i = 0; m && m->type == SDX_MAP && i < m->u.map.len; i++) {
+        const char *key = m->u.map.items[i].key;
+        if (m->u.map.items[i].val->type != SDX_STR)
+            continue; /* a fleet file's broker:, worker:, workers: */
+        bool known = false;
+        for (const char *const *k = s_runtime_keys; *k && !known; k++)
+            known = strcmp(*k, key) == 0;
+        for (const sdx_option_t *o = d->options; o && o->name && !known; o++) {
+            char ck[96];
+            s_config_key(o->name, ck, sizeof ck);
+            known = strcmp(ck, key) == 0;
+        }
+        if (!known)
+            fprintf(stderr,
+                    "sdxl-worker: warning: --config %s: unknown key '%s' for the %s domain "
+                    "(ignored; sdxl-worker --domain %s --help lists the keys)\n",
+                    path, key, d->name, d->name);
+    }
+}
+
+/* Every domain option given on the command line must be one of this
+   domain's. */
+static int s_flags_check(const sdx_domain_t *d, const s_flag_t *flags, size_t nflags, char *err,
+                         size_t err_len)
+{
+    for (size_t k = 0; k < nflags; k++) {
+        if (s_domain_option(d, flags[k].name))
+            continue;
+        char owners[256] = "";
+        const sdx_domain_t *o;
+        for (size_t i = 0; (o = sdx_worker_domain_at(i)); i++)
+            if (s_domain_option(o, flags[k].name))
+                snprintf(owners + strlen(owners), sizeof owners - strlen(owners), "%s%s",
+                         owners[0] ? ", " : "", o->name);
+        snprintf(err, err_len, "--%s is not an option of the %s domain (it is one of: %s)",
+                 flags[k].name, d->name, owners);
+        return -1;
+    }
     return 0;
 }
 
@@ -1298,16 +1572,39 @@ static void s_usage(FILE *f)
         "usage: sdxl-worker --domain NAME --broker ENDPOINT [--gpu N] [--config FILE]\n"
         "                   [--concurrency N] [--prefetch N] [--id ID] [--log-level "
         "error|warn|info|debug]\n"
+        "                   [domain options]\n"
         "  --domain       device, model, conditioning, scheduler, inference,\n"
         "                 postprocessing or test\n"
         "  --broker       the broker's backend, e.g. tcp://127.0.0.1:5556 or ipc:///run/sdxl/be\n"
         "                 (default tcp://127.0.0.1:5556)\n"
         "  --gpu N        serve on GPU N (host index, as nvidia-smi numbers them)\n"
-        "  --config FILE  YAML: flat keys named like the flags, or a fleet file\n"
+        "  --config FILE  YAML: flat keys named like the flags ('-' written '_'), or a fleet\n"
+        "                 file (deploy/fleet.yaml); flags override the file\n"
         "  --concurrency  requests run at once (job threads, default 1)\n"
         "  --prefetch N   requests the broker may queue here beyond --concurrency\n"
         "                 (0..64; default: the broker's setting for the domain)\n"
         "  --id           worker id (default <domain>-<host>-<pid>)\n");
+}
+
+/* The domain's options for --help. */
+static void s_usage_domain(FILE *f, const sdx_domain_t *d)
+{
+    if (!d->options || !d->options[0].name)
+        return;
+    fprintf(f, "\noptions of the %s domain (flag > --config key > environment > default):\n",
+            d->name);
+    for (const sdx_option_t *o = d->options; o->name; o++) {
+        char left[128], key[96];
+        snprintf(left, sizeof left, "--%s%s%s", o->name, o->has_value ? " " : "",
+                 o->has_value ? (o->metavar ? o->metavar : "VALUE") : "");
+        s_config_key(o->name, key, sizeof key);
+        fprintf(f, "  %-22s %s\n", left, o->help ? o->help : "");
+        fprintf(f, "  %-22s config key %s%s%s", "", key, o->env ? ", env " : "",
+                o->env ? o->env : "");
+        if (o->dflt)
+            fprintf(f, ", default %s", o->dflt[0] ? o->dflt : "\"\" (none)");
+        fputc('\n', f);
+    }
 }
 
 /* Select --gpu N for this process: validate it and restrict CUDA to it. */
@@ -1404,6 +1701,10 @@ static void s_worker_destroy(sdx_worker_t **w_p)
         return;
     sdx_worker_set_models(w, NULL, 0);
     sdx_gpu_destroy(&w->gpu_probe);
+    for (size_t i = 0; w->opt_value && i < w->nopts; i++)
+        free(w->opt_value[i]);
+    free(w->opt_value);
+    free(w->opt_from);
     pthread_mutex_destroy(&w->qlock);
     pthread_cond_destroy(&w->qcond);
     pthread_mutex_destroy(&w->mlock);
@@ -1438,118 +1739,221 @@ static void s_stop_threads(sdx_worker_t *w)
     w->nthreads = 0;
 }
 
-int sdx_worker_main(int argc, char **argv)
+/* The command line: the runtime's flags, and the domain options given. */
+typedef struct {
+    s_opts_t flags;
+    const char *config;
+    bool help;
+    s_flag_t *dflags; /* malloc'd, argc entries at most */
+    size_t ndflags;
+} s_cmdline_t;
+
+/* Parse argv. Returns -1 to go on, else the exit code (help: 0, error: 2). */
+static int s_parse_args(int argc, char **argv, s_cmdline_t *cl)
 {
-    s_opts_t o = {.gpu = -1, .concurrency = 0, .prefetch = -1};
-    const char *config = NULL;
-    s_opts_t flags = {.gpu = -1, .concurrency = 0, .prefetch = -1};
-    static const struct option longopts[] = {
-        {"domain", required_argument, NULL, 'd'},
-        {"broker", required_argument, NULL, 'b'},
-        {"gpu", required_argument, NULL, 'g'},
-        {"config", required_argument, NULL, 'c'},
-        {"concurrency", required_argument, NULL, 'n'},
-        {"prefetch", required_argument, NULL, 'p'},
-        {"id", required_argument, NULL, 'i'},
-        {"log-level", required_argument, NULL, 'l'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    int ch;
+    struct option *lo = s_longopts_build();
+    cl->dflags = calloc((size_t)argc + 1, sizeof *cl->dflags);
+    if (!lo || !cl->dflags) {
+        free(lo);
+        fprintf(stderr, "sdxl-worker: out of memory\n");
+        return 1;
+    }
+    int rc = -1, ch;
     char *end;
-    while ((ch = getopt_long(argc, argv, "d:b:g:c:n:p:i:l:h", longopts, NULL)) != -1) {
+    opterr = 0; /* our own messages below */
+    while (rc < 0 && (ch = getopt_long(argc, argv, ":d:b:g:c:n:p:i:l:h", lo, NULL)) != -1) {
+        s_opts_t *f = &cl->flags;
         switch (ch) {
         case 'd':
-            snprintf(flags.domain, sizeof flags.domain, "%s", optarg);
+            snprintf(f->domain, sizeof f->domain, "%s", optarg);
             break;
         case 'b':
-            snprintf(flags.broker, sizeof flags.broker, "%s", optarg);
+            snprintf(f->broker, sizeof f->broker, "%s", optarg);
             break;
         case 'g':
-            flags.gpu = (int)strtol(optarg, &end, 10);
-            if (*end || flags.gpu < 0) {
+            f->gpu = (int)strtol(optarg, &end, 10);
+            if (*end || !*optarg || f->gpu < 0) {
                 fprintf(stderr, "sdxl-worker: --gpu wants a GPU index >= 0, not '%s'\n", optarg);
-                return 2;
+                rc = 2;
             }
             break;
         case 'c':
-            config = optarg;
+            cl->config = optarg;
             break;
         case 'p':
-            flags.prefetch = (int)strtol(optarg, &end, 10);
-            if (*end || flags.prefetch < 0 || flags.prefetch > 64) {
+            f->prefetch = (int)strtol(optarg, &end, 10);
+            if (*end || !*optarg || f->prefetch < 0 || f->prefetch > 64) {
                 fprintf(stderr, "sdxl-worker: --prefetch wants 0..64, not '%s'\n", optarg);
-                return 2;
+                rc = 2;
             }
             break;
         case 'n':
-            flags.concurrency = (int)strtol(optarg, &end, 10);
-            if (*end || flags.concurrency < 1 || flags.concurrency > 256) {
+            f->concurrency = (int)strtol(optarg, &end, 10);
+            if (*end || !*optarg || f->concurrency < 1 || f->concurrency > 256) {
                 fprintf(stderr, "sdxl-worker: --concurrency wants 1..256, not '%s'\n", optarg);
-                return 2;
+                rc = 2;
             }
             break;
         case 'i':
-            snprintf(flags.id, sizeof flags.id, "%s", optarg);
+            snprintf(f->id, sizeof f->id, "%s", optarg);
             break;
         case 'l':
-            snprintf(flags.log_level, sizeof flags.log_level, "%s", optarg);
+            snprintf(f->log_level, sizeof f->log_level, "%s", optarg);
             break;
         case 'h':
-            s_usage(stdout);
-            return 0;
+            cl->help = true;
+            break;
+        case ':':
+            fprintf(stderr, "sdxl-worker: option '%s' needs a value\n", argv[optind - 1]);
+            rc = 2;
+            break;
+        case '?':
+            if (optopt)
+                fprintf(stderr, "sdxl-worker: unknown option '-%c'", optopt);
+            else
+                fprintf(stderr, "sdxl-worker: unknown option '%.*s'",
+                        (int)strcspn(argv[optind - 1], "="), argv[optind - 1]);
+            fprintf(stderr, " (sdxl-worker --domain NAME --help lists the options)\n");
+            rc = 2;
+            break;
         default:
-            s_usage(stderr);
-            return 2;
+            if (ch >= S_DOMAIN_OPT) {
+                const struct option *o = &lo[ch - S_DOMAIN_OPT];
+                cl->dflags[cl->ndflags++] =
+                    (s_flag_t){o->name, o->has_arg == no_argument ? "true" : optarg};
+            } else {
+                rc = 2;
+            }
+            break;
         }
     }
-    if (optind < argc) {
+    free(lo);
+    if (rc < 0 && optind < argc) {
         fprintf(stderr, "sdxl-worker: unexpected argument '%s'\n", argv[optind]);
-        s_usage(stderr);
-        return 2;
+        rc = 2;
     }
-    if (config) {
-        char err[512] = "";
-        if (s_opts_from_file(&o, config, flags.domain, flags.gpu, err, sizeof err) != 0) {
-            fprintf(stderr, "sdxl-worker: --config %s\n", err);
-            return 2;
+    if (rc < 0 && cl->help) {
+        s_usage(stdout);
+        const sdx_domain_t *d =
+            cl->flags.domain[0] ? sdx_worker_find_domain(cl->flags.domain) : NULL;
+        if (d) {
+            s_usage_domain(stdout, d);
+        } else {
+            for (size_t i = 0; (d = sdx_worker_domain_at(i)); i++)
+                s_usage_domain(stdout, d);
         }
+        rc = 0;
+    }
+    return rc;
+}
+
+/* "device, model, ..." */
+static void s_domain_names(char *out, size_t len)
+{
+    const sdx_domain_t *d;
+    out[0] = '\0';
+    for (size_t i = 0; (d = sdx_worker_domain_at(i)); i++)
+        snprintf(out + strlen(out), len - strlen(out), "%s%s", i ? ", " : "", d->name);
+}
+
+/* Hand each resolved option to the domain's hook; every refused one is
+   printed (one line each, so that one start shows them all). */
+static int s_options_apply(sdx_worker_t *w)
+{
+    const sdx_domain_t *d = w->domain;
+    int rc = 0;
+    for (size_t i = 0; d->option && i < w->nopts; i++) {
+        if (!w->opt_value[i])
+            continue;
+        char why[512] = "";
+        if (d->option(w, d->options[i].name, w->opt_value[i], why, sizeof why) == 0)
+            continue;
+        char where[700];
+        s_option_origin(&d->options[i], w->opt_value[i], w->opt_from[i],
+                        w->config[0] ? w->config : NULL, where, sizeof where);
+        fprintf(stderr, "sdxl-worker: %s: %s\n", where, why[0] ? why : "refused");
+        rc = -1;
+    }
+    return rc;
+}
+
+int sdx_worker_main(int argc, char **argv)
+{
+    s_opts_t o = {.gpu = -1, .concurrency = 0, .prefetch = -1};
+    s_cmdline_t cl = {.flags = {.gpu = -1, .concurrency = 0, .prefetch = -1}};
+    s_config_t cfg = {0};
+    char **opt_value = NULL;
+    const char **opt_from = NULL;
+    size_t nopts = 0;
+    const sdx_domain_t *domain = NULL;
+    sdx_worker_t *w = NULL;
+    char err[1024] = "";
+    int rc = s_parse_args(argc, argv, &cl);
+    if (rc >= 0)
+        goto out;
+    rc = 2;
+    const s_opts_t *flags = &cl.flags;
+    if (cl.config &&
+        s_config_load(&cfg, &o, cl.config, flags->domain, flags->gpu, err, sizeof err) != 0) {
+        fprintf(stderr, "sdxl-worker: --config %s\n", err);
+        goto out;
     }
     /* flags override the file */
-    if (flags.domain[0])
-        snprintf(o.domain, sizeof o.domain, "%s", flags.domain);
-    if (flags.broker[0])
-        snprintf(o.broker, sizeof o.broker, "%s", flags.broker);
-    if (flags.id[0])
-        snprintf(o.id, sizeof o.id, "%s", flags.id);
-    if (flags.log_level[0])
-        snprintf(o.log_level, sizeof o.log_level, "%s", flags.log_level);
-    if (flags.gpu >= 0)
-        o.gpu = flags.gpu;
-    if (flags.concurrency > 0)
-        o.concurrency = flags.concurrency;
-    if (flags.prefetch >= 0)
-        o.prefetch = flags.prefetch;
+    if (flags->domain[0])
+        snprintf(o.domain, sizeof o.domain, "%s", flags->domain);
+    if (flags->broker[0])
+        snprintf(o.broker, sizeof o.broker, "%s", flags->broker);
+    if (flags->id[0])
+        snprintf(o.id, sizeof o.id, "%s", flags->id);
+    if (flags->log_level[0])
+        snprintf(o.log_level, sizeof o.log_level, "%s", flags->log_level);
+    if (flags->gpu >= 0)
+        o.gpu = flags->gpu;
+    if (flags->concurrency > 0)
+        o.concurrency = flags->concurrency;
+    if (flags->prefetch >= 0)
+        o.prefetch = flags->prefetch;
     if (!o.broker[0])
         snprintf(o.broker, sizeof o.broker, "tcp://127.0.0.1:5556");
     if (!o.domain[0]) {
         fprintf(stderr, "sdxl-worker: --domain is required\n");
         s_usage(stderr);
-        return 2;
+        goto out;
     }
-    const sdx_domain_t *domain = sdx_worker_find_domain(o.domain);
+    domain = sdx_worker_find_domain(o.domain);
     if (!domain) {
-        fprintf(stderr,
-                "sdxl-worker: unknown domain '%s' (device, model, conditioning, scheduler, "
-                "inference, postprocessing, test)\n",
-                o.domain);
-        return 2;
+        char names[256];
+        s_domain_names(names, sizeof names);
+        fprintf(stderr, "sdxl-worker: unknown domain '%s' (%s)\n", o.domain, names);
+        goto out;
+    }
+    if (s_flags_check(domain, cl.dflags, cl.ndflags, err, sizeof err) != 0) {
+        fprintf(stderr, "sdxl-worker: %s\n", err);
+        goto out;
+    }
+    if (cfg.root) {
+        if (cfg.entry)
+            s_config_warn_unknown(cfg.entry, domain, cfg.path);
+        else if (!sdx_map_get(cfg.root, "workers"))
+            s_config_warn_unknown(cfg.root, domain, cfg.path); /* a flat file */
+    }
+    nopts = s_noptions(domain);
+    opt_value = calloc(nopts + 1, sizeof *opt_value);
+    opt_from = calloc(nopts + 1, sizeof *opt_from);
+    if (!opt_value || !opt_from) {
+        fprintf(stderr, "sdxl-worker: out of memory\n");
+        goto out;
+    }
+    if (s_options_resolve(domain, cl.dflags, cl.ndflags, cfg.root ? &cfg : NULL, opt_value,
+                          opt_from, err, sizeof err) != 0) {
+        fprintf(stderr, "sdxl-worker: %s\n", err);
+        goto out;
     }
     int level = SDX_LOG_INFO;
     if (o.log_level[0] && (level = sdx_log_level_parse(o.log_level)) < 0) {
         fprintf(stderr, "sdxl-worker: --log-level: error, warn, info or debug, not '%s'\n",
                 o.log_level);
-        return 2;
+        goto out;
     }
     char ident[128];
     if (o.gpu >= 0)
@@ -1563,23 +1967,32 @@ int sdx_worker_main(int argc, char **argv)
     s_builtin[0].message_type = s_builtin_names[0];
     s_builtin[1].message_type = s_builtin_names[1];
 
-    sdx_worker_t *w = s_worker_new(domain, &o);
+    w = s_worker_new(domain, &o);
     if (!w) {
         fprintf(stderr, "sdxl-worker: out of memory\n");
-        return 1;
+        rc = 1;
+        goto out;
     }
-    char err[512] = "";
+    if (cl.config)
+        snprintf(w->config, sizeof w->config, "%s", cl.config);
+    w->nopts = nopts;
+    w->opt_value = opt_value;
+    w->opt_from = opt_from;
+    opt_value = NULL;
+    opt_from = NULL;
+    s_config_free(&cfg);
     if (s_select_gpu(w, err, sizeof err) != 0) {
         log_error("%s", err);
         fprintf(stderr, "sdxl-worker: %s\n", err);
-        s_worker_destroy(&w);
-        return 2;
+        goto out;
     }
+    /* from here on fini runs, whatever happens (the hooks may set state) */
+    if (s_options_apply(w) != 0)
+        goto fini;
     if (domain->init && domain->init(w, err, sizeof err) != 0) {
         log_error("%s init: %s", domain->name, err);
         fprintf(stderr, "sdxl-worker: %s\n", err);
-        s_worker_destroy(&w);
-        return 2;
+        goto fini;
     }
 
     struct sigaction sa;
@@ -1590,7 +2003,7 @@ int sdx_worker_main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    int rc = 1;
+    rc = 1;
     w->zctx = zmq_ctx_new();
     w->pull = w->zctx ? zmq_socket(w->zctx, ZMQ_PULL) : NULL;
     snprintf(w->pull_ep, sizeof w->pull_ep, "inproc://sdx-worker-jobs");
@@ -1615,8 +2028,16 @@ int sdx_worker_main(int argc, char **argv)
     s_disconnect(w, false);
     if (w->zctx)
         zmq_ctx_term(w->zctx);
+fini:
     if (domain->fini)
         domain->fini(w);
+out:
+    s_config_free(&cfg);
+    for (size_t i = 0; opt_value && i < nopts; i++)
+        free(opt_value[i]);
+    free(opt_value);
+    free(opt_from);
+    free(cl.dflags);
     s_worker_destroy(&w);
     return rc;
 }

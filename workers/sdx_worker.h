@@ -8,7 +8,9 @@
     main thread only through an inproc socket (ZeroMQ sockets are not
     thread-safe), never through the DEALER.
 
-    A domain is a static table (sdx_domain_t) of handlers. The runtime adds
+    A domain is a static table (sdx_domain_t) of handlers, and optionally of
+    options (sdx_option_t: flags and config keys the runtime parses for it,
+    flag > config > environment > default). The runtime adds
     `<domain>.ping` and `<domain>.status` to every domain; message types of
     the domain without a handler answer `not_available`, naming the issue that
     brings them (sdx_domain_t.planned_issue).
@@ -49,14 +51,41 @@ typedef struct {
     const char *summary; /* one line, listed by <domain>.status */
 } sdx_handler_t;
 
+/* One option of a domain (a row of sdx_domain_t.options). The runtime
+   accepts it as `--NAME VALUE` (`--NAME` alone for a switch) and as the key
+   NAME with '-' written '_' in the --config file (flat keys, the `worker:`
+   defaults and the domain's `workers:` entry of a fleet file); the value is
+   the first of: the flag, the config key, the environment variable `env`,
+   `dflt`. `<domain>.status` reports each value and where it came from. */
+typedef struct {
+    const char *name;    /* "models-root" (config key models_root); NULL ends a table */
+    bool has_value;      /* false: a switch, handed to the hook as "true"/"false" */
+    const char *metavar; /* "DIR" in --help (NULL: VALUE) */
+    const char *dflt;    /* NULL: none (the hook is not called unless it is set) */
+    const char *env;     /* fallback environment variable, NULL for none */
+    const char *help;    /* one line for --help */
+} sdx_option_t;
+
 typedef struct {
     const char *name;              /* "device" */
     const sdx_handler_t *handlers; /* NULL-terminated table (may be NULL) */
     const char *const *planned;    /* NULL-terminated message types that come later */
     const char *planned_issue;     /* "issue #5 (...)": named in not_available errors */
-    /* Optional: called once after option parsing, before connecting. Return 0,
+    /* The domain's own options (NULL-terminated table, may be NULL). Two
+       domains may declare the same name; they must agree on has_value. */
+    const sdx_option_t *options;
+    /* Optional: called once per option that has a value, in table order,
+       after the GPU was selected and before init; key is the row's name
+       ("models-root"), value its text. Validate and keep it (the hook may
+       create the domain state for init to finish). Return 0, or -1 with what
+       is wrong in err ("must be an integer >= 1"): the runtime prints it
+       after the option and where it came from, and exits 2. */
+    int (*option)(sdx_worker_t *w, const char *key, const char *value, char *err, size_t err_len);
+    /* Optional: called once after the options, before connecting. Return 0,
        or -1 with a reason in err: the worker then exits 2. */
     int (*init)(sdx_worker_t *w, char *err, size_t err_len);
+    /* Optional: runs at exit whenever the option hook or init ran, also after
+       one of them failed (so it must cope with a partial or NULL state). */
     void (*fini)(sdx_worker_t *w);
     /* Optional: adds domain-specific fields to <domain>.status (job thread). */
     void (*status)(sdx_worker_t *w, sdx_value_t *out);
@@ -122,6 +151,8 @@ int64_t sdx_worker_mono_ms(void);
 
 /* Domains the binary knows, by name; NULL if unknown. */
 const sdx_domain_t *sdx_worker_find_domain(const char *name);
+/* The i-th domain the binary knows (0..), NULL past the last. */
+const sdx_domain_t *sdx_worker_domain_at(size_t i);
 
 /* Parse argv, run the worker until stopped. Returns the process exit code:
    0 after a clean stop, 2 for usage/configuration errors (bad --gpu too),

@@ -28,6 +28,11 @@ const sdx_domain_t *sdx_worker_find_domain(const char *name)
     return NULL;
 }
 
+const sdx_domain_t *sdx_worker_domain_at(size_t i)
+{
+    return i < sizeof s_domains / sizeof s_domains[0] ? s_domains[i] : NULL;
+}
+
 int main(int argc, char **argv)
 {
     return sdx_worker_main(argc, argv);

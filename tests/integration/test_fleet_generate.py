@@ -2,6 +2,9 @@
 sdxl-broker -> sdxl-worker (inference, engine) -> PNG -> client, over the
 golden tiny random-weight SDXL model (SDXL_GOLDEN_DIR/model).
 
+The inference worker gets its settings as flags (--models-root,
+--outputs-root, --max-models), not from the environment.
+
 Checks: JSON over REQ; msgpack over DEALER with stream: true (progress for
 every step, then the reply); the PNG decodes (signature, IHDR) and matches
 what `sdxl-gen generate` writes for the same parameters (every chunk but the
@@ -250,6 +253,11 @@ def test_timeout(t, fleet, wid):
     names = [m.get("name") for m in (d.get("engine") or {}).get("loaded_models", [])]
     t.check("model" in names, "inference.status lists the loaded model", names)
     t.check(len(names) == 1, "max_models 1: the other model was unloaded (LRU)", names)
+    opts = d.get("options") or {}
+    t.check(opts.get("max_models") == {"value": "1", "from": "flag"} and
+            (opts.get("models_root") or {}).get("from") == "flag" and
+            (d.get("engine") or {}).get("max_models") == 1,
+            "the engine's settings came from the worker's flags", opts)
     t.check("model" in (d.get("loaded_models") or []), "the runtime reports the model",
             d.get("loaded_models"))
 
@@ -273,10 +281,15 @@ def main():
         fleet.start_broker()
         models = os.path.join(fleet.dir, "models")
         have_single = make_models_root(models)
-        env = dict(os.environ, SDXL_MODELS_ROOT=models,
-                   SDXL_OUTPUTS_ROOT=os.path.join(fleet.dir, "outputs"))
+        # the engine's settings as the worker's own flags (no SDXL_* roots in
+        # its environment: they would only be the fallback)
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("SDXL_MODELS_ROOT", "SDXL_OUTPUTS_ROOT", "SDXL_CONFIG_DIR",
+                            "SDXL_MAX_MODELS", "SDXL_THREADS")}
         wid = "inference-" + uuid.uuid4().hex[:6]
-        argv = [fl.WORKER_BIN, "--domain", "inference", "--broker", fleet.backend, "--id", wid]
+        argv = [fl.WORKER_BIN, "--domain", "inference", "--broker", fleet.backend, "--id", wid,
+                "--models-root", models, "--outputs-root", os.path.join(fleet.dir, "outputs"),
+                "--max-models", "1"]
         p = fl.Proc("worker " + wid, argv, os.path.join(fleet.dir, "%s.log" % wid), env=env)
         fleet.procs.append(p)
         fleet.wait_registered([wid], 20)

@@ -33,8 +33,10 @@ def test_gpu(t, fake_dir):
     ep = fleet.endpoint("backend")
     fb = FakeBroker(fleet.ctx, ep)
     try:
+        # the inference domain wants an existing models root (its option)
         w = fl.Proc("inference", [fl.WORKER_BIN, "--domain", "inference", "--broker", ep,
-                                  "--gpu", "1", "--id", "inf-gpu1"],
+                                  "--gpu", "1", "--id", "inf-gpu1", "--models-root", fleet.dir,
+                                  "--outputs-root", os.path.join(fleet.dir, "outputs")],
                     os.path.join(fleet.dir, "inf.log"), env=env)
         fleet.procs.append(w)
         m = fb.pump(lambda m: m["cmd"] == READY, 10, "READY")

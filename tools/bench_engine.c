@@ -999,6 +999,7 @@ typedef struct {
     sdx_dtype_t dtype;
     sdx_device_t device;
     bool compare_attn, no_e2e, verbose;
+    int channels_last; /* -1 auto (CUDA on, CPU off), 0 off, 1 on */
     uint64_t seed;
 } s_opts_t;
 
@@ -1172,6 +1173,10 @@ static int s_bench_pieces(const s_opts_t *o, sdxl_engine_t *e, s_report_t *r)
     te2 = vae ? sdx_clip_new(&m->te2_cfg, m->te2, "text_encoder_2") : NULL;
     if (!te2)
         goto fail;
+    /* the same memory format as the engine (sdxl_engine_new's auto rule) */
+    bool cl = o->channels_last < 0 ? dev.type == SDX_CUDA : o->channels_last == 1;
+    sdx_unet_options(unet)->channels_last = cl;
+    sdx_vae_options(vae)->channels_last = cl;
     if (m->te1 && !(te1 = sdx_clip_new(&m->te1_cfg, m->te1, "text_encoder")))
         goto fail;
     if (te1 && !(tok1 = sdx_tokenizer_load(m->tokenizer_dir)))
@@ -1484,6 +1489,7 @@ static const char s_usage[] =
     "         [--width W] [--height H] [--steps N] [--dtype fp32|fp16|bf16]\n"
     "         [--device cpu|cuda:N] [--threads N] [--prompt TEXT] [--seed N]\n"
     "         [--warmup N] [--repeat N] [--compare-attn] [--no-e2e] [--verbose]\n"
+    "         [--channels-last on|off|auto]\n"
     "       bench-engine-bin make-random DIR [--seed N] [--weights-dtype fp32|fp16|bf16]\n"
     "         [--tokenizers DIR] [--force]\n"
     "       bench-engine-bin list-shapes MODEL_DIR | check-shapes MODEL_DIR\n"
@@ -1506,6 +1512,7 @@ int main(int argc, char **argv)
         .dtype = SDX_F32,
         .device = {SDX_CPU, 0},
         .seed = 42,
+        .channels_last = -1,
     };
     if (!o.cache)
         o.cache = S_DEFAULT_CACHE;
@@ -1529,27 +1536,33 @@ int main(int argc, char **argv)
         O_CMP,
         O_NOE2E,
         O_VERBOSE,
+        O_CL,
         O_HELP
     };
-    static const struct option lo[] = {{"model", required_argument, 0, O_MODEL},
-                                       {"random-sdxl", no_argument, 0, O_RANDOM},
-                                       {"tiny", no_argument, 0, O_TINY},
-                                       {"cache", required_argument, 0, O_CACHE},
-                                       {"width", required_argument, 0, O_W},
-                                       {"height", required_argument, 0, O_H},
-                                       {"steps", required_argument, 0, O_STEPS},
-                                       {"dtype", required_argument, 0, O_DTYPE},
-                                       {"device", required_argument, 0, O_DEVICE},
-                                       {"threads", required_argument, 0, O_THREADS},
-                                       {"prompt", required_argument, 0, O_PROMPT},
-                                       {"seed", required_argument, 0, O_SEED},
-                                       {"warmup", required_argument, 0, O_WARMUP},
-                                       {"repeat", required_argument, 0, O_REPEAT},
-                                       {"compare-attn", no_argument, 0, O_CMP},
-                                       {"no-e2e", no_argument, 0, O_NOE2E},
-                                       {"verbose", no_argument, 0, O_VERBOSE},
-                                       {"help", no_argument, 0, O_HELP},
-                                       {0, 0, 0, 0}};
+    /* clang-format off */
+    static const struct option lo[] = {
+        {"model", required_argument, 0, O_MODEL},
+        {"random-sdxl", no_argument, 0, O_RANDOM},
+        {"tiny", no_argument, 0, O_TINY},
+        {"cache", required_argument, 0, O_CACHE},
+        {"width", required_argument, 0, O_W},
+        {"height", required_argument, 0, O_H},
+        {"steps", required_argument, 0, O_STEPS},
+        {"dtype", required_argument, 0, O_DTYPE},
+        {"device", required_argument, 0, O_DEVICE},
+        {"threads", required_argument, 0, O_THREADS},
+        {"prompt", required_argument, 0, O_PROMPT},
+        {"seed", required_argument, 0, O_SEED},
+        {"warmup", required_argument, 0, O_WARMUP},
+        {"repeat", required_argument, 0, O_REPEAT},
+        {"compare-attn", no_argument, 0, O_CMP},
+        {"no-e2e", no_argument, 0, O_NOE2E},
+        {"verbose", no_argument, 0, O_VERBOSE},
+        {"channels-last", required_argument, 0, O_CL},
+        {"help", no_argument, 0, O_HELP},
+        {0, 0, 0, 0},
+    };
+    /* clang-format on */
     int c;
     while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
         switch (c) {
@@ -1581,6 +1594,16 @@ int main(int argc, char **argv)
         case O_DEVICE:
             if (sdx_device_parse(optarg, &o.device) != 0)
                 s_die_usage("--device: %s", sdx_last_error());
+            break;
+        case O_CL:
+            if (!strcmp(optarg, "on"))
+                o.channels_last = 1;
+            else if (!strcmp(optarg, "off"))
+                o.channels_last = 0;
+            else if (!strcmp(optarg, "auto"))
+                o.channels_last = -1;
+            else
+                s_die_usage("--channels-last: on, off or auto, not '%s'", optarg);
             break;
         case O_THREADS:
             o.threads = s_int_opt("threads", optarg, 0, 1024);
@@ -1667,6 +1690,7 @@ int main(int argc, char **argv)
     ep.dtype = o.dtype;
     ep.device = o.device;
     ep.threads = o.threads;
+    ep.channels_last = o.channels_last;
     ep.log = s_engine_log;
     ep.log_ud = &o;
     if (o.device.type == SDX_CUDA)

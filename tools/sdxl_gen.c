@@ -7,13 +7,6 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Subcommands are linked in when their file is part of the build. */
-#pragma weak sdxl_gen_inspect
-#pragma weak sdxl_gen_tokenize
-#pragma weak sdxl_gen_schedule
-#pragma weak sdxl_gen_generate
-#pragma weak sdxl_gen_encode
-
 typedef struct {
     const char *name;
     int (*fn)(int argc, char **argv);
@@ -32,8 +25,7 @@ static void s_usage(FILE *f)
 {
     fprintf(f, "usage: sdxl-gen COMMAND [ARGS]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof s_commands / sizeof s_commands[0]; i++)
-        if (s_commands[i].fn)
-            fprintf(f, "  %s\n", s_commands[i].usage);
+        fprintf(f, "  %s\n", s_commands[i].usage);
 }
 
 int main(int argc, char **argv)
@@ -43,7 +35,7 @@ int main(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     for (size_t i = 0; i < sizeof s_commands / sizeof s_commands[0]; i++) {
-        if (strcmp(argv[1], s_commands[i].name) == 0 && s_commands[i].fn)
+        if (strcmp(argv[1], s_commands[i].name) == 0)
             return s_commands[i].fn(argc - 1, argv + 1);
     }
     fprintf(stderr, "sdxl-gen: unknown command '%s'\n", argv[1]);

@@ -1,7 +1,9 @@
 /*  sdxl-gen generate: text-to-image from the command line through sdxl.h.
-    Writes PNG(s) and optionally the final latents, prints one summary line.
-    Exit codes: 0 ok, 2 bad arguments / model that cannot be used, 1 a
-    failure while generating. */
+    Writes PNG(s) and optionally the final latents, prints one summary line
+    naming every file written.
+    Exit codes: 0 ok, 2 bad arguments / model or dtype that cannot be used /
+    parameters the engine refuses (sdxl_result_t.input_error), 1 a failure
+    while generating. */
 #include "sdxl.h"
 #include "sdxl_gen.h"
 #include "sdxl_gen_util.h"
@@ -18,7 +20,9 @@ static const char s_usage[] =
     "         --prompt TEXT [--negative TEXT] [--seed N] [--steps N] [--cfg F]\n"
     "         [--guidance-rescale F] [--width W --height H] [--scheduler NAME] [--karras]\n"
     "         [--clip-skip N] [--batch N] [--dtype fp32|fp16|bf16] [--device cpu|cuda:N]\n"
-    "         [--threads N] [--out FILE.png] [--latents-out FILE.safetensors] [--quiet]\n";
+    "         [--channels-last on|off|auto] [--vae-f32] [--threads N] [--out FILE.png]\n"
+    "         [--latents-out FILE.safetensors] [--quiet]\n"
+    "  --batch N writes FILE-0.png .. FILE-(N-1).png; --channels-last auto: on for CUDA\n";
 
 static int s_bad(const char *fmt, const char *arg)
 {
@@ -46,6 +50,23 @@ static void s_progress(int step, int total, double elapsed, void *ud)
     fprintf(stderr, "\rstep %d/%d  %.1fs", step, total, elapsed);
     if (step == total)
         fprintf(stderr, "\n");
+}
+
+/* Whether this libtorch runs the f16 ops the engine needs (LayerNorm and a
+   matmul) on dev: libtorch 1.13's CPU kernels have no Half LayerNorm or
+   addmm, so an f16 CPU run would only fail at the first text encoder. */
+static bool s_half_works(sdx_device_t dev, char *why, size_t why_len)
+{
+    sdx_scope_t *S = sdx_scope_new();
+    sdx_tensor_t *x, *w, *y;
+    int64_t shape[2] = {2, 8};
+    bool ok = S && sdx_ones(S, &x, shape, 2, SDX_F16, dev) == 0 &&
+              sdx_ones(S, &w, shape, 2, SDX_F16, dev) == 0 &&
+              sdx_layer_norm(S, &y, x, NULL, NULL, 1e-5) == 0 && sdx_linear(S, &y, x, w, NULL) == 0;
+    if (!ok)
+        snprintf(why, why_len, "%s", sdx_last_error());
+    sdx_scope_free(&S);
+    return ok;
 }
 
 /* "out.png" + index -> "out-1.png" for batches. */
@@ -85,6 +106,9 @@ int sdxl_gen_generate(int argc, char **argv)
             takes = false;
         } else if (!strcmp(a, "--quiet")) {
             quiet = true;
+            takes = false;
+        } else if (!strcmp(a, "--vae-f32")) {
+            ep.vae_f32 = true;
             takes = false;
         } else if (!val) {
             return s_bad("%s needs a value", a);
@@ -149,6 +173,15 @@ int sdxl_gen_generate(int argc, char **argv)
         } else if (!strcmp(a, "--device")) {
             if (sdx_device_parse(val, &ep.device) != 0)
                 return s_bad("--device: must be cpu or cuda:N, got %s", val);
+        } else if (!strcmp(a, "--channels-last")) {
+            if (!strcmp(val, "on"))
+                ep.channels_last = 1;
+            else if (!strcmp(val, "off"))
+                ep.channels_last = 0;
+            else if (!strcmp(val, "auto"))
+                ep.channels_last = -1;
+            else
+                return s_bad("--channels-last: must be on, off or auto, got %s", val);
         } else if (!strcmp(a, "--out")) {
             out = val;
         } else if (!strcmp(a, "--latents-out")) {
@@ -167,6 +200,15 @@ int sdxl_gen_generate(int argc, char **argv)
     if (ep.device.type == SDX_CUDA && ep.device.index >= sdx_cuda_device_count())
         return s_bad("--device: cuda:%s is not available (this libtorch sees no such CUDA device)",
                      (snprintf(seed_dev, sizeof seed_dev, "%d", ep.device.index), seed_dev));
+    char why[512];
+    if (ep.dtype == SDX_F16 && ep.device.type == SDX_CPU &&
+        !s_half_works(ep.device, why, sizeof why)) {
+        fprintf(stderr,
+                "sdxl-gen generate: --dtype fp16 on the CPU needs Half LayerNorm/matmul, which "
+                "libtorch %s lacks on the CPU (%s); use --dtype bf16 or fp32, or a CUDA device\n",
+                sdx_torch_version(), why);
+        return 2;
+    }
 
     sdxl_engine_t *e = sdxl_engine_new(&ep);
     if (!e) {
@@ -177,11 +219,9 @@ int sdxl_gen_generate(int argc, char **argv)
     gp.progress_ud = &quiet;
     sdxl_result_t r;
     if (sdxl_generate(e, &gp, &r) != 0) {
-        const char *why = sdx_last_error();
-        bool input = strstr(why, "must") != NULL || strstr(why, "unknown scheduler") != NULL;
-        fprintf(stderr, "sdxl-gen generate: %s\n", why);
+        fprintf(stderr, "sdxl-gen generate: %s\n", sdx_last_error());
         sdxl_engine_free(&e);
-        return input ? 2 : 1;
+        return r.input_error ? 2 : 1;
     }
     int rc = 0;
     char seed_text[32], steps_text[16];
@@ -189,13 +229,25 @@ int sdxl_gen_generate(int argc, char **argv)
     snprintf(steps_text, sizeof steps_text, "%d", gp.steps);
     const char *meta[] = {"prompt", gp.prompt, "seed", seed_text, "steps", steps_text,
                           "software", "sdxl-fleet", NULL};
+    /* the summary names what was written: out, or out-0 .. out-(N-1) */
+    char written[1024] = "";
+    size_t wl = 0;
     for (int i = 0; i < r.count && rc == 0; i++) {
         char path[4096];
         s_indexed(path, sizeof path, out, i, r.count);
         if (sdx_png_write_file(&r.images[i], path, meta) != 0) {
             fprintf(stderr, "sdxl-gen generate: %s\n", sdx_last_error());
             rc = 1;
+        } else if (wl < sizeof written) {
+            int k = snprintf(written + wl, sizeof written - wl, "%s%s", i ? ", " : "", path);
+            wl += k > 0 ? (size_t)k : 0;
         }
+    }
+    if (wl >= sizeof written) { /* too many names for one line: first .. last */
+        char first[2048], last[2048];
+        s_indexed(first, sizeof first, out, 0, r.count);
+        s_indexed(last, sizeof last, out, r.count - 1, r.count);
+        snprintf(written, sizeof written, "%.480s .. %.480s", first, last);
     }
     if (rc == 0 && latents_out) {
         const char *names[] = {"latents"};
@@ -208,7 +260,7 @@ int sdxl_gen_generate(int argc, char **argv)
     if (rc == 0)
         printf("generated %d image(s) %dx%d -> %s  steps %d  encode %.0f ms  denoise %.0f ms "
                "(%.1f ms/step)  decode %.0f ms  total %.0f ms\n",
-               r.count, r.count ? r.images[0].width : 0, r.count ? r.images[0].height : 0, out,
+               r.count, r.count ? r.images[0].width : 0, r.count ? r.images[0].height : 0, written,
                r.steps_done, r.encode_ms, r.denoise_ms,
                r.steps_done ? r.denoise_ms / r.steps_done : 0.0, r.decode_ms, r.total_ms);
     sdxl_result_clear(&r);

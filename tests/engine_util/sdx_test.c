@@ -11,7 +11,12 @@ static int s_passed, s_failed;
 
 const char *sdx_test_golden(void)
 {
+    /* The caller's SDXL_GOLDEN_DIR wins; meson's configured folder
+       (SDXL_GOLDEN_DIR_DEFAULT) is the fallback. An explicit SDXL_GOLDEN_DIR
+       that is not a folder skips rather than quietly testing another set. */
     const char *g = getenv("SDXL_GOLDEN_DIR");
+    if (!g || !*g)
+        g = getenv("SDXL_GOLDEN_DIR_DEFAULT");
     struct stat sb;
     if (!g || !*g || stat(g, &sb) != 0 || !S_ISDIR(sb.st_mode))
         return NULL;

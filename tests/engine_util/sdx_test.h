@@ -15,7 +15,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* The golden folder (env SDXL_GOLDEN_DIR), or NULL if it is not there. */
+/* The golden folder: env SDXL_GOLDEN_DIR when set, else
+   SDXL_GOLDEN_DIR_DEFAULT (what meson configured); NULL if it is not there. */
 const char *sdx_test_golden(void);
 /* golden/rel into a static buffer; exits 77 if golden data is absent. */
 const char *sdx_test_path(const char *rel);

@@ -1,15 +1,19 @@
 #!/usr/bin/python3
 """sdxl-gen inspect: JSON output parsed with json.load, fields checked on the
 golden layouts and adapters; a bad path and an unsupported file give one line
-on stderr and exit 2. Usage: inspect_check.py SDXL_GEN GOLDEN_DIR"""
+on stderr and exit 2. Usage: inspect_check.py SDXL_GEN [GOLDEN_DIR]
+The golden folder is $SDXL_GOLDEN_DIR when set, else GOLDEN_DIR, else
+$SDXL_GOLDEN_DIR_DEFAULT (what meson configured)."""
 import json
 import os
 import subprocess
 import sys
 import tempfile
 
-gen, golden = sys.argv[1], sys.argv[2]
-if not os.path.isdir(golden):
+gen = sys.argv[1]
+golden = (os.environ.get("SDXL_GOLDEN_DIR") or (sys.argv[2] if len(sys.argv) > 2 else "")
+          or os.environ.get("SDXL_GOLDEN_DIR_DEFAULT", ""))
+if not golden or not os.path.isdir(golden):
     print("SKIP: golden data not found")
     sys.exit(77)
 
@@ -102,6 +106,11 @@ with tempfile.TemporaryDirectory() as d:
                          ([os.path.join(golden, "model_single_file/tiny_sdxl.safetensors"),
                            "--config-dir"], "needs a folder"),
                          ([os.path.join(golden, "taesd")], "AutoencoderTiny"),
+                         ([os.path.join(golden, "taesd/diffusion_pytorch_model.safetensors")],
+                          "TAESD"),
+                         ([os.path.join(golden, "upscaler")], "upscaler"),
+                         ([os.path.join(golden, "upscaler/rrdbnet_x2.safetensors")],
+                          "unrecognised tensor names"),
                          (["--bogus"], "unknown option")]:
         rc, out, err = inspect(*args)
         check(rc == 2 and out == "" and err.count("\n") == 1 and needle in err,

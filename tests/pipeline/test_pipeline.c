@@ -13,8 +13,13 @@
       - decoded images: |ours - diffusers| <= 1/255 on at least 99.9% of the
         values of image_np (the [0,1] NHWC output), i.e. at most one 8-bit
         level of difference.
-    Also: the progress callback fires once per step, and the cancel flag
-    stops a run between steps with "cancelled". */
+      - the 8-bit images (r.images) against round(image_np * 255), what
+        diffusers' numpy_to_pil writes: at most one level off on >= 99.9%
+        of the values.
+    Also: the progress callback fires once per step, the cancel flag stops
+    a run between steps with "cancelled", refused parameters set
+    r.input_error (and a run-time stop does not), channels-last gives the
+    same results, and vae_f32 makes a bf16 engine decode in f32. */
 #include "sdx_test.h"
 #include "sdxl.h"
 
@@ -78,6 +83,30 @@ done:
     return frac;
 }
 
+/* Fraction of uint8 values within one level of round(image_np * 255). */
+static double s_uint8_match(const sdx_image_t *imgs, int count, const sdx_tensor_t *ref_np)
+{
+    int64_t n = sdx_tensor_numel(ref_np), per = n / (count > 0 ? count : 1);
+    float *b = malloc(sizeof(float) * (size_t)n);
+    double frac = -1;
+    if (!b || sdx_to_host(ref_np, SDX_F32, b, sizeof(float) * (size_t)n) != 0)
+        goto done;
+    int64_t ok = 0, seen = 0;
+    for (int k = 0; k < count; k++) {
+        const sdx_image_t *im = &imgs[k];
+        if (im->channels != 3 || (int64_t)im->width * im->height * 3 != per)
+            goto done;
+        for (int64_t i = 0; i < per; i++, seen++) {
+            int want = (int)lrintf(b[k * per + i] * 255.0f);
+            ok += abs((int)im->pixels[i] - want) <= 1;
+        }
+    }
+    frac = seen == n ? (double)ok / (double)n : -1;
+done:
+    free(b);
+    return frac;
+}
+
 static int s_steps_seen;
 static void s_count(int step, int total, double elapsed, void *ud)
 {
@@ -126,6 +155,13 @@ static void s_run_case(sdxl_engine_t *e, const char *layout, const s_case_t *c)
         double frac = s_pixel_match(r.decoded, ref_np);
         sdx_test_check(frac >= 0.999, "%s/%s: image within 1/255 on %.4f%% of values (>= 99.9%%)",
                        layout, c->file, frac * 100);
+        if (r.images) {
+            double f8 = s_uint8_match(r.images, r.count, ref_np);
+            sdx_test_check(f8 >= 0.999,
+                           "%s/%s: uint8 images within 1 level of round(image_np*255) on %.4f%% "
+                           "of values (>= 99.9%%)",
+                           layout, c->file, f8 * 100);
+        }
         sdx_test_check(r.count == c->batch && r.images && r.images[0].width == c->width &&
                            r.images[0].height == c->height,
                        "%s/%s: %d image(s) of %dx%d", layout, c->file, c->batch, c->width,
@@ -137,15 +173,52 @@ static void s_run_case(sdxl_engine_t *e, const char *layout, const s_case_t *c)
     sdx_safetensors_close(&st);
 }
 
-static sdxl_engine_t *s_engine(const char *model, const char *config_dir)
+static sdxl_engine_t *s_engine_ex(const char *model, const char *config_dir, sdx_dtype_t dt,
+                                  int channels_last, bool vae_f32)
 {
     sdxl_engine_params_t ep;
     sdxl_engine_params_init(&ep);
     ep.model_path = model;
     ep.config_dir = config_dir;
+    ep.dtype = dt;
+    ep.channels_last = channels_last;
+    ep.vae_f32 = vae_f32;
     sdxl_engine_t *e = sdxl_engine_new(&ep);
-    sdx_test_check(e != NULL, "load %s (%s)", model, e ? "ok" : sdx_last_error());
+    sdx_test_check(e != NULL, "load %s (%s, channels_last %d, vae_f32 %d: %s)", model,
+                   sdx_dtype_name(dt), channels_last, vae_f32, e ? "ok" : sdx_last_error());
     return e;
+}
+
+static sdxl_engine_t *s_engine(const char *model, const char *config_dir)
+{
+    return s_engine_ex(model, config_dir, SDX_F32, -1, false);
+}
+
+/* A small bf16 run: the decoded tensor's dtype says where the VAE computed. */
+static void s_vae_dtype_case(const char *model, bool vae_f32, sdx_dtype_t want)
+{
+    sdxl_engine_t *e = s_engine_ex(model, NULL, SDX_BF16, -1, vae_f32);
+    if (!e)
+        return;
+    sdxl_gen_params_t gp;
+    sdxl_gen_params_init(&gp);
+    gp.prompt = s_prompt;
+    gp.steps = 2;
+    gp.width = gp.height = 64;
+    sdxl_result_t r;
+    int rc = sdxl_generate(e, &gp, &r);
+    if (sdx_test_check(rc == 0, "bf16 engine, vae_f32 %d: generate (%s)", vae_f32,
+                       rc ? sdx_last_error() : "ok")) {
+        sdx_test_check(r.decoded && sdx_tensor_dtype(r.decoded) == want &&
+                           sdx_tensor_dtype(r.latents) == SDX_BF16,
+                       "bf16 engine, vae_f32 %d: latents bf16, VAE output %s (got %s)", vae_f32,
+                       sdx_dtype_name(want),
+                       r.decoded ? sdx_dtype_name(sdx_tensor_dtype(r.decoded)) : "none");
+        sdx_test_check(r.count == 1 && r.images && r.images[0].width == 64,
+                       "bf16 engine, vae_f32 %d: image written", vae_f32);
+        sdxl_result_clear(&r);
+    }
+    sdxl_engine_free(&e);
 }
 
 int main(void)
@@ -176,20 +249,56 @@ int main(void)
         sdx_test_check(rc != 0 && strstr(sdx_last_error(), "cancelled") && s_steps_seen == 2,
                        "cancel flag stops after step 2 (rc %d, steps %d, '%s')", rc,
                        s_steps_seen, sdx_last_error());
+        sdx_test_check(!r.input_error, "a cancelled run is not an input error");
 
         /* bad input is refused with a message naming the field */
         gp.cancel = NULL;
         gp.progress = NULL;
         gp.width = 100;
         rc = sdxl_generate(e, &gp, &r);
-        sdx_test_check(rc != 0 && strstr(sdx_last_error(), "multiples of 8"),
-                       "width 100 refused: %s", sdx_last_error());
+        sdx_test_check(rc != 0 && r.input_error && strstr(sdx_last_error(), "multiples of 8"),
+                       "width 100 refused as an input error: %s", sdx_last_error());
         gp.width = 64;
         gp.scheduler = "NoSuchScheduler";
         rc = sdxl_generate(e, &gp, &r);
-        sdx_test_check(rc != 0, "unknown scheduler refused: %s", sdx_last_error());
+        sdx_test_check(rc != 0 && r.input_error && strstr(sdx_last_error(), "unknown scheduler"),
+                       "unknown scheduler refused as an input error: %s", sdx_last_error());
+        gp.scheduler = "DDIM";
+        gp.karras = 1;
+        rc = sdxl_generate(e, &gp, &r);
+        sdx_test_check(rc != 0 && r.input_error && strstr(sdx_last_error(), "Karras"),
+                       "karras on DDIM refused as an input error: %s", sdx_last_error());
+        gp.scheduler = NULL;
+        gp.karras = -1;
+        gp.clip_skip = 10;
+        rc = sdxl_generate(e, &gp, &r);
+        sdx_test_check(rc != 0 && r.input_error && strstr(sdx_last_error(), "clip_skip"),
+                       "clip_skip beyond the model's layers refused up front: %s",
+                       sdx_last_error());
         sdxl_engine_free(&e);
     }
+
+    /* channels-last activations give the same results (first case) */
+    e = s_engine_ex(model, NULL, SDX_F32, 1, false);
+    if (e) {
+        s_run_case(e, "diffusers+channels-last", &s_cases[0]);
+        sdxl_engine_free(&e);
+    }
+    sdxl_engine_params_t bad;
+    sdxl_engine_params_init(&bad);
+    sdx_test_check(bad.channels_last == -1 && !bad.vae_f32,
+                   "defaults: channels_last auto, vae_f32 off");
+    bad.model_path = model;
+    bad.channels_last = 2;
+    e = sdxl_engine_new(&bad);
+    sdx_test_check(e == NULL && strstr(sdx_last_error(), "channels_last"),
+                   "channels_last 2 refused: %s", sdx_last_error());
+    sdxl_engine_free(&e);
+
+    /* vae_f32: a bf16 engine decodes in bf16 (force_upcast is for f16
+       only), and in f32 when asked */
+    s_vae_dtype_case(model, false, SDX_BF16);
+    s_vae_dtype_case(model, true, SDX_F32);
 
     e = s_engine(single, model);
     if (e) {

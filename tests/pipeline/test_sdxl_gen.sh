@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # sdxl-gen generate end to end: a PNG and latents are written, the summary
-# line printed; bad input exits 2 with one clear line.
+# line printed (naming every file of a batch); bad input (including what the
+# engine refuses: clip-skip beyond the model, an option the scheduler lacks,
+# fp16 on a CPU libtorch without Half kernels) exits 2 with one clear line;
+# --channels-last and --vae-f32 run.
 set -u
 gen="$1"
-g="${SDXL_GOLDEN_DIR:-}"
+g="${SDXL_GOLDEN_DIR:-${SDXL_GOLDEN_DIR_DEFAULT:-}}"
 [ -d "$g/model" ] || { echo "SKIP: golden data not found"; exit 77; }
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 pass=0; fail=0
@@ -33,6 +36,38 @@ check "bad size exits 2 ($(head -1 "$tmp/err"))" '[ $rc -eq 2 ] && grep -q "mult
 check "wrong architecture exits 2 ($(head -1 "$tmp/err"))" '[ $rc -eq 2 ] && grep -qi "vae" "$tmp/err" && [ $(wc -l <"$tmp/err") -eq 1 ]'
 "$gen" generate --model "$g/model" --prompt x --scheduler Bogus --steps 1 --width 64 --height 64 >/dev/null 2>"$tmp/err"; rc=$?
 check "unknown scheduler exits 2" '[ $rc -eq 2 ]'
+
+"$gen" generate --model "$g/model" --prompt x --scheduler DDIM --karras --steps 1 --width 64 --height 64 >/dev/null 2>"$tmp/err"; rc=$?
+check "option the scheduler lacks exits 2 ($(head -1 "$tmp/err"))" '[ $rc -eq 2 ] && grep -q Karras "$tmp/err" && [ $(wc -l <"$tmp/err") -eq 1 ]'
+"$gen" generate --model "$g/model" --prompt x --clip-skip 6 --steps 1 --width 64 --height 64 --out "$tmp/cs.png" >/dev/null 2>"$tmp/err"; rc=$?
+check "clip-skip beyond the model's layers exits 2 ($(head -1 "$tmp/err"))" '[ $rc -eq 2 ] && grep -q clip_skip "$tmp/err" && [ $(wc -l <"$tmp/err") -eq 1 ] && [ ! -e "$tmp/cs.png" ]'
+
+# fp16 on the CPU: refused up front (exit 2, one line) where this libtorch has
+# no Half LayerNorm/matmul on the CPU (1.13); where it has them it just runs.
+"$gen" generate --model "$g/model" --prompt x --dtype fp16 --steps 1 --width 64 --height 64 \
+   --out "$tmp/h.png" --quiet >/dev/null 2>"$tmp/err"; rc=$?
+check "fp16 on CPU: ok, or refused with one line (rc $rc: $(head -1 "$tmp/err"))" \
+  '[ $rc -eq 0 ] || { [ $rc -eq 2 ] && grep -q "fp16" "$tmp/err" && [ $(wc -l <"$tmp/err") -eq 1 ]; }'
+
+out=$("$gen" generate --model "$g/model" --prompt "a red cube" --seed 7 --steps 2 --width 64 \
+      --height 64 --batch 2 --out "$tmp/batch.png" --quiet 2>"$tmp/err"); rc=$?
+echo "$out"
+check "batch 2 exits 0" '[ $rc -eq 0 ]'
+check "batch 2 writes batch-0.png and batch-1.png" '[ -s "$tmp/batch-0.png" ] && [ -s "$tmp/batch-1.png" ] && [ ! -e "$tmp/batch.png" ]'
+check "batch summary names the files written" '[[ "$out" == *"$tmp/batch-0.png, $tmp/batch-1.png"* ]]'
+
+for cl in on off auto; do
+  "$gen" generate --model "$g/model" --prompt "a red cube" --negative "blurry" --seed 7 --steps 3 \
+     --width 64 --height 96 --scheduler "DPM++ 2M Karras" --channels-last $cl --out "$tmp/cl-$cl.png" \
+     --quiet >/dev/null 2>"$tmp/err"; rc=$?
+  check "--channels-last $cl exits 0" '[ $rc -eq 0 ] && [ -s "$tmp/cl-$cl.png" ]'
+done
+check "--channels-last off/auto on the CPU = the default run" 'cmp -s "$tmp/a.png" "$tmp/cl-off.png" && cmp -s "$tmp/a.png" "$tmp/cl-auto.png"'
+"$gen" generate --model "$g/model" --prompt x --channels-last maybe >/dev/null 2>"$tmp/err"; rc=$?
+check "--channels-last maybe exits 2" '[ $rc -eq 2 ] && grep -q "on, off or auto" "$tmp/err"'
+"$gen" generate --model "$g/model" --prompt x --dtype bf16 --vae-f32 --steps 1 --width 64 --height 64 \
+   --out "$tmp/v.png" --quiet >/dev/null 2>"$tmp/err"; rc=$?
+check "bf16 with --vae-f32 exits 0 ($(head -1 "$tmp/err"))" '[ $rc -eq 0 ] && [ -s "$tmp/v.png" ]'
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

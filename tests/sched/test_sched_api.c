@@ -1,6 +1,7 @@
 /*  test_sched_api.c - the scheduler interface around the numerics that
     test_sched_parity covers: the alias table, unknown names, configuration
-    layering (SDXL defaults < scheduler_config.json < alias < caller JSON,
+    layering (class defaults < SDXL defaults < scheduler_config.json <
+    alias < caller JSON < karras option,
     unknown keys ignored, Python's -Infinity accepted), the Karras flag,
     img2img helpers (strength -> begin index, add_noise), timestep tensors,
     step-order errors and tensor leaks. Needs no golden data. */
@@ -51,6 +52,13 @@ static void test_names(void)
         {"DEIS", "DEISMultistepScheduler", "deis", 0},
         {"LCM", "LCMScheduler", NULL, -1},
         {"DPMSolverSinglestep", "DPMSolverSinglestepScheduler", "dpmsolver++", 0},
+        {"euler_karras", "EulerDiscreteScheduler", NULL, 1},
+        {"KDPM2", "KDPM2DiscreteScheduler", NULL, 0},
+        {"kdpm2", "KDPM2DiscreteScheduler", NULL, 0},
+        {"KDPM2 a", "KDPM2AncestralDiscreteScheduler", NULL, 0},
+        {"kdpm2_a", "KDPM2AncestralDiscreteScheduler", NULL, 0},
+        {"DPM++ singlestep", "DPMSolverSinglestepScheduler", "dpmsolver++", 0},
+        {"dpmpp_singlestep", "DPMSolverSinglestepScheduler", "dpmsolver++", 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         sdx_scheduler_t *s = sdx_scheduler_new(cases[i].name, NULL);
@@ -88,6 +96,11 @@ static void test_names(void)
                        strstr(e, "'DPM++ 2M Karras'") && strstr(e, "EulerDiscreteScheduler"),
                    "unknown name fails listing the valid names");
     sdx_test_check(sdx_scheduler_new(NULL, NULL) == NULL, "NULL name fails");
+    /* A1111's "DPM++ SDE" is k-diffusion's dpmpp_sde, which has no implementation
+       here: the name must not resolve to something else. */
+    s = sdx_scheduler_new("DPM++ SDE", NULL);
+    sdx_test_check(s == NULL, "'DPM++ SDE' is not an alias (no DPMSolverSDEScheduler)");
+    sdx_scheduler_destroy(&s);
     sdx_test_check(strstr(sdx_scheduler_names(), "DPM++ 2M SDE Karras") != NULL,
                    "names() lists the aliases");
 }

@@ -128,7 +128,10 @@ struct tt_st {
 
 const char *tt_golden(void)
 {
+    /* same rule as sdx_test_golden(): the caller's folder, then meson's */
     const char *g = getenv("SDXL_GOLDEN_DIR");
+    if (!g || !*g)
+        g = getenv("SDXL_GOLDEN_DIR_DEFAULT");
     struct stat sb;
     if (!g || !*g || stat(g, &sb) != 0 || !S_ISDIR(sb.st_mode))
         return NULL;

@@ -39,7 +39,7 @@ sdx_tensor_t *tt_f32(sdx_scope_t *S, const float *v, const int64_t *shape, int n
 
 /* ---- minimal safetensors reader (golden data) */
 typedef struct tt_st tt_st_t;
-/* Golden folder from SDXL_GOLDEN_DIR; NULL if absent. */
+/* Golden folder: SDXL_GOLDEN_DIR, else SDXL_GOLDEN_DIR_DEFAULT; NULL if absent. */
 const char *tt_golden(void);
 /* Open golden/rel; NULL if the file does not exist (the caller decides to skip). */
 tt_st_t *tt_st_open(const char *rel);

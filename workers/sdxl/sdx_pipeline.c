@@ -61,6 +61,7 @@ void sdxl_engine_params_init(sdxl_engine_params_t *p)
     memset(p, 0, sizeof *p);
     p->dtype = SDX_F32;
     p->device = (sdx_device_t){SDX_CPU, 0};
+    p->channels_last = -1;
 }
 
 void sdxl_gen_params_init(sdxl_gen_params_t *p)
@@ -99,6 +100,10 @@ sdxl_engine_t *sdxl_engine_new(const sdxl_engine_params_t *p)
         sdx_set_error("engine: no model path");
         return NULL;
     }
+    if (p->channels_last < -1 || p->channels_last > 1) {
+        sdx_set_error("channels_last: must be -1 (auto), 0 or 1, got %d", p->channels_last);
+        return NULL;
+    }
     sdxl_engine_t *e = calloc(1, sizeof *e);
     if (!e) {
         sdx_set_error("engine: out of memory");
@@ -132,9 +137,14 @@ sdxl_engine_t *sdxl_engine_new(const sdxl_engine_params_t *p)
     e->unet = sdx_unet_new(&m->unet_cfg, m->unet);
     if (!e->unet)
         goto fail;
-    e->vae = sdx_vae_new(&m->vae_cfg, m->vae);
+    e->vae = sdx_vae_new_f32(&m->vae_cfg, m->vae, p->vae_f32);
     if (!e->vae)
         goto fail;
+    /* channels-last helps cuDNN's convolutions; on the CPU it mostly costs
+       layout conversions, so auto turns it on for CUDA only */
+    bool cl = p->channels_last < 0 ? p->device.type == SDX_CUDA : p->channels_last == 1;
+    sdx_unet_options(e->unet)->channels_last = cl;
+    sdx_vae_options(e->vae)->channels_last = cl;
     e->te2 = sdx_clip_new(&m->te2_cfg, m->te2, "text_encoder_2");
     if (!e->te2)
         goto fail;
@@ -170,8 +180,9 @@ sdxl_engine_t *sdxl_engine_new(const sdxl_engine_params_t *p)
     s_read_scheduler_class(m->scheduler_config, e->scheduler_class, sizeof e->scheduler_class);
     if (!e->scheduler_class[0])
         snprintf(e->scheduler_class, sizeof e->scheduler_class, "EulerDiscreteScheduler");
-    s_log(e, 2, "loaded %s (%s, %s) in %.0f ms", p->model_path, sdx_arch_name(m->arch),
-          sdx_dtype_name(p->dtype), s_now_ms() - t0);
+    s_log(e, 2, "loaded %s (%s, %s, VAE %s, channels-last %s) in %.0f ms", p->model_path,
+          sdx_arch_name(m->arch), sdx_dtype_name(p->dtype), sdx_dtype_name(sdx_vae_dtype(e->vae)),
+          cl ? "on" : "off", s_now_ms() - t0);
     sdx_inference_guard_free(&guard);
     return e;
 fail:
@@ -274,6 +285,15 @@ static int s_check_params(const sdxl_engine_t *e, const sdxl_gen_params_t *p, in
         return sdx_set_error("batch: must be in 1..64, got %d", p->batch);
     if (p->clip_skip < 0)
         return sdx_set_error("clip_skip: must be >= 0, got %d", p->clip_skip);
+    /* diffusers takes hidden_states[-(clip_skip + 2)]: at most layers - 1 */
+    const sdx_model_t *m = e->model;
+    int layers = m->te2_cfg.num_hidden_layers;
+    if (m->te1 && m->te1_cfg.num_hidden_layers < layers)
+        layers = m->te1_cfg.num_hidden_layers;
+    if (p->clip_skip > layers - 1)
+        return sdx_set_error("clip_skip: must be at most %d for this model's %d-layer text "
+                             "encoder(s), got %d",
+                             layers - 1, layers, p->clip_skip);
     if (p->guidance_rescale < 0 || p->guidance_rescale > 1)
         return sdx_set_error("guidance_rescale: must be in [0, 1], got %g", p->guidance_rescale);
     return 0;
@@ -283,8 +303,10 @@ int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r
 {
     memset(r, 0, sizeof *r);
     int width = 0, height = 0;
-    if (s_check_params(e, p, &width, &height) != 0)
+    if (s_check_params(e, p, &width, &height) != 0) {
+        r->input_error = true;
         return -1;
+    }
     const sdx_model_t *m = e->model;
     const sdx_unet_config_t *uc = &m->unet_cfg;
     sdx_dtype_t dt = sdx_unet_dtype(e->unet);
@@ -300,6 +322,19 @@ int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r
     sdx_prompt_embeds_t pe = {0};
     sdx_tensor_t *latents = NULL; /* caller-owned while looping */
     int rc = -1;
+    bool input_error = false;
+
+    /* 0. the scheduler first: a name or option it refuses is the caller's
+       mistake, reported before any encoding work */
+    sdx_scheduler_opts_t so;
+    sdx_scheduler_opts_init(&so);
+    so.config_path = m->scheduler_config[0] ? m->scheduler_config : NULL;
+    so.karras = p->karras;
+    sch = sdx_scheduler_new(p->scheduler ? p->scheduler : e->scheduler_class, &so);
+    if (!sch || sdx_scheduler_set_timesteps(sch, p->steps) != 0) {
+        input_error = true;
+        goto fail;
+    }
 
     /* 1. prompt embeddings */
     sdx_text_encoders_t te = {e->te1, e->tok1, e->te2, e->tok2};
@@ -343,15 +378,7 @@ int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r
     SDX_TRY(sdx_to(S, &pooled, pooled, dt, dev));
     r->encode_ms = s_now_ms() - t_start;
 
-    /* 2. scheduler and initial latents */
-    sdx_scheduler_opts_t so;
-    sdx_scheduler_opts_init(&so);
-    so.config_path = m->scheduler_config[0] ? m->scheduler_config : NULL;
-    so.karras = p->karras;
-    sch = sdx_scheduler_new(p->scheduler ? p->scheduler : e->scheduler_class, &so);
-    if (!sch)
-        goto fail;
-    SDX_TRY(sdx_scheduler_set_timesteps(sch, p->steps));
+    /* 2. initial latents */
     gen = sdx_generator_new(p->seed);
     if (!gen) {
         sdx_set_error("engine: cannot create a generator");
@@ -430,6 +457,7 @@ fail:
         char why[1024];
         snprintf(why, sizeof why, "%s", sdx_last_error());
         sdxl_result_clear(r);
+        r->input_error = input_error;
         sdx_set_error("%s", why);
     }
     sdx_tensor_free(&latents);

@@ -128,6 +128,11 @@ static int s_bind_decoder(sdx_vae_t *v, sdx_nn_binder_t *b)
 
 sdx_vae_t *sdx_vae_new(const sdx_vae_config_t *cfg, const sdx_weights_t *w)
 {
+    return sdx_vae_new_f32(cfg, w, false);
+}
+
+sdx_vae_t *sdx_vae_new_f32(const sdx_vae_config_t *cfg, const sdx_weights_t *w, bool force_f32)
+{
     if (!cfg || !w) {
         sdx_set_error("vae: no config or weights");
         return NULL;
@@ -153,7 +158,9 @@ sdx_vae_t *sdx_vae_new(const sdx_vae_config_t *cfg, const sdx_weights_t *w)
     v->cfg = *cfg;
     sdx_nn_ctx_init(&v->cx);
     sdx_nn_binder_t b = {.w = w, .what = "vae", .owned = v->owned};
-    if (cfg->force_upcast && sdx_tensor_dtype(probe) == SDX_F16) {
+    sdx_dtype_t wdt = sdx_tensor_dtype(probe);
+    if ((cfg->force_upcast && wdt == SDX_F16) ||
+        (force_f32 && (wdt == SDX_F16 || wdt == SDX_BF16))) {
         b.dtype = SDX_F32;
         b.device = sdx_tensor_device(probe);
         b.dtype_set = true;

@@ -34,6 +34,10 @@ typedef struct sdx_vae sdx_vae_t;
    sdx_last_error(). The weights must outlive the VAE unless it upcast them
    all (sdx_vae_dtype() != their dtype). Caller frees with sdx_vae_free(). */
 sdx_vae_t *sdx_vae_new(const sdx_vae_config_t *cfg, const sdx_weights_t *w);
+/* Same, and with force_f32 the VAE computes in f32 whatever its f16/bf16
+   weights and force_upcast say (f32 copies as above; outputs in f32);
+   false is exactly sdx_vae_new(). */
+sdx_vae_t *sdx_vae_new_f32(const sdx_vae_config_t *cfg, const sdx_weights_t *w, bool force_f32);
 void sdx_vae_free(sdx_vae_t **v);
 
 /* Run options (fused SDPA, attention chunking, channels-last). Borrowed,

@@ -37,8 +37,13 @@ typedef struct {
     const char *tokenizer2_dir;
     sdx_dtype_t dtype;          /* default SDX_F32 */
     sdx_device_t device;        /* default CPU */
-    bool vae_f32;               /* run the VAE in float32 (default: the VAE
-                                   config's force_upcast when dtype is f16) */
+    bool vae_f32;               /* true: the VAE computes in float32 whatever
+                                   dtype is (f32 copies of its weights);
+                                   false (default): the VAE config's
+                                   force_upcast rule (f16 -> f32, bf16 kept) */
+    int channels_last;          /* channels-last activations in the UNet and
+                                   VAE: -1 auto (default: on for CUDA, off
+                                   for CPU), 0 off, 1 on */
     int threads;                /* CPU threads, 0: libtorch's default */
     sdxl_log_fn log;
     void *log_ud;
@@ -85,10 +90,16 @@ typedef struct {
     sdx_tensor_t *decoded;  /* raw VAE output [B,3,H,W] in ~[-1,1], owned (NULL when !decode) */
     double encode_ms, denoise_ms, decode_ms, total_ms;
     int steps_done;
+    bool input_error;       /* on failure: true when the parameters were refused
+                               before any work (size, steps, batch, clip_skip
+                               beyond the model's layers, unknown scheduler or
+                               an option it lacks): the caller's mistake, not
+                               a run-time failure */
 } sdxl_result_t;
 
 /* Generate. 0 on success; -1 with sdx_last_error() (a cancelled run fails
-   with "cancelled"). On success the caller clears r. */
+   with "cancelled"), and r->input_error says whether the parameters were at
+   fault. On success the caller clears r. */
 int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r);
 void sdxl_result_clear(sdxl_result_t *r);
 

@@ -909,11 +909,19 @@ int sdx_randn(sdx_scope_t *S, sdx_tensor_t **out, sdx_generator_t *g, const int6
         s_check_out(out);
         if (!g)
             s_fail("generator is NULL");
-        /* Drawn on the CPU in float32 exactly like torch.randn(shape,
-           generator=cpu_gen), then converted: same values on every device. */
-        at::Tensor r = at::randn(s_shape(shape, ndim), c10::optional<at::Generator>(g->gen),
-                                 at::TensorOptions().dtype(at::kFloat).device(at::kCPU));
-        r = r.to(s_dev(dev), s_dt(dt));
+        /* Drawn on the CPU in the requested floating dtype, exactly like
+           diffusers' randn_tensor: torch.randn(shape, generator=cpu_gen,
+           dtype=dtype) then .to(device). For >= 16 elements ATen's f16/bf16
+           (and f64) draws are not the f32 draw rounded: they take their
+           uniforms at that dtype's precision. Other dtypes (integers, bool)
+           are drawn in f32 and converted. Same values on every device. */
+        at::ScalarType st = s_dt(dt);
+        bool direct =
+            st == at::kFloat || st == at::kHalf || st == at::kBFloat16 || st == at::kDouble;
+        at::Tensor r =
+            at::randn(s_shape(shape, ndim), c10::optional<at::Generator>(g->gen),
+                      at::TensorOptions().dtype(direct ? st : at::kFloat).device(at::kCPU));
+        r = r.to(s_dev(dev), st);
         return s_put(S, out, std::move(r));
     })
 }

@@ -189,8 +189,14 @@ int sdx_copy_(sdx_tensor_t *dst, const sdx_tensor_t *src);
 /* A CPU generator seeded like torch.Generator("cpu").manual_seed(seed). */
 sdx_generator_t *sdx_generator_new(uint64_t seed);
 void sdx_generator_free(sdx_generator_t **g);
-/* randn of `shape` drawn on the CPU from g (bit-exact with PyTorch's
-   torch.randn(shape, generator=g)), then converted to dt and moved to dev. */
+/* randn of `shape` drawn on the CPU from g IN dtype dt, then moved to dev:
+   bit-exact with torch.randn(shape, generator=g, dtype=dt) on the CPU, which
+   is what diffusers' randn_tensor does for a CPU generator. f16, bf16, f32
+   and f64 are drawn directly (libtorch >= 1.13 CPU has all four); for 16 or
+   more elements an f16/bf16/f64 draw is NOT the f32 draw rounded (ATen takes
+   its uniforms at the dtype's precision), so the same seed gives other
+   values per dtype, as in PyTorch. Any other dt is drawn in f32 and
+   converted. New tensor per the scope convention. */
 int sdx_randn(sdx_scope_t *S, sdx_tensor_t **out, sdx_generator_t *g, const int64_t *shape,
               int ndim, sdx_dtype_t dt, sdx_device_t dev);
 

@@ -1,6 +1,7 @@
 /*  sdx_scheduler.c - the scheduler table, the alias table, configuration
-    (SDXL defaults < class defaults < scheduler_config.json < alias
-    overrides < caller JSON) and the public functions that dispatch to the
+    (class defaults < SDXL defaults < scheduler_config.json < alias
+    overrides < caller JSON < the karras option; later wins, as applied in
+    sdx_scheduler_new) and the public functions that dispatch to the
     families. Adding a scheduler is one row in s_classes (and its family
     code); adding a name users know is one row in s_aliases. */
 #include "sdx_sched_impl.h"
@@ -110,6 +111,7 @@ static const struct {
 } s_aliases[] = {
     {"Euler", "EulerDiscreteScheduler", NULL},
     {"Euler Karras", "EulerDiscreteScheduler", "{\"use_karras_sigmas\": true}"},
+    {"euler_karras", "EulerDiscreteScheduler", "{\"use_karras_sigmas\": true}"},
     {"Euler a", "EulerAncestralDiscreteScheduler", NULL},
     {"euler_a", "EulerAncestralDiscreteScheduler", NULL},
     {"DPM++ 2M", "DPMSolverMultistepScheduler", "{\"algorithm_type\": \"dpmsolver++\", \"solver_order\": 2}"},
@@ -126,10 +128,17 @@ static const struct {
      "{\"algorithm_type\": \"sde-dpmsolver++\", \"solver_order\": 2, \"use_karras_sigmas\": true}"},
     {"DPM++ 2S", "DPMSolverSinglestepScheduler", NULL},
     {"DPM++ 2S Karras", "DPMSolverSinglestepScheduler", "{\"use_karras_sigmas\": true}"},
+    {"DPM++ singlestep", "DPMSolverSinglestepScheduler", NULL},
+    {"dpmpp_singlestep", "DPMSolverSinglestepScheduler", NULL},
     {"DPM2", "KDPM2DiscreteScheduler", NULL},
     {"DPM2 Karras", "KDPM2DiscreteScheduler", "{\"use_karras_sigmas\": true}"},
     {"DPM2 a", "KDPM2AncestralDiscreteScheduler", NULL},
     {"DPM2 a Karras", "KDPM2AncestralDiscreteScheduler", "{\"use_karras_sigmas\": true}"},
+    {"KDPM2", "KDPM2DiscreteScheduler", NULL},
+    {"KDPM2 a", "KDPM2AncestralDiscreteScheduler", NULL},
+    {"kdpm2_a", "KDPM2AncestralDiscreteScheduler", NULL},
+    /* No "DPM++ SDE": A1111's is k-diffusion's dpmpp_sde (DPMSolverSDEScheduler,
+       Brownian-tree noise), which is not implemented here. */
     {"Heun", "HeunDiscreteScheduler", NULL},
     {"Heun Karras", "HeunDiscreteScheduler", "{\"use_karras_sigmas\": true}"},
     {"LMS", "LMSDiscreteScheduler", NULL},

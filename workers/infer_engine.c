@@ -159,14 +159,17 @@ static void s_on_step(int step, int total, double elapsed_s, void *ud)
         req->progress(step, total, "denoising", req->progress_ud);
 }
 
-static infer_status_t s_engine_status(const char *why)
+/* What a failed sdxl_generate means for the client: the engine says whether
+   the parameters were at fault (r.input_error); cancellation and memory
+   exhaustion are told by their messages. */
+static infer_status_t s_engine_status(const char *why, bool input_error)
 {
     if (strstr(why, "cancelled"))
         return INFER_CANCELLED;
+    if (input_error)
+        return INFER_BAD_INPUT;
     if (strstr(why, "out of memory"))
         return INFER_OOM;
-    if (strstr(why, "must") || strstr(why, "unknown scheduler"))
-        return INFER_BAD_INPUT;
     return INFER_FAILED;
 }
 
@@ -233,7 +236,8 @@ infer_status_t infer_engine_generate(infer_engine_t *e, const infer_request_t *r
         snprintf(err, err_len, "%s", sdx_last_error());
     infer_cache_release(e->cache, &entry);
     if (rc != 0)
-        return req->cancel && *req->cancel ? INFER_CANCELLED : s_engine_status(err);
+        return req->cancel && *req->cancel ? INFER_CANCELLED
+                                            : s_engine_status(err, r.input_error);
 
     double t0 = s_ms();
     out->images = calloc((size_t)(r.count > 0 ? r.count : 1), sizeof *out->images);

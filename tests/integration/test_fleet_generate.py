@@ -30,8 +30,8 @@ import fleetlib as fl  # noqa: E402
 import msgpack  # noqa: E402
 import zmq  # noqa: E402
 
-GOLDEN = os.environ.get("SDXL_GOLDEN_DIR",
-                        os.path.join(fl.SOURCE_ROOT, "..", "shared", "golden"))
+GOLDEN = (os.environ.get("SDXL_GOLDEN_DIR") or os.environ.get("SDXL_GOLDEN_DIR_DEFAULT")
+          or os.path.join(fl.SOURCE_ROOT, "..", "shared", "golden"))
 MODEL_DIR = os.path.join(GOLDEN, "model")
 GEN_BIN = os.path.join(fl.BUILD_ROOT, "tools", "sdxl-gen")
 

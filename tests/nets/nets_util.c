@@ -86,7 +86,6 @@ bool nets_finite_shape(const sdx_tensor_t *t, const int64_t *shape, int ndim)
     return sdx_isfinite_all(t, &finite) == 0 && finite;
 }
 
-#ifdef SDX_HAVE_MODEL_LOAD
 sdx_model_t *nets_model_load(int layout, unsigned components, const char **label)
 {
     static const char *const paths[NETS_LAYOUTS] = {"model",
@@ -111,4 +110,3 @@ sdx_model_t *nets_model_load(int layout, unsigned components, const char **label
     }
     return m;
 }
-#endif

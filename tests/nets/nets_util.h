@@ -21,7 +21,6 @@ sdx_weights_t *nets_weights_edit(const sdx_weights_t *w, const char *drop, const
 /* Defaults then golden/rel_dir/config.json. */
 int nets_unet_config(sdx_unet_config_t *c, const char *rel_dir, bool refiner);
 int nets_vae_config(sdx_vae_config_t *c, const char *rel_dir);
-#ifdef SDX_HAVE_MODEL_LOAD
 /* Layouts of the golden model that nets_model_load reads: 0 = the
    diffusers folder golden/model, 1 = the single file
    golden/model_single_file/tiny_sdxl.safetensors with config_dir
@@ -32,7 +31,6 @@ int nets_vae_config(sdx_vae_config_t *c, const char *rel_dir);
    the layout's golden path (static). NULL if loading failed or a requested
    network is missing. Caller frees the model. */
 sdx_model_t *nets_model_load(int layout, unsigned components, const char **label);
-#endif
 /* Is this error a missing CPU kernel of the dtype (then skip that part)? */
 bool nets_missing_kernel(const char *err);
 /* True if every value is finite and the shape is `shape`. */

@@ -309,7 +309,6 @@ done:
     sdx_weights_free(&w);
 }
 
-#ifdef SDX_HAVE_MODEL_LOAD
 static void s_test_model_load(const ref_t *r)
 {
     for (int i = 0; i < NETS_LAYOUTS; i++) {
@@ -324,7 +323,6 @@ static void s_test_model_load(const ref_t *r)
         sdx_model_free(&m);
     }
 }
-#endif
 
 int main(void)
 {
@@ -371,11 +369,7 @@ int main(void)
     s_test_upcast_attention(&cfg, w, &r);
     s_test_half(&cfg, w, &r, SDX_F16);
     s_test_refiner();
-#ifdef SDX_HAVE_MODEL_LOAD
     s_test_model_load(&r);
-#else
-    printf("note: sdx_model_load not built yet, layout tests not run\n");
-#endif
 out:
     s_free_ref(&r);
     sdx_weights_free(&w);

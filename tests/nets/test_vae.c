@@ -220,7 +220,6 @@ done:
     sdx_weights_free(&wb);
 }
 
-#ifdef SDX_HAVE_MODEL_LOAD
 static void s_test_model_load(const ref_t *r)
 {
     for (int i = 0; i < NETS_LAYOUTS; i++) {
@@ -235,7 +234,6 @@ static void s_test_model_load(const ref_t *r)
         sdx_model_free(&m);
     }
 }
-#endif
 
 int main(void)
 {
@@ -280,11 +278,7 @@ int main(void)
     s_test_conv_attn(&cfg, w, &r);
     s_test_upcast(&cfg, w, &r);
     s_test_bf16(&cfg, w, &r);
-#ifdef SDX_HAVE_MODEL_LOAD
     s_test_model_load(&r);
-#else
-    printf("note: sdx_model_load not built yet, layout tests not run\n");
-#endif
 out:
     s_free_ref(&r);
     sdx_weights_free(&w);

@@ -59,7 +59,6 @@ bool text_models_load(text_models_t *m, int layout, sdx_dtype_t dtype)
         snprintf(t2, sizeof t2, "%s", sdx_test_path("model/tokenizer_2"));
         return s_finish(m, m->w1, m->w2, t1, t2);
     }
-#ifdef SDX_HAVE_MODEL_LOAD
     char path[4096], cfgdir[4096];
     sdx_load_opts_t o;
     sdx_load_opts_init(&o);
@@ -87,9 +86,6 @@ bool text_models_load(text_models_t *m, int layout, sdx_dtype_t dtype)
                    m->model->tokenizer2_dir);
     return s_finish(m, m->model->te1, m->model->te2, m->model->tokenizer_dir,
                     m->model->tokenizer2_dir);
-#else
-    return false;
-#endif
 }
 
 void text_models_free(text_models_t *m)
@@ -100,7 +96,5 @@ void text_models_free(text_models_t *m)
     sdx_tokenizer_destroy(&m->tok2);
     sdx_weights_free(&m->w1);
     sdx_weights_free(&m->w2);
-#ifdef SDX_HAVE_MODEL_LOAD
     sdx_model_free(&m->model);
-#endif
 }

@@ -1,7 +1,7 @@
 /*  text_util.h - helpers of the text tests: the golden text encoders and
     tokenizers, loaded either straight from the diffusers folder's
     safetensors (always available) or through sdx_model_load in both
-    layouts (when the loader is built: SDX_HAVE_MODEL_LOAD). */
+    layouts. */
 #ifndef TEXT_UTIL_H
 #define TEXT_UTIL_H
 

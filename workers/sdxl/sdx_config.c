@@ -179,8 +179,7 @@ static const s_field_t s_clip_fields[] = {
 };
 #undef F
 
-/* Read and parse a JSON file (at most 4 MiB). NULL with the error set. */
-static cJSON *s_read_json(const char *path)
+cJSON *sdx_config_read_json(const char *path)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -324,7 +323,7 @@ static int s_block_types(const cJSON *root, const char *key, bool *flags, int n_
 
 int sdx_unet_config_read(sdx_unet_config_t *c, const char *path)
 {
-    cJSON *root = s_read_json(path);
+    cJSON *root = sdx_config_read_json(path);
     if (!root)
         return -1;
     sdx_unet_config_t t = *c; /* written back only on success */
@@ -416,7 +415,7 @@ fail:
 
 int sdx_vae_config_read(sdx_vae_config_t *c, const char *path)
 {
-    cJSON *root = s_read_json(path);
+    cJSON *root = sdx_config_read_json(path);
     if (!root)
         return -1;
     sdx_vae_config_t t = *c;
@@ -443,7 +442,7 @@ fail:
 
 int sdx_clip_config_read(sdx_clip_config_t *c, const char *path)
 {
-    cJSON *root = s_read_json(path);
+    cJSON *root = sdx_config_read_json(path);
     if (!root)
         return -1;
     sdx_clip_config_t t = *c;

@@ -157,43 +157,6 @@ static int s_join(char *out, size_t n, const char *a, const char *b, const char 
     return 0;
 }
 
-static cJSON *s_read_json(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        sdx_set_error("%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        n += fread(buf + n, 1, cap - n, f);
-        if (n < cap || cap >= (4u << 20))
-            break;
-        char *nb = realloc(buf, cap * 2);
-        if (!nb) {
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        buf = nb;
-        cap *= 2;
-    }
-    fclose(f);
-    if (!buf) {
-        sdx_set_error("%s: out of memory", path);
-        return NULL;
-    }
-    cJSON *j = cJSON_ParseWithLength(buf, n);
-    free(buf);
-    if (!cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        sdx_set_error("%s: not a JSON object", path);
-        return NULL;
-    }
-    return j;
-}
-
 static const char *s_json_str(const cJSON *j, const char *key)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
@@ -483,7 +446,7 @@ static void s_classify_config(s_source_t *s, const char *config_path)
 {
     s->arch = SDX_ARCH_UNKNOWN;
     s->kind = S_KIND_NONE;
-    cJSON *j = s_read_json(config_path);
+    cJSON *j = sdx_config_read_json(config_path);
     if (!j) {
         s_why(s, "%s", sdx_last_error());
         return;
@@ -586,7 +549,7 @@ static int s_configs_from_dir(s_source_t *s, const char *dir)
     if (s_join(p, sizeof p, dir, "scheduler", "scheduler_config.json") == 0 && s_is_file(p))
         snprintf(s->scheduler_config, sizeof s->scheduler_config, "%s", p);
     if (s_join(p, sizeof p, dir, "model_index.json", NULL) == 0 && s_is_file(p)) {
-        cJSON *j = s_read_json(p);
+        cJSON *j = sdx_config_read_json(p);
         if (!j)
             return -1;
         const cJSON *fz = cJSON_GetObjectItemCaseSensitive(j, "force_zeros_for_empty_prompt");
@@ -922,7 +885,7 @@ static int s_open_pipeline(s_source_t *s, const char *dir, unsigned comps)
     char p[SDX_PATH_MAX];
     if (s_join(p, sizeof p, dir, "model_index.json", NULL) != 0)
         return -1;
-    cJSON *j = s_read_json(p);
+    cJSON *j = sdx_config_read_json(p);
     if (!j)
         return -1;
     const char *cls = s_json_str(j, "_class_name");

@@ -108,6 +108,10 @@ void sdx_clip_config_sdxl(sdx_clip_config_t *c, int which /* 1: CLIP-L, 2: bigG 
 int sdx_unet_config_read(sdx_unet_config_t *c, const char *config_json_path);
 int sdx_vae_config_read(sdx_vae_config_t *c, const char *config_json_path);
 int sdx_clip_config_read(sdx_clip_config_t *c, const char *config_json_path);
+/* Read a JSON object from a file (a config.json, model_index.json,
+   scheduler_config.json; at most 4 MiB). NULL with the reason in
+   sdx_last_error(). Caller frees the result with cJSON_Delete(). */
+struct cJSON *sdx_config_read_json(const char *path);
 
 /* ---------------------------------------------------------------- models */
 

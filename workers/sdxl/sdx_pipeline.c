@@ -80,14 +80,7 @@ static void s_read_scheduler_class(const char *path, char *out, size_t out_len)
     out[0] = 0;
     if (!path || !*path)
         return;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return;
-    char buf[16384];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    cJSON *j = cJSON_ParseWithLength(buf, n);
+    cJSON *j = sdx_config_read_json(path);
     const cJSON *c = cJSON_GetObjectItemCaseSensitive(j, "_class_name");
     if (cJSON_IsString(c))
         snprintf(out, out_len, "%s", c->valuestring);

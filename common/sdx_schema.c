@@ -342,6 +342,12 @@ typedef struct {
     const sdx_semantic_t *sem;
     sdx_schema_error_t *err;
     char path[256];
+    /* Sibling fields an alias implies (x-alias-sets), found while a member
+       of an object was validated. s_validate never inserts into the object
+       that holds the slot it works on (an insert can move the object's items,
+       and the slot with them); s_validate_member applies these once the
+       member's validation is over and nothing points into the object. */
+    const sdx_value_t *pending_sets;
 } s_ctx_t;
 
 static int s_fail(s_ctx_t *ctx, const char *rule, const char *fmt, ...)
@@ -487,7 +493,9 @@ static size_t s_push_index(s_ctx_t *ctx, size_t i)
 }
 
 static int s_validate(s_ctx_t *ctx, const sdx_value_t *schema, sdx_value_t **slot,
-                      sdx_value_t *parent);
+                      bool in_object);
+static int s_validate_member(s_ctx_t *ctx, const sdx_value_t *schema, sdx_value_t *obj,
+                             size_t idx);
 
 /* Join the string items of an array (or the keys of a map) for messages. */
 static void s_join(const sdx_value_t *list, char *buf, size_t len)
@@ -520,7 +528,7 @@ static void s_join(const sdx_value_t *list, char *buf, size_t len)
 
 /* String enum with aliases: canonicalise *slot in place. */
 static int s_check_string_enum(s_ctx_t *ctx, const sdx_value_t *schema, const sdx_value_t *en,
-                               sdx_value_t **slot, sdx_value_t *parent)
+                               sdx_value_t **slot, bool in_object)
 {
     const char *s = (*slot)->u.str.ptr;
     const char *canon = NULL;
@@ -550,16 +558,12 @@ static int s_check_string_enum(s_ctx_t *ctx, const sdx_value_t *schema, const sd
         s_join(en, valid, sizeof valid);
         return s_fail(ctx, "enum", "unknown value %s; valid: %s", got, valid);
     }
-    /* an alias may imply sibling fields ("DPM++ 2M Karras" -> use_karras_sigmas) */
+    /* an alias may imply sibling fields ("DPM++ 2M Karras" -> use_karras_sigmas):
+       the enclosing object sets them after this member (see pending_sets) */
     const sdx_value_t *sets =
         alias_key ? sdx_map_get(sdx_map_get(schema, "x-alias-sets"), alias_key) : NULL;
-    if (sets && sets->type == SDX_MAP && parent && parent->type == SDX_MAP) {
-        for (size_t i = 0; i < sets->u.map.len; i++) {
-            sdx_value_t *c = sdx_value_clone(sets->u.map.items[i].val);
-            if (!c || sdx_map_set(parent, sets->u.map.items[i].key, c) != 0)
-                return s_fail(ctx, "internal", "out of memory");
-        }
-    }
+    if (sets && sets->type == SDX_MAP && in_object)
+        ctx->pending_sets = sets;
     sdx_value_t *nv = sdx_value_str_new(canon);
     if (!nv)
         return s_fail(ctx, "internal", "out of memory");
@@ -675,7 +679,7 @@ static int s_check_object(s_ctx_t *ctx, const sdx_value_t *schema, sdx_value_t *
         }
         if (addl && addl->type == SDX_MAP) {
             size_t old = s_push_key(ctx, key);
-            int rc = s_validate(ctx, addl, &obj->u.map.items[i].val, obj);
+            int rc = s_validate_member(ctx, addl, obj, i);
             ctx->path[old] = '\0';
             if (rc)
                 return rc;
@@ -704,7 +708,7 @@ static int s_check_object(s_ctx_t *ctx, const sdx_value_t *schema, sdx_value_t *
             }
         }
         if (!rc && idx < obj->u.map.len)
-            rc = s_validate(ctx, sub, &obj->u.map.items[idx].val, obj);
+            rc = s_validate_member(ctx, sub, obj, idx);
         ctx->path[old] = '\0';
         if (rc)
             return rc;
@@ -727,8 +731,24 @@ static int s_check_object(s_ctx_t *ctx, const sdx_value_t *schema, sdx_value_t *
     return 0;
 }
 
+/* Validates obj's member idx, then sets the siblings its value implied. */
+static int s_validate_member(s_ctx_t *ctx, const sdx_value_t *schema, sdx_value_t *obj,
+                             size_t idx)
+{
+    ctx->pending_sets = NULL;
+    int rc = s_validate(ctx, schema, &obj->u.map.items[idx].val, true);
+    const sdx_value_t *sets = ctx->pending_sets;
+    ctx->pending_sets = NULL;
+    for (size_t i = 0; !rc && sets && i < sets->u.map.len; i++) {
+        sdx_value_t *c = sdx_value_clone(sets->u.map.items[i].val);
+        if (!c || sdx_map_set(obj, sets->u.map.items[i].key, c) != 0)
+            rc = s_fail(ctx, "internal", "out of memory");
+    }
+    return rc;
+}
+
 static int s_validate(s_ctx_t *ctx, const sdx_value_t *schema, sdx_value_t **slot,
-                      sdx_value_t *parent)
+                      bool in_object)
 {
     schema = s_deref(ctx, schema);
     if (!schema)
@@ -789,7 +809,7 @@ static int s_validate(s_ctx_t *ctx, const sdx_value_t *schema, sdx_value_t **slo
     /* enum / const */
     const sdx_value_t *en = sdx_map_get(schema, "enum");
     if (en && v->type == SDX_STR) {
-        if (s_check_string_enum(ctx, schema, en, slot, parent))
+        if (s_check_string_enum(ctx, schema, en, slot, in_object))
             return -1;
         v = *slot;
     } else if (en) {
@@ -844,7 +864,7 @@ static int s_validate(s_ctx_t *ctx, const sdx_value_t *schema, sdx_value_t **slo
         const sdx_value_t *items = sdx_map_get(schema, "items");
         for (size_t i = 0; items && i < v->u.arr.len; i++) {
             size_t old = s_push_index(ctx, i);
-            int rc = s_validate(ctx, items, &v->u.arr.items[i], v);
+            int rc = s_validate(ctx, items, &v->u.arr.items[i], false);
             ctx->path[old] = '\0';
             if (rc)
                 return rc;
@@ -881,7 +901,7 @@ int sdx_schema_validate(const sdx_value_t *schema, sdx_value_t **data_p, const s
     assert(schema && data_p && *data_p && err);
     memset(err, 0, sizeof *err);
     s_ctx_t ctx = {.root = schema, .sem = sem, .err = err};
-    return s_validate(&ctx, schema, data_p, NULL);
+    return s_validate(&ctx, schema, data_p, false);
 }
 
 int sdx_schema_check_request(const sdx_schema_set_t *self, const sdx_semantic_t *sem,

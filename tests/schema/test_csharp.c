@@ -708,6 +708,57 @@ static void test_mutations(void)
             "%zu mutated C# messages: each valid or refused with a reason (%zu)", runs, answered);
 }
 
+/* Every scheduler alias (and alias set) through the C# mapping, with 0..N
+   other sections beside it, so the native map meets the alias set's
+   insertion at every fill level (the validator once wrote through a stale
+   slot there; this file also runs under valgrind). */
+static void test_scheduler_aliases(void)
+{
+    const sdx_value_t *sch = sdx_map_get_path(sdx_schema_set_for(g_set, "inference.generate"),
+                                              "properties.scheduler");
+    const sdx_value_t *al = sdx_map_get(sch, "x-aliases");
+    const sdx_value_t *sets = sdx_map_get(sch, "x-alias-sets");
+    static const char *sec[] = {
+        "\"Hyperparameters\":{\"GuidanceScale\":5,\"Width\":512,\"Seed\":7}",
+        "\"Output\":{\"Format\":\"PNG\"}",
+        "\"Model\":{\"Base\":\"m\",\"Vae\":\"v\"}",
+    };
+    size_t runs = 0, good = 0;
+    for (int l = 0; l < 2; l++) {
+        const sdx_value_t *list = l ? sets : al;
+        for (size_t i = 0; list && i < list->u.map.len; i++) {
+            const char *name = list->u.map.items[i].key;
+            bool karras = sdx_map_get(sets, name) != NULL;
+            for (unsigned k = 0; k < 16; k++) { /* bit 3: a negative prompt */
+                char text[1024];
+                size_t used = (size_t)snprintf(text, sizeof text,
+                                               "{\"Conditioning\":{\"Prompt\":\"x\"%s},"
+                                               "\"Scheduler\":{\"Type\":\"%s\",\"Steps\":4}",
+                                               k & 8 ? ",\"NegativePrompt\":\"n\"" : "", name);
+                for (unsigned j = 0; j < 3; j++)
+                    if (k & (1u << j))
+                        used += (size_t)snprintf(text + used, sizeof text - used, ",%s", sec[j]);
+                snprintf(text + used, sizeof text - used, "}");
+                sdx_value_t *data = t_json(text);
+                sdx_csharp_info_t info;
+                sdx_schema_error_t e;
+                sdx_value_t *v = data ? s_pipeline(s_wrap(data, "generate_sdxl"), &info, &e, NULL)
+                                      : NULL;
+                bool ok = v && strstr(sdx_map_str(v, "scheduler", ""), "Scheduler") &&
+                          (!karras || sdx_map_bool(v, "use_karras_sigmas", false));
+                if (!ok)
+                    t_check(false, "C# Scheduler.Type '%s' with sections %#x: %s (%s: %s)", name,
+                            k, sdx_map_str(v, "scheduler", "-"), e.field, e.message);
+                good += ok;
+                runs++;
+                sdx_value_destroy(&v);
+            }
+        }
+    }
+    t_check(good == runs && runs > 100, "%zu of %zu C# scheduler aliases x sections map whole",
+            good, runs);
+}
+
 int main(int argc, char **argv)
 {
     t_verbose = argc > 1 && strcmp(argv[1], "-v") == 0;
@@ -728,6 +779,7 @@ int main(int argc, char **argv)
     test_envelope_keys();
     test_replies();
     test_mutations();
+    test_scheduler_aliases();
     sdx_value_destroy(&g_native);
     sdx_schema_set_destroy(&g_set);
     return t_finish();

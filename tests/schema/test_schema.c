@@ -202,6 +202,82 @@ static void test_aliases(void)
     sdx_value_destroy(&v);
 }
 
+/* Every scheduler value, alias and alias set, sent with 0..N sibling fields
+   around it, so that the alias set's insertion (use_karras_sigmas) meets the
+   request map at every fill level, exactly full included. The validator once
+   wrote through a slot pointer into the map after that insertion had moved
+   it (realloc): ASan and valgrind catch any such write here. The tree that
+   comes back must be whole: every key a string, the scheduler canonical. */
+static bool s_tree_sane(const sdx_value_t *v, int depth)
+{
+    if (!v || depth > 64)
+        return false;
+    if (v->type == SDX_MAP) {
+        for (size_t i = 0; i < v->u.map.len; i++)
+            if (!v->u.map.items[i].key || !s_tree_sane(v->u.map.items[i].val, depth + 1))
+                return false;
+    } else if (v->type == SDX_ARRAY) {
+        for (size_t i = 0; i < v->u.arr.len; i++)
+            if (!s_tree_sane(v->u.arr.items[i], depth + 1))
+                return false;
+    }
+    return true;
+}
+
+static void test_alias_fill_levels(void)
+{
+    const sdx_value_t *sch = sdx_map_get_path(sdx_schema_set_for(g_set, "inference.generate"),
+                                              "properties.scheduler");
+    const sdx_value_t *en = sdx_map_get(sch, "enum");
+    const sdx_value_t *al = sdx_map_get(sch, "x-aliases");
+    const sdx_value_t *sets = sdx_map_get(sch, "x-alias-sets");
+    t_check(sdx_map_len(sets) >= 5, "the schema has %zu alias sets (>= 5)", sdx_map_len(sets));
+    /* valid siblings, before and after "scheduler" in the schema's order */
+    static const char *sib[] = {
+        "\"negative_prompt\":\"n\"", "\"refiner_model\":null",   "\"hyperparameters\":{}",
+        "\"dimensions\":{}",          "\"lora\":{}",               "\"controlnet\":[]",
+        "\"textual_inversions\":[]",   "\"clip_skip\":0",           "\"precision\":{}",
+        "\"init_image\":null",         "\"output\":{}",             "\"batch\":{}",
+        "\"metadata\":{}",             "\"prompt_attention\":\"none\"",
+    };
+    const size_t nsib = sizeof sib / sizeof sib[0];
+    size_t runs = 0, good = 0;
+    const sdx_value_t *lists[3] = {en, al, sets};
+    for (int l = 0; l < 3; l++) {
+        const sdx_value_t *list = lists[l];
+        size_t n = list->type == SDX_MAP ? list->u.map.len : sdx_array_len(list);
+        for (size_t i = 0; i < n; i++) {
+            const char *name =
+                list->type == SDX_MAP ? list->u.map.items[i].key : sdx_array_at(list, i)->u.str.ptr;
+            bool karras = sdx_map_get(sets, name) != NULL;
+            for (size_t k = 0; k <= nsib; k++) {
+                char text[2048];
+                size_t used = (size_t)snprintf(text, sizeof text, "{\"prompt\":\"x\"");
+                for (size_t j = 0; j < k; j++)
+                    used += (size_t)snprintf(text + used, sizeof text - used, ",%s", sib[j]);
+                snprintf(text + used, sizeof text - used, ",\"scheduler\":\"%s\"}", name);
+                sdx_schema_error_t e;
+                int rc;
+                sdx_value_t *v = s_validate_text(text, NULL, &rc, &e);
+                const char *got = sdx_map_str(v, "scheduler", "");
+                bool canon = false;
+                for (size_t c = 0; c < sdx_array_len(en); c++)
+                    canon = canon || strcmp(sdx_array_at(en, c)->u.str.ptr, got) == 0;
+                bool ok = rc == 0 && s_tree_sane(v, 0) && canon &&
+                          (!karras || sdx_map_bool(v, "use_karras_sigmas", false));
+                if (!ok)
+                    t_check(false, "scheduler '%s' with %zu siblings: rc %d, got '%s' (%s: %s)",
+                            name, k, rc, got, e.field, e.message);
+                good += ok;
+                runs++;
+                sdx_value_destroy(&v);
+            }
+        }
+    }
+    t_check(good == runs && runs > 500, "%zu of %zu scheduler names x fill levels validate whole",
+            good, runs);
+}
+
 static void test_messages(void)
 {
     sdx_schema_error_t e;
@@ -422,6 +498,7 @@ int main(int argc, char **argv)
         return t_finish();
     test_example_and_defaults();
     test_aliases();
+    test_alias_fill_levels();
     test_messages();
     sdx_semantic_t *sem_1m = sdx_semantic_new();
     sdx_semantic_set_max_image_bytes(sem_1m, 1024 * 1024);

@@ -30,12 +30,13 @@ static const char *s_native_envelope_keys[] = {
 
 /* ---- names */
 
-void sdx_csharp_pascal(const char *in, char *out, size_t out_len)
+bool sdx_csharp_pascal(const char *in, char *out, size_t out_len)
 {
     assert(in && out && out_len);
     size_t j = 0;
     bool up = true;
-    for (const char *p = in; *p && j + 1 < out_len; p++) {
+    const char *p = in;
+    for (; *p && j + 1 < out_len; p++) {
         if (*p == '_' || *p == '-') {
             up = true;
             continue;
@@ -44,13 +45,14 @@ void sdx_csharp_pascal(const char *in, char *out, size_t out_len)
         up = false;
     }
     out[j] = '\0';
+    return *p == '\0';
 }
 
-void sdx_csharp_snake(const char *in, char *out, size_t out_len)
+bool sdx_csharp_snake(const char *in, char *out, size_t out_len)
 {
     assert(in && out && out_len);
-    size_t j = 0;
-    for (size_t i = 0; in[i] && j + 2 < out_len; i++) {
+    size_t j = 0, i = 0;
+    for (; in[i] && j + 2 < out_len; i++) {
         unsigned char c = (unsigned char)in[i];
         if (isupper(c)) {
             bool prev_lower =
@@ -65,6 +67,7 @@ void sdx_csharp_snake(const char *in, char *out, size_t out_len)
         }
     }
     out[j] = '\0';
+    return in[i] == '\0';
 }
 
 /* ---- errors */
@@ -952,8 +955,8 @@ static void s_snake_keys(sdx_value_t *v, int depth)
     for (size_t i = 0; i < v->u.map.len; i++) {
         sdx_kv_t *kv = &v->u.map.items[i];
         char s[128];
-        sdx_csharp_snake(kv->key, s, sizeof s);
-        if (strcmp(s, kv->key) != 0 && !sdx_map_get(v, s)) {
+        if (sdx_csharp_snake(kv->key, s, sizeof s) && strcmp(s, kv->key) != 0 &&
+            !sdx_map_get(v, s)) {
             char *k = strdup(s);
             if (k) {
                 free(kv->key);
@@ -1169,9 +1172,11 @@ static sdx_value_t *s_pascal_tree(const sdx_value_t *v, sdx_encoding_t enc, int 
         sdx_value_t *m = sdx_value_map_new();
         for (size_t i = 0; m && i < v->u.map.len; i++) {
             char k[128];
-            sdx_csharp_pascal(v->u.map.items[i].key, k, sizeof k);
+            const char *key = v->u.map.items[i].key; /* as it is if too long to rename */
+            if (sdx_csharp_pascal(key, k, sizeof k))
+                key = k;
             sdx_value_t *c = s_pascal_tree(v->u.map.items[i].val, enc, depth + 1);
-            if (!c || sdx_map_set(m, k, c) != 0)
+            if (!c || sdx_map_set(m, key, c) != 0)
                 sdx_value_destroy(&m);
         }
         return m;

@@ -100,10 +100,12 @@ int sdx_csharp_check_request(const sdx_schema_set_t *set, const sdx_semantic_t *
 sdx_value_t *sdx_csharp_reply(const sdx_value_t *native_reply, sdx_encoding_t enc,
                               const sdx_csharp_info_t *info);
 
-/* snake_case / camelCase -> PascalCase ("request_id" -> "RequestId"). */
-void sdx_csharp_pascal(const char *in, char *out, size_t out_len);
+/* snake_case / camelCase -> PascalCase ("request_id" -> "RequestId").
+   false if the name did not fit in out (out then holds a cut, NUL-ended
+   prefix that may end inside a UTF-8 sequence: use the name as it was). */
+bool sdx_csharp_pascal(const char *in, char *out, size_t out_len);
 /* PascalCase / camelCase -> snake_case ("TimeoutMs" -> "timeout_ms",
-   "LoRAs" -> "loras"). */
-void sdx_csharp_snake(const char *in, char *out, size_t out_len);
+   "LoRAs" -> "loras"). false if it did not fit, as above. */
+bool sdx_csharp_snake(const char *in, char *out, size_t out_len);
 
 #endif

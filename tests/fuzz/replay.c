@@ -1,4 +1,4 @@
-/*  replay_safetensors.c - run every file of the given folders (the seed
+/*  replay.c - run every file of the given folders (the seed
     corpus and the regressions folder) through the fuzz target, without
     libFuzzer. Built and run always, so a fixed crash stays fixed; run it
     under ASan (the sanitizer build) to catch out-of-bounds reads. */

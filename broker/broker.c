@@ -1433,6 +1433,21 @@ static int s_backend_one(broker_t *b)
             log_warn("malformed message from worker %s: %s",
                      s_hex_id(msg.identity, msg.identity_len, hex, sizeof hex), err);
         }
+        /* an unreadable REPLY still ends its request, as a failure */
+        worker_t *w = msg.bad_body && msg.cmd == SDX_MDP_REPLY
+                          ? registry_find(&b->reg, msg.identity, msg.identity_len)
+                          : NULL;
+        if (w) {
+            msg.body = sdx_value_map_new();
+            char why[640];
+            snprintf(why, sizeof why, "worker %s sent a reply that cannot be decoded (%s)", w->id,
+                     err);
+            sdx_value_t *e = sdx_error_value(SDX_ERR_INTERNAL, NULL, why);
+            if (msg.body && e && sdx_map_set(msg.body, "error", e) == 0)
+                s_on_reply(b, w, &msg);
+            else
+                sdx_value_destroy(&e);
+        }
         sdx_mdp_msg_clear(&msg);
         return 0;
     }

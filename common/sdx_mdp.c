@@ -53,6 +53,7 @@ void sdx_mdp_msg_clear(sdx_mdp_msg_t *m)
     m->identity_len = 0;
     m->cmd = 0;
     m->request_id[0] = '\0';
+    m->bad_body = false;
 }
 
 static void s_free_buf(void *data, void *hint)
@@ -230,10 +231,10 @@ int sdx_mdp_recv(void *sock, bool router, sdx_mdp_msg_t *out, bool dontwait, cha
                     char e2[160];
                     out->body = sdx_msgpack_decode(d, n, e2, sizeof e2);
                     if (!out->body) {
-                        bad = true;
+                        bad = out->bad_body = true;
                         snprintf(err, err_len, "%s body: %s", sdx_mdp_cmd_name(out->cmd), e2);
                     } else if (out->body->type != SDX_MAP) {
-                        bad = true;
+                        bad = out->bad_body = true;
                         snprintf(err, err_len, "%s body is not a map", sdx_mdp_cmd_name(out->cmd));
                     }
                 } else {
@@ -261,6 +262,8 @@ int sdx_mdp_recv(void *sock, bool router, sdx_mdp_msg_t *out, bool dontwait, cha
     }
     if (bad) {
         sdx_value_destroy(&out->body);
+        /* only a bad body with everything else in order keeps cmd and id */
+        out->bad_body = out->bad_body && index == want_end + 1 && out->request_id[0];
         return -1;
     }
     return 0;

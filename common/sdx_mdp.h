@@ -61,6 +61,10 @@ typedef struct {
     sdx_mdp_cmd_t cmd;
     char request_id[SDX_MDP_MAX_ID + 1]; /* "" when the command has none */
     sdx_value_t *body;                   /* NULL when absent */
+    /* sdx_mdp_recv failed on the body alone: cmd and request_id are still
+       filled in, so the receiver can answer that request instead of leaving
+       it to its deadline. */
+    bool bad_body;
 } sdx_mdp_msg_t;
 
 /* Free the body and reset the message. */

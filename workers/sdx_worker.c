@@ -971,10 +971,17 @@ static void s_handle_broker(sdx_worker_t *w)
         if (rc == 1)
             return;
         if (rc < 0) {
-            sdx_mdp_msg_clear(&msg);
-            if (!err[0]) /* a socket error: poll again */
+            if (!err[0]) { /* a socket error: poll again */
+                sdx_mdp_msg_clear(&msg);
                 return;
+            }
             log_warn("malformed message from the broker: %s", err);
+            /* a REQUEST whose body cannot be read is answered, not dropped:
+               the broker frees the slot now instead of at its deadline */
+            if (msg.bad_body && msg.cmd == SDX_MDP_REQUEST)
+                s_send_error(w, msg.request_id, "invalid_request",
+                             "the worker could not decode this request from the broker: %s", err);
+            sdx_mdp_msg_clear(&msg);
             continue;
         }
         w->last_rx = sdx_worker_mono_ms();

@@ -598,6 +598,31 @@ def main():
         check({"request.accepted", "request.dispatched", "request.done",
                "request.progress"} <= topics, "events published: %s" % sorted(topics))
 
+        # --- a worker whose REPLY body is garbage: the request fails at once
+        # (not at its deadline) and the worker's slot is free again
+        def garbage(w, rid, body):
+            w.sock.send_multipart([b"", PROTO, bytes([REPLY]), rid.encode(), b"\xc1\xff"])
+            return None
+        junk = FakeWorker(back, "test", garbage, gpu=7, wid="junk-1")  # gpu 7: only it
+        workers.append(junk)
+        wait_for(lambda: any(x.get("worker_id") == "junk-1" for x in
+                             (dealer.call({"message_type": "system.workers"}) or {})
+                             .get("data", {}).get("workers", [])))
+        t0 = time.time()
+        r1 = dealer.call({"message_type": "test.x", "request_id": "g1", "gpu": 7,
+                          "timeout_ms": 20000},
+                         timeout=5)
+        r2 = dealer.call({"message_type": "test.x", "request_id": "g2", "gpu": 7,
+                          "timeout_ms": 20000},
+                         timeout=5)
+        check(r1 and r1["success"] is False and r1["error"]["code"] == "internal" and
+              "cannot be decoded" in r1["error"]["message"] and time.time() - t0 < 4,
+              "an undecodable REPLY ends its request at once: %s" % r1)
+        check(r2 and r2["request_id"] == "g2" and len(junk.requests) == 2,
+              "and the worker's slot is free for the next one: %s" % r2)
+        junk.stop()
+        workers.remove(junk)
+
         # --- the broker survives a burst of garbage
         for i in range(200):
             dealer.send(None, raw=os.urandom(1 + i % 50))

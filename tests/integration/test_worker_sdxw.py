@@ -107,6 +107,14 @@ def scenario(t, kind):
                 "worker_ms" in m["body"].get("timing", {}),
                 "%s: test.echo REPLY echoes data, with timing" % kind, m["body"])
 
+        # a REQUEST whose body is not msgpack is answered, not dropped
+        fb.sock.send_multipart([fb.ident, b"", b"SDXW01", bytes([REQUEST]), b"rg", b"\xc1\x00"])
+        m = fb.pump(lambda m: m["cmd"] == REPLY and m["rid"] == "rg", 5, "REPLY to a bad body")
+        t.check(m["body"]["success"] is False and
+                m["body"]["error"]["code"] == "invalid_request" and
+                "could not decode" in m["body"]["error"]["message"],
+                "%s: an undecodable REQUEST body gets an error REPLY" % kind, m["body"])
+
         fb.request("r2", "test.nothing_here")
         m = fb.pump(lambda m: m["cmd"] == REPLY and m["rid"] == "r2", 5, "REPLY r2")
         t.check(m["body"]["error"]["code"] == "unknown_message_type",

@@ -367,6 +367,63 @@ def test_foundation_client(t, fleet, ctx):
                 c.close()
 
 
+def test_alias_sets(t, fleet, ctx):
+    """Every scheduler alias that implies sibling fields, at every fill level
+    of the request map, native and C#, through the broker. The validator once
+    wrote through a stale pointer here (heap corruption, workers receiving
+    maps with non-string keys): each must pass validation (no
+    invalid_request), get exactly one reply, and the broker stays up. The
+    ASan build runs this against an instrumented broker."""
+    with open(os.path.join(HERE, "..", "..", "schemas", "prompt_submission_schema.json")) as f:
+        sched = json.load(f)["properties"]["scheduler"]
+    fillers = [("negative_prompt", "n"), ("refiner_model", None), ("hyperparameters", {}),
+               ("dimensions", {}), ("lora", {}), ("controlnet", []), ("textual_inversions", []),
+               ("clip_skip", 0), ("precision", {}), ("init_image", None), ("output", {}),
+               ("batch", {}), ("metadata", {})]
+    d = Conn(ctx, fleet.frontend, zmq.DEALER)
+    sent = {}
+    try:
+        for name in sched["x-alias-sets"]:
+            for k in range(len(fillers) + 1):
+                data = {"prompt": "x", "model_name": "no-such-model"}
+                data.update(fillers[:k])
+                data["scheduler"] = name
+                rid = "as-%d" % len(sent)
+                sent[rid] = (name, k, "native")
+                d.send_frame(msgpack.packb({"message_type": "inference.generate",
+                                            "request_id": rid, "timeout_ms": 30000,
+                                            "data": data}, use_bin_type=True))
+            for k in range(4):
+                ex = {"Conditioning": {"Prompt": "x"}, "Scheduler": {"Type": name, "Steps": 2},
+                      "Model": {"Base": "no-such-model"}}
+                for sec in [("Hyperparameters", {"Width": 64}), ("Output", {"Format": "PNG"}),
+                            ("Precision", {"Dtype": "fp32"})][:k]:
+                    ex[sec[0]] = sec[1]
+                rid = "as-%d" % len(sent)
+                sent[rid] = (name, k, "csharp")
+                d.send_frame(json.dumps({"RequestId": rid, "Action": "generate_sdxl",
+                                         "TimeoutMs": 30000, "Data": ex}).encode())
+        got = {}
+        end = fl.now() + 60
+        while len(got) < len(sent) and fl.now() < end:
+            if not d.sock.poll(1000):
+                continue
+            r = fl.decode(d.sock.recv_multipart()[-1])
+            rid = r.get("request_id", r.get("RequestId"))
+            if "Progress" in r or r.get("type") == "progress" or r.get("Type") == "progress":
+                continue
+            got.setdefault(rid, []).append(r)
+        bad = [(sent.get(rid), rs[0]) for rid, rs in got.items()
+               if len(rs) != 1 or (rs[0].get("error") or rs[0].get("Error") or {}).get(
+                   "code", (rs[0].get("Error") or {}).get("Code")) == "invalid_request"]
+        t.check(len(got) == len(sent) and not bad,
+                "%d alias-set requests at every fill level: one reply each, none refused "
+                "(%d replies)" % (len(sent), len(got)), bad[:3])
+        t.check(fleet.broker.alive() and ping_ok(fleet), "broker alive after the alias sets")
+    finally:
+        d.close()
+
+
 def make_roots(base):
     """Roots for the semantic checks, with a symlink that escapes."""
     roots = {}
@@ -407,6 +464,7 @@ def main():
         t.run(test_csharp_good, fleet, ctx)
         t.run(test_csharp_success, fleet, ctx, have_workers)
         t.run(test_foundation_client, fleet, ctx)
+        t.run(test_alias_sets, fleet, ctx)
         # symlink escape through the broker's configured roots
         one = Conn(ctx, fleet.frontend, zmq.REQ)
         one_error(t, one, json.dumps({"message_type": "inference.generate", "data": {

@@ -1,6 +1,8 @@
 /*  sdx_image.c - tensor <-> 8-bit pixels and PNG through libspng. */
 #include "sdx_image.h"
 
+#include <stdbool.h>
+
 #include <math.h>
 #include <spng.h>
 #include <stdio.h>
@@ -101,9 +103,17 @@ int sdx_png_encode(const sdx_image_t *img, const char *const *meta_kv, uint8_t *
         }
         for (size_t i = 0; i < nmeta; i++) {
             snprintf(texts[i].keyword, sizeof texts[i].keyword, "%s", meta_kv[2 * i]);
-            texts[i].type = SPNG_TEXT;
-            texts[i].length = strlen(meta_kv[2 * i + 1]);
-            texts[i].text = (char *)meta_kv[2 * i + 1];
+            const char *v = meta_kv[2 * i + 1];
+            bool ascii = true;
+            for (const char *p = v; *p && ascii; p++)
+                ascii = (unsigned char)*p < 0x80;
+            /* tEXt is Latin-1: UTF-8 text goes in an uncompressed iTXt, as
+               PIL (and so A1111) writes it */
+            texts[i].type = ascii ? SPNG_TEXT : SPNG_ITXT;
+            texts[i].length = strlen(v);
+            texts[i].text = (char *)v;
+            texts[i].language_tag = (char *)"";
+            texts[i].translated_keyword = (char *)"";
         }
         err = spng_set_text(ctx, texts, (uint32_t)nmeta);
     }

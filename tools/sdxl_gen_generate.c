@@ -8,6 +8,7 @@
 #include "sdxl_gen.h"
 #include "sdxl_gen_util.h"
 
+#include "sdx_imgcodec.h"
 #include "sdx_safetensors.h"
 
 #include <errno.h>
@@ -80,6 +81,22 @@ static void s_indexed(char *buf, size_t len, const char *path, int i, int n)
     if (!dot || strchr(dot, '/'))
         dot = path + strlen(path);
     snprintf(buf, len, "%.*s-%d%s", (int)(dot - path), path, i, dot);
+}
+
+
+/* Write len bytes to path. 0, or -1 with errno. */
+static int s_write_bytes(const char *path, const void *buf, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return -1;
+    size_t n = fwrite(buf, 1, len, f);
+    int e = errno;
+    if (fclose(f) != 0 || n != len) {
+        errno = n != len ? e : errno;
+        return -1;
+    }
+    return 0;
 }
 
 int sdxl_gen_generate(int argc, char **argv)
@@ -229,19 +246,41 @@ int sdxl_gen_generate(int argc, char **argv)
     snprintf(steps_text, sizeof steps_text, "%d", gp.steps);
     const char *meta[] = {"prompt", gp.prompt, "seed", seed_text, "steps", steps_text,
                           "software", "sdxl-fleet", NULL};
+    /* A1111's parameters text, Model: the checkpoint's name (the file or
+       folder name without .safetensors), as the inference worker writes it */
+    char model_name[256];
+    const char *slash = strrchr(ep.model_path, '/');
+    const char *mbase = slash && slash[1] ? slash + 1 : ep.model_path;
+    size_t mlen = strlen(mbase);
+    while (mlen > 1 && mbase[mlen - 1] == '/')
+        mlen--;
+    if (mlen > 12 && strcmp(mbase + mlen - 12, ".safetensors") == 0)
+        mlen -= 12;
+    snprintf(model_name, sizeof model_name, "%.*s", (int)mlen, mbase);
+    char *text = sdxl_infotext(&gp, &r, model_name);
+    sdx_encode_opts_t eo;
+    sdx_encode_opts_init(&eo);
+    eo.text = text;
+    eo.png_extra = meta;
     /* the summary names what was written: out, or out-0 .. out-(N-1) */
     char written[1024] = "";
     size_t wl = 0;
     for (int i = 0; i < r.count && rc == 0; i++) {
         char path[4096];
         s_indexed(path, sizeof path, out, i, r.count);
-        if (sdx_png_write_file(&r.images[i], path, meta) != 0) {
+        uint8_t *png = NULL;
+        size_t png_len = 0;
+        if (sdx_image_encode(&r.images[i], &eo, &png, &png_len) != 0) {
             fprintf(stderr, "sdxl-gen generate: %s\n", sdx_last_error());
+            rc = 1;
+        } else if (s_write_bytes(path, png, png_len) != 0) {
+            fprintf(stderr, "sdxl-gen generate: cannot write %s: %s\n", path, strerror(errno));
             rc = 1;
         } else if (wl < sizeof written) {
             int k = snprintf(written + wl, sizeof written - wl, "%s%s", i ? ", " : "", path);
             wl += k > 0 ? (size_t)k : 0;
         }
+        free(png);
     }
     if (wl >= sizeof written) { /* too many names for one line: first .. last */
         char first[2048], last[2048];
@@ -263,6 +302,7 @@ int sdxl_gen_generate(int argc, char **argv)
                r.count, r.count ? r.images[0].width : 0, r.count ? r.images[0].height : 0, written,
                r.steps_done, r.encode_ms, r.denoise_ms,
                r.steps_done ? r.denoise_ms / r.steps_done : 0.0, r.decode_ms, r.total_ms);
+    free(text);
     sdxl_result_clear(&r);
     sdxl_engine_free(&e);
     return rc;

@@ -22,6 +22,7 @@
     Not for: the runtime (sdx_worker.c), model management verbs (model.*). */
 #include "sdx_worker.h"
 
+#include "out_save.h"
 #include "sdx_log.h"
 
 #include <errno.h>
@@ -39,6 +40,7 @@ typedef struct {
     char models_root[PATH_MAX];
     char outputs_root[PATH_MAX];
     char config_dir[PATH_MAX]; /* "" for none */
+    char upscalers_root[PATH_MAX]; /* "" for none: output.upscale uses Lanczos only */
     int max_models;
     int threads; /* 0: libtorch's default */
 } s_settings_t;
@@ -53,6 +55,8 @@ static const sdx_option_t s_options[] = {
     {"max-models", true, "N", "1", "SDXL_MAX_MODELS",
      "engines kept loaded, least recently used out (1..64)"},
     {"threads", true, "N", "0", "SDXL_THREADS", "libtorch CPU threads, 0: its default (0..1024)"},
+    {"upscalers-root", true, "DIR", "", "SDXL_UPSCALERS_ROOT",
+     "RRDBNet upscalers for output.upscale (\"\": Lanczos only)"},
     {NULL, false, NULL, NULL, NULL, NULL},
 };
 
@@ -75,23 +79,8 @@ static const struct {
     {"config-dir", S_DIR_OPTIONAL, offsetof(s_settings_t, config_dir), 0, 0},
     {"max-models", S_INT, offsetof(s_settings_t, max_models), 1, 64},
     {"threads", S_INT, offsetof(s_settings_t, threads), 0, 1024},
+    {"upscalers-root", S_DIR_OPTIONAL, offsetof(s_settings_t, upscalers_root), 0, 0},
 };
-
-/* mkdir -p */
-static int s_mkdirs(const char *dir)
-{
-    char tmp[PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s", dir);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-            return -1;
-        *p = '/';
-    }
-    return mkdir(tmp, 0755) != 0 && errno != EEXIST ? -1 : 0;
-}
 
 /* Check one option's value and store it in set. 0, or -1 with what is
    wrong in err (the runtime says which option and where it came from). */
@@ -129,7 +118,7 @@ static int s_settings_set(s_settings_t *set, const char *key, const char *value,
         snprintf(err, err_len, "must name a folder");
         return -1;
     } else if (kind == S_DIR_CREATE && stat(value, &sb) != 0 && errno == ENOENT &&
-               s_mkdirs(value) != 0) {
+               out_mkdirs(value) != 0) {
         snprintf(err, err_len, "the folder cannot be created: %s", strerror(errno));
         return -1;
     } else if (stat(value, &sb) != 0) {
@@ -241,6 +230,7 @@ static int s_init(sdx_worker_t *w, char *err, size_t err_len)
         .max_models = st->set.max_models > 0 ? st->set.max_models : 1,
         .gpu = sdx_worker_gpu(w),
         .threads = st->set.threads,
+        .upscalers_root = st->set.upscalers_root,
     };
     st->engine = infer_engine_new(&cfg, st->device_note, sizeof st->device_note, err, err_len);
     if (!st->engine)
@@ -343,7 +333,6 @@ static const struct {
     {"controlnet", "ControlNet is not built into the engine yet"},
     {"textual_inversions", "textual inversion embeddings are not built into the engine yet"},
     {"init_image", "image-to-image (init_image) is not built into the engine yet"},
-    {"output.upscale", "upscaling is a postprocessing step that is not built yet"},
 };
 
 /* Memory/speed switches with no effect on the image: reported in the
@@ -465,19 +454,24 @@ static int s_parse(sdx_job_t *job, const sdx_value_t *data, s_req_t *r, s_state_
         return sdx_job_fail(job, "invalid_request", "output.quality",
                             "must be an integer in 1..100");
     r->format = s_str(out, "format", "png");
-    if (strcmp(r->format, "jpeg") == 0)
-        return sdx_job_fail(job, "not_available", "output.format",
-                            "output.format jpeg is not supported yet (no JPEG encoder is built "
-                            "into the worker); use png or webp");
-#ifndef SDX_WITH_WEBP
-    if (strcmp(r->format, "webp") == 0)
-        return sdx_job_fail(job, "not_available", "output.format",
-                            "output.format webp needs libwebp, which this worker was built "
-                            "without; use png");
-#endif
-    if (strcmp(r->format, "png") != 0 && strcmp(r->format, "webp") != 0)
+    if (strcmp(r->format, "png") != 0 && strcmp(r->format, "jpeg") != 0 &&
+        strcmp(r->format, "webp") != 0)
         return sdx_job_fail(job, "invalid_request", "output.format",
-                            "unknown format '%s'; accepted: png, webp", r->format);
+                            "unknown format '%s'; accepted: png, jpeg, webp", r->format);
+    if (!infer_engine_format_available(r->format))
+        return sdx_job_fail(job, "not_available", "output.format",
+                            "output.format %s: this worker was built without its encoder; use "
+                            "png",
+                            r->format);
+    const sdx_value_t *up = sdx_map_get(out, "upscale");
+    if (up && up->type == SDX_MAP) {
+        double f;
+        if (!s_num_in(up, "factor", 2.0, 1, 8, &f))
+            return sdx_job_fail(job, "invalid_request", "output.upscale.factor",
+                                "must be a number in [1, 8]");
+        r->gp.upscale_factor = f;
+        r->gp.upscale_model = s_str(up, "model", NULL);
+    }
     r->quality = (int)quality;
     r->save_path = s_str(out, "save_path", NULL);
     if (r->save_path && !*r->save_path)
@@ -520,109 +514,20 @@ static int s_parse(sdx_job_t *job, const sdx_value_t *data, s_req_t *r, s_state_
 
 /* --------------------------------------------------------------- outputs */
 
-/* output.save_path -> the files to write, under the outputs root. A path
-   ending in '/' (or naming an existing folder) is a folder: files are
-   <request id>[-i].<ext> in it; otherwise it is the file name (with -i
-   before the extension for batches, and the format's extension added when
-   it has none). Fills paths[count]. 0, or -1 after sdx_job_fail. */
+/* output.save_path -> the files to write, under the outputs root
+   (out_save.h: a folder gets <request id>[-i].<ext>, a file name gets -i
+   before the extension for batches). 0, or -1 after sdx_job_fail. */
 static int s_save_paths(sdx_job_t *job, s_state_t *st, const s_req_t *r, int count,
                         char (*paths)[PATH_MAX])
 {
-    const char *sp = r->save_path;
-    char root[PATH_MAX];
-    if (s_mkdirs(st->set.outputs_root) != 0 || !realpath(st->set.outputs_root, root))
-        return sdx_job_fail(job, "internal", "output.save_path",
-                            "the worker's outputs root %s cannot be created: %s",
-                            st->set.outputs_root, strerror(errno));
-    size_t rl = strlen(root);
-    const char *rel = sp;
-    if (sp[0] == '/') {
-        if (strncmp(sp, root, rl) != 0 || (sp[rl] != '/' && sp[rl] != '\0'))
-            return sdx_job_fail(job, "invalid_request", "output.save_path",
-                                "save_path %s is outside the outputs root", sp);
-        rel = sp + rl;
-        while (*rel == '/')
-            rel++;
-    }
-    for (const char *p = rel; *p;) {
-        const char *slash = strchr(p, '/');
-        size_t len = slash ? (size_t)(slash - p) : strlen(p);
-        if ((len == 2 && p[0] == '.' && p[1] == '.') || strchr(p, '\\'))
-            return sdx_job_fail(job, "invalid_request", "output.save_path",
-                                "save_path must stay inside the outputs root (no '..')");
-        if (!slash)
-            break;
-        p = slash + 1;
-    }
-    char full[PATH_MAX];
-    if (snprintf(full, sizeof full, "%s/%s", root, rel) >= (int)sizeof full)
-        return sdx_job_fail(job, "invalid_request", "output.save_path", "save_path is too long");
-    struct stat sb;
-    size_t fl = strlen(full);
-    bool is_dir = full[fl - 1] == '/' || (stat(full, &sb) == 0 && S_ISDIR(sb.st_mode));
-    char dir[PATH_MAX], base[256], ext[16];
-    const char *want_ext = strcmp(r->format, "webp") == 0 ? ".webp" : ".png";
-    if (is_dir) {
-        snprintf(dir, sizeof dir, "%s", full);
-        char safe[200];
-        size_t k = 0;
-        for (const char *c = sdx_job_request_id(job); *c && k < sizeof safe - 1; c++)
-            safe[k++] =
-                (char)((*c == '/' || *c == '\\' || *c == '.' || (unsigned char)*c < 0x20) ? '_'
-                                                                                          : *c);
-        safe[k] = '\0';
-        snprintf(base, sizeof base, "%s", safe);
-        snprintf(ext, sizeof ext, "%s", want_ext);
-    } else {
-        char *slash = strrchr(full, '/');
-        snprintf(dir, sizeof dir, "%.*s", (int)(slash - full), full);
-        const char *name = slash + 1;
-        const char *dot = strrchr(name, '.');
-        if (dot && dot != name && strlen(dot) < sizeof ext) {
-            snprintf(base, sizeof base, "%.*s", (int)(dot - name), name);
-            snprintf(ext, sizeof ext, "%s", dot);
-        } else {
-            snprintf(base, sizeof base, "%s", name);
-            snprintf(ext, sizeof ext, "%s", want_ext);
-        }
-    }
-    char dir_real[PATH_MAX];
-    if (s_mkdirs(dir) != 0 || !realpath(dir, dir_real))
-        return sdx_job_fail(job, "invalid_request", "output.save_path", "cannot create %s: %s", dir,
-                            strerror(errno));
-    if (strncmp(dir_real, root, rl) != 0 || (dir_real[rl] != '/' && dir_real[rl] != '\0'))
-        return sdx_job_fail(job, "invalid_request", "output.save_path",
-                            "save_path leads outside the outputs root (symlink)");
-    for (int i = 0; i < count; i++) {
-        int n = count == 1 ? snprintf(paths[i], PATH_MAX, "%s/%s%s", dir_real, base, ext)
-                           : snprintf(paths[i], PATH_MAX, "%s/%s-%d%s", dir_real, base, i, ext);
-        if (n >= PATH_MAX)
-            return sdx_job_fail(job, "invalid_request", "output.save_path",
-                                "save_path is too long");
-    }
+    const char *ext = strcmp(r->format, "webp") == 0   ? ".webp"
+                      : strcmp(r->format, "jpeg") == 0 ? ".jpg"
+                                                       : ".png";
+    char err[PATH_MAX + 128];
+    if (out_save_paths(st->set.outputs_root, r->save_path, sdx_job_request_id(job), ext, count,
+                       paths, err, sizeof err) != 0)
+        return sdx_job_fail(job, "invalid_request", "output.save_path", "%s", err);
     return 0;
-}
-
-/* Write bytes to path without following a symlink planted there. */
-static int s_write_file(const char *path, const uint8_t *buf, size_t len)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return -1;
-    size_t off = 0;
-    while (off < len) {
-        ssize_t n = write(fd, buf + off, len - off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            int e = errno;
-            close(fd);
-            errno = e;
-            return -1;
-        }
-        off += (size_t)n;
-    }
-    return close(fd);
 }
 
 /* ------------------------------------------------------------ generation */
@@ -654,6 +559,7 @@ static const char *const s_status_code[] = {
     [INFER_NOT_FOUND] = "not_found", [INFER_LOAD_FAILED] = "internal",
     [INFER_CANCELLED] = "cancelled", [INFER_BAD_INPUT] = "invalid_request",
     [INFER_OOM] = "out_of_memory",   [INFER_FAILED] = "internal",
+    [INFER_BAD_UPSCALE] = "invalid_request",
 };
 
 static int s_generate(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply)
@@ -694,7 +600,8 @@ static int s_generate(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *repl
         }
         const char *field = rc == INFER_BAD_NAME || rc == INFER_NOT_FOUND || rc == INFER_LOAD_FAILED
                                 ? "model_name"
-                                : NULL;
+                            : rc == INFER_BAD_UPSCALE ? "output.upscale.model"
+                                                      : NULL;
         if (rc == INFER_LOAD_FAILED)
             return sdx_job_fail(job, "internal", field, "cannot load model '%s': %s", r.model_name,
                                 err);
@@ -710,9 +617,9 @@ static int s_generate(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *repl
         fail = -1;
     for (int i = 0; fail == 0 && i < res.count; i++) {
         infer_image_t *img = &res.images[i];
-        if (paths && s_write_file(paths[i], img->data, img->len) != 0) {
-            fail = sdx_job_fail(job, "internal", "output.save_path", "cannot write %s: %s",
-                                paths[i], strerror(errno));
+        char werr[PATH_MAX + 128];
+        if (paths && out_save_atomic(paths[i], img->data, img->len, werr, sizeof werr) != 0) {
+            fail = sdx_job_fail(job, "internal", "output.save_path", "%s", werr);
             break;
         }
         sdx_value_t *im = sdx_value_map_new();
@@ -752,6 +659,8 @@ static int s_generate(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *repl
     sdx_map_set_int(reply, "count", count);
     sdx_map_set_int(reply, "width", r.gp.width);
     sdx_map_set_int(reply, "height", r.gp.height);
+    if (t.upscale_method[0])
+        sdx_map_set_str(reply, "upscale", t.upscale_method);
     sdx_map_set_int(reply, "seed", r.seed);
     sdx_map_set_bool(reply, "seed_random", r.seed_random);
     sdx_map_set_int(reply, "steps", t.steps_done);

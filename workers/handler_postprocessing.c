@@ -129,23 +129,18 @@ const sdx_domain_t sdx_domain_postprocessing = {
 #else /* SDX_WITH_ENGINE */
 
 #include "out_save.h"
+#include "post_upscale.h"
 #include "sdx_codec.h"
 #include "sdx_imgcodec.h"
 #include "sdx_torch.h"
-#include "sdx_upscale.h"
 
-#include <dirent.h>
 #include <pthread.h>
-#include <strings.h>
 #include <time.h>
 
-/* One loaded upscaler, reused while requests name the same file. */
 typedef struct {
     pthread_mutex_t mu;
-    char path[PATH_MAX];
-    sdx_rrdb_t *model;
-    sdx_device_t device;
-    unsigned long upscales, encodes, saved;
+    post_upscaler_t *up;
+    unsigned long encodes, saved;
 } s_engine_t;
 
 static double s_ms(void)
@@ -165,8 +160,13 @@ static int s_init(sdx_worker_t *w, char *err, size_t err_len)
     }
     pthread_mutex_init(&e->mu, NULL);
     st->engine = e;
-    if (sdx_device_parse(sdx_worker_device(w), &e->device) != 0) {
+    sdx_device_t dev;
+    if (sdx_device_parse(sdx_worker_device(w), &dev) != 0) {
         snprintf(err, err_len, "device %s: %s", sdx_worker_device(w), sdx_last_error());
+        return -1;
+    }
+    if (!(e->up = post_upscaler_new(st->upscalers_root, dev, st->tile, st->pad))) {
+        snprintf(err, err_len, "out of memory");
         return -1;
     }
     if (st->threads > 0)
@@ -189,7 +189,7 @@ static void s_fini(sdx_worker_t *w)
         return;
     s_engine_t *e = st->engine;
     if (e) {
-        sdx_rrdb_free(&e->model);
+        post_upscaler_free(&e->up);
         pthread_mutex_destroy(&e->mu);
         free(e);
     }
@@ -203,11 +203,17 @@ static void s_status(sdx_worker_t *w, sdx_value_t *out)
     s_engine_t *e = st ? st->engine : NULL;
     if (!e)
         return;
+    char loaded[PATH_MAX];
+    unsigned long ups = 0;
+    if (e->up)
+        post_upscaler_stats(e->up, loaded, sizeof loaded, &ups);
+    else
+        loaded[0] = '\0';
     pthread_mutex_lock(&e->mu);
     sdx_map_set_str(out, "upscalers_root", st->upscalers_root);
     sdx_map_set_str(out, "outputs_root", st->outputs_root);
-    sdx_map_set_str(out, "loaded_upscaler", e->path);
-    sdx_map_set_int(out, "upscales", (int64_t)e->upscales);
+    sdx_map_set_str(out, "loaded_upscaler", loaded);
+    sdx_map_set_int(out, "upscales", (int64_t)ups);
     sdx_map_set_int(out, "encodes", (int64_t)e->encodes);
     sdx_map_set_int(out, "saved", (int64_t)e->saved);
     pthread_mutex_unlock(&e->mu);
@@ -244,63 +250,6 @@ static int s_image_in(sdx_job_t *job, const sdx_value_t *data, sdx_image_t *img)
     return 0;
 }
 
-static bool s_has_ext(const char *name, const char *ext)
-{
-    size_t n = strlen(name), e = strlen(ext);
-    return n > e && strcasecmp(name + n - e, ext) == 0;
-}
-
-/* Resolve an upscaler name to a file under the root (see the header). */
-static int s_find_upscaler(sdx_job_t *job, const s_post_t *st, const char *name, double factor,
-                           char *path, size_t path_len)
-{
-    const char *field = "upscale.model";
-    if (!st->upscalers_root[0])
-        return sdx_job_fail(job, "not_found", field,
-                            "no upscalers root is configured on this worker (--upscalers-root); "
-                            "use model \"lanczos\" or leave it out");
-    DIR *d = opendir(st->upscalers_root);
-    if (!d)
-        return sdx_job_fail(job, "internal", field, "cannot read %s: %s", st->upscalers_root,
-                            strerror(errno));
-    char names[64][256];
-    int n = 0, exact = -1, icase = -1, sub = -1, subs = 0, sub_factor = -1, sub_factors = 0;
-    char xf[16];
-    snprintf(xf, sizeof xf, "x%d", (int)(factor + 0.5));
-    struct dirent *de;
-    while ((de = readdir(d)) && n < 64) {
-        if (de->d_name[0] == '.' || !s_has_ext(de->d_name, ".safetensors"))
-            continue;
-        snprintf(names[n], sizeof names[n], "%.*s", (int)(strlen(de->d_name) - 12), de->d_name);
-        if (strcmp(names[n], name) == 0)
-            exact = n;
-        else if (strcasecmp(names[n], name) == 0)
-            icase = n;
-        else if (strcasestr(names[n], name)) {
-            sub = n, subs++;
-            if (factor > 0 && strcasestr(names[n], xf))
-                sub_factor = n, sub_factors++;
-        }
-        n++;
-    }
-    closedir(d);
-    int pick = exact >= 0 ? exact : icase >= 0 ? icase : subs == 1 ? sub
-                                                : sub_factors == 1 ? sub_factor : -1;
-    if (pick >= 0) {
-        if (snprintf(path, path_len, "%s/%s.safetensors", st->upscalers_root, names[pick]) >=
-            (int)path_len)
-            return sdx_job_fail(job, "invalid_request", field, "upscaler path too long");
-        return 0;
-    }
-    char list[1024] = "";
-    size_t used = 0;
-    for (int i = 0; i < n && used < sizeof list; i++)
-        used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "", names[i]);
-    return sdx_job_fail(job, "not_found", field, "upscaler '%s' %s in %s; there: %s%s", name,
-                        subs > 1 ? "matches several files" : "is not", st->upscalers_root,
-                        n ? list : "(none)", n ? ", or \"lanczos\"" : "; use \"lanczos\"");
-}
-
 static bool s_tile_progress(void *ctx, int done, int total)
 {
     sdx_job_t *job = ctx;
@@ -308,72 +257,29 @@ static bool s_tile_progress(void *ctx, int done, int total)
     return !sdx_worker_cancelled(job);
 }
 
-/* Upscale img in place by factor with the named model (NULL/"": the default,
-   Lanczos; "lanczos": Lanczos). Fills method/model_out. 0, or -1 after fail. */
+/* post_upscale, its status as a job error (field: the request's). */
 static int s_upscale(sdx_job_t *job, s_post_t *st, sdx_image_t *img, double factor,
-                     const char *model, char *method, size_t method_len)
+                     const char *model, const char *field, char *method, size_t method_len)
 {
-    s_engine_t *e = st->engine;
-    const char *field = "upscale.factor";
-    if (factor <= 0)
-        factor = 2;
-    if (factor < 1 || factor > 8)
-        return sdx_job_fail(job, "invalid_request", field, "factor must be in 1..8, got %g",
-                            factor);
-    int tw = (int)(img->width * factor + 0.5), th = (int)(img->height * factor + 0.5);
-    if ((int64_t)tw * th > (int64_t)16384 * 16384)
-        return sdx_job_fail(job, "invalid_request", field,
-                            "%dx%d x%g is %dx%d, over 268 million pixels", img->width,
-                            img->height, factor, tw, th);
-    sdx_image_t out = {0};
-    if (model && *model && strcasecmp(model, "lanczos") != 0) {
-        char path[PATH_MAX];
-        if (s_find_upscaler(job, st, model, factor, path, sizeof path) != 0)
-            return -1;
-        pthread_mutex_lock(&e->mu);
-        if (!e->model || strcmp(e->path, path) != 0) {
-            sdx_rrdb_free(&e->model);
-            e->path[0] = '\0';
-            e->model = sdx_rrdb_load(path, SDX_F32, e->device);
-            if (!e->model) {
-                pthread_mutex_unlock(&e->mu);
-                return sdx_job_fail(job, "invalid_request", "upscale.model",
-                                    "cannot load upscaler %s: %s", path, sdx_last_error());
-            }
-            snprintf(e->path, sizeof e->path, "%s", path);
-        }
-        sdx_upscale_opts_t o;
-        sdx_upscale_opts_init(&o);
-        o.tile = st->tile;
-        o.pad = st->pad;
-        o.progress = s_tile_progress;
-        o.progress_ctx = job;
-        int rc = sdx_rrdb_upscale(e->model, img, &o, &out);
-        int scale = sdx_rrdb_config(e->model)->scale;
-        e->upscales++;
-        pthread_mutex_unlock(&e->mu);
-        if (rc != 0) {
-            if (sdx_worker_cancelled(job))
-                return -1;
-            return sdx_job_fail(job, "internal", NULL, "upscale: %s", sdx_last_error());
-        }
-        const char *slash = strrchr(path, '/');
-        snprintf(method, method_len, "%.*s x%d", (int)(strlen(slash + 1) - 12), slash + 1, scale);
-        sdx_image_clear(img);
-        *img = out;
-        if (img->width == tw && img->height == th)
-            return 0;
-        /* the model's scale is not the factor: resize its output, as A1111 */
-        memset(&out, 0, sizeof out);
-        snprintf(method + strlen(method), method_len - strlen(method), " + lanczos");
-    } else {
-        snprintf(method, method_len, "lanczos");
+    char err[1400];
+    post_status_t rc = post_upscale(((s_engine_t *)st->engine)->up, img, factor, model,
+                                    s_tile_progress, job, method, method_len, err, sizeof err);
+    char mfield[64];
+    snprintf(mfield, sizeof mfield, "%s%smodel", field, *field ? "." : "");
+    switch (rc) {
+    case POST_OK:
+        return 0;
+    case POST_NOT_FOUND:
+        return sdx_job_fail(job, "not_found", mfield, "%s", err);
+    case POST_BAD_REQUEST:
+        return sdx_job_fail(job, "invalid_request",
+                            strstr(err, "factor") || strstr(err, "pixels") ? "factor" : mfield,
+                            "%s", err);
+    case POST_CANCELLED:
+        return -1; /* the runtime answers cancelled / timeout */
+    default:
+        return sdx_job_fail(job, "internal", NULL, "%s", err);
     }
-    if (sdx_lanczos_resize(img, tw, th, &out) != 0)
-        return sdx_job_fail(job, "internal", NULL, "resize: %s", sdx_last_error());
-    sdx_image_clear(img);
-    *img = out;
-    return 0;
 }
 
 /* The parameters text: data.parameters as given, else built from
@@ -461,7 +367,7 @@ static int s_h_upscale(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *rep
     char method[PATH_MAX + 32];
     int w0 = img.width, h0 = img.height;
     if (s_upscale(job, st, &img, sdx_map_num(data, "factor", 0), sdx_map_str(data, "model", NULL),
-                  method, sizeof method) != 0) {
+                  "", method, sizeof method) != 0) {
         sdx_image_clear(&img);
         return -1;
     }
@@ -518,7 +424,7 @@ static int s_h_finalize(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *re
     char method[PATH_MAX + 32] = "";
     if (up && up->type == SDX_MAP &&
         s_upscale(job, st, &img, sdx_map_num(up, "factor", 0), sdx_map_str(up, "model", NULL),
-                  method, sizeof method) != 0) {
+                  "upscale", method, sizeof method) != 0) {
         sdx_image_clear(&img);
         return -1;
     }

@@ -1,11 +1,14 @@
 /*  infer_engine.c - the inference worker's engine side: device choice,
-    model cache (infer_cache.c), one generation through sdxl.h, and the
-    encoding of its images (PNG through sdx_image, WebP through libwebp).
+    model cache (infer_cache.c), one generation through sdxl.h, output.upscale
+    (post_upscale.h) and the encoding of its images with their A1111
+    metadata (sdx_imgcodec.h: PNG, JPEG, WebP).
     Includes the engine's headers and never common/ (see infer_engine.h).
     Not for: requests and replies (handler_inference.c). */
 #include "infer_engine.h"
 
 #include "infer_cache.h"
+#include "post_upscale.h"
+#include "sdx_imgcodec.h"
 #include "sdxl.h"
 
 #include <stdio.h>
@@ -13,14 +16,11 @@
 #include <string.h>
 #include <time.h>
 
-#ifdef SDX_WITH_WEBP
-#include <webp/encode.h>
-#endif
-
 struct infer_engine {
     char models_root[4096];
     char config_dir[4096];
     sdx_device_t device;
+    post_upscaler_t *upscaler;
     const char *device_name;
     int threads;
     infer_cache_t *cache;
@@ -55,7 +55,10 @@ infer_engine_t *infer_engine_new(const infer_engine_config_t *cfg, char *note, s
     if (e->threads > 0 && sdx_set_num_threads(e->threads) != 0)
         infer_log(1, "cannot set %d CPU threads: %s", e->threads, sdx_last_error());
     e->cache = infer_cache_new(cfg->max_models);
-    if (!e->cache) {
+    e->upscaler = post_upscaler_new(cfg->upscalers_root, e->device, 512, 10);
+    if (!e->cache || !e->upscaler) {
+        infer_cache_destroy(&e->cache);
+        post_upscaler_free(&e->upscaler);
         free(e);
         snprintf(err, err_len, "out of memory");
         return NULL;
@@ -69,6 +72,7 @@ void infer_engine_destroy(infer_engine_t **e_p)
     if (!e)
         return;
     infer_cache_destroy(&e->cache);
+    post_upscaler_free(&e->upscaler);
     free(e);
     *e_p = NULL;
 }
@@ -113,38 +117,38 @@ static double s_ms(void)
     return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
 }
 
-static int s_encode(const infer_request_t *req, const sdx_image_t *img, infer_image_t *out,
-                    char *err, size_t err_len)
+bool infer_engine_format_available(const char *format)
 {
+    sdx_img_format_t f = sdx_img_format_parse(format);
+    return f != SDX_FMT_UNKNOWN && sdx_img_format_available(f);
+}
+
+/* Upscale (output.upscale) in place, then encode with the metadata. */
+static infer_status_t s_encode(infer_engine_t *e, const infer_request_t *req, const char *text,
+                               sdx_image_t *img, infer_image_t *out, char *method,
+                               size_t method_len, char *err, size_t err_len)
+{
+    if (req->upscale_factor > 0) {
+        post_status_t st = post_upscale(e->upscaler, img, req->upscale_factor,
+                                        req->upscale_model, NULL, NULL, method, method_len, err,
+                                        err_len);
+        if (st != POST_OK)
+            return st == POST_NOT_FOUND || st == POST_BAD_REQUEST ? INFER_BAD_UPSCALE
+                                                                    : INFER_FAILED;
+    }
     out->width = img->width;
     out->height = img->height;
-    if (strcmp(req->format, "webp") == 0) {
-#ifdef SDX_WITH_WEBP
-        uint8_t *wb = NULL;
-        int stride = img->width * img->channels;
-        size_t n = img->channels == 4 ? WebPEncodeRGBA(img->pixels, img->width, img->height, stride,
-                                                       (float)req->quality, &wb)
-                                      : WebPEncodeRGB(img->pixels, img->width, img->height, stride,
-                                                      (float)req->quality, &wb);
-        if (n == 0 || !(out->data = malloc(n))) {
-            WebPFree(wb);
-            snprintf(err, err_len, "WebP encoding failed");
-            return -1;
-        }
-        memcpy(out->data, wb, n);
-        WebPFree(wb);
-        out->len = n;
-        return 0;
-#else
-        snprintf(err, err_len, "this worker was built without libwebp");
-        return -1;
-#endif
+    sdx_encode_opts_t o;
+    sdx_encode_opts_init(&o);
+    o.format = sdx_img_format_parse(req->format);
+    o.quality = req->quality;
+    o.text = text;
+    o.png_extra = req->png_text;
+    if (sdx_image_encode(img, &o, &out->data, &out->len) != 0) {
+        snprintf(err, err_len, "%s encoding failed: %s", req->format, sdx_last_error());
+        return INFER_FAILED;
     }
-    if (sdx_png_encode(img, req->png_text, &out->data, &out->len) != 0) {
-        snprintf(err, err_len, "PNG encoding failed: %s", sdx_last_error());
-        return -1;
-    }
-    return 0;
+    return INFER_OK;
 }
 
 /* Adapts the engine's per-step callback to the request's. */
@@ -246,15 +250,20 @@ infer_status_t infer_engine_generate(infer_engine_t *e, const infer_request_t *r
         snprintf(err, err_len, "out of host memory");
         return INFER_OOM;
     }
+    char *text = sdxl_infotext(&gp, &r, req->model_name);
     for (int i = 0; i < r.count; i++) {
-        if (s_encode(req, &r.images[i], &out->images[i], err, err_len) != 0) {
+        infer_status_t st = s_encode(e, req, text, &r.images[i], &out->images[i],
+                                     out->upscale_method, sizeof out->upscale_method, err, err_len);
+        if (st != INFER_OK) {
             out->count = i;
+            free(text);
             sdxl_result_clear(&r);
             infer_output_clear(out);
-            return INFER_FAILED;
+            return st;
         }
         out->count = i + 1;
     }
+    free(text);
     out->steps_done = r.steps_done;
     out->encode_ms = r.encode_ms;
     out->denoise_ms = r.denoise_ms;

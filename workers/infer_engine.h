@@ -28,6 +28,7 @@ typedef struct {
     int max_models;          /* engines kept loaded (LRU), >= 1 */
     int gpu;                 /* the worker's GPU (host index), -1: CPU */
     int threads;             /* CPU threads, 0: libtorch's default */
+    const char *upscalers_root; /* output.upscale models ("" or NULL: Lanczos only) */
 } infer_engine_config_t;
 
 /* Set up (nothing is loaded yet). NULL on failure with a reason in err.
@@ -51,6 +52,7 @@ typedef enum {
     INFER_BAD_INPUT, /* the engine refused a parameter */
     INFER_OOM,
     INFER_FAILED,
+    INFER_BAD_UPSCALE, /* output.upscale: no such upscaler, or a file that is none */
 } infer_status_t;
 
 /* One generation. Strings are borrowed for the call. */
@@ -64,9 +66,15 @@ typedef struct {
     int width, height, steps, clip_skip, batch;
     double guidance_scale, guidance_rescale;
     uint64_t seed;
-    const char *format;          /* "png" or "webp" */
-    int quality;                 /* webp quality 1..100 */
-    const char *const *png_text; /* tEXt pairs {"k","v",...,NULL} or NULL */
+    const char *format;          /* "png", "jpeg" or "webp" */
+    int quality;                 /* jpeg / webp quality 1..100 */
+    const char *const *png_text; /* more tEXt pairs {"k","v",...,NULL} or NULL */
+    /* output.upscale: factor > 0 upscales every image before encoding with
+       upscale_model ("lanczos"/NULL: Lanczos), from the upscalers root */
+    double upscale_factor;
+    const char *upscale_model;
+    /* the images carry the A1111 parameters text (prompt, Steps, Sampler,
+       CFG scale, Seed, Size, Model) built from the fields above */
     /* step 0 with msg "loading model" before a load, then 1..steps
        "denoising"; called on the calling thread */
     void (*progress)(int step, int total, const char *msg, void *ud);
@@ -85,6 +93,7 @@ typedef struct {
     infer_image_t *images;
     int steps_done;
     bool loaded; /* this call loaded the model */
+    char upscale_method[320]; /* what output.upscale ran, "" if nothing */
     double load_ms, encode_ms, denoise_ms, decode_ms, image_ms;
     /* the loaded models changed (publish them): set on a load or eviction */
     bool models_changed;
@@ -95,6 +104,9 @@ typedef struct {
 infer_status_t infer_engine_generate(infer_engine_t *e, const infer_request_t *req,
                                      infer_output_t *out, char *err, size_t err_len);
 void infer_output_clear(infer_output_t *out);
+
+/* Whether this build encodes "png", "jpeg", "webp". */
+bool infer_engine_format_available(const char *format);
 
 /* Loaded model names, most recently used first: n malloc'd strings in a
    malloc'd array (caller frees all). */

@@ -188,10 +188,26 @@ def test_outputs(t, fleet):
         t.check(len(saved) == 1 and saved[0].startswith(root + "/demo/") and
                 os.path.isfile(saved[0]) and open(saved[0], "rb").read() == img,
                 "output.save_path writes the image under the outputs root", saved)
-    r = fleet.request(gen_request({"output": {"format": "jpeg"}}), timeout=60)
+    r = fleet.request(gen_request({"output": {"format": "jpeg", "quality": 80}}), timeout=60,
+                      enc="msgpack")
+    d = r.get("data") or {}
+    img = d["images"][0]["image"] if r.get("success") else b""
+    t.check(img[:3] == b"\xff\xd8\xff" and b"Exif\x00\x00" in img[:64] and
+            ("Steps: %d" % STEPS).encode("utf-16-be") in img,
+            "output.format jpeg gives a JPEG with the A1111 text in EXIF", r.get("error"))
+    r = fleet.request(gen_request({"output": {"upscale": {"factor": 2, "model": "lanczos"}}}),
+                      timeout=60, enc="msgpack")
+    d = r.get("data") or {}
+    img = d["images"][0] if r.get("success") else {}
+    t.check((img.get("width"), img.get("height")) == (2 * SIZE, 2 * SIZE) and
+            d.get("upscale") == "lanczos" and png_size(img.get("image", b"")) == (2 * SIZE,
+                                                                                     2 * SIZE),
+            "output.upscale factor 2 (lanczos) doubles the image", r.get("error") or d.get("upscale"))
+    r = fleet.request(gen_request({"output": {"upscale": {"factor": 2, "model": "NoSuch"}}}),
+                      timeout=60)
     e = r.get("error") or {}
-    t.check(e.get("code") == "not_available" and e.get("field") == "output.format",
-            "jpeg gets not_available", e)
+    t.check(e.get("code") == "invalid_request" and e.get("field") == "output.upscale.model",
+            "an unknown upscaler is refused naming output.upscale.model", e)
     r = fleet.request({"message_type": "nosuch.thing"}, timeout=5)
     tm = r.get("timing") or {}
     t.check(all(k in tm for k in ("total_ms", "queued_ms", "attempts")),

@@ -87,7 +87,7 @@ def main():
                 "no model named: Lanczos (JSON client, base64 image)", r.get("error"))
         r = call(fleet, "postprocessing.upscale", {"image": src, "model": "SwinIR"})
         e = r.get("error") or {}
-        t.check(e.get("code") == "not_found" and e.get("field") == "upscale.model" and
+        t.check(e.get("code") == "not_found" and e.get("field") == "model" and
                 "RealESRGAN_x2plus" in e.get("message", "") and "RealESRGAN_x4plus" in
                 e.get("message", ""), "an unknown upscaler lists what is there", e)
         r = call(fleet, "postprocessing.upscale", {"image": b"not an image"})

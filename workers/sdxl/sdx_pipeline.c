@@ -12,6 +12,7 @@
 #include "sdxl.h"
 
 #include "sdx_clip.h"
+#include "sdx_imgcodec.h"
 #include "sdx_prompt.h"
 #include "sdx_scheduler.h"
 #include "sdx_tokenizer.h"
@@ -328,6 +329,10 @@ int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r
         input_error = true;
         goto fail;
     }
+    snprintf(r->scheduler, sizeof r->scheduler, "%s", sdx_scheduler_class_name(sch));
+    char *sched_json = sdx_scheduler_config_json(sch);
+    r->karras = sched_json && strstr(sched_json, "\"use_karras_sigmas\":true");
+    free(sched_json);
 
     /* 1. prompt embeddings */
     sdx_text_encoders_t te = {e->te1, e->tok1, e->te2, e->tok2};
@@ -461,4 +466,23 @@ fail:
     sdx_inference_guard_free(&guard);
     r->total_ms = s_now_ms() - t_start;
     return rc;
+}
+
+char *sdxl_infotext(const sdxl_gen_params_t *p, const sdxl_result_t *r, const char *model_name)
+{
+    sdx_infotext_t it;
+    sdx_infotext_init(&it);
+    char sampler[96];
+    it.prompt = p->prompt;
+    it.negative_prompt = p->negative_prompt;
+    it.steps = p->steps > 0 ? p->steps : r->steps_done;
+    if (r->scheduler[0])
+        it.sampler = sdx_a1111_sampler(r->scheduler, r->karras, sampler, sizeof sampler);
+    it.cfg_scale = p->guidance_scale;
+    it.seed = (int64_t)p->seed;
+    it.width = r->count > 0 ? r->images[0].width : p->width;
+    it.height = r->count > 0 ? r->images[0].height : p->height;
+    it.model_name = model_name;
+    it.clip_skip = p->clip_skip;
+    return sdx_infotext_format(&it);
 }

@@ -90,6 +90,8 @@ typedef struct {
     sdx_tensor_t *decoded;  /* raw VAE output [B,3,H,W] in ~[-1,1], owned (NULL when !decode) */
     double encode_ms, denoise_ms, decode_ms, total_ms;
     int steps_done;
+    char scheduler[64];     /* the diffusers class that ran */
+    bool karras;            /* with Karras sigmas */
     bool input_error;       /* on failure: true when the parameters were refused
                                before any work (size, steps, batch, clip_skip
                                beyond the model's layers, unknown scheduler or
@@ -102,5 +104,12 @@ typedef struct {
    fault. On success the caller clears r. */
 int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r);
 void sdxl_result_clear(sdxl_result_t *r);
+
+/* The A1111 "parameters" text of a generation (prompt, Negative prompt,
+   Steps, Sampler, CFG scale, Seed, Size, Model, Clip skip) for its images'
+   metadata; model_name is what A1111 shows as Model (the checkpoint's name,
+   NULL to leave it out). malloc'd, NULL on OOM. sdxl-gen and the inference
+   worker both write it, so one request gives one file either way. */
+char *sdxl_infotext(const sdxl_gen_params_t *p, const sdxl_result_t *r, const char *model_name);
 
 #endif

@@ -139,7 +139,9 @@ int main(void)
            "processing.batch_execute", NULL);
     s_type("{\"worker_type\":\"INFERENCE\",\"action\":\"GenerateSDXL\"}", "inference.generate",
            NULL);
-    s_type("{\"worker_type\":\"DEVICE\",\"action\":\"get_device_memory\"}", "device.get_memory",
+    /* the rule gives device.get_memory; message_type_aliases make it the
+       catalogued device.memory (no worker answers device.get_memory) */
+    s_type("{\"worker_type\":\"DEVICE\",\"action\":\"get_device_memory\"}", "device.memory",
            NULL);
     s_type("{\"worker_type\":\"SCHEDULER\",\"action\":\"list\"}", "scheduler.list", NULL);
     s_type("{\"worker_type\":\"POSTPROCESSING\",\"action\":\"upscale\"}", "postprocessing.upscale",

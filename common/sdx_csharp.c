@@ -1648,6 +1648,12 @@ static sdx_value_t *s_keyed(const sdx_value_t *v, const sdx_value_t *node, const
     return a;
 }
 
+/* sdx_map_set for a freshly made value that may be NULL (out of memory). */
+static int s_set_new(sdx_value_t *map, const char *key, sdx_value_t *val)
+{
+    return val ? sdx_map_set(map, key, val) : -1;
+}
+
 /* Progress: {RequestId, Type: "progress", Action, Progress {Step, Total,
    Elapsed (ms, the worker's elapsed_ms), Message, ...}}; no Success and no
    Data, so that a client completing calls by RequestId never takes it for
@@ -1658,8 +1664,7 @@ static sdx_value_t *s_progress(const sdx_value_t *native, sdx_encoding_t enc)
     sdx_value_t *p = sdx_value_map_new();
     bool ok = r && p;
     const sdx_value_t *rid = sdx_map_get(native, "request_id");
-    sdx_value_t *c = ok && rid ? sdx_value_clone(rid) : NULL;
-    ok = ok && (!rid || (c && sdx_map_set(r, "RequestId", c) == 0));
+    ok = ok && (!rid || s_set_new(r, "RequestId", sdx_value_clone(rid)) == 0);
     ok = ok && sdx_map_set_str(r, "Type", "progress") == 0;
     for (size_t i = 0; ok && i < native->u.map.len; i++) {
         const char *k = native->u.map.items[i].key;
@@ -1671,13 +1676,12 @@ static sdx_value_t *s_progress(const sdx_value_t *native, sdx_encoding_t enc)
             snprintf(pk, sizeof pk, "Elapsed");
         else
             sdx_csharp_pascal(k, pk, sizeof pk);
-        sdx_value_t *v = s_pascal_tree(native->u.map.items[i].val, enc, 1);
-        ok = v && sdx_map_set(p, pk, v) == 0;
+        ok = s_set_new(p, pk, s_pascal_tree(native->u.map.items[i].val, enc, 1)) == 0;
     }
     if (ok && !sdx_map_get(p, "Total"))
-        ok = sdx_map_set(p, "Total", sdx_value_nil_new()) == 0;
+        ok = s_set_new(p, "Total", sdx_value_nil_new()) == 0;
     if (ok && !sdx_map_get(p, "Elapsed"))
-        ok = sdx_map_set(p, "Elapsed", sdx_value_nil_new()) == 0;
+        ok = s_set_new(p, "Elapsed", sdx_value_nil_new()) == 0;
     if (ok && sdx_map_set(r, "Progress", p) == 0)
         return r;
     if (!ok)
@@ -1703,11 +1707,11 @@ sdx_value_t *sdx_csharp_reply(const sdx_value_t *native_reply, sdx_encoding_t en
        (msgpack), an integer as an integer, text as text */
     const sdx_value_t *rid = sdx_map_get(r, "RequestId");
     if (ok && info && info->request_id_bin && enc == SDX_ENC_MSGPACK)
-        ok = sdx_map_set(r, "RequestId", sdx_value_bin_new(info->request_id_bytes, 16)) == 0;
+        ok = s_set_new(r, "RequestId", sdx_value_bin_new(info->request_id_bytes, 16)) == 0;
     else if (ok && info && info->request_id[0] && (!rid || rid->type == SDX_NIL))
-        ok = sdx_map_set(r, "RequestId",
-                         info->request_id_int ? sdx_value_int_new(info->request_id_i)
-                                              : sdx_value_str_new(info->request_id)) == 0;
+        ok = s_set_new(r, "RequestId",
+                       info->request_id_int ? sdx_value_int_new(info->request_id_i)
+                                            : sdx_value_str_new(info->request_id)) == 0;
     sdx_value_t *err = sdx_map_get(r, "Error");
     if (ok && !progress && !sdx_map_get(r, "Success"))
         ok = sdx_map_set_bool(r, "Success", !(err && err->type == SDX_MAP)) == 0;

@@ -758,11 +758,11 @@ static void test_lenient(void)
             flat ? "" : e.message);
     sdx_value_destroy(&flat);
 
-    sdx_value_t *native = sdx_csharp_reply(
-        sdx_reply_ok(GUID, "inference.generate", t_json("{\"images\":[]}"), NULL), SDX_ENC_JSON,
-        &info);
-    t_check(native && sdx_array_len(sdx_map_get(native, "Warnings")) == 3,
+    sdx_value_t *native = sdx_reply_ok(GUID, "inference.generate", t_json("{\"images\":[]}"), NULL);
+    sdx_value_t *reply = sdx_csharp_reply(native, SDX_ENC_JSON, &info);
+    t_check(reply && sdx_array_len(sdx_map_get(reply, "Warnings")) == 3,
             "the reply lists the 3 warnings under Warnings");
+    sdx_value_destroy(&reply);
     sdx_value_destroy(&native);
 
     sdx_value_t *d = t_json("{\"prompt\":\"x\",\"colour\":1}");

@@ -8,15 +8,22 @@
        ext 98 Lz4BlockArray), turns an array-encoded ([Key(n)]) envelope
        into a map, renames the envelope keys to the native names
        (RequestId/requestId -> request_id, Action -> action, WorkerType ->
-       worker_type, Data/Payload/Request -> data), turns integer enums into
-       their names and msgpack timestamps (ext -1) into RFC 3339 strings.
+       worker_type, Data/Payload/Request -> data; every native envelope key
+       under the one loose rule, so Type = type), turns integer enums into
+       their names, msgpack timestamps (ext -1) and DateTimeOffset arrays
+       into RFC 3339 strings, TimeSpans into numbers, a 16-byte Guid
+       RequestId into its text (remembered, to echo the bytes). Unknown
+       envelope and DTO properties are ignored and noted as warnings for the
+       reply (the native dialect stays strict).
        A native request passes through untouched.
     2. sdx_csharp_map_data(), at the validation hook once the envelope gave
        the message type: maps a nested EnhancedSDXLRequest onto the flat
        request through the C# schema (schemas/csharp_enhanced_request.json:
        x-native, x-key-order, x-enum-order, x-native-select), or, for a flat
        C#-cased request, renames keys case-insensitively to the native
-       schema's names. The result is then validated like a native request.
+       schema's names. The result is then validated like a native request;
+       sdx_csharp_check_request then fills x-random fields (a random seed in
+       the C# int range).
     Replies: sdx_csharp_reply() makes the C#-shaped reply (PascalCase keys,
     RequestId, Success, Data, Error {Code, Message, Field}; images bin in
     msgpack and base64 text in JSON).

@@ -967,6 +967,12 @@ static void test_progress(void)
                 strcmp(sdx_map_str(r, "Type", ""), "progress") == 0 &&
                 strcmp(sdx_map_str(r, "RequestId", ""), "p-1") == 0,
             "progress: Type \"progress\", RequestId, no Success, no Data");
+    const sdx_value_t *ps = sdx_schema_set_get(g_set, "csharp_progress_schema.json");
+    sdx_schema_error_t e;
+    t_check(ps && r && sdx_schema_validate(ps, &r, NULL, &e) == 0,
+            "progress matches csharp_progress_schema.json (%s %s)", ps ? e.field : "",
+            ps ? e.message : "missing");
+    p = sdx_map_get(r, "Progress");
     t_check(p && sdx_map_int(p, "Step", 0) == 1 && sdx_map_int(p, "Total", 0) == 20 &&
                 sdx_map_num(p, "Elapsed", 0) == 40.5 &&
                 strcmp(sdx_map_str(p, "Message", ""), "denoising") == 0,

@@ -229,7 +229,8 @@ static bool s_timespan_ms(const char *t, double *ms)
    NULL if the text is not a finite number. */
 static sdx_value_t *s_decimal_value(const char *t, bool want_int)
 {
-    if (!*t || isspace((unsigned char)*t))
+    /* .NET writes decimals in plain notation: no hex, no inf/nan words */
+    if (!*t || isspace((unsigned char)*t) || strpbrk(t, "xXpPiInN"))
         return NULL;
     char *end;
     double d = strtod(t, &end);

@@ -473,6 +473,24 @@ def test_csharp_wire_forms(t, fleet, ctx, have_workers):
                 "array envelope refused by validation: array reply with RequestId and C# field",
                 json.dumps(r, default=repr)[:300])
         if have_workers:
+            ts = msgpack.Timestamp(1795410000)  # local clock time of the DateTimeOffset
+            c.send_frame(msgpack.packb({"RequestId": "dto-1", "MessageType": "test.echo",
+                                        "Timestamp": [ts, 60], "Data": {"When": [ts, -300]}},
+                                       use_bin_type=True, datetime=False))
+            r = c.recv_all()[0]
+            when = (r.get("Data") or {}).get("When") or ""
+            t.check(r.get("Success") is True and when.endswith("-05:00") and
+                    when.startswith("2026-"),
+                    "DateTimeOffset [timestamp, -300] arrives as RFC 3339 text with -05:00",
+                    json.dumps(r, default=repr)[:300])
+            c.send_frame(json.dumps({"RequestId": "ts-1", "MessageType": "test.sleep",
+                                     "Timeout": "00:00:00.3", "Data": {"ms": 5000,
+                                                                       "steps": 50}}).encode())
+            r = c.recv_all(timeout=5.0)[0]
+            t.check((r.get("Error") or {}).get("Code") == "timeout" and
+                    (r.get("Timing") or {}).get("TotalMs", 1e9) < 3000,
+                    "Timeout as a TimeSpan \"00:00:00.3\" is the request's deadline",
+                    json.dumps(r, default=repr)[:300])
             c.send_frame(json.dumps({"RequestId": "f-1", "Action": "generate_sdxl", "Data": {
                 "Model": {"Base": "m", "Refiner": "r"}, "Conditioning": {"Prompt": "x"},
                 "Scheduler": {"Type": 11}}}).encode())

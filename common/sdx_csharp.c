@@ -29,7 +29,7 @@
    '_' and '-' ignored), so "Type", "type" and "TYPE" are the same key. */
 static const char *s_native_envelope_keys[] = {
     "message_type", "type",       "request_id", "data",        "priority",
-    "timeout_ms",   "timeout_s",  "timeout_seconds", "deadline_ms", "stream",
+    "timeout_ms",   "timeout_s",  "timeout_seconds", "stream",
     "action",       "worker_type", "session_id", "timestamp",   "gpu",
     NULL,
 };

@@ -224,6 +224,14 @@ int main(void)
     CHECK(env.naming == SDX_NAMED_ACTION);
     sdx_envelope_clear(&env);
 
+    /* every envelope key matches loosely, gpu too (it stays out of data) */
+    CHECK(s_parse_json(&env, "{\"TYPE\":\"device.status\",\"GPU\":2,\"Session_Id\":\"s\"}",
+                       &f) == 0);
+    CHECK_STR(env.message_type, "device.status");
+    CHECK(env.gpu == 2 && !sdx_map_get_loose(env.data, "gpu"));
+    CHECK_STR(env.session_id, "s");
+    sdx_envelope_clear(&env);
+
     /* generated ids are unique; flat keys become data */
     CHECK(s_parse_json(&env, "{\"message_type\":\"test.echo\",\"prompt\":\"x\",\"steps\":4}", &f) ==
           0);

@@ -260,8 +260,10 @@ static bool s_type_has(const sdx_value_t *node, const char *name)
    value in *out, or NULL when nothing applies):
    - decimal as a string where the schema wants a number;
    - a Guid as 16 bytes (NativeGuidResolver) where it wants a string;
-   - a TimeSpan (x-timespan {unit: ms|s[, integer: ticks]}): STJ text, or
-     msgpack int64 ticks when the field says so. */
+   - a TimeSpan (x-timespan {unit: ms|s[, integer: ticks][, ticks_from: N]}):
+     STJ text, or MessagePack-CSharp int64 ticks when the field says so
+     (every integer, or those >= ticks_from: smaller ones are plain numbers
+     in `unit`). */
 static int s_dotnet_leaf(const sdx_value_t *ps, const sdx_value_t *v, const char *path,
                          sdx_value_t **out, sdx_schema_error_t *e)
 {
@@ -279,7 +281,9 @@ static int s_dotnet_leaf(const sdx_value_t *ps, const sdx_value_t *v, const char
                               "not a TimeSpan: expected [-][d.]hh:mm:ss[.fffffff] (e.g. "
                               "\"00:05:00\") or a number");
         } else if (v->type == SDX_INT &&
-                   strcmp(sdx_map_str(ts, "integer", ""), "ticks") == 0) {
+                   (strcmp(sdx_map_str(ts, "integer", ""), "ticks") == 0 ||
+                    (sdx_map_get(ts, "ticks_from") &&
+                     v->u.i >= sdx_map_int(ts, "ticks_from", INT64_MAX)))) {
             ms = (double)v->u.i / 10000.0; /* .NET ticks are 100 ns */
         } else {
             return 0;

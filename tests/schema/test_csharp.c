@@ -831,6 +831,19 @@ static void test_dotnet_types(void)
     sdx_value_destroy(&native);
     sdx_value_destroy(&root);
 
+    /* Metadata.Timeout: seconds, or ticks from 10^7 (1 s) on */
+    const long long mt[][2] = {{300, 300}, {3000000000LL, 300}, {10000000, 1}};
+    for (size_t i = 0; i < 3; i++) {
+        sdx_value_t *dd = s_example();
+        sdx_value_t *m = sdx_value_map_new();
+        sdx_map_set_int(m, "Timeout", mt[i][0]);
+        sdx_map_set(dd, "Metadata", m);
+        sdx_value_t *fl = s_pipeline(s_wrap(dd, "generate_sdxl"), &info, &e, NULL);
+        t_check(fl && sdx_map_num(sdx_map_get(fl, "metadata"), "timeout", 0) == (double)mt[i][1],
+                "Metadata.Timeout %lld -> %lld s", mt[i][0], mt[i][1]);
+        sdx_value_destroy(&fl);
+    }
+
     /* msgpack ticks */
     root = t_json("{\"Action\":\"generate\",\"Timeout\":3000000000,\"Data\":{\"Prompt\":\"x\"}}");
     t_check(sdx_csharp_prepare(g_set, &root, 0, &info, &e) == 0 &&

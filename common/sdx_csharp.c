@@ -237,7 +237,7 @@ static sdx_value_t *s_decimal_value(const char *t, bool want_int)
     if (*end != '\0' || d != d || d > 1e300 || d < -1e300)
         return NULL;
     if (want_int) {
-        if (d != (double)(long long)d || d > 9.2e18 || d < -9.2e18)
+        if (d > 9.2e18 || d < -9.2e18 || d != (double)(long long)d)
             return NULL;
         return sdx_value_int_new((int64_t)d);
     }

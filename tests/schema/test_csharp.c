@@ -716,6 +716,9 @@ static void test_mutations(void)
             sdx_value_t *root = sdx_msgpack_decode(m, n, err, sizeof err);
             runs++;
             if (!root) {
+                /* what the broker does with an undecodable frame */
+                sdx_csharp_info_t sniffed;
+                sdx_csharp_sniff(m, n, &sniffed);
                 answered++;
                 continue;
             }

@@ -1114,6 +1114,19 @@ static void test_sniff_and_bom(void)
     t_check(sdx_csharp_sniff(mp, sizeof mp, &info) == SDX_DIALECT_CSHARP && info.array_encoded &&
                 strcmp(info.request_id, "bad-2") == 0,
             "truncated [Key(n)] msgpack recognised, RequestId read (%s)", info.request_id);
+    /* every truncation of a C# JSON frame: sniffed without reading past it */
+    const char *full = "\xef\xbb\xbf{\"RequestId\" : \"t-9\", \"Action\": \"generate\", "
+                       "\"Data\": {\"Prompt\": \"x\"}}";
+    size_t flen = strlen(full), ids = 0;
+    for (size_t n = 0; n < flen; n++) {
+        char *cut = malloc(n ? n : 1);
+        memcpy(cut, full, n);
+        if (sdx_csharp_sniff(cut, n, &info) == SDX_DIALECT_CSHARP &&
+            strcmp(info.request_id, "t-9") == 0)
+            ids++;
+        free(cut);
+    }
+    t_check(ids > flen / 2, "truncated C# JSON: RequestId read from %zu of %zu cuts", ids, flen);
     const char *bom = "\xef\xbb\xbf{\"Action\":\"ping\"}";
     char err[200];
     t_check(sdx_codec_detect(bom, strlen(bom)) == SDX_ENC_JSON, "a BOM before JSON: JSON");

@@ -1026,8 +1026,12 @@ static void s_handle_request(broker_t *b, const route_t *rt, const uint8_t *data
     char derr[192];
     sdx_value_t *root = sdx_codec_decode(data, len, enc, derr, sizeof derr);
     if (!root) {
+        /* answered in the C# shape when the frame still looks like C# */
+        hook_state_t hs = {0};
+        hooks_undecodable(data, len, &hs);
         sdx_fault_set(&f, SDX_ERR_INVALID_REQUEST, NULL, "cannot decode the request: %s", derr);
-        s_reply_fault_raw(b, rt, enc, NULL, NULL, &f, NULL, t0);
+        s_reply_fault_raw(b, rt, enc, NULL, NULL, &f, &hs, t0);
+        hooks_request_done(&hs);
         return;
     }
 

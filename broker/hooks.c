@@ -157,6 +157,22 @@ sdx_value_t *hooks_reply(const sdx_value_t *reply, sdx_encoding_t enc, const hoo
     return sdx_csharp_reply(reply, enc, (const sdx_csharp_info_t *)st->data);
 }
 
+void hooks_undecodable(const void *buf, size_t len, hook_state_t *st)
+{
+    st->dialect = SDX_DIALECT_NATIVE;
+    st->data = NULL;
+    sdx_csharp_info_t *info = calloc(1, sizeof *info);
+    if (!info)
+        return;
+    if (sdx_csharp_sniff(buf, len, info) != SDX_DIALECT_CSHARP) {
+        free(info);
+        return;
+    }
+    info->set = s_schemas;
+    st->data = info;
+    st->dialect = SDX_DIALECT_CSHARP;
+}
+
 void hooks_request_done(hook_state_t *st)
 {
     free(st->data);

@@ -59,6 +59,12 @@ int hooks_validate(sdx_envelope_t *env, hook_state_t *st, sdx_fault_t *fault);
    (the broker sends and destroys it; `reply` itself stays the caller's). */
 sdx_value_t *hooks_reply(const sdx_value_t *reply, sdx_encoding_t enc, const hook_state_t *st);
 
+/* A frame that could not be decoded: when it can still be recognised as
+   C# (sdx_csharp_sniff), st is set so that the error is answered in the C#
+   shape (with the RequestId, when it could be read). Release st with
+   hooks_request_done. */
+void hooks_undecodable(const void *buf, size_t len, hook_state_t *st);
+
 /* Release per-request state. */
 void hooks_request_done(hook_state_t *st);
 

@@ -206,7 +206,9 @@ static int s_map_append(sdx_value_t *m, char *key, size_t key_len, sdx_value_t *
 sdx_encoding_t sdx_codec_detect(const void *buf, size_t len)
 {
     const uint8_t *p = buf;
-    for (size_t i = 0; i < len; i++) {
+    /* a UTF-8 byte order mark (which .NET writers can emit) before JSON */
+    size_t start = len >= 3 && p[0] == 0xef && p[1] == 0xbb && p[2] == 0xbf ? 3 : 0;
+    for (size_t i = start; i < len; i++) {
         uint8_t c = p[i];
         if (c == ' ' || c == '\t' || c == '\r' || c == '\n')
             continue;
@@ -695,6 +697,17 @@ sdx_value_t *sdx_json_decode(const void *buf, size_t len, char *err, size_t err_
     if (!buf || len == 0) {
         s_err(err, err_len, "json: empty frame");
         return NULL;
+    }
+    /* a UTF-8 byte order mark (System.Text.Json / StreamWriter can emit one)
+       is not part of the text */
+    const uint8_t *u8 = buf;
+    if (len >= 3 && u8[0] == 0xef && u8[1] == 0xbb && u8[2] == 0xbf) {
+        buf = u8 + 3;
+        len -= 3;
+        if (len == 0) {
+            s_err(err, err_len, "json: empty frame (a byte order mark only)");
+            return NULL;
+        }
     }
     const char *text = buf;
     if (s_json_prescan(buf, len, err, err_len) < 0)

@@ -8,15 +8,22 @@
        ext 98 Lz4BlockArray), turns an array-encoded ([Key(n)]) envelope
        into a map, renames the envelope keys to the native names
        (RequestId/requestId -> request_id, Action -> action, WorkerType ->
-       worker_type, Data/Payload/Request -> data), turns integer enums into
-       their names and msgpack timestamps (ext -1) into RFC 3339 strings.
+       worker_type, Data/Payload/Request -> data; every native envelope key
+       under the one loose rule, so Type = type), turns integer enums into
+       their names, msgpack timestamps (ext -1) and DateTimeOffset arrays
+       into RFC 3339 strings, TimeSpans into numbers, a 16-byte Guid
+       RequestId into its text (remembered, to echo the bytes). Unknown
+       envelope and DTO properties are ignored and noted as warnings for the
+       reply (the native dialect stays strict).
        A native request passes through untouched.
     2. sdx_csharp_map_data(), at the validation hook once the envelope gave
        the message type: maps a nested EnhancedSDXLRequest onto the flat
        request through the C# schema (schemas/csharp_enhanced_request.json:
        x-native, x-key-order, x-enum-order, x-native-select), or, for a flat
        C#-cased request, renames keys case-insensitively to the native
-       schema's names. The result is then validated like a native request.
+       schema's names. The result is then validated like a native request;
+       sdx_csharp_check_request then fills x-random fields (a random seed in
+       the C# int range).
     Replies: sdx_csharp_reply() makes the C#-shaped reply (PascalCase keys,
     RequestId, Success, Data, Error {Code, Message, Field}; images bin in
     msgpack and base64 text in JSON).
@@ -37,15 +44,27 @@
 
 typedef enum { SDX_DIALECT_NATIVE = 0, SDX_DIALECT_CSHARP = 1 } sdx_dialect_t;
 
+/* At most this many warnings (unknown C# properties that were ignored) are
+   kept per request; further ones are counted. */
+#define SDX_CSHARP_MAX_WARNINGS 8
+
 /* What phase 1 learnt about a request; the broker keeps it with the request
-   to shape the reply. Plain data, no ownership. */
+   to shape the reply. Plain data: `set` is borrowed (the broker's schema
+   set outlives every request), nothing else points outside the struct. */
 typedef struct {
     sdx_dialect_t dialect;
     bool lz4;           /* arrived LZ4-compressed (ext 99 / ext 98) */
     bool array_encoded; /* the envelope arrived as an array ([Key(n)] contract) */
     char action[64];    /* the action as sent ("generate_sdxl"), "" if none */
     char request_id[129];
+    bool request_id_int; /* RequestId was an integer (request_id_i) */
+    int64_t request_id_i;
+    bool request_id_bin; /* RequestId was a 16-byte bin (NativeGuidResolver) */
+    uint8_t request_id_bytes[16];
     char message_type[96]; /* resolved through proto/actions.json, "" if not */
+    const sdx_schema_set_t *set; /* for error paths and the [Key(n)] reply order */
+    int nwarnings, warnings_dropped;
+    char warnings[SDX_CSHARP_MAX_WARNINGS][200];
 } sdx_csharp_info_t;
 
 /* Default cap on the uncompressed size of an LZ4 payload. */
@@ -95,10 +114,23 @@ int sdx_csharp_check_request(const sdx_schema_set_t *set, const sdx_semantic_t *
 
 /* The C#-dialect form of a native reply ({request_id, success, data |
    error {code, message, field}, ...}): keys PascalCase at every level,
-   Action added from info, bin turned into base64 text when enc is JSON.
-   Returns a new tree (caller owns), NULL on OOM. */
+   Action added from info, bin turned into base64 text when enc is JSON,
+   error fields in the C# names (whoever raised them), Warnings listed, the
+   RequestId as sent (string, integer or 16-byte bin). A progress message
+   ({message_type: "progress", step, total, elapsed_ms, ...}) becomes
+   {RequestId, Type: "progress", Action, Progress {Step, Total, Elapsed,
+   ...}}: no Success, so no client can take it for the final reply. When the
+   request came as an array ([Key(n)] contract), the result is an array in
+   the order of the schemas' x-reply annotation. Returns a new tree (caller
+   owns), NULL on OOM. */
 sdx_value_t *sdx_csharp_reply(const sdx_value_t *native_reply, sdx_encoding_t enc,
                               const sdx_csharp_info_t *info);
+
+/* Recognise a frame that failed to decode as a C# one (JSON with a
+   PascalCase "RequestId"/"Action" key, or msgpack that starts like an array
+   contract or an LZ4 extension) and fill info (dialect, the RequestId text
+   if it can be read). Returns the dialect. */
+sdx_dialect_t sdx_csharp_sniff(const void *buf, size_t len, sdx_csharp_info_t *info);
 
 /* snake_case / camelCase -> PascalCase ("request_id" -> "RequestId").
    false if the name did not fit in out (out then holds a cut, NUL-ended

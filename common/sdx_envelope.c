@@ -431,6 +431,7 @@ const char *sdx_priority_name(sdx_priority_t p)
 static const char *const s_env_keys[] = {
     "message_type", "type",       "action",    "worker_type",     "request_id", "data",
     "priority",     "timeout_ms", "timeout_s", "timeout_seconds", "session_id", "stream",
+    "gpu",
 };
 
 static bool s_is_env_key(const char *k)
@@ -653,7 +654,7 @@ static int s_parse_options(sdx_envelope_t *env, sdx_fault_t *fault)
     const char *gfield = "data.gpu";
     v = sdx_map_get(env->data, "gpu");
     if (!v || v->type == SDX_NIL) {
-        v = sdx_map_get(root, "gpu");
+        v = sdx_map_get_loose(root, "gpu"); /* an envelope key: loose like the others */
         gfield = "gpu";
     }
     if (v && v->type != SDX_NIL) {

@@ -139,7 +139,9 @@ int main(void)
            "processing.batch_execute", NULL);
     s_type("{\"worker_type\":\"INFERENCE\",\"action\":\"GenerateSDXL\"}", "inference.generate",
            NULL);
-    s_type("{\"worker_type\":\"DEVICE\",\"action\":\"get_device_memory\"}", "device.get_memory",
+    /* the rule gives device.get_memory; message_type_aliases make it the
+       catalogued device.memory (no worker answers device.get_memory) */
+    s_type("{\"worker_type\":\"DEVICE\",\"action\":\"get_device_memory\"}", "device.memory",
            NULL);
     s_type("{\"worker_type\":\"SCHEDULER\",\"action\":\"list\"}", "scheduler.list", NULL);
     s_type("{\"worker_type\":\"POSTPROCESSING\",\"action\":\"upscale\"}", "postprocessing.upscale",
@@ -220,6 +222,14 @@ int main(void)
     CHECK_STR(env.model, "top"); /* flat request: model went into data */
     CHECK_STR(env.as_sent, "generate_sdxl");
     CHECK(env.naming == SDX_NAMED_ACTION);
+    sdx_envelope_clear(&env);
+
+    /* every envelope key matches loosely, gpu too (it stays out of data) */
+    CHECK(s_parse_json(&env, "{\"TYPE\":\"device.status\",\"GPU\":2,\"Session_Id\":\"s\"}",
+                       &f) == 0);
+    CHECK_STR(env.message_type, "device.status");
+    CHECK(env.gpu == 2 && !sdx_map_get_loose(env.data, "gpu"));
+    CHECK_STR(env.session_id, "s");
     sdx_envelope_clear(&env);
 
     /* generated ids are unique; flat keys become data */

@@ -159,6 +159,23 @@ def test_csharp(t, fleet):
         png = base64.b64decode(ims[0]["Image"]) if ims else b""
         t.check(ims and ims[0].get("Format") == "png" and png_size(png) == (SIZE, SIZE),
                 "C# reply Data.Images[0].Image is the PNG", ims and list(ims[0]))
+    # a random seed (Seed omitted, or -1) must fit the C# int the reply's
+    # Seed is read into; the run uses it (same seed in the image and Data)
+    for seed in (None, -1):
+        hp = {"GuidanceScale": 5.0, "Width": SIZE, "Height": SIZE}
+        if seed is not None:
+            hp["Seed"] = seed
+        r = fleet.request({"RequestId": str(uuid.uuid4()), "Action": "GenerateSDXL",
+                           "Data": {"Model": {"Base": "model"},
+                                    "Scheduler": {"Type": "EulerDiscrete", "Steps": 1},
+                                    "Hyperparameters": hp, "Conditioning": {"Prompt": "a fox"},
+                                    "Precision": {"Dtype": "fp32"}}}, timeout=120)
+        d = r.get("Data") or {}
+        s_top, ims = d.get("Seed"), d.get("Images") or [{}]
+        t.check(r.get("Success") is True and isinstance(s_top, int) and
+                0 <= s_top <= 2**31 - 1 and ims[0].get("Seed") == s_top,
+                "C# random seed (Seed %s) is drawn in 0..2^31-1: %s" %
+                ("omitted" if seed is None else seed, s_top), r.get("Error"))
 
 
 def test_refusals(t, fleet):

@@ -87,6 +87,29 @@ def lz4_block_array(obj, chunk=64):
                          use_bin_type=True)
 
 
+def x_reply():
+    with open(os.path.join(fl.SOURCE_ROOT, "schemas", "csharp_enhanced_request.json")) as f:
+        return json.load(f)["x-reply"]
+
+
+def unkey(v, node, mt="inference.generate"):
+    """A [Key(n)] reply (array) back into a map through the schema's x-reply
+    order, as an int-keyed MessagePack-CSharp DTO would read it."""
+    if node is None:
+        return v
+    if "x-for" in node:
+        node = node["x-for"].get(mt)
+        if node is None:
+            return v
+    if isinstance(v, list) and "x-key-order" in node:
+        props = node.get("properties", {})
+        return {k: unkey(x, props.get(k)) for k, x in zip(node["x-key-order"], v)
+                if x is not None}
+    if isinstance(v, list) and "items" in node:
+        return [unkey(x, node["items"]) for x in v]
+    return v
+
+
 class Conn:
     """A frontend connection as NetMQ makes it: REQ (empty delimiter added by
     the socket) or DEALER without a delimiter (DealerSocket.SendFrame)."""
@@ -111,7 +134,10 @@ class Conn:
         if self.kind == zmq.DEALER:
             while self.sock.poll(int(settle * 1000)):
                 msgs.append(self.sock.recv_multipart())
-        return [fl.decode(m[-1]) for m in msgs]
+        out = [fl.decode(m[-1]) for m in msgs]
+        # an array-encoded request is answered in the array contract
+        self.arrays = [isinstance(x, list) for x in out]
+        return [unkey(x, x_reply()) if isinstance(x, list) else x for x in out]
 
 
 def ping_ok(fleet):
@@ -284,6 +310,14 @@ def test_csharp_good(t, fleet, ctx):
         try:
             c.send_frame(frame)
             replies = c.recv_all(timeout=15.0)
+            if "[Key(n)]" in what or "ext 99" in what:
+                t.check(all(c.arrays), "%s: answered in the array contract" % what, c.arrays)
+            err = replies[-1].get("Error") or {}
+            if err.get("Field"):
+                # whoever raised it (here the inference worker: refiner_model
+                # is not available), the field is in the C# names
+                t.check(err["Field"][:1].isupper() and "_" not in err["Field"],
+                        "%s: error field in C# names (%s)" % (what, err["Field"]), err)
             t.check(len(replies) == 1 or all("Progress" in json.dumps(x, default=repr)
                                                for x in replies[:-1]),
                     "%s: one reply" % what, len(replies))
@@ -331,6 +365,143 @@ def test_csharp_success(t, fleet, ctx, have_workers):
                     json.dumps(r, default=repr)[:300])
         finally:
             d.close()
+
+
+def dealer_all(ctx, fleet, frame, timeout=10.0):
+    """Send one frame on a fresh DEALER, collect everything until the final
+    reply (the message with Success) or the timeout."""
+    c = Conn(ctx, fleet.frontend, zmq.DEALER)
+    try:
+        c.send_frame(frame)
+        out, arrays = [], []
+        end = fl.now() + timeout
+        while fl.now() < end:
+            got = c.recv_all(timeout=max(0.1, end - fl.now()), settle=0.3)
+            out += got
+            arrays += c.arrays
+            if any("Success" in x for x in got):
+                break
+        return out, arrays
+    finally:
+        c.close()
+
+
+def test_csharp_streaming(t, fleet, ctx, have_workers):
+    """C# streaming over DEALER: progress frames have Type "progress" and a
+    Progress {Step, Total, Elapsed}, never Success, so a NetMQ client that
+    completes its call by RequestId waits for the real reply."""
+    if not have_workers:
+        print("note: no workers built, C# streaming not checked")
+        return
+    for enc in ("json", "msgpack"):
+        env = {"RequestId": "cs-stream-" + enc, "MessageType": "test.sleep", "Stream": True,
+               "Data": {"ms": 300, "steps": 3}}
+        msgs, _ = dealer_all(ctx, fleet, fl.encode(env, enc))
+        prog = [m for m in msgs if m.get("Type") == "progress"]
+        final = [m for m in msgs if "Success" in m]
+        t.check(len(prog) >= 2 and len(final) == 1 and msgs[-1] is final[0],
+                "C# stream (%s): %d progress frames, then one final reply" % (enc, len(prog)),
+                json.dumps(msgs, default=repr)[:400])
+        t.check(all("Success" not in m and "Data" not in m and
+                    m.get("RequestId") == env["RequestId"] and
+                    set(("Step", "Total", "Elapsed")) <= set(m.get("Progress") or {})
+                    for m in prog),
+                "C# stream (%s): progress has RequestId, Progress {Step, Total, Elapsed}, "
+                "no Success/Data" % enc, json.dumps(prog, default=repr)[:400])
+        t.check(final and final[0].get("Success") is True,
+                "C# stream (%s): the final reply has Success" % enc)
+    # the same in the [Key(n)] contract: arrays throughout
+    arr = ["cs-stream-arr", None, {"ms": 300, "steps": 3}, None, None, None, None, None, True,
+           None, "test.sleep"]
+    msgs, arrays = dealer_all(ctx, fleet, msgpack.packb(arr, use_bin_type=True))
+    prog = [m for m in msgs if m.get("Type") == "progress"]
+    t.check(len(prog) >= 2 and all(arrays) and msgs[-1].get("Success") is True and
+            all("Success" not in m for m in prog),
+            "C# stream ([Key(n)]): progress and reply as arrays, progress without Success",
+            json.dumps(msgs, default=repr)[:400])
+
+
+def test_csharp_wire_forms(t, fleet, ctx, have_workers):
+    """Envelope keys under one loose rule, unknown properties as Warnings,
+    Guid bytes echoed, a BOM accepted, undecodable C# answered in kind."""
+    c = Conn(ctx, fleet.frontend, zmq.REQ)
+    try:
+        for key in ("Type", "TYPE", "type"):
+            c.send_frame(json.dumps({key: "system.ping", "RequestId": "k-" + key,
+                                     "Data": {}}).encode())
+            r = c.recv_all()[0]
+            t.check(r.get("Success") is True and r.get("RequestId") == "k-" + key,
+                    "envelope key %r names the message type" % key,
+                    json.dumps(r, default=repr)[:300])
+        c.send_frame(json.dumps({"RequestId": "w-1", "MessageType": "system.ping", "Data": {},
+                                 "Colour": "blue", "TraceParent": "00-ab"}).encode())
+        r = c.recv_all()[0]
+        w = r.get("Warnings") or []
+        t.check(r.get("Success") is True and len(w) == 2 and "Colour" in w[0],
+                "unknown C# envelope properties: accepted, listed in Warnings",
+                json.dumps(r, default=repr)[:300])
+        gb = uuid.UUID(GUID).bytes_le
+        c.send_frame(msgpack.packb({"RequestId": gb, "MessageType": "system.ping"},
+                                   use_bin_type=True))
+        r = c.recv_all()[0]
+        t.check(r.get("Success") is True and r.get("RequestId") == gb,
+                "a Guid RequestId sent as 16 bytes comes back as those bytes", r.get("RequestId"))
+        c.send_frame(b"\xef\xbb\xbf" + json.dumps({"RequestId": "bom-1",
+                                                   "MessageType": "system.ping"}).encode())
+        r = c.recv_all()[0]
+        t.check(r.get("Success") is True and r.get("RequestId") == "bom-1",
+                "JSON with a UTF-8 BOM is accepted", json.dumps(r, default=repr)[:300])
+        c.send_frame(b'\xef\xbb\xbf{"RequestId": "bad-1", "Action": "generate", "Data": {')
+        r = c.recv_all()[0]
+        err = r.get("Error") or {}
+        t.check(r.get("Success") is False and r.get("RequestId") == "bad-1" and
+                err.get("Code") == "invalid_request" and "decode" in (err.get("Message") or ""),
+                "undecodable C# JSON is answered in the C# shape with its RequestId",
+                json.dumps(r, default=repr)[:300])
+        c.send_frame(msgpack.packb(["bad-2", "generate_sdxl", {"Prompt": "x"}],
+                                   use_bin_type=True)[:-3])
+        r = c.recv_all()[0]
+        t.check(c.arrays[0] and r.get("Success") is False and r.get("RequestId") == "bad-2",
+                "truncated [Key(n)] msgpack is answered as an array with its RequestId",
+                json.dumps(r, default=repr)[:300])
+        c.send_frame(msgpack.packb(["arr-err", "generate_sdxl", [["m"], [9, 25], [45.0], ["p"]]],
+                                   use_bin_type=True))
+        r = c.recv_all()[0]
+        err = r.get("Error") or {}
+        t.check(c.arrays[0] and r.get("RequestId") == "arr-err" and
+                err.get("Field") == "Hyperparameters.GuidanceScale",
+                "array envelope refused by validation: array reply with RequestId and C# field",
+                json.dumps(r, default=repr)[:300])
+        if have_workers:
+            ts = msgpack.Timestamp(1795410000)  # local clock time of the DateTimeOffset
+            c.send_frame(msgpack.packb({"RequestId": "dto-1", "MessageType": "test.echo",
+                                        "Timestamp": [ts, 60], "Data": {"When": [ts, -300]}},
+                                       use_bin_type=True, datetime=False))
+            r = c.recv_all()[0]
+            when = (r.get("Data") or {}).get("When") or ""
+            t.check(r.get("Success") is True and when.endswith("-05:00") and
+                    when.startswith("2026-"),
+                    "DateTimeOffset [timestamp, -300] arrives as RFC 3339 text with -05:00",
+                    json.dumps(r, default=repr)[:300])
+            c.send_frame(json.dumps({"RequestId": "ts-1", "MessageType": "test.sleep",
+                                     "Timeout": "00:00:00.3", "Data": {"ms": 5000,
+                                                                       "steps": 50}}).encode())
+            r = c.recv_all(timeout=5.0)[0]
+            t.check((r.get("Error") or {}).get("Code") == "timeout" and
+                    (r.get("Timing") or {}).get("TotalMs", 1e9) < 3000,
+                    "Timeout as a TimeSpan \"00:00:00.3\" is the request's deadline",
+                    json.dumps(r, default=repr)[:300])
+            c.send_frame(json.dumps({"RequestId": "f-1", "Action": "generate_sdxl", "Data": {
+                "Model": {"Base": "m", "Refiner": "r"}, "Conditioning": {"Prompt": "x"},
+                "Scheduler": {"Type": 11}}}).encode())
+            r = c.recv_all()[0]
+            err = r.get("Error") or {}
+            t.check(err.get("Field") == "Scheduler.Type" and "not supported" in
+                    (err.get("Message") or ""),
+                    "Scheduler.Type 11 (DPMSolverSDEScheduler): a clear not-supported error",
+                    json.dumps(r, default=repr)[:300])
+    finally:
+        c.close()
 
 
 def test_foundation_client(t, fleet, ctx):
@@ -465,6 +636,8 @@ def main():
         t.run(test_csharp_success, fleet, ctx, have_workers)
         t.run(test_foundation_client, fleet, ctx)
         t.run(test_alias_sets, fleet, ctx)
+        t.run(test_csharp_streaming, fleet, ctx, have_workers)
+        t.run(test_csharp_wire_forms, fleet, ctx, have_workers)
         # symlink escape through the broker's configured roots
         one = Conn(ctx, fleet.frontend, zmq.REQ)
         one_error(t, one, json.dumps({"message_type": "inference.generate", "data": {

@@ -428,13 +428,10 @@ static void test_bad(void)
     w[n++] = (wire_t){"ext 98 more lengths than chunks", a98b, "more lengths"};
     w[n++] = (wire_t){"envelope array too long",
                       t_json("[\"id\",\"generate\",{},\"INFERENCE\",null,null,null,null,null,"
-                             "null,null,1]"),
+                             "null,null,null,1]"),
                       "declared [Key(n)] order"};
     w[n++] = (wire_t){"envelope array with an integer Action", t_json("[1, 2]"),
                       "array-encoded envelope [RequestId, Action"};
-    w[n++] = (wire_t){"unknown envelope field",
-                      t_json("{\"Action\":\"generate\",\"Data\":{},\"Colour\":\"blue\"}"),
-                      "unknown envelope field 'Colour'"};
     for (size_t i = 0; i < n; i++) {
         sdx_csharp_info_t info;
         sdx_schema_error_t e;
@@ -470,8 +467,11 @@ static void test_detect_and_native(void)
     v = t_json("{\"Action\":\"generate\",\"Data\":{\"Prompt\":\"x\",\"Hyperparameters\":"
                "{\"GuidanceScale\":5,\"num_inference_steps\":20},\"guidanceRescale\":1}}");
     sdx_value_t *flat = s_pipeline(v, &info, &e, NULL);
-    t_check(flat == NULL && strcmp(e.field, "GuidanceRescale") == 0,
-            "flat C#-cased request: unknown top-level guidanceRescale reported (%s)", e.field);
+    t_check(flat && !sdx_map_get(flat, "guidanceRescale") && info.nwarnings == 1 &&
+                strstr(info.warnings[0], "guidanceRescale") &&
+                strstr(info.warnings[0], "unknown field ignored"),
+            "flat C#-cased request: unknown top-level guidanceRescale dropped, in Warnings (%s)",
+            info.nwarnings ? info.warnings[0] : e.message);
     sdx_value_destroy(&flat);
     v = t_json("{\"Action\":\"generate\",\"Data\":{\"Prompt\":\"x\",\"Hyperparameters\":"
                "{\"GuidanceScale\":5,\"num_inference_steps\":20},\"clipSkip\":1}}");
@@ -570,10 +570,37 @@ static void test_envelope_keys(void)
             "array-encoded envelope: MessageType at 10 (%s)", why);
     sdx_envelope_clear(&env);
 
-    v = t_json("{\"Action\":\"generate\",\"Data\":{},\"Colour\":\"blue\"}");
-    t_check(s_envelope(v, &env, why, sizeof why) == -1 && strstr(why, "Stream") &&
-                strstr(why, "Gpu") && strstr(why, "MessageType"),
-            "the unknown-field error lists Stream, Gpu, MessageType (%s)", why);
+    /* unknown envelope keys: accepted, named in Warnings with the known ones */
+    v = t_json("{\"Action\":\"generate\",\"Data\":{\"Prompt\":\"x\"},\"Colour\":\"blue\"}");
+    sdx_csharp_info_t info;
+    sdx_schema_error_t e;
+    int prc = sdx_csharp_prepare(g_set, &v, 0, &info, &e); /* before the message reads info */
+    t_check(prc == 0 && info.nwarnings == 1 &&
+                strstr(info.warnings[0], "'Colour' ignored") &&
+                strstr(info.warnings[0], "Stream") && strstr(info.warnings[0], "Gpu") &&
+                strstr(info.warnings[0], "MessageType"),
+            "an unknown envelope field is a warning listing Stream, Gpu, MessageType (%s)",
+            info.nwarnings ? info.warnings[0] : e.message);
+    sdx_value_destroy(&v);
+
+    /* every native envelope key under the one loose rule: Type, TYPE, type */
+    const char *types[] = {"Type", "TYPE", "type", "Message_Type", "SESSION_ID"};
+    for (size_t i = 0; i < 4; i++) {
+        char text[200];
+        snprintf(text, sizeof text,
+                 "{\"%s\":\"device.status\",\"RequestId\":\"t-%zu\",\"Data\":{}}", types[i],
+                 i);
+        v = t_json(text);
+        t_check(s_envelope(v, &env, why, sizeof why) == 0 &&
+                    strcmp(env.message_type, "device.status") == 0,
+                "envelope key '%s' names the message type (%s)", types[i], why);
+        sdx_envelope_clear(&env);
+    }
+    v = t_json("{\"Action\":\"generate\",\"SESSION_ID\":\"s-9\",\"Timeout_S\":7,"
+               "\"Data\":{\"Prompt\":\"x\"}}");
+    t_check(s_envelope(v, &env, why, sizeof why) == 0 && strcmp(env.session_id, "s-9") == 0 &&
+                env.timeout_ms == 7000,
+            "SESSION_ID and Timeout_S matched loosely (%s)", why);
     sdx_envelope_clear(&env);
 }
 
@@ -690,6 +717,9 @@ static void test_mutations(void)
             sdx_value_t *root = sdx_msgpack_decode(m, n, err, sizeof err);
             runs++;
             if (!root) {
+                /* what the broker does with an undecodable frame */
+                sdx_csharp_info_t sniffed;
+                sdx_csharp_sniff(m, n, &sniffed);
                 answered++;
                 continue;
             }
@@ -759,6 +789,404 @@ static void test_scheduler_aliases(void)
             good, runs);
 }
 
+/* Real DTOs have more properties than ours: in the C# dialect unknown
+   properties are ignored and listed in Warnings (the reply carries them);
+   the native dialect stays strict. */
+static void test_lenient(void)
+{
+    sdx_value_t *data = s_example();
+    sdx_map_set_str(sdx_map_get(data, "Conditioning"), "Styles", "noir");
+    sdx_map_set_int(data, "CorrelationHint", 3);
+    sdx_value_t *root = s_wrap(data, "generate_sdxl");
+    sdx_map_set_str(root, "TraceParent", "00-ab-cd-01");
+    sdx_csharp_info_t info;
+    sdx_schema_error_t e;
+    sdx_value_t *flat = s_pipeline(root, &info, &e, NULL);
+    bool styles = false, hint = false, trace = false;
+    for (int i = 0; i < info.nwarnings; i++) {
+        styles = styles || strstr(info.warnings[i], "Conditioning.Styles");
+        hint = hint || strstr(info.warnings[i], "CorrelationHint");
+        trace = trace || strstr(info.warnings[i], "TraceParent");
+    }
+    t_check(flat && info.nwarnings == 3 && styles && hint && trace,
+            "unknown DTO and envelope properties accepted, 3 warnings (%d: %s)", info.nwarnings,
+            flat ? "" : e.message);
+    sdx_value_destroy(&flat);
+
+    sdx_value_t *native = sdx_reply_ok(GUID, "inference.generate", t_json("{\"images\":[]}"), NULL);
+    sdx_value_t *reply = sdx_csharp_reply(native, SDX_ENC_JSON, &info);
+    t_check(reply && sdx_array_len(sdx_map_get(reply, "Warnings")) == 3,
+            "the reply lists the 3 warnings under Warnings");
+    sdx_value_destroy(&reply);
+    sdx_value_destroy(&native);
+
+    sdx_value_t *d = t_json("{\"prompt\":\"x\",\"colour\":1}");
+    int rc = sdx_csharp_check_request(g_set, NULL, "inference.generate", SDX_DIALECT_NATIVE, &d, &e);
+    t_check(rc == -1 && strcmp(e.field, "colour") == 0,
+            "native dialect stays strict: unknown field refused (%s)", e.field);
+    sdx_value_destroy(&d);
+}
+
+/* .NET wire forms: DateTimeOffset ([timestamp, int16 offset]), TimeSpan (STJ
+   text, msgpack ticks), decimal as a string, Guid as 16 bytes. */
+static const uint8_t GUID_BYTES[16] = {0xe0, 0x04, 0x25, 0x3f, 0x89, 0x4f, 0xd3, 0x11,
+                                       0x9a, 0x0c, 0x03, 0x05, 0xe8, 0x2c, 0x33, 0x01};
+
+static void test_dotnet_types(void)
+{
+    /* 2026-11-23T06:00:00 local, offset +60 min */
+    uint8_t ts[4] = {0x6a, 0x22, 0xa2, 0x60};
+    sdx_value_t *dto = sdx_value_array_new();
+    sdx_array_push(dto, sdx_value_ext_new(-1, ts, 4));
+    sdx_array_push(dto, sdx_value_int_new(60));
+    sdx_value_t *data = s_example();
+    sdx_value_t *meta = sdx_value_map_new();
+    sdx_map_set(meta, "CreatedAt", sdx_value_clone(dto));
+    sdx_map_set_str(meta, "Timeout", "00:05:00");
+    sdx_map_set(data, "Metadata", meta);
+    sdx_map_set_str(sdx_map_get(data, "Hyperparameters"), "GuidanceScale", "7.5");
+    sdx_value_t *lora = sdx_array_at(sdx_map_get_path(data, "Conditioning.LoRAs"), 0);
+    sdx_map_set_str(lora, "Weight", "0.8");
+    sdx_value_t *root = s_wrap(data, "generate_sdxl");
+    sdx_map_set(root, "Timestamp", dto);
+    sdx_map_set(root, "RequestId", sdx_value_bin_new(GUID_BYTES, 16));
+    sdx_map_set_str(root, "Timeout", "00:01:30");
+
+    sdx_csharp_info_t info;
+    sdx_schema_error_t e;
+    t_check(sdx_csharp_prepare(g_set, &root, 0, &info, &e) == 0, "prepare .NET forms (%s %s)",
+            e.field, e.message);
+    const char *stamp = sdx_map_str(root, "timestamp", "");
+    t_check(strcmp(stamp, "2026-06-11T06:00:00+01:00") == 0 ||
+                strstr(stamp, "+01:00") != NULL,
+            "DateTimeOffset [timestamp, 60] -> RFC 3339 with +01:00 (%s)", stamp);
+    t_check(sdx_map_int(root, "timeout_ms", 0) == 90000,
+            "Timeout TimeSpan \"00:01:30\" -> timeout_ms 90000 (%lld)",
+            (long long)sdx_map_int(root, "timeout_ms", 0));
+    t_check(info.request_id_bin && strcmp(info.request_id, GUID) == 0 &&
+                strcmp(sdx_map_str(root, "request_id", ""), GUID) == 0,
+            "Guid as 16 bytes -> its text for the fleet (%s)", info.request_id);
+    const sdx_value_t *d = sdx_map_get(root, "data");
+    t_check(sdx_map_num(sdx_map_get(d, "hyperparameters"), "guidance_scale", 0) == 7.5,
+            "decimal \"7.5\" -> 7.5");
+    t_check(sdx_map_num(sdx_array_at(sdx_map_get_path(d, "lora.models"), 0), "weight", 0) == 0.8,
+            "decimal \"0.8\" (LoRA weight) -> 0.8");
+    t_check(sdx_map_num(sdx_map_get(d, "metadata"), "timeout", 0) == 300,
+            "Metadata.Timeout \"00:05:00\" -> 300 s");
+    t_check(strstr(sdx_map_str(sdx_map_get(d, "metadata"), "created_at", ""), "+01:00") != NULL,
+            "Metadata.CreatedAt DateTimeOffset -> text with offset");
+
+    sdx_value_t *native = sdx_reply_ok(GUID, "inference.generate", NULL, NULL);
+    sdx_value_t *r = sdx_csharp_reply(native, SDX_ENC_MSGPACK, &info);
+    const sdx_value_t *rid = sdx_map_get(r, "RequestId");
+    t_check(rid && rid->type == SDX_BIN && rid->u.bin.len == 16 &&
+                memcmp(rid->u.bin.ptr, GUID_BYTES, 16) == 0,
+            "the reply echoes the Guid's 16 bytes as sent");
+    sdx_value_destroy(&r);
+    sdx_value_destroy(&native);
+    sdx_value_destroy(&root);
+
+    /* Metadata.Timeout: seconds, or ticks from 10^7 (1 s) on */
+    const long long mt[][2] = {{300, 300}, {3000000000LL, 300}, {10000000, 1}};
+    for (size_t i = 0; i < 3; i++) {
+        sdx_value_t *dd = s_example();
+        sdx_value_t *m = sdx_value_map_new();
+        sdx_map_set_int(m, "Timeout", mt[i][0]);
+        sdx_map_set(dd, "Metadata", m);
+        sdx_value_t *fl = s_pipeline(s_wrap(dd, "generate_sdxl"), &info, &e, NULL);
+        t_check(fl && sdx_map_num(sdx_map_get(fl, "metadata"), "timeout", 0) == (double)mt[i][1],
+                "Metadata.Timeout %lld -> %lld s", mt[i][0], mt[i][1]);
+        sdx_value_destroy(&fl);
+    }
+
+    /* msgpack ticks */
+    root = t_json("{\"Action\":\"generate\",\"Timeout\":3000000000,\"Data\":{\"Prompt\":\"x\"}}");
+    t_check(sdx_csharp_prepare(g_set, &root, 0, &info, &e) == 0 &&
+                sdx_map_int(root, "timeout_ms", 0) == 300000,
+            "Timeout as int64 ticks 3e9 -> 300000 ms");
+    sdx_value_destroy(&root);
+    root = t_json("{\"Action\":\"generate\",\"Timeout\":\"five minutes\",\"Data\":{\"Prompt\":\"x\"}}");
+    t_check(sdx_csharp_prepare(g_set, &root, 0, &info, &e) == -1 &&
+                strcmp(e.field, "Timeout") == 0 && strstr(e.message, "TimeSpan"),
+            "a bad TimeSpan is refused naming Timeout (%s: %s)", e.field, e.message);
+    sdx_value_destroy(&root);
+    root = t_json("{\"Action\":\"generate\",\"Timeout\":\"1.02:03:04.5\",\"Data\":{\"Prompt\":\"x\"}}");
+    t_check(sdx_csharp_prepare(g_set, &root, 0, &info, &e) == 0 &&
+                sdx_map_int(root, "timeout_ms", 0) == 93784500,
+            "TimeSpan d.hh:mm:ss.f -> ms (%lld)", (long long)sdx_map_int(root, "timeout_ms", 0));
+    sdx_value_destroy(&root);
+}
+
+/* [Key(n)] clients get arrays back, in the schema's x-reply order; errors
+   for array envelopes carry the RequestId. */
+static void test_array_replies(void)
+{
+    const sdx_value_t *xr = sdx_schema_set_annotation(g_set, "x-reply");
+    const sdx_value_t *order = sdx_map_get(xr, "x-key-order");
+    t_check(order && sdx_array_len(order) >= 9, "x-reply declares the reply key order");
+    size_t i_rid = 99, i_ok = 99, i_data = 99, i_err = 99, i_type = 99, i_prog = 99;
+    for (size_t i = 0; i < sdx_array_len(order); i++) {
+        const char *k = sdx_array_at(order, i)->u.str.ptr;
+        if (!strcmp(k, "RequestId")) i_rid = i;
+        if (!strcmp(k, "Success")) i_ok = i;
+        if (!strcmp(k, "Data")) i_data = i;
+        if (!strcmp(k, "Error")) i_err = i;
+        if (!strcmp(k, "Type")) i_type = i;
+        if (!strcmp(k, "Progress")) i_prog = i;
+    }
+    /* a request whose envelope fails after the array stage */
+    sdx_value_t *v = t_json("[\"arr-7\", \"generate_sdxl\", [[\"m\"], [9, 25], [45.0], [\"p\"]]]");
+    sdx_csharp_info_t info;
+    sdx_schema_error_t e;
+    sdx_value_t *flat = s_pipeline(v, &info, &e, NULL);
+    t_check(!flat && info.array_encoded && strcmp(info.request_id, "arr-7") == 0 &&
+                strcmp(e.field, "Hyperparameters.GuidanceScale") == 0,
+            "array request: error on GuidanceScale, RequestId kept (%s; %s %s)", info.request_id,
+            e.field, e.message);
+    sdx_value_t *ev = sdx_error_value(SDX_ERR_INVALID_REQUEST, e.field, e.message);
+    sdx_value_t *native = sdx_reply_error(NULL, NULL, ev, NULL);
+    sdx_value_t *r = sdx_csharp_reply(native, SDX_ENC_MSGPACK, &info);
+    const sdx_value_t *rid = sdx_array_at(r, i_rid), *ok = sdx_array_at(r, i_ok);
+    const sdx_value_t *err = sdx_array_at(r, i_err);
+    t_check(r && r->type == SDX_ARRAY && rid && rid->type == SDX_STR &&
+                strcmp(rid->u.str.ptr, "arr-7") == 0 && ok && ok->type == SDX_BOOL && !ok->u.b,
+            "error reply is an array: [RequestId \"arr-7\", Success false, ...]");
+    t_check(err && err->type == SDX_ARRAY && sdx_array_len(err) == 4 &&
+                sdx_array_at(err, 0)->type == SDX_STR &&
+                strcmp(sdx_array_at(err, 0)->u.str.ptr, "invalid_request") == 0 &&
+                strcmp(sdx_array_at(err, 2)->u.str.ptr, "Hyperparameters.GuidanceScale") == 0,
+            "Error is [Code, Message, Field, Retryable]");
+    sdx_value_destroy(&r);
+    sdx_value_destroy(&native);
+
+    /* a wire fault in an array envelope (integer Action) still names the id */
+    v = t_json("[\"arr-8\", 5]");
+    t_check(sdx_csharp_prepare(g_set, &v, 0, &info, &e) == -1 &&
+                strcmp(info.request_id, "arr-8") == 0,
+            "array envelope refused before mapping: RequestId still known (%s)", info.request_id);
+    sdx_value_destroy(&v);
+    v = t_json("[42, 5]");
+    t_check(sdx_csharp_prepare(g_set, &v, 0, &info, &e) == -1 && info.request_id_int &&
+                info.request_id_i == 42,
+            "array envelope: an integer RequestId is kept an integer");
+    native = sdx_reply_error(NULL, NULL, sdx_error_value(SDX_ERR_INVALID_REQUEST, NULL, "x"), NULL);
+    r = sdx_csharp_reply(native, SDX_ENC_MSGPACK, &info);
+    rid = sdx_array_at(r, i_rid);
+    t_check(rid && rid->type == SDX_INT && rid->u.i == 42, "... and echoed as 42");
+    sdx_value_destroy(&r);
+    sdx_value_destroy(&native);
+    sdx_value_destroy(&v);
+
+    /* success: Data for inference.generate in its order, images too */
+    memset(&info, 0, sizeof info);
+    info.dialect = SDX_DIALECT_CSHARP;
+    info.array_encoded = true;
+    info.set = g_set;
+    snprintf(info.message_type, sizeof info.message_type, "inference.generate");
+    snprintf(info.action, sizeof info.action, "generate_sdxl");
+    sdx_value_t *data = t_json("{\"images\":[{\"format\":\"png\",\"width\":64,\"height\":64,"
+                               "\"seed\":42}],\"seed\":42}");
+    sdx_map_set(sdx_array_at(sdx_map_get(data, "images"), 0), "image",
+                sdx_value_bin_new(PNG_SIG, sizeof PNG_SIG));
+    native = sdx_reply_ok("rid-9", "inference.generate", data, t_json("{\"total_ms\":1.5}"));
+    r = sdx_csharp_reply(native, SDX_ENC_MSGPACK, &info);
+    const sdx_value_t *dv = sdx_array_at(r, i_data);
+    const sdx_value_t *img0 = sdx_array_at(sdx_array_at(dv, 0), 0);
+    t_check(r && r->type == SDX_ARRAY && sdx_array_at(r, i_ok)->type == SDX_BOOL &&
+                sdx_array_at(r, i_ok)->u.b && dv && dv->type == SDX_ARRAY &&
+                sdx_array_at(dv, 1)->type == SDX_INT && sdx_array_at(dv, 1)->u.i == 42,
+            "success reply: [RequestId, true, Action, [Images, Seed 42, ...]]");
+    t_check(img0 && img0->type == SDX_ARRAY && sdx_array_at(img0, 0)->type == SDX_BIN &&
+                strcmp(sdx_array_at(img0, 1)->u.str.ptr, "png") == 0,
+            "each image is [Image (bin), Format, Width, Height, Seed, SavePath]");
+    sdx_value_destroy(&r);
+    sdx_value_destroy(&native);
+
+    /* progress in the array contract */
+    native = t_json("{\"request_id\":\"rid-9\",\"message_type\":\"progress\",\"request_type\":"
+                    "\"inference.generate\",\"step\":2,\"total\":4,\"elapsed_ms\":12.5,"
+                    "\"message\":\"denoising\"}");
+    r = sdx_csharp_reply(native, SDX_ENC_MSGPACK, &info);
+    const sdx_value_t *pg = sdx_array_at(r, i_prog);
+    t_check(r && r->type == SDX_ARRAY && sdx_array_at(r, i_ok)->type == SDX_NIL &&
+                sdx_array_at(r, i_type)->type == SDX_STR &&
+                strcmp(sdx_array_at(r, i_type)->u.str.ptr, "progress") == 0 && pg &&
+                pg->type == SDX_ARRAY && sdx_array_at(pg, 0)->u.i == 2 &&
+                sdx_array_at(pg, 1)->u.i == 4,
+            "progress array: Success nil, Type \"progress\", Progress [Step 2, Total 4, ...]");
+    sdx_value_destroy(&r);
+    sdx_value_destroy(&native);
+}
+
+/* Progress never looks like a final reply. */
+static void test_progress(void)
+{
+    sdx_csharp_info_t info = {.dialect = SDX_DIALECT_CSHARP, .set = NULL};
+    info.set = g_set;
+    snprintf(info.action, sizeof info.action, "generate_sdxl");
+    sdx_value_t *native =
+        t_json("{\"request_id\":\"p-1\",\"message_type\":\"progress\",\"request_type\":"
+               "\"inference.generate\",\"step\":1,\"total\":20,\"elapsed_ms\":40.5,"
+               "\"message\":\"denoising\"}");
+    sdx_value_t *r = sdx_csharp_reply(native, SDX_ENC_JSON, &info);
+    const sdx_value_t *p = sdx_map_get(r, "Progress");
+    t_check(r && !sdx_map_get(r, "Success") && !sdx_map_get(r, "Data") &&
+                !sdx_map_get(r, "MessageType") &&
+                strcmp(sdx_map_str(r, "Type", ""), "progress") == 0 &&
+                strcmp(sdx_map_str(r, "RequestId", ""), "p-1") == 0,
+            "progress: Type \"progress\", RequestId, no Success, no Data");
+    const sdx_value_t *ps = sdx_schema_set_get(g_set, "csharp_progress_schema.json");
+    sdx_schema_error_t e;
+    t_check(ps && r && sdx_schema_validate(ps, &r, NULL, &e) == 0,
+            "progress matches csharp_progress_schema.json (%s %s)", ps ? e.field : "",
+            ps ? e.message : "missing");
+    p = sdx_map_get(r, "Progress");
+    t_check(p && sdx_map_int(p, "Step", 0) == 1 && sdx_map_int(p, "Total", 0) == 20 &&
+                sdx_map_num(p, "Elapsed", 0) == 40.5 &&
+                strcmp(sdx_map_str(p, "Message", ""), "denoising") == 0,
+            "progress: Progress {Step 1, Total 20, Elapsed 40.5, Message}");
+    sdx_value_destroy(&r);
+    sdx_value_destroy(&native);
+}
+
+/* Every error's field in the C# names, whoever raised it. */
+static void test_error_fields(void)
+{
+    sdx_csharp_info_t info = {.dialect = SDX_DIALECT_CSHARP};
+    info.set = g_set;
+    snprintf(info.message_type, sizeof info.message_type, "inference.generate");
+    struct {
+        const char *native, *cs;
+    } f[] = {{"refiner_model", "Model.Refiner"},
+             {"output.format", "Output.Format"},
+             {"lora.models", "Conditioning.LoRAs"},
+             {"request_id", "RequestId"},
+             {"Hyperparameters.GuidanceScale", "Hyperparameters.GuidanceScale"}};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        sdx_value_t *native = sdx_reply_error(
+            "x", "inference.generate",
+            sdx_error_value(SDX_ERR_NOT_AVAILABLE, f[i].native, "not available"), NULL);
+        sdx_value_t *r = sdx_csharp_reply(native, SDX_ENC_JSON, &info);
+        const char *got = sdx_map_str(sdx_map_get(r, "Error"), "Field", "");
+        t_check(strcmp(got, f[i].cs) == 0, "worker error field %s -> %s (got %s)", f[i].native,
+                f[i].cs, got);
+        sdx_value_destroy(&r);
+        sdx_value_destroy(&native);
+    }
+}
+
+/* Random seeds fit a C# int; explicit ones are kept. */
+static void test_seeds(void)
+{
+    int in_range = 0, runs = 40;
+    int64_t first = -2;
+    bool differ = false;
+    for (int i = 0; i < runs; i++) {
+        sdx_value_t *data = s_example();
+        if (i % 2)
+            sdx_map_del(sdx_map_get(data, "Hyperparameters"), "Seed");
+        else
+            sdx_map_set_int(sdx_map_get(data, "Hyperparameters"), "Seed", -1);
+        sdx_csharp_info_t info;
+        sdx_schema_error_t e;
+        sdx_value_t *flat = s_pipeline(s_wrap(data, "generate_sdxl"), &info, &e, NULL);
+        int64_t seed = sdx_map_int(sdx_map_get(flat, "hyperparameters"), "seed", -5);
+        in_range += seed >= 0 && seed <= 2147483647;
+        if (first == -2)
+            first = seed;
+        differ = differ || seed != first;
+        sdx_value_destroy(&flat);
+    }
+    t_check(in_range == runs && differ,
+            "random seeds (Seed omitted or -1) drawn in 0..2^31-1 (%d of %d), not all equal",
+            in_range, runs);
+    sdx_value_t *data = s_example();
+    sdx_map_set_int(sdx_map_get(data, "Hyperparameters"), "Seed", 4410642167912832LL);
+    sdx_csharp_info_t info;
+    sdx_schema_error_t e;
+    sdx_value_t *flat = s_pipeline(s_wrap(data, "generate_sdxl"), &info, &e, NULL);
+    t_check(sdx_map_int(sdx_map_get(flat, "hyperparameters"), "seed", 0) == 4410642167912832LL,
+            "an explicit seed is honoured as given");
+    sdx_value_destroy(&flat);
+    sdx_value_t *d = t_json("{\"prompt\":\"x\"}");
+    sdx_csharp_check_request(g_set, NULL, "inference.generate", SDX_DIALECT_NATIVE, &d, &e);
+    t_check(sdx_map_int(sdx_map_get(d, "hyperparameters"), "seed", 0) == -1,
+            "native requests keep seed -1 (the worker draws it)");
+    sdx_value_destroy(&d);
+}
+
+/* DPMSolverSDEScheduler (11) keeps its C# number but is refused clearly;
+   12 and up do not shift. */
+static void test_scheduler_enum(void)
+{
+    struct {
+        int type;
+        const char *want;
+    } c[] = {{10, "DPMSolverSinglestepScheduler"}, {12, "UniPCMultistepScheduler"},
+             {14, "LCMScheduler"}};
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        sdx_value_t *data = s_example();
+        sdx_map_set_int(sdx_map_get(data, "Scheduler"), "Type", c[i].type);
+        sdx_csharp_info_t info;
+        sdx_schema_error_t e;
+        sdx_value_t *flat = s_pipeline(s_wrap(data, "generate_sdxl"), &info, &e, NULL);
+        t_check(flat && strcmp(sdx_map_str(flat, "scheduler", ""), c[i].want) == 0,
+                "Scheduler.Type %d -> %s (%s)", c[i].type, c[i].want, flat ? "" : e.message);
+        sdx_value_destroy(&flat);
+    }
+    const char *sde[] = {"11", "\"DPMSolverSDEScheduler\"", "\"DPMSolverSDE\""};
+    for (size_t i = 0; i < 3; i++) {
+        char text[300];
+        snprintf(text, sizeof text,
+                 "{\"Action\":\"generate_sdxl\",\"Data\":{\"Scheduler\":{\"Type\":%s},"
+                 "\"Conditioning\":{\"Prompt\":\"x\"}}}",
+                 sde[i]);
+        sdx_csharp_info_t info;
+        sdx_schema_error_t e;
+        sdx_value_t *flat = s_pipeline(t_json(text), &info, &e, NULL);
+        t_check(!flat && strcmp(e.field, "Scheduler.Type") == 0 &&
+                    strstr(e.message, "not supported") && strstr(e.message, "12=UniPCMultistep,"),
+                "Scheduler.Type %s refused as not supported (%s: %s)", sde[i], e.field, e.message);
+        sdx_value_destroy(&flat);
+    }
+}
+
+/* Undecodable frames that still look like C#; a UTF-8 BOM before JSON. */
+static void test_sniff_and_bom(void)
+{
+    sdx_csharp_info_t info;
+    const char *j = "\xef\xbb\xbf{\"RequestId\": \"bad-1\", \"Action\": \"generate\", \"Data\": {";
+    t_check(sdx_csharp_sniff(j, strlen(j), &info) == SDX_DIALECT_CSHARP &&
+                strcmp(info.request_id, "bad-1") == 0,
+            "truncated C# JSON (with BOM) recognised, RequestId read (%s)", info.request_id);
+    const char *jn = "{\"message_type\": \"device.status\", ";
+    t_check(sdx_csharp_sniff(jn, strlen(jn), &info) == SDX_DIALECT_NATIVE,
+            "truncated native JSON stays native");
+    const uint8_t mp[] = {0x93, 0xa5, 'b', 'a', 'd', '-', '2', 0xad, 'g', 'e'};
+    t_check(sdx_csharp_sniff(mp, sizeof mp, &info) == SDX_DIALECT_CSHARP && info.array_encoded &&
+                strcmp(info.request_id, "bad-2") == 0,
+            "truncated [Key(n)] msgpack recognised, RequestId read (%s)", info.request_id);
+    /* every truncation of a C# JSON frame: sniffed without reading past it */
+    const char *full = "\xef\xbb\xbf{\"RequestId\" : \"t-9\", \"Action\": \"generate\", "
+                       "\"Data\": {\"Prompt\": \"x\"}}";
+    size_t flen = strlen(full), ids = 0;
+    for (size_t n = 0; n < flen; n++) {
+        char *cut = malloc(n ? n : 1);
+        memcpy(cut, full, n);
+        if (sdx_csharp_sniff(cut, n, &info) == SDX_DIALECT_CSHARP &&
+            strcmp(info.request_id, "t-9") == 0)
+            ids++;
+        free(cut);
+    }
+    t_check(ids > flen / 2, "truncated C# JSON: RequestId read from %zu of %zu cuts", ids, flen);
+    const char *bom = "\xef\xbb\xbf{\"Action\":\"ping\"}";
+    char err[200];
+    t_check(sdx_codec_detect(bom, strlen(bom)) == SDX_ENC_JSON, "a BOM before JSON: JSON");
+    sdx_value_t *v = sdx_json_decode(bom, strlen(bom), err, sizeof err);
+    t_check(v && strcmp(sdx_map_str(v, "Action", ""), "ping") == 0, "JSON after a BOM decodes");
+    sdx_value_destroy(&v);
+}
+
 int main(int argc, char **argv)
 {
     t_verbose = argc > 1 && strcmp(argv[1], "-v") == 0;
@@ -780,6 +1208,14 @@ int main(int argc, char **argv)
     test_replies();
     test_mutations();
     test_scheduler_aliases();
+    test_lenient();
+    test_dotnet_types();
+    test_array_replies();
+    test_progress();
+    test_error_fields();
+    test_seeds();
+    test_scheduler_enum();
+    test_sniff_and_bom();
     sdx_value_destroy(&g_native);
     sdx_schema_set_destroy(&g_set);
     return t_finish();

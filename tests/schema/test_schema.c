@@ -155,7 +155,7 @@ static void test_aliases(void)
         {"Euler", "EulerDiscreteScheduler", 0},
         {"DPM++ 2M Karras", "DPMSolverMultistepScheduler", 1},
         {"dpm++_2m_karras", "DPMSolverMultistepScheduler", 1},
-        {"DPM++ SDE Karras", "DPMSolverSinglestepScheduler", 1},
+        {"DPM++ 2S Karras", "DPMSolverSinglestepScheduler", 1},
         {"UniPC", "UniPCMultistepScheduler", 0},
         {"LCM", "LCMScheduler", 0},
         {"DDIM", "DDIMScheduler", 0},

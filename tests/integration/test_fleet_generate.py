@@ -159,6 +159,23 @@ def test_csharp(t, fleet):
         png = base64.b64decode(ims[0]["Image"]) if ims else b""
         t.check(ims and ims[0].get("Format") == "png" and png_size(png) == (SIZE, SIZE),
                 "C# reply Data.Images[0].Image is the PNG", ims and list(ims[0]))
+    # the seeds' PostProcessing step: Upscale x2 with "ESRGAN" (the golden
+    # tiny RRDBNet installed as RealESRGAN_x4plus, then Lanczos to x2), JPEG,
+    # the A1111 text in its EXIF
+    if os.path.isdir(os.path.join(fleet.dir, "upscalers")):
+        req["RequestId"] = rid2 = str(uuid.uuid4())
+        req["Data"]["PostProcessing"] = [{"Type": "Upscale", "Factor": 2.0, "Model": "ESRGAN"}]
+        req["Data"]["Output"] = {"Format": "JPEG", "Quality": 90}
+        r = fleet.request(req, timeout=120, enc="msgpack")
+        ims = (r.get("Data") or {}).get("Images") or [{}]
+        jpg = ims[0].get("Image") or b""
+        t.check(r.get("Success") is True and r.get("RequestId") == rid2 and
+                (ims[0].get("Width"), ims[0].get("Height")) == (2 * SIZE, 2 * SIZE) and
+                jpg[:3] == b"\xff\xd8\xff" and
+                "a red fox\nSteps: 2, Sampler: Euler".encode("utf-16-be") in jpg and
+                "RealESRGAN_x4plus" in str((r.get("Data") or {}).get("Upscale")),
+                "C# PostProcessing Upscale ESRGAN x2 + JPEG: upscaled image with its A1111 text",
+                r.get("Error") or (r.get("Data") or {}).get("Upscale"))
     # a random seed (Seed omitted, or -1) must fit the C# int the reply's
     # Seed is read into; the run uses it (same seed in the image and Data)
     for seed in (None, -1):
@@ -301,6 +318,16 @@ def test_timeout(t, fleet, wid):
             "the broker sees the model for affinity (system.workers)")
 
 
+def make_upscalers(base):
+    """The golden tiny RRDBNet as RealESRGAN_x4plus under an upscalers root."""
+    d = os.path.join(base, "upscalers")
+    src = os.path.join(os.path.dirname(MODEL_DIR), "upscaler", "rrdbnet_x4.safetensors")
+    os.makedirs(d, exist_ok=True)
+    if os.path.isfile(src):
+        shutil.copy(src, os.path.join(d, "RealESRGAN_x4plus.safetensors"))
+    return d
+
+
 def main():
     fl.require_binaries(fl.BROKER_BIN, fl.WORKER_BIN, GEN_BIN)
     if not os.path.isfile(os.path.join(MODEL_DIR, "model_index.json")):
@@ -322,6 +349,7 @@ def main():
         wid = "inference-" + uuid.uuid4().hex[:6]
         argv = [fl.WORKER_BIN, "--domain", "inference", "--broker", fleet.backend, "--id", wid,
                 "--models-root", models, "--outputs-root", os.path.join(fleet.dir, "outputs"),
+                "--upscalers-root", make_upscalers(fleet.dir),
                 "--max-models", "1"]
         p = fl.Proc("worker " + wid, argv, os.path.join(fleet.dir, "%s.log" % wid), env=env)
         fleet.procs.append(p)

@@ -41,6 +41,7 @@
 #define SDX_MDP_HEARTBEAT_MS 1000 /* both directions */
 #define SDX_MDP_LIVENESS 3        /* a peer is dead after 3 missed heartbeats */
 #define SDX_MDP_MAX_ID 128        /* request id / identity length limit */
+#define SDX_MDP_MAX_CAPACITY 1024 /* READY capacity: most requests in flight on one worker */
 
 typedef enum {
     SDX_MDP_READY = 0x01,

@@ -69,6 +69,7 @@ struct sdx_job {
     atomic_bool cancel;
     int64_t deadline_ms;   /* unix ms, 0 = none */
     int64_t received_mono; /* ms */
+    int prio;              /* 0 low .. 3 critical: order in the job queue */
     int64_t started_mono;
     void *push; /* job thread's PUSH; NULL when running inline on main */
     bool failed;
@@ -88,6 +89,7 @@ struct sdx_worker {
     int gpu_requested;
     int concurrency;
     int prefetch; /* -1: not sent in READY (the broker's default applies) */
+    int capacity; /* READY capacity: requests the broker keeps in flight here */
     /* selected device */
     int gpu;
     char device[32];
@@ -448,6 +450,7 @@ static void s_send_ready(sdx_worker_t *w)
     s_capabilities_to(w, caps);
     sdx_map_set(b, "capabilities", caps);
     sdx_map_set_int(b, "concurrency", w->concurrency);
+    sdx_map_set_int(b, "capacity", w->capacity);
     if (w->prefetch >= 0)
         sdx_map_set_int(b, "prefetch", w->prefetch);
     sdx_worker_models_to(w, models);
@@ -652,6 +655,7 @@ void sdx_worker_status_to(sdx_worker_t *w, sdx_value_t *out)
     sdx_map_set_int(out, "started_ms", w->started_unix_ms);
     sdx_map_set_float(out, "uptime_s", (sdx_worker_mono_ms() - w->started_mono) / 1000.0);
     sdx_map_set_int(out, "concurrency", w->concurrency);
+    sdx_map_set_int(out, "capacity", w->capacity);
     sdx_map_set_int(out, "requests_served", atomic_load(&w->served));
     sdx_map_set_int(out, "requests_failed", atomic_load(&w->failed));
     sdx_map_set_int(out, "requests_cancelled", atomic_load(&w->cancelled));
@@ -730,6 +734,18 @@ static void s_account(sdx_worker_t *w, const sdx_job_t *job, bool ok, const char
         log_info("%s %s: %s", job->request_id, job->message_type, code);
 }
 
+/* REQUEST priority name -> 0 low .. 3 critical (normal when absent). */
+static int s_priority(const char *p)
+{
+    if (!p)
+        return 1;
+    if (strcmp(p, "critical") == 0)
+        return 3;
+    if (strcmp(p, "high") == 0)
+        return 2;
+    return strcmp(p, "low") == 0 ? 0 : 1;
+}
+
 static void s_handle_request(sdx_worker_t *w, sdx_mdp_msg_t *msg)
 {
     const char *rid = msg->request_id;
@@ -790,6 +806,7 @@ static void s_handle_request(sdx_worker_t *w, sdx_mdp_msg_t *msg)
     job->gen = w->gen;
     atomic_init(&job->cancel, false);
     job->deadline_ms = sdx_map_int(job->request, "deadline_ms", 0);
+    job->prio = s_priority(sdx_map_str(job->request, "priority", NULL));
     job->received_mono = sdx_worker_mono_ms();
     if (!job->empty) {
         s_send_error(w, rid, "internal", "out of memory");
@@ -813,12 +830,22 @@ static void s_handle_request(sdx_worker_t *w, sdx_mdp_msg_t *msg)
         return;
     }
     w->threaded++;
+    /* Behind the jobs of its priority or higher, ahead of lower ones: the
+       requests a worker holds beyond its job threads keep priority order. */
     pthread_mutex_lock(&w->qlock);
-    if (w->qtail)
-        w->qtail->qnext = job;
-    else
-        w->qhead = job;
-    w->qtail = job;
+    if (!w->qtail || w->qtail->prio >= job->prio) {
+        if (w->qtail)
+            w->qtail->qnext = job;
+        else
+            w->qhead = job;
+        w->qtail = job;
+    } else {
+        sdx_job_t **pp = &w->qhead;
+        while (*pp && (*pp)->prio >= job->prio)
+            pp = &(*pp)->qnext;
+        job->qnext = *pp;
+        *pp = job;
+    }
     atomic_fetch_add(&w->queued, 1);
     pthread_cond_signal(&w->qcond);
     pthread_mutex_unlock(&w->qlock);
@@ -1242,11 +1269,12 @@ typedef struct {
     int gpu;
     int concurrency;
     int prefetch;
+    int capacity; /* 0: unset; -2: an invalid config value */
 } s_opts_t;
 
 /* Config keys of the runtime's own options (the rest belong to domains). */
 static const char *const s_runtime_keys[] = {
-    "domain", "broker", "gpu", "concurrency", "prefetch", "id", "log_level", NULL,
+    "domain", "broker", "gpu", "concurrency", "prefetch", "capacity", "id", "log_level", NULL,
 };
 
 /* The --config file, kept while the options are resolved: the maps that
@@ -1295,6 +1323,11 @@ static void s_opts_apply_map(s_opts_t *o, const sdx_value_t *m, bool set_domain)
         o->concurrency = atoi(s);
     if ((s = sdx_map_str(m, "prefetch", NULL)))
         o->prefetch = atoi(s);
+    if ((s = sdx_map_str(m, "capacity", NULL))) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        o->capacity = *s && !*end && v >= 1 && v <= SDX_MDP_MAX_CAPACITY ? (int)v : -2;
+    }
 }
 
 /* The worker's config file: flat keys (domain, broker, gpu, concurrency, id,
@@ -1354,6 +1387,7 @@ static const struct option s_longopts[] = {
     {"config", required_argument, NULL, 'c'},
     {"concurrency", required_argument, NULL, 'n'},
     {"prefetch", required_argument, NULL, 'p'},
+    {"capacity", required_argument, NULL, 'C'},
     {"id", required_argument, NULL, 'i'},
     {"log-level", required_argument, NULL, 'l'},
     {"help", no_argument, NULL, 'h'},
@@ -1570,8 +1604,8 @@ static void s_usage(FILE *f)
     fprintf(
         f,
         "usage: sdxl-worker --domain NAME --broker ENDPOINT [--gpu N] [--config FILE]\n"
-        "                   [--concurrency N] [--prefetch N] [--id ID] [--log-level "
-        "error|warn|info|debug]\n"
+        "                   [--concurrency N] [--capacity N] [--prefetch N] [--id ID]\n"
+        "                   [--log-level error|warn|info|debug]\n"
         "                   [domain options]\n"
         "  --domain       device, model, conditioning, scheduler, inference,\n"
         "                 postprocessing or test\n"
@@ -1581,8 +1615,10 @@ static void s_usage(FILE *f)
         "  --config FILE  YAML: flat keys named like the flags ('-' written '_'), or a fleet\n"
         "                 file (deploy/fleet.yaml); flags override the file\n"
         "  --concurrency  requests run at once (job threads, default 1)\n"
-        "  --prefetch N   requests the broker may queue here beyond --concurrency\n"
-        "                 (0..64; default: the broker's setting for the domain)\n"
+        "  --capacity N   requests the broker keeps in flight here (READY capacity,\n"
+        "                 1..1024; default: the domain's, device/scheduler/test 32, model 8,\n"
+        "                 conditioning/inference/postprocessing 1; at least --concurrency)\n"
+        "  --prefetch N   older form: capacity = --concurrency + N (0..64)\n"
         "  --id           worker id (default <domain>-<host>-<pid>)\n");
 }
 
@@ -1678,6 +1714,18 @@ static sdx_worker_t *s_worker_new(const sdx_domain_t *domain, const s_opts_t *o)
     snprintf(w->device, sizeof w->device, "cpu");
     w->concurrency = o->concurrency > 0 ? o->concurrency : 1;
     w->prefetch = o->prefetch < 0 ? -1 : o->prefetch > 64 ? 64 : o->prefetch;
+    /* credit: --capacity, else --concurrency + --prefetch when a prefetch
+       was set, else the domain's default; never fewer than the job threads */
+    if (o->capacity > 0)
+        w->capacity = o->capacity;
+    else if (w->prefetch >= 0)
+        w->capacity = w->concurrency + w->prefetch;
+    else
+        w->capacity = domain->capacity > 0 ? domain->capacity : 1;
+    if (w->capacity < w->concurrency)
+        w->capacity = w->concurrency;
+    if (w->capacity > SDX_MDP_MAX_CAPACITY)
+        w->capacity = SDX_MDP_MAX_CAPACITY;
     gethostname(w->host, sizeof w->host - 1);
     if (o->id[0])
         snprintf(w->id, sizeof w->id, "%s", o->id);
@@ -1761,7 +1809,7 @@ static int s_parse_args(int argc, char **argv, s_cmdline_t *cl)
     int rc = -1, ch;
     char *end;
     opterr = 0; /* our own messages below */
-    while (rc < 0 && (ch = getopt_long(argc, argv, ":d:b:g:c:n:p:i:l:h", lo, NULL)) != -1) {
+    while (rc < 0 && (ch = getopt_long(argc, argv, ":d:b:g:c:n:p:C:i:l:h", lo, NULL)) != -1) {
         s_opts_t *f = &cl->flags;
         switch (ch) {
         case 'd':
@@ -1784,6 +1832,16 @@ static int s_parse_args(int argc, char **argv, s_cmdline_t *cl)
             f->prefetch = (int)strtol(optarg, &end, 10);
             if (*end || !*optarg || f->prefetch < 0 || f->prefetch > 64) {
                 fprintf(stderr, "sdxl-worker: --prefetch wants 0..64, not '%s'\n", optarg);
+                rc = 2;
+            }
+            break;
+        case 'C':
+            f->capacity = (int)strtol(optarg, &end, 10);
+            if (*end || !*optarg || f->capacity < 1 || f->capacity > SDX_MDP_MAX_CAPACITY) {
+                fprintf(stderr,
+                        "sdxl-worker: --capacity wants 1..%d (requests in flight on this "
+                        "worker), not '%s'\n",
+                        SDX_MDP_MAX_CAPACITY, optarg);
                 rc = 2;
             }
             break;
@@ -1913,6 +1971,13 @@ int sdx_worker_main(int argc, char **argv)
         o.concurrency = flags->concurrency;
     if (flags->prefetch >= 0)
         o.prefetch = flags->prefetch;
+    if (flags->capacity > 0)
+        o.capacity = flags->capacity;
+    if (o.capacity == -2) {
+        fprintf(stderr, "sdxl-worker: --config %s: capacity wants an integer 1..%d\n", cl.config,
+                SDX_MDP_MAX_CAPACITY);
+        goto out;
+    }
     if (!o.broker[0])
         snprintf(o.broker, sizeof o.broker, "tcp://127.0.0.1:5556");
     if (!o.domain[0]) {
@@ -2010,8 +2075,8 @@ int sdx_worker_main(int argc, char **argv)
     if (!w->pull || zmq_bind(w->pull, w->pull_ep) != 0) {
         log_error("inproc bind: %s", zmq_strerror(errno));
     } else if (s_start_threads(w) == 0) {
-        log_info("%s worker %s: broker %s, %d job thread(s), device %s", domain->name, w->id,
-                 w->broker, w->concurrency, w->device);
+        log_info("%s worker %s: broker %s, %d job thread(s), capacity %d, device %s",
+                 domain->name, w->id, w->broker, w->concurrency, w->capacity, w->device);
         rc = s_run(w);
     }
     /* job threads finish what they run (they were cancelled on a 2nd signal) */

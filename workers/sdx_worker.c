@@ -130,6 +130,15 @@ struct sdx_worker {
     char **opt_value;      /* malloc'd texts, NULL where unset */
     const char **opt_from; /* "flag", "config", "env", "default" (static) */
     sdx_gpu_t *gpu_probe;  /* NVML handle for the selected GPU's figures, or NULL */
+    /* Replies of inline handlers answered in one pass over the broker
+       socket, sent together at its end (main only): libzmq wakes its I/O
+       thread once per burst of sends instead of once per reply. */
+    struct {
+        char rid[SDX_MDP_MAX_ID + 1];
+        uint8_t *body; /* msgpack, owned */
+        size_t len;
+    } outbox[64];
+    int nout;
 };
 
 static volatile sig_atomic_t s_signals = 0;
@@ -380,6 +389,39 @@ static int s_send(sdx_worker_t *w, sdx_mdp_cmd_t cmd, const char *rid, const sdx
         return -1;
     }
     return 0;
+}
+
+/* Send the outbox (see sdx_worker.outbox). */
+static void s_outbox_flush(sdx_worker_t *w)
+{
+    for (int i = 0; i < w->nout; i++) {
+        if (!w->sock) {
+            free(w->outbox[i].body);
+        } else if (sdx_mdp_send_take(w->sock, NULL, 0, SDX_MDP_REPLY, w->outbox[i].rid,
+                                     w->outbox[i].body, w->outbox[i].len, true) != 0) {
+            log_warn("send REPLY %s failed: %s", w->outbox[i].rid, zmq_strerror(errno));
+        }
+        w->outbox[i].body = NULL;
+    }
+    w->nout = 0;
+}
+
+/* A REPLY an inline handler made: into the outbox (sent at the end of this
+   pass over the broker socket, or now when the outbox is full). */
+static void s_reply_later(sdx_worker_t *w, const char *rid, const sdx_value_t *body)
+{
+    if (w->nout == (int)(sizeof w->outbox / sizeof w->outbox[0]))
+        s_outbox_flush(w);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (sdx_msgpack_encode(body, &buf, &len) != 0) {
+        s_send(w, SDX_MDP_REPLY, rid, body); /* out of memory: try the direct way */
+        return;
+    }
+    snprintf(w->outbox[w->nout].rid, sizeof w->outbox[w->nout].rid, "%s", rid);
+    w->outbox[w->nout].body = buf;
+    w->outbox[w->nout].len = len;
+    w->nout++;
 }
 
 static void s_send_error(sdx_worker_t *w, const char *rid, const char *code, const char *fmt, ...)
@@ -819,7 +861,7 @@ static void s_handle_request(sdx_worker_t *w, sdx_mdp_msg_t *msg)
         sdx_value_t *body = s_run_handler(job);
         if (!body)
             body = s_error_body("internal", NULL, "out of memory building the reply");
-        s_send(w, SDX_MDP_REPLY, job->request_id, body);
+        s_reply_later(w, job->request_id, body);
         bool ok = sdx_map_bool(body, "success", false);
         s_account(w, job, ok,
                   ok ? "ok" : sdx_map_str(sdx_map_get(body, "error"), "code", "internal"),
@@ -913,6 +955,7 @@ static void s_disconnect(sdx_worker_t *w, bool say_goodbye)
 {
     if (!w->sock)
         return;
+    s_outbox_flush(w); /* replies of this connection go out before it closes */
     if (say_goodbye)
         s_send(w, SDX_MDP_DISCONNECT, NULL, NULL);
     zmq_close(w->sock);
@@ -988,9 +1031,13 @@ static bool s_readable(void *sock)
 /* Handle what the broker sent, until its socket says nothing is waiting:
    the last call on the socket is then a ZMQ_EVENTS check made after every
    send, which is what makes blocking on its ZMQ_FD safe (edge-triggered). */
-static void s_handle_broker(sdx_worker_t *w)
+#define BROKER_BUDGET 1000 /* messages handled before the main loop looks around */
+
+/* One pass: messages until none is waiting, a (re)connection, or the budget
+   is spent. Inline replies collect in the outbox. */
+static void s_broker_pass(sdx_worker_t *w, int *budget)
 {
-    for (int budget = 0; budget < 1000 && w->sock && s_readable(w->sock); budget++) {
+    for (; *budget < BROKER_BUDGET && w->sock && s_readable(w->sock); (*budget)++) {
         sdx_mdp_msg_t msg;
         memset(&msg, 0, sizeof msg);
         char err[256] = "";
@@ -1040,6 +1087,24 @@ static void s_handle_broker(sdx_worker_t *w)
         }
         sdx_mdp_msg_clear(&msg);
     }
+}
+
+/* Passes until nothing is waiting, sending the outbox after each: the last
+   call on the socket is the ZMQ_EVENTS check of a pass that found nothing.
+   True when the budget ran out with messages maybe still waiting (the main
+   loop must then come back before it blocks). */
+static bool s_handle_broker(sdx_worker_t *w)
+{
+    int budget = 0;
+    for (;;) {
+        s_broker_pass(w, &budget);
+        if (!w->nout)
+            break;
+        s_outbox_flush(w);
+        if (budget >= BROKER_BUDGET)
+            break;
+    }
+    return w->sock && budget >= BROKER_BUDGET;
 }
 
 /* ------------------------------------------------------------- main loop */
@@ -1125,9 +1190,9 @@ static int s_run(sdx_worker_t *w)
             w->next_hb = now + SDX_MDP_HEARTBEAT_MS;
         }
         void *sock = w->sock;
-        s_handle_broker(w); /* last: ends with a ZMQ_EVENTS check after all sends */
-        if (w->sock != sock || !w->sock || s_signals != seen_signals)
-            continue; /* reconnected, or a signal: look again before blocking */
+        bool more = s_handle_broker(w); /* last: ends with a ZMQ_EVENTS check after all sends */
+        if (more || w->sock != sock || !w->sock || s_signals != seen_signals)
+            continue; /* more waiting, reconnected, or a signal: look again before blocking */
         /* Block on the sockets' file descriptors: one poll() per wake-up
            instead of zmq_poll's several, which matters for small requests.
            The pull socket only while job threads have work. */

@@ -149,8 +149,8 @@ const sdx_option_t broker_options[] = {
      "queued work fails when its domain has had no worker this long", OFF(no_worker_grace_ms), 0,
      3600000},
     {"prefetch", "--prefetch", SDX_OPT_INT, "-1",
-     "requests a worker may hold beyond its concurrency; -1: the domain's catalogue value (READY "
-     "may ask for its own)",
+     "slots beyond concurrency for a worker whose READY has no capacity (older workers); -1: the "
+     "domain's catalogue value (READY may ask for its own)",
      OFF(prefetch), -1, 64},
     {"hwm", "--hwm", SDX_OPT_INT, "100000", "ZeroMQ send/receive high-water marks", OFF(hwm), 0,
      100000000},

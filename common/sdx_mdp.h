@@ -16,7 +16,9 @@
 
     Bodies:
       READY     {worker_id, domain, gpu (int, -1 = CPU), capabilities [str],
-                 concurrency (int >= 1), models [str], pid, host, version}
+                 concurrency (int >= 1), capacity (int 1..SDX_MDP_MAX_CAPACITY:
+                 requests the broker may keep in flight on it), models [str],
+                 pid, host, version[, prefetch]}
       REQUEST   the normalised request: {message_type, request_id, data,
                  priority, timeout_ms, deadline_ms (unix ms, 0 none), attempt,
                  stream (bool)}

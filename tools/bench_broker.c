@@ -193,6 +193,7 @@ static void *s_client_thread(void *arg)
     int linger = 0, tmo = 5000;
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(s, ZMQ_RCVTIMEO, &tmo, sizeof tmo);
+    zmq_setsockopt(s, ZMQ_SNDTIMEO, &tmo, sizeof tmo); /* a path that never answers: no hang */
     /* a REQ that timed out can send again (the late reply is dropped) */
     int relaxed = 1;
     zmq_setsockopt(s, ZMQ_REQ_RELAXED, &relaxed, sizeof relaxed);
@@ -299,6 +300,8 @@ static void *s_dealer_thread(void *arg)
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    int tmo = 5000;
+    zmq_setsockopt(s, ZMQ_SNDTIMEO, &tmo, sizeof tmo);
     double *sent = calloc(SEND_RING, sizeof *sent);
     s_req_t q = {0};
     if (!sent || s_req_make(o, c->id, &q) != 0 || zmq_connect(s, c->endpoint) != 0) {

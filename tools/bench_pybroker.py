@@ -39,7 +39,7 @@ async def worker_main(backend, wid, mtype):
     host = socket.gethostname()
     while True:
         frames = await s.recv_multipart()
-        client, body = frames[0], frames[-1]
+        route, body = frames[:-1], frames[-1]  # the client's envelope frames, then the body
         t0 = time.perf_counter()
         req = msgpack.unpackb(body, raw=False)
         data = req.get("data") or {}
@@ -48,7 +48,7 @@ async def worker_main(backend, wid, mtype):
                  "data": {"pong": True, "worker_id": wid, "host": host,
                           "time_ms": int(time.time() * 1000), "echo": data.get("echo")},
                  "timing": {"worker_ms": (time.perf_counter() - t0) * 1000.0}}
-        await s.send_multipart([client, msgpack.packb(reply, use_bin_type=True)])
+        await s.send_multipart(route + [msgpack.packb(reply, use_bin_type=True)])
 
 
 def run_worker(backend, wid, mtype):
@@ -99,29 +99,29 @@ async def broker_main(args):
                 if len(workers) == args.workers:
                     print("READY " + fe, flush=True)
                 continue
-            # [worker][client][reply] -> [client][reply]
+            # [worker][client envelope...][reply] -> [client envelope...][reply]
             await front.send_multipart(frames[1:])
 
     async def frontend_loop():
         while True:
             frames = await front.recv_multipart()
-            client, body = frames[0], frames[-1]
+            route, body = frames[:-1], frames[-1]  # routing id (+ REQ delimiter/id frames)
             try:
                 req = msgpack.unpackb(body, raw=False)
                 mtype = req.get("message_type", "")
             except Exception as e:  # noqa: BLE001 - answer, never crash
                 err = {"request_id": None, "success": False,
                        "error": {"code": "invalid_request", "message": str(e)}}
-                await front.send_multipart([client, msgpack.packb(err)])
+                await front.send_multipart(route + [msgpack.packb(err)])
                 continue
             if not workers or "." not in mtype:
                 err = {"request_id": req.get("request_id"), "success": False,
                        "error": {"code": "no_worker", "message": "no worker"}}
-                await front.send_multipart([client, msgpack.packb(err)])
+                await front.send_multipart(route + [msgpack.packb(err)])
                 continue
             w = workers[rr[0] % len(workers)]
             rr[0] += 1
-            await back.send_multipart([w, client, body])
+            await back.send_multipart([w] + route + [body])
 
     tasks = [asyncio.create_task(backend_loop()), asyncio.create_task(frontend_loop())]
     await stop.wait()

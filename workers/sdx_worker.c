@@ -1033,11 +1033,13 @@ static bool s_readable(void *sock)
    send, which is what makes blocking on its ZMQ_FD safe (edge-triggered). */
 #define BROKER_BUDGET 1000 /* messages handled before the main loop looks around */
 
-/* One pass: messages until none is waiting, a (re)connection, or the budget
-   is spent. Inline replies collect in the outbox. */
+/* One pass: messages until none is waiting (a non-blocking receive finds
+   nothing: no ZMQ_EVENTS check per message, which costs libzmq two system
+   calls), a (re)connection, or the budget is spent. Inline replies collect
+   in the outbox. */
 static void s_broker_pass(sdx_worker_t *w, int *budget)
 {
-    for (; *budget < BROKER_BUDGET && w->sock && s_readable(w->sock); (*budget)++) {
+    for (; *budget < BROKER_BUDGET && w->sock; (*budget)++) {
         sdx_mdp_msg_t msg;
         memset(&msg, 0, sizeof msg);
         char err[256] = "";
@@ -1046,8 +1048,10 @@ static void s_broker_pass(sdx_worker_t *w, int *budget)
             return;
         if (rc < 0) {
             sdx_mdp_msg_clear(&msg);
-            if (!err[0]) /* a socket error: poll again */
+            if (!err[0]) { /* a socket error: poll again */
+                *budget += BROKER_BUDGET / 10; /* bounds the retries of s_handle_broker */
                 return;
+            }
             log_warn("malformed message from the broker: %s", err);
             continue;
         }
@@ -1090,18 +1094,17 @@ static void s_broker_pass(sdx_worker_t *w, int *budget)
 }
 
 /* Passes until nothing is waiting, sending the outbox after each: the last
-   call on the socket is the ZMQ_EVENTS check of a pass that found nothing.
-   True when the budget ran out with messages maybe still waiting (the main
-   loop must then come back before it blocks). */
+   call on the socket is a ZMQ_EVENTS check made after every send, which is
+   what makes blocking on its ZMQ_FD safe (edge-triggered). True when the
+   budget ran out with messages maybe still waiting (the main loop must then
+   come back before it blocks). */
 static bool s_handle_broker(sdx_worker_t *w)
 {
     int budget = 0;
     for (;;) {
         s_broker_pass(w, &budget);
-        if (!w->nout)
-            break;
         s_outbox_flush(w);
-        if (budget >= BROKER_BUDGET)
+        if (!w->sock || budget >= BROKER_BUDGET || !s_readable(w->sock))
             break;
     }
     return w->sock && budget >= BROKER_BUDGET;

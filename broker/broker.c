@@ -149,8 +149,8 @@ const sdx_option_t broker_options[] = {
      "queued work fails when its domain has had no worker this long", OFF(no_worker_grace_ms), 0,
      3600000},
     {"prefetch", "--prefetch", SDX_OPT_INT, "-1",
-     "requests a worker may hold beyond its concurrency; -1: the domain's catalogue value (READY "
-     "may ask for its own)",
+     "slots beyond concurrency for a worker whose READY has no capacity (older workers); -1: the "
+     "domain's catalogue value (READY may ask for its own)",
      OFF(prefetch), -1, 64},
     {"hwm", "--hwm", SDX_OPT_INT, "100000", "ZeroMQ send/receive high-water marks", OFF(hwm), 0,
      100000000},
@@ -723,8 +723,17 @@ static void s_cancel_running(broker_t *b, breq_t *r, sdx_error_t code, const cha
     }
 }
 
-/* The worker is gone: its running requests go back to the front of their
-   queue (at most max_retries times), the rest fail with worker_lost. */
+/* Oldest accepted first. s_worker_lost takes jobs from the end and puts
+   each at the front of its queue, so the oldest ends up first again. */
+static int s_oldest_first(const void *a, const void *b)
+{
+    const breq_t *x = *(breq_t *const *)a, *y = *(breq_t *const *)b;
+    return x->t_accept_us < y->t_accept_us ? -1 : x->t_accept_us > y->t_accept_us ? 1 : 0;
+}
+
+/* The worker is gone: every request in its slots goes back to the front of
+   its queue (at most max_retries times), in acceptance order; the rest fail
+   with worker_lost. */
 static void s_worker_lost(broker_t *b, worker_t *w, const char *why)
 {
     char hex[64];
@@ -735,6 +744,8 @@ static void s_worker_lost(broker_t *b, worker_t *w, const char *why)
             s_hex_id(w->identity, w->identity_len, hex, sizeof hex), w->njobs ? "lost" : "gone",
             why, w->njobs);
     s_worker_event(b, "worker.lost", w, why);
+    if (w->njobs > 1) /* jobs[] order is not dispatch order (swap removal) */
+        qsort(w->jobs, w->njobs, sizeof *w->jobs, s_oldest_first);
     while (w->njobs) {
         breq_t *r = w->jobs[w->njobs - 1];
         w->njobs--;
@@ -833,7 +844,7 @@ static sdx_value_t *s_sys_status(broker_t *b, const sdx_envelope_t *env, sdx_fau
             if (w->domain != i)
                 continue;
             nw++;
-            cap += w->concurrency + w->prefetch;
+            cap += w->capacity;
             inf += w->in_flight;
         }
         total_workers += nw;
@@ -874,6 +885,7 @@ static sdx_value_t *s_sys_workers(broker_t *b, const sdx_envelope_t *env, sdx_fa
         sdx_map_set_int(m, "gpu", w->gpu);
         sdx_map_set_int(m, "concurrency", w->concurrency);
         sdx_map_set_int(m, "prefetch", w->prefetch);
+        sdx_map_set_int(m, "capacity", w->capacity);
         sdx_map_set_int(m, "in_flight", w->in_flight);
         sdx_map_set_int(m, "served", (int64_t)w->served);
         sdx_map_set_bool(m, "draining", w->draining);
@@ -1268,6 +1280,17 @@ static void s_on_ready(broker_t *b, sdx_mdp_msg_t *msg)
     int64_t pf = sdx_map_int(msg->body, "prefetch",
                              b->cfg.prefetch >= 0 ? b->cfg.prefetch : b->domains[d].prefetch);
     w->prefetch = pf < 0 ? 0 : pf > 64 ? 64 : (int)pf;
+    /* Credit: the slots the worker declared (PROTOCOL.md 2.3); a worker that
+       declares none gets concurrency + prefetch (1 for a plain READY). */
+    const sdx_value_t *capv = sdx_map_get(msg->body, "capacity");
+    w->capacity = w->concurrency + w->prefetch;
+    if (capv && capv->type == SDX_INT && capv->u.i >= 1) {
+        w->capacity = capv->u.i > SDX_MDP_MAX_CAPACITY ? SDX_MDP_MAX_CAPACITY : (int)capv->u.i;
+        w->prefetch = w->capacity > w->concurrency ? w->capacity - w->concurrency : 0;
+    } else if (capv) {
+        log_warn("READY from %s: capacity must be an integer 1..%d; using %d slot(s)", w->id,
+                 SDX_MDP_MAX_CAPACITY, w->capacity);
+    }
     const sdx_value_t *models = sdx_map_get(msg->body, "models");
     const char *names[256];
     size_t nm = 0;
@@ -1278,9 +1301,9 @@ static void s_on_ready(broker_t *b, sdx_mdp_msg_t *msg)
     }
     worker_set_models(w, names, nm);
     w->last_seen_ms = w->ready_ms = sdx_clock_mono_ms();
-    log_info("worker %s ready: domain=%s gpu=%d concurrency=%d prefetch=%d models=%zu host=%s "
+    log_info("worker %s ready: domain=%s gpu=%d concurrency=%d capacity=%d models=%zu host=%s "
              "pid=%" PRId64,
-             w->id, b->domains[d].name, w->gpu, w->concurrency, w->prefetch, w->nmodels, w->host,
+             w->id, b->domains[d].name, w->gpu, w->concurrency, w->capacity, w->nmodels, w->host,
              w->pid);
     s_worker_event(b, "worker.ready", w, NULL);
     b->domains[d].empty_since_ms = 0;

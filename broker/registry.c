@@ -54,6 +54,7 @@ worker_t *registry_add(registry_t *r, const uint8_t *identity, size_t len)
     w->identity_len = len;
     w->gpu = -1;
     w->concurrency = 1;
+    w->capacity = 1;
     w->domain = -1;
     if (idmap_put(&r->by_identity, w->identity, w->identity_len, w) != 0) {
         free(w);
@@ -150,7 +151,7 @@ bool registry_has_gpu(const registry_t *r, int domain, int gpu)
 
 bool registry_worker_fits(const worker_t *w, int domain, int gpu)
 {
-    return w->domain == domain && !w->draining && w->in_flight < w->concurrency + w->prefetch &&
+    return w->domain == domain && !w->draining && w->in_flight < w->capacity &&
            (gpu < 0 || w->gpu == gpu);
 }
 

@@ -3,9 +3,9 @@
     has loaded, and worker selection for a request.
 
     Selection (registry_pick), among the live, non-draining workers of the
-    domain with a free slot (in_flight < concurrency):
-    (a slot: in_flight < concurrency + prefetch; prefetch is 0 unless
-    configured, see proto/PROTOCOL.md 1.6)
+    domain with a free slot (in_flight < capacity: the credit the worker
+    declared in READY, or concurrency + prefetch for a worker that declared
+    none, see proto/PROTOCOL.md 1.6)
       1. gpu hint >= 0: only workers on that GPU (a hard constraint; the
          router answers no_worker at once when no worker of the domain is on
          that GPU at all, see registry_has_gpu);
@@ -35,6 +35,7 @@ typedef struct worker {
     int concurrency; /* >= 1 */
     int in_flight;   /* requests dispatched and not finished (incl. cancelling) */
     int prefetch;    /* extra requests it may hold beyond concurrency (queued in the worker) */
+    int capacity;    /* slots: requests the broker keeps in flight on it (>= 1) */
     char **models;   /* owned strings */
     size_t nmodels;
     int64_t last_seen_ms; /* monotonic: last message of any kind from it */

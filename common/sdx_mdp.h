@@ -16,7 +16,9 @@
 
     Bodies:
       READY     {worker_id, domain, gpu (int, -1 = CPU), capabilities [str],
-                 concurrency (int >= 1), models [str], pid, host, version}
+                 concurrency (int >= 1), capacity (int 1..SDX_MDP_MAX_CAPACITY:
+                 requests the broker may keep in flight on it), models [str],
+                 pid, host, version[, prefetch]}
       REQUEST   the normalised request: {message_type, request_id, data,
                  priority, timeout_ms, deadline_ms (unix ms, 0 none), attempt,
                  stream (bool)}
@@ -41,6 +43,7 @@
 #define SDX_MDP_HEARTBEAT_MS 1000 /* both directions */
 #define SDX_MDP_LIVENESS 3        /* a peer is dead after 3 missed heartbeats */
 #define SDX_MDP_MAX_ID 128        /* request id / identity length limit */
+#define SDX_MDP_MAX_CAPACITY 1024 /* READY capacity: most requests in flight on one worker */
 
 typedef enum {
     SDX_MDP_READY = 0x01,

@@ -12,6 +12,7 @@ static const char *const s_planned[] = {
 
 const sdx_domain_t sdx_domain_conditioning = {
     .name = "conditioning",
+    .capacity = 1, /* text encoders run on the device */
     .handlers = NULL,
     .planned = s_planned,
     .planned_issue = "issue #4 (engine part 1: CLIP tokenizer and both SDXL text encoders)",

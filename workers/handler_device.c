@@ -299,6 +299,7 @@ static const char *const s_planned[] = {"device.set_device", "device.optimize", 
 
 const sdx_domain_t sdx_domain_device = {
     .name = "device",
+    .capacity = 32, /* device queries are cheap (no GPU work) */
     .handlers = s_handlers,
     .planned = s_planned,
     .planned_issue = "issue #5 (engine part 2: CUDA device use by the engine)",

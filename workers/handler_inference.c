@@ -196,6 +196,7 @@ static const char *const s_planned[] = {
 
 const sdx_domain_t sdx_domain_inference = {
     .name = "inference",
+    .capacity = 1, /* one denoising run at a time per GPU */
     .handlers = NULL,
     .planned = s_planned,
     .planned_issue = "issue #5 (engine part 2: this sdxl-worker was built without the "

@@ -10,6 +10,7 @@ static const char *const s_planned[] = {
 
 const sdx_domain_t sdx_domain_model = {
     .name = "model",
+    .capacity = 8, /* catalogue requests (list, info, status) are cheap */
     .handlers = NULL,
     .planned = s_planned,
     .planned_issue = "issue #4 (engine part 1: safetensors and model loading)",

@@ -118,6 +118,7 @@ static const char *const s_planned[] = {
 
 const sdx_domain_t sdx_domain_postprocessing = {
     .name = "postprocessing",
+    .capacity = 1, /* VAE decode runs on the device */
     .handlers = NULL,
     .planned = s_planned,
     .planned_issue = "this sdxl-worker was built without the libtorch engine (-Dengine=disabled)",

@@ -9,6 +9,7 @@ static const char *const s_planned[] = {
 
 const sdx_domain_t sdx_domain_scheduler = {
     .name = "scheduler",
+    .capacity = 32, /* timesteps/sigmas are cheap CPU work */
     .handlers = NULL,
     .planned = s_planned,
     .planned_issue = "issue #5 (engine part 2: the scheduler family)",

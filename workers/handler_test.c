@@ -104,6 +104,7 @@ static int s_option(sdx_worker_t *w, const char *key, const char *value, char *e
 
 const sdx_domain_t sdx_domain_test = {
     .name = "test",
+    .capacity = 32, /* echo is inline; the bench measures it at default settings */
     .handlers = s_handlers,
     .options = s_options,
     .option = s_option,

@@ -69,6 +69,7 @@ struct sdx_job {
     atomic_bool cancel;
     int64_t deadline_ms;   /* unix ms, 0 = none */
     int64_t received_mono; /* ms */
+    int prio;              /* 0 low .. 3 critical: order in the job queue */
     int64_t started_mono;
     void *push; /* job thread's PUSH; NULL when running inline on main */
     bool failed;
@@ -88,6 +89,7 @@ struct sdx_worker {
     int gpu_requested;
     int concurrency;
     int prefetch; /* -1: not sent in READY (the broker's default applies) */
+    int capacity; /* READY capacity: requests the broker keeps in flight here */
     /* selected device */
     int gpu;
     char device[32];
@@ -128,6 +130,15 @@ struct sdx_worker {
     char **opt_value;      /* malloc'd texts, NULL where unset */
     const char **opt_from; /* "flag", "config", "env", "default" (static) */
     sdx_gpu_t *gpu_probe;  /* NVML handle for the selected GPU's figures, or NULL */
+    /* Replies of inline handlers answered in one pass over the broker
+       socket, sent together at its end (main only): libzmq wakes its I/O
+       thread once per burst of sends instead of once per reply. */
+    struct {
+        char rid[SDX_MDP_MAX_ID + 1];
+        uint8_t *body; /* msgpack, owned */
+        size_t len;
+    } outbox[64];
+    int nout;
 };
 
 static volatile sig_atomic_t s_signals = 0;
@@ -380,6 +391,39 @@ static int s_send(sdx_worker_t *w, sdx_mdp_cmd_t cmd, const char *rid, const sdx
     return 0;
 }
 
+/* Send the outbox (see sdx_worker.outbox). */
+static void s_outbox_flush(sdx_worker_t *w)
+{
+    for (int i = 0; i < w->nout; i++) {
+        if (!w->sock) {
+            free(w->outbox[i].body);
+        } else if (sdx_mdp_send_take(w->sock, NULL, 0, SDX_MDP_REPLY, w->outbox[i].rid,
+                                     w->outbox[i].body, w->outbox[i].len, true) != 0) {
+            log_warn("send REPLY %s failed: %s", w->outbox[i].rid, zmq_strerror(errno));
+        }
+        w->outbox[i].body = NULL;
+    }
+    w->nout = 0;
+}
+
+/* A REPLY an inline handler made: into the outbox (sent at the end of this
+   pass over the broker socket, or now when the outbox is full). */
+static void s_reply_later(sdx_worker_t *w, const char *rid, const sdx_value_t *body)
+{
+    if (w->nout == (int)(sizeof w->outbox / sizeof w->outbox[0]))
+        s_outbox_flush(w);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (sdx_msgpack_encode(body, &buf, &len) != 0) {
+        s_send(w, SDX_MDP_REPLY, rid, body); /* out of memory: try the direct way */
+        return;
+    }
+    snprintf(w->outbox[w->nout].rid, sizeof w->outbox[w->nout].rid, "%s", rid);
+    w->outbox[w->nout].body = buf;
+    w->outbox[w->nout].len = len;
+    w->nout++;
+}
+
 static void s_send_error(sdx_worker_t *w, const char *rid, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
@@ -448,6 +492,7 @@ static void s_send_ready(sdx_worker_t *w)
     s_capabilities_to(w, caps);
     sdx_map_set(b, "capabilities", caps);
     sdx_map_set_int(b, "concurrency", w->concurrency);
+    sdx_map_set_int(b, "capacity", w->capacity);
     if (w->prefetch >= 0)
         sdx_map_set_int(b, "prefetch", w->prefetch);
     sdx_worker_models_to(w, models);
@@ -652,6 +697,7 @@ void sdx_worker_status_to(sdx_worker_t *w, sdx_value_t *out)
     sdx_map_set_int(out, "started_ms", w->started_unix_ms);
     sdx_map_set_float(out, "uptime_s", (sdx_worker_mono_ms() - w->started_mono) / 1000.0);
     sdx_map_set_int(out, "concurrency", w->concurrency);
+    sdx_map_set_int(out, "capacity", w->capacity);
     sdx_map_set_int(out, "requests_served", atomic_load(&w->served));
     sdx_map_set_int(out, "requests_failed", atomic_load(&w->failed));
     sdx_map_set_int(out, "requests_cancelled", atomic_load(&w->cancelled));
@@ -730,6 +776,18 @@ static void s_account(sdx_worker_t *w, const sdx_job_t *job, bool ok, const char
         log_info("%s %s: %s", job->request_id, job->message_type, code);
 }
 
+/* REQUEST priority name -> 0 low .. 3 critical (normal when absent). */
+static int s_priority(const char *p)
+{
+    if (!p)
+        return 1;
+    if (strcmp(p, "critical") == 0)
+        return 3;
+    if (strcmp(p, "high") == 0)
+        return 2;
+    return strcmp(p, "low") == 0 ? 0 : 1;
+}
+
 static void s_handle_request(sdx_worker_t *w, sdx_mdp_msg_t *msg)
 {
     const char *rid = msg->request_id;
@@ -790,6 +848,7 @@ static void s_handle_request(sdx_worker_t *w, sdx_mdp_msg_t *msg)
     job->gen = w->gen;
     atomic_init(&job->cancel, false);
     job->deadline_ms = sdx_map_int(job->request, "deadline_ms", 0);
+    job->prio = s_priority(sdx_map_str(job->request, "priority", NULL));
     job->received_mono = sdx_worker_mono_ms();
     if (!job->empty) {
         s_send_error(w, rid, "internal", "out of memory");
@@ -802,7 +861,7 @@ static void s_handle_request(sdx_worker_t *w, sdx_mdp_msg_t *msg)
         sdx_value_t *body = s_run_handler(job);
         if (!body)
             body = s_error_body("internal", NULL, "out of memory building the reply");
-        s_send(w, SDX_MDP_REPLY, job->request_id, body);
+        s_reply_later(w, job->request_id, body);
         bool ok = sdx_map_bool(body, "success", false);
         s_account(w, job, ok,
                   ok ? "ok" : sdx_map_str(sdx_map_get(body, "error"), "code", "internal"),
@@ -813,12 +872,22 @@ static void s_handle_request(sdx_worker_t *w, sdx_mdp_msg_t *msg)
         return;
     }
     w->threaded++;
+    /* Behind the jobs of its priority or higher, ahead of lower ones: the
+       requests a worker holds beyond its job threads keep priority order. */
     pthread_mutex_lock(&w->qlock);
-    if (w->qtail)
-        w->qtail->qnext = job;
-    else
-        w->qhead = job;
-    w->qtail = job;
+    if (!w->qtail || w->qtail->prio >= job->prio) {
+        if (w->qtail)
+            w->qtail->qnext = job;
+        else
+            w->qhead = job;
+        w->qtail = job;
+    } else {
+        sdx_job_t **pp = &w->qhead;
+        while (*pp && (*pp)->prio >= job->prio)
+            pp = &(*pp)->qnext;
+        job->qnext = *pp;
+        *pp = job;
+    }
     atomic_fetch_add(&w->queued, 1);
     pthread_cond_signal(&w->qcond);
     pthread_mutex_unlock(&w->qlock);
@@ -886,6 +955,7 @@ static void s_disconnect(sdx_worker_t *w, bool say_goodbye)
 {
     if (!w->sock)
         return;
+    s_outbox_flush(w); /* replies of this connection go out before it closes */
     if (say_goodbye)
         s_send(w, SDX_MDP_DISCONNECT, NULL, NULL);
     zmq_close(w->sock);
@@ -961,9 +1031,15 @@ static bool s_readable(void *sock)
 /* Handle what the broker sent, until its socket says nothing is waiting:
    the last call on the socket is then a ZMQ_EVENTS check made after every
    send, which is what makes blocking on its ZMQ_FD safe (edge-triggered). */
-static void s_handle_broker(sdx_worker_t *w)
+#define BROKER_BUDGET 1000 /* messages handled before the main loop looks around */
+
+/* One pass: messages until none is waiting (a non-blocking receive finds
+   nothing: no ZMQ_EVENTS check per message, which costs libzmq two system
+   calls), a (re)connection, or the budget is spent. Inline replies collect
+   in the outbox. */
+static void s_broker_pass(sdx_worker_t *w, int *budget)
 {
-    for (int budget = 0; budget < 1000 && w->sock && s_readable(w->sock); budget++) {
+    for (; *budget < BROKER_BUDGET && w->sock; (*budget)++) {
         sdx_mdp_msg_t msg;
         memset(&msg, 0, sizeof msg);
         char err[256] = "";
@@ -973,6 +1049,7 @@ static void s_handle_broker(sdx_worker_t *w)
         if (rc < 0) {
             if (!err[0]) { /* a socket error: poll again */
                 sdx_mdp_msg_clear(&msg);
+                *budget += BROKER_BUDGET / 10; /* bounds the retries of s_handle_broker */
                 return;
             }
             log_warn("malformed message from the broker: %s", err);
@@ -1020,6 +1097,23 @@ static void s_handle_broker(sdx_worker_t *w)
         }
         sdx_mdp_msg_clear(&msg);
     }
+}
+
+/* Passes until nothing is waiting, sending the outbox after each: the last
+   call on the socket is a ZMQ_EVENTS check made after every send, which is
+   what makes blocking on its ZMQ_FD safe (edge-triggered). True when the
+   budget ran out with messages maybe still waiting (the main loop must then
+   come back before it blocks). */
+static bool s_handle_broker(sdx_worker_t *w)
+{
+    int budget = 0;
+    for (;;) {
+        s_broker_pass(w, &budget);
+        s_outbox_flush(w);
+        if (!w->sock || budget >= BROKER_BUDGET || !s_readable(w->sock))
+            break;
+    }
+    return w->sock && budget >= BROKER_BUDGET;
 }
 
 /* ------------------------------------------------------------- main loop */
@@ -1105,9 +1199,9 @@ static int s_run(sdx_worker_t *w)
             w->next_hb = now + SDX_MDP_HEARTBEAT_MS;
         }
         void *sock = w->sock;
-        s_handle_broker(w); /* last: ends with a ZMQ_EVENTS check after all sends */
-        if (w->sock != sock || !w->sock || s_signals != seen_signals)
-            continue; /* reconnected, or a signal: look again before blocking */
+        bool more = s_handle_broker(w); /* last: ends with a ZMQ_EVENTS check after all sends */
+        if (more || w->sock != sock || !w->sock || s_signals != seen_signals)
+            continue; /* more waiting, reconnected, or a signal: look again before blocking */
         /* Block on the sockets' file descriptors: one poll() per wake-up
            instead of zmq_poll's several, which matters for small requests.
            The pull socket only while job threads have work. */
@@ -1249,11 +1343,12 @@ typedef struct {
     int gpu;
     int concurrency;
     int prefetch;
+    int capacity; /* 0: unset; -2: an invalid config value */
 } s_opts_t;
 
 /* Config keys of the runtime's own options (the rest belong to domains). */
 static const char *const s_runtime_keys[] = {
-    "domain", "broker", "gpu", "concurrency", "prefetch", "id", "log_level", NULL,
+    "domain", "broker", "gpu", "concurrency", "prefetch", "capacity", "id", "log_level", NULL,
 };
 
 /* The --config file, kept while the options are resolved: the maps that
@@ -1302,6 +1397,11 @@ static void s_opts_apply_map(s_opts_t *o, const sdx_value_t *m, bool set_domain)
         o->concurrency = atoi(s);
     if ((s = sdx_map_str(m, "prefetch", NULL)))
         o->prefetch = atoi(s);
+    if ((s = sdx_map_str(m, "capacity", NULL))) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        o->capacity = *s && !*end && v >= 1 && v <= SDX_MDP_MAX_CAPACITY ? (int)v : -2;
+    }
 }
 
 /* The worker's config file: flat keys (domain, broker, gpu, concurrency, id,
@@ -1361,6 +1461,7 @@ static const struct option s_longopts[] = {
     {"config", required_argument, NULL, 'c'},
     {"concurrency", required_argument, NULL, 'n'},
     {"prefetch", required_argument, NULL, 'p'},
+    {"capacity", required_argument, NULL, 'C'},
     {"id", required_argument, NULL, 'i'},
     {"log-level", required_argument, NULL, 'l'},
     {"help", no_argument, NULL, 'h'},
@@ -1577,8 +1678,8 @@ static void s_usage(FILE *f)
     fprintf(
         f,
         "usage: sdxl-worker --domain NAME --broker ENDPOINT [--gpu N] [--config FILE]\n"
-        "                   [--concurrency N] [--prefetch N] [--id ID] [--log-level "
-        "error|warn|info|debug]\n"
+        "                   [--concurrency N] [--capacity N] [--prefetch N] [--id ID]\n"
+        "                   [--log-level error|warn|info|debug]\n"
         "                   [domain options]\n"
         "  --domain       device, model, conditioning, scheduler, inference,\n"
         "                 postprocessing or test\n"
@@ -1588,8 +1689,10 @@ static void s_usage(FILE *f)
         "  --config FILE  YAML: flat keys named like the flags ('-' written '_'), or a fleet\n"
         "                 file (deploy/fleet.yaml); flags override the file\n"
         "  --concurrency  requests run at once (job threads, default 1)\n"
-        "  --prefetch N   requests the broker may queue here beyond --concurrency\n"
-        "                 (0..64; default: the broker's setting for the domain)\n"
+        "  --capacity N   requests the broker keeps in flight here (READY capacity,\n"
+        "                 1..1024; default: the domain's, device/scheduler/test 32, model 8,\n"
+        "                 conditioning/inference/postprocessing 1; at least --concurrency)\n"
+        "  --prefetch N   older form: capacity = --concurrency + N (0..64)\n"
         "  --id           worker id (default <domain>-<host>-<pid>)\n");
 }
 
@@ -1685,6 +1788,18 @@ static sdx_worker_t *s_worker_new(const sdx_domain_t *domain, const s_opts_t *o)
     snprintf(w->device, sizeof w->device, "cpu");
     w->concurrency = o->concurrency > 0 ? o->concurrency : 1;
     w->prefetch = o->prefetch < 0 ? -1 : o->prefetch > 64 ? 64 : o->prefetch;
+    /* credit: --capacity, else --concurrency + --prefetch when a prefetch
+       was set, else the domain's default; never fewer than the job threads */
+    if (o->capacity > 0)
+        w->capacity = o->capacity;
+    else if (w->prefetch >= 0)
+        w->capacity = w->concurrency + w->prefetch;
+    else
+        w->capacity = domain->capacity > 0 ? domain->capacity : 1;
+    if (w->capacity < w->concurrency)
+        w->capacity = w->concurrency;
+    if (w->capacity > SDX_MDP_MAX_CAPACITY)
+        w->capacity = SDX_MDP_MAX_CAPACITY;
     gethostname(w->host, sizeof w->host - 1);
     if (o->id[0])
         snprintf(w->id, sizeof w->id, "%s", o->id);
@@ -1768,7 +1883,7 @@ static int s_parse_args(int argc, char **argv, s_cmdline_t *cl)
     int rc = -1, ch;
     char *end;
     opterr = 0; /* our own messages below */
-    while (rc < 0 && (ch = getopt_long(argc, argv, ":d:b:g:c:n:p:i:l:h", lo, NULL)) != -1) {
+    while (rc < 0 && (ch = getopt_long(argc, argv, ":d:b:g:c:n:p:C:i:l:h", lo, NULL)) != -1) {
         s_opts_t *f = &cl->flags;
         switch (ch) {
         case 'd':
@@ -1791,6 +1906,16 @@ static int s_parse_args(int argc, char **argv, s_cmdline_t *cl)
             f->prefetch = (int)strtol(optarg, &end, 10);
             if (*end || !*optarg || f->prefetch < 0 || f->prefetch > 64) {
                 fprintf(stderr, "sdxl-worker: --prefetch wants 0..64, not '%s'\n", optarg);
+                rc = 2;
+            }
+            break;
+        case 'C':
+            f->capacity = (int)strtol(optarg, &end, 10);
+            if (*end || !*optarg || f->capacity < 1 || f->capacity > SDX_MDP_MAX_CAPACITY) {
+                fprintf(stderr,
+                        "sdxl-worker: --capacity wants 1..%d (requests in flight on this "
+                        "worker), not '%s'\n",
+                        SDX_MDP_MAX_CAPACITY, optarg);
                 rc = 2;
             }
             break;
@@ -1920,6 +2045,13 @@ int sdx_worker_main(int argc, char **argv)
         o.concurrency = flags->concurrency;
     if (flags->prefetch >= 0)
         o.prefetch = flags->prefetch;
+    if (flags->capacity > 0)
+        o.capacity = flags->capacity;
+    if (o.capacity == -2) {
+        fprintf(stderr, "sdxl-worker: --config %s: capacity wants an integer 1..%d\n", cl.config,
+                SDX_MDP_MAX_CAPACITY);
+        goto out;
+    }
     if (!o.broker[0])
         snprintf(o.broker, sizeof o.broker, "tcp://127.0.0.1:5556");
     if (!o.domain[0]) {
@@ -2017,8 +2149,8 @@ int sdx_worker_main(int argc, char **argv)
     if (!w->pull || zmq_bind(w->pull, w->pull_ep) != 0) {
         log_error("inproc bind: %s", zmq_strerror(errno));
     } else if (s_start_threads(w) == 0) {
-        log_info("%s worker %s: broker %s, %d job thread(s), device %s", domain->name, w->id,
-                 w->broker, w->concurrency, w->device);
+        log_info("%s worker %s: broker %s, %d job thread(s), capacity %d, device %s",
+                 domain->name, w->id, w->broker, w->concurrency, w->capacity, w->device);
         rc = s_run(w);
     }
     /* job threads finish what they run (they were cancelled on a 2nd signal) */

@@ -71,6 +71,15 @@ typedef struct {
     const sdx_handler_t *handlers; /* NULL-terminated table (may be NULL) */
     const char *const *planned;    /* NULL-terminated message types that come later */
     const char *planned_issue;     /* "issue #5 (...)": named in not_available errors */
+    /* Default credit: requests the broker may keep in flight on one worker of
+       the domain (READY `capacity`; --capacity / config key `capacity`
+       override it; never below --concurrency). 0 means 1. Cheap domains
+       (device, scheduler, model catalogue) take many, so the broker does not
+       wait for a round trip between requests; a GPU domain takes 1, so that
+       requests wait in the broker's priority queues, not behind a running
+       one. Requests beyond the job threads wait on the worker in priority
+       order. */
+    int capacity;
     /* The domain's own options (NULL-terminated table, may be NULL). Two
        domains may declare the same name; they must agree on has_value. */
     const sdx_option_t *options;

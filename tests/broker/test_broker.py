@@ -508,6 +508,39 @@ def main():
         pf.stop(disconnect=True)
         workers.remove(pf)
 
+        # --- credit: READY capacity N keeps N in flight (prefetch ignored), the
+        # rest waits in the broker's queue; a bad capacity falls back to 1 slot
+        answered = set()
+        for cap, extra, want in ((3, {"capacity": 3, "prefetch": 5}, 3),
+                                 (1, {"capacity": "many"}, 1), (1, {"capacity": 0}, 1)):
+            cw = FakeWorker(back, "test", silent, concurrency=1, wid="credit-%s" % want,
+                            ready_extra=extra)
+            workers.append(cw)
+            wait_for(lambda: (dealer.call({"message_type": "system.workers"}) or {})
+                     .get("data", {}).get("count") == 1)
+            wl = dealer.call({"message_type": "system.workers"})["data"]["workers"][0]
+            for i in range(want + 2):
+                dealer.send({"message_type": "test.echo", "request_id": "cr%d" % i,
+                             "timeout_ms": 5000})
+            wait_for(lambda: len(cw.requests) == want)
+            time.sleep(0.2)
+            st = dealer.call({"message_type": "system.status"})
+            check(wl.get("capacity") == want and len(cw.requests) == want and
+                  st["data"]["domains"]["test"]["queued"] == 2 and
+                  st["data"]["domains"]["test"]["capacity"] == want,
+                  "READY %s: %d slot(s) in flight, 2 queued in the broker" % (extra, want))
+            for _ in range(want + 2):  # each reply frees a slot for the next
+                wait_for(lambda: any(r not in answered for r, _ in cw.requests))
+                rid = next(r for r, _ in cw.requests if r not in answered)
+                answered.add(rid)
+                cw.later(REPLY, rid, {"success": True, "data": {}})
+                dealer.recv(3)
+            check(len(cw.requests) == want + 2, "credit %d: all %d dispatched as slots freed" %
+                  (want, want + 2))
+            answered.clear()
+            cw.stop(disconnect=True)
+            workers.remove(cw)
+
         # --- routing: least in flight, gpu hint, model affinity
         seen = {}
 

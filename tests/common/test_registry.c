@@ -11,6 +11,7 @@ static worker_t *s_add(registry_t *r, const char *id, int domain, int gpu, int c
     w->domain = domain;
     w->gpu = gpu;
     w->concurrency = conc;
+    w->capacity = conc;
     if (model) {
         const char *ms[] = {model};
         worker_set_models(w, ms, 1);
@@ -50,15 +51,15 @@ int main(void)
     a->in_flight = 2;
     CHECK(registry_pick(&r, INF, -1, "sdxl-base") == b);
     CHECK(registry_pick(&r, INF, 0, NULL) == NULL);
-    /* prefetch adds slots, but an idle worker still wins */
-    a->prefetch = 1;
-    CHECK(registry_pick(&r, INF, 0, NULL) == a); /* 2 in flight, 2 + 1 slots */
+    /* capacity beyond concurrency adds slots, but an idle worker still wins */
+    a->capacity = 3;
+    CHECK(registry_pick(&r, INF, 0, NULL) == a); /* 2 in flight, 3 slots */
     a->in_flight = 3;
     CHECK(registry_pick(&r, INF, 0, NULL) == NULL);
     a->in_flight = 2;
     b->in_flight = 1;
     CHECK(registry_pick(&r, INF, -1, NULL) == b);
-    a->prefetch = 0;
+    a->capacity = 2;
     /* round robin among equals */
     a->in_flight = b->in_flight = 0;
     worker_t *first = registry_pick(&r, INF, -1, NULL);

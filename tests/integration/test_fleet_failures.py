@@ -1,7 +1,10 @@
 #!/usr/bin/python3
 """Failure handling with real processes: SIGKILL a worker during a request
-(the request finishes on another worker of the domain), timeout_ms on a long
-request (timeout error, and the worker got CANCEL), broker restart (workers
+(the request finishes on another worker of the domain), SIGKILL a worker
+holding several slots (credit: running and waiting on it; each request is
+answered exactly once, by the other worker), timeout_ms and system.cancel on
+requests in several slots of one worker, timeout_ms on a long request
+(timeout error, and the worker got CANCEL), broker restart (workers
 re-register), SIGTERM a worker mid-request (it finishes the request and
 exits 0). Scenarios alternate between ipc and tcp loopback."""
 import os
@@ -53,6 +56,111 @@ def sigkill_retry(fleet, t, kind):
         t.check(r.get("success") is True and r["data"].get("worker_id") == w2.wid,
                 "%s: SIGKILL during test.sleep: finished on the other worker in %.1fs" %
                 (kind, fl.now() - t0), r)
+    finally:
+        s.close()
+
+
+def collect(sock, ids, timeout, settle=1.5):
+    """Final replies for ids (progress skipped) until each has one, then
+    `settle` seconds more to catch duplicates. Returns {id: [replies]}."""
+    got = {i: [] for i in ids}
+    end = fl.now() + timeout
+    settle_end = None
+    while True:
+        t_end = settle_end if settle_end is not None else end
+        left = t_end - fl.now()
+        if left <= 0 or not sock.poll(int(left * 1000)):
+            break
+        m = fl.decode(sock.recv_multipart()[-1])
+        if m.get("message_type") == "progress":
+            continue
+        got.setdefault(m.get("request_id"), []).append(m)
+        if settle_end is None and all(got[i] for i in ids):
+            settle_end = fl.now() + settle
+    return got
+
+
+def in_flight_of(fleet, wid):
+    for w in fleet.workers():
+        if w.get("worker_id") == wid:
+            return w.get("in_flight", 0)
+    return -1
+
+
+def sigkill_slots(fleet, t, kind):
+    """A worker holding 6 requests (2 running, 4 waiting on it) is killed:
+    all 6 are re-dispatched and each is answered exactly once."""
+    w1 = fleet.start_worker("test", ["--concurrency", "2", "--capacity", "8"],
+                            wid="slots1-" + kind)
+    fleet.wait_registered([w1.wid])
+    s = fleet.client(zmq.DEALER)
+    ids = ["slot-%d" % i for i in range(6)]
+    try:
+        for rid in ids:
+            send(s, {"message_type": "test.sleep", "request_id": rid,
+                     "data": {"ms": 4000, "steps": 8}})
+        fl.wait_for(lambda: in_flight_of(fleet, w1.wid) == 6, 5, "w1 to hold 6 requests")
+        t.check(True, "%s: one worker holds 6 requests (capacity 8, 2 job threads)" % kind)
+        w2 = fleet.start_worker("test", ["--concurrency", "6"], wid="slots2-" + kind)
+        fleet.wait_registered([w2.wid])
+        held = in_flight_of(fleet, w1.wid)
+        t0 = fl.now()
+        w1.signal(signal.SIGKILL)
+        t.check(held == 6, "%s: w1 still held all 6 when killed" % kind, held)
+        got = collect(s, ids, 25)
+        counts = {i: len(got.get(i, [])) for i in ids}
+        t.check(all(c == 1 for c in counts.values()) and len(got) == len(ids),
+                "%s: SIGKILL with 6 slots held: each request answered exactly once (%.1fs)" %
+                (kind, fl.now() - t0), {k: len(v) for k, v in got.items()})
+        oks = [r for i in ids for r in got.get(i, [])
+               if r.get("success") is True and r["data"].get("worker_id") == w2.wid]
+        t.check(len(oks) == 6, "%s: all 6 succeeded on the other worker" % kind,
+                [(r.get("request_id"), r.get("success"), (r.get("data") or r.get("error")))
+                 for i in ids for r in got.get(i, [])])
+        atts = sorted(r.get("timing", {}).get("attempts", 0) for r in oks)
+        t.check(atts == [2] * 6, "%s: each on its second attempt" % kind, atts)
+    finally:
+        s.close()
+
+
+def slots_timeout_cancel(fleet, t, kind):
+    """Deadlines and system.cancel hold for every slot of a worker: requests
+    running and waiting on one worker time out (or are cancelled) each with
+    exactly one reply, the worker gets a CANCEL for each, and the slots free."""
+    w = fleet.start_worker("test", ["--concurrency", "1", "--capacity", "4"],
+                           wid="slotto-" + kind)
+    fleet.wait_registered([w.wid])
+    s = fleet.client(zmq.DEALER)
+    ids = ["to-%d" % i for i in range(3)]
+    try:
+        send(s, {"message_type": "test.sleep", "request_id": "to-cancel",
+                 "data": {"ms": 5000, "steps": 50}})
+        for rid in ids:
+            send(s, {"message_type": "test.sleep", "request_id": rid, "timeout_ms": 500,
+                     "data": {"ms": 5000, "steps": 50}})
+        fl.wait_for(lambda: in_flight_of(fleet, w.wid) == 4, 5, "the worker to hold 4")
+        c = fleet.request({"message_type": "system.cancel", "data": {"request_id": "to-cancel"}})
+        t.check(c.get("success") is True and c["data"].get("cancelled") is True,
+                "%s: system.cancel of a request in a slot" % kind, c)
+        got = collect(s, ids + ["to-cancel"], 10)
+        codes = {i: [r.get("error", {}).get("code") for r in got.get(i, [])]
+                 for i in ids + ["to-cancel"]}
+        want = {i: ["timeout"] for i in ids}
+        want["to-cancel"] = ["cancelled"]
+        t.check(codes == want, "%s: 3 timeouts and 1 cancelled, one reply each" % kind, codes)
+
+        def freed():
+            st = fleet.request({"message_type": "test.status"}, timeout=3)
+            return st if in_flight_of(fleet, w.wid) <= 1 and \
+                st["data"].get("cancels_received", 0) >= 4 else None
+        try:
+            st = fl.wait_for(freed, 8, "the worker to count 4 CANCELs", 0.1)
+            t.check(True, "%s: the worker got 4 CANCELs (%d) and the slots freed" %
+                    (kind, st["data"]["cancels_received"]))
+        except TimeoutError as e:
+            t.check(False, "%s: the worker got 4 CANCELs and the slots freed" % kind, e)
+        r = fleet.request({"message_type": "test.echo", "data": {"after": "slots"}})
+        t.check(r.get("success") is True, "%s: the worker serves again" % kind, r)
     finally:
         s.close()
 
@@ -127,6 +235,18 @@ def test_sigkill_retry(t):
     fl.with_fleet("ipc", "fail", sigkill_retry, t, "ipc")
 
 
+def test_sigkill_slots_ipc(t):
+    fl.with_fleet("ipc", "fail", sigkill_slots, t, "ipc")
+
+
+def test_sigkill_slots_tcp(t):
+    fl.with_fleet("tcp", "fail", sigkill_slots, t, "tcp")
+
+
+def test_slots_timeout_cancel(t):
+    fl.with_fleet("ipc", "fail", slots_timeout_cancel, t, "ipc")
+
+
 def test_timeout_cancel(t):
     fl.with_fleet("tcp", "fail", timeout_cancel, t, "tcp")
 
@@ -146,7 +266,8 @@ def test_sigterm_drain(t):
 def main():
     fl.require_binaries(fl.BROKER_BIN, fl.WORKER_BIN)
     t = fl.Tally("fleet_failures")
-    for fn in (test_sigkill_retry, test_timeout_cancel, test_sigterm_drain,
+    for fn in (test_sigkill_retry, test_sigkill_slots_ipc, test_sigkill_slots_tcp,
+               test_slots_timeout_cancel, test_timeout_cancel, test_sigterm_drain,
                test_broker_restart_tcp, test_broker_restart_ipc):
         t.run(fn)
     return t.finish()

@@ -170,6 +170,43 @@ def test_precedence(t, fleet):
     p.stop()
 
 
+def test_capacity(t, fleet):
+    """Credit: each domain's default capacity reaches the broker in READY;
+    --capacity and the config key override it (flag over config), never below
+    --concurrency; --prefetch keeps its older meaning; bad values exit 2."""
+    tmp = fleet.dir
+    cfg = write(os.path.join(tmp, "cap.yaml"), "capacity: 5\n")
+    cases = [
+        ("device default", "device", [], 32),
+        ("scheduler default", "scheduler", [], 32),
+        ("model default", "model", [], 8),
+        ("inference default", "inference", ["--models-root", tmp], 1),
+        ("flag", "device", ["--capacity", "3"], 3),
+        ("config key", "scheduler", ["--config", cfg], 5),
+        ("flag over config", "scheduler", ["--config", cfg, "--capacity", "7"], 7),
+        ("never below --concurrency", "inference", ["--models-root", tmp, "--concurrency", "2"],
+         2),
+        ("--prefetch: concurrency + prefetch", "test", ["--concurrency", "2", "--prefetch", "1"],
+         3),
+    ]
+    for i, (what, dom, args, want) in enumerate(cases):
+        wid = "cap-%d" % i
+        p = run_worker(fleet, dom, wid, args, clean_env())
+        fleet.wait_registered([wid], 15)
+        w = [x for x in fleet.workers() if x.get("worker_id") == wid]
+        got = w[0].get("capacity") if w else None
+        t.check(got == want, "%s: broker sees capacity %s" % (what, want), w)
+        p.stop()
+        fl.wait_for(lambda: wid not in fleet.worker_ids(), 5, "the broker to drop " + wid)
+    for args, text in ((["--capacity", "0"], "--capacity wants 1..1024"),
+                       (["--capacity", "x"], "--capacity wants 1..1024"),
+                       (["--config", write(os.path.join(tmp, "bad.yaml"), "capacity: 2000\n")],
+                        "capacity wants an integer 1..1024")):
+        rc, out, err = worker(["--domain", "device", "--broker", DEAD_BROKER] + args)
+        t.check(rc == 2 and text in err, "%s exits 2: %s" % (" ".join(args[:2]), text),
+                (rc, err))
+
+
 def test_inference_status(t, fleet):
     """The inference worker (engine or not) starts with its options as flags
     and config keys; inference.status reports each and where it came from."""
@@ -222,6 +259,7 @@ def main():
         fleet.start_broker()
         t.run(test_precedence, fleet)
         t.run(test_inference_status, fleet)
+        t.run(test_capacity, fleet)
         t.run(test_deploy_fleet_yaml, fleet)
         if t.failed:
             fleet.dump_logs(20)

@@ -3,6 +3,7 @@
 #include "sdx_upscale.h"
 
 #include "sdx_model.h"
+#include "sdx_nn.h"
 #include "sdx_safetensors.h"
 
 #include <math.h>
@@ -195,14 +196,8 @@ static int s_rdb(sdx_scope_t *S, sdx_tensor_t **out, const s_rdb_t *r, sdx_tenso
     SDX_TRY(sdx_cat(T, &cat, parts, 5, 1));
     SDX_TRY(s_conv(T, &h, &r->conv[4], cat));
     SDX_TRY(sdx_add_scaled(T, &h, x, h, 0.2));
-    if (sdx_scope_keep(T, h) != 0)
-        goto fail;
+    SDX_TRY(sdx_nn_finish(T, S, out, h));
     sdx_scope_free(&T);
-    if (S && sdx_scope_adopt(S, h) != 0) {
-        sdx_tensor_free(&h);
-        return -1;
-    }
-    *out = h;
     return 0;
 fail:
     sdx_scope_free(&T);
@@ -256,14 +251,8 @@ int sdx_rrdb_forward(const sdx_rrdb_t *m, sdx_scope_t *S, sdx_tensor_t **out,
     SDX_TRY(s_conv(T, &h, &m->hr, h));
     SDX_TRY(sdx_leaky_relu(T, &h, h, 0.2));
     SDX_TRY(s_conv(T, &h, &m->last, h));
-    if (sdx_scope_keep(T, h) != 0)
-        goto fail;
+    SDX_TRY(sdx_nn_finish(T, S, out, h));
     sdx_scope_free(&T);
-    if (S && sdx_scope_adopt(S, h) != 0) {
-        sdx_tensor_free(&h);
-        return -1;
-    }
-    *out = h;
     return 0;
 fail:
     sdx_scope_free(&T);

@@ -138,6 +138,7 @@ static void test_lanczos(void)
             }
     sdx_test_check(rc == 0 && maxd <= 2, "Lanczos 2x up and down keeps a ramp (max diff %d)",
                    maxd);
+    sdx_image_clear(&out);
     sdx_test_check(sdx_lanczos_resize(&in, 0, 10, &out) != 0, "Lanczos refuses a 0 size");
     sdx_image_clear(&in);
     sdx_image_clear(&out);

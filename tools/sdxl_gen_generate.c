@@ -19,7 +19,8 @@ static const char s_usage[] =
     "usage: sdxl-gen generate --model PATH [--config-dir DIR] [--tokenizer DIR --tokenizer-2 DIR]\n"
     "         --prompt TEXT [--negative TEXT] [--seed N] [--steps N] [--cfg F]\n"
     "         [--guidance-rescale F] [--width W --height H] [--scheduler NAME] [--karras]\n"
-    "         [--clip-skip N] [--batch N] [--dtype fp32|fp16|bf16] [--device cpu|cuda:N]\n"
+    "         [--clip-skip N] [--prediction-type epsilon|v_prediction] [--batch N]\n"
+    "         [--dtype fp32|fp16|bf16] [--device cpu|cuda:N]\n"
     "         [--channels-last on|off|auto] [--vae-f32] [--threads N] [--out FILE.png]\n"
     "         [--latents-out FILE.safetensors] [--quiet]\n"
     "  --batch N writes FILE-0.png .. FILE-(N-1).png; --channels-last auto: on for CUDA\n";
@@ -149,6 +150,10 @@ int sdxl_gen_generate(int argc, char **argv)
             *(a[2] == 'w' ? &gp.width : &gp.height) = (int)v;
         } else if (!strcmp(a, "--scheduler")) {
             gp.scheduler = val;
+        } else if (!strcmp(a, "--prediction-type")) {
+            if (strcmp(val, "epsilon") != 0 && strcmp(val, "v_prediction") != 0)
+                return s_bad("--prediction-type: must be epsilon or v_prediction, got %s", val);
+            gp.prediction_type = val;
         } else if (!strcmp(a, "--clip-skip")) {
             if (!sdxl_gen_parse_long(val, 0, 10, &v))
                 return s_bad("--clip-skip: must be an integer in 0..10, got %s", val);

@@ -73,6 +73,9 @@ typedef struct {
                                     model's scheduler config / Euler */
     int karras;                  /* -1 default, 0 off, 1 on */
     int clip_skip;               /* 0: none */
+    const char *prediction_type; /* "epsilon" or "v_prediction" overrides the
+                                    model's (its scheduler config, or the
+                                    checkpoint's v_pred marker); NULL: the model's */
     int batch;                   /* num_images_per_prompt, default 1 */
     sdxl_progress_fn progress;
     void *progress_ud;

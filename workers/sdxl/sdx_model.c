@@ -927,9 +927,10 @@ static int s_check_shapes(const s_source_t *s, bool single_file_defaults)
         }
         return sdx_set_error("%s: %s%s", s->path, msg,
                              single_file_defaults
-                                 ? " (single files carry no config and the SDXL defaults do not "
-                                   "fit: pass --config-dir DIR with the model's diffusers "
-                                   "config.json files)"
+                                 ? " (a single file carries no config: this one was derived "
+                                   "from its tensor shapes; if the file is whole, pass "
+                                   "--config-dir DIR with the model's diffusers config.json "
+                                   "files)"
                                  : "");
     }
     return 0;
@@ -1453,6 +1454,8 @@ static int s_open_file(s_source_t *s, const char *path, const char *config_dir, 
                 return -1;
             }
         }
+        if (!s->config_from_file[c])
+            s_infer_configs(s);
         break;
     }
     default:

@@ -203,7 +203,8 @@ static bool s_write_fp8(const char *path, const s_set_t *s, s_set_t *deq)
 /* ---------------------------------------------------------------- runs */
 
 /* t2i_euler exactly as the golden reference ran it; latents (owned) or NULL. */
-static sdx_tensor_t *s_t2i(const char *model, const char *config_dir)
+static sdx_tensor_t *s_t2i_ex(const char *model, const char *config_dir, const char *pred,
+                              bool *input_error)
 {
     sdxl_engine_params_t ep;
     sdxl_engine_params_init(&ep);
@@ -223,16 +224,83 @@ static sdx_tensor_t *s_t2i(const char *model, const char *config_dir)
     gp.scheduler = "EulerDiscreteScheduler";
     gp.width = gp.height = 128;
     gp.decode = false;
+    gp.prediction_type = pred;
     sdxl_result_t r;
     sdx_tensor_t *lat = NULL;
     int rc = sdxl_generate(e, &gp, &r);
-    if (sdx_test_check(rc == 0, "%s: generate (%s)", model, rc ? sdx_last_error() : "ok")) {
+    if (input_error) {
+        *input_error = rc != 0 && r.input_error;
+        sdx_test_check(rc != 0, "%s: generate with prediction_type '%s' refused (%s)", model, pred,
+                       sdx_last_error());
+    } else if (sdx_test_check(rc == 0, "%s: generate%s%s (%s)", model, pred ? " as " : "",
+                              pred ? pred : "", rc ? sdx_last_error() : "ok")) {
         lat = r.latents;
         r.latents = NULL;
         sdxl_result_clear(&r);
     }
     sdxl_engine_free(&e);
     return lat;
+}
+
+static sdx_tensor_t *s_t2i(const char *model, const char *config_dir)
+{
+    return s_t2i_ex(model, config_dir, NULL, NULL);
+}
+
+/* v_pred / ztsnr markers reach the scheduler; the request overrides them. */
+static void s_marker_case(const s_set_t *g, const char *lone, const sdx_tensor_t *ref)
+{
+    char p[8192], z[8192];
+    s_set_t m = *g;
+    m.names = malloc(sizeof *m.names * (g->n + 2));
+    m.t = malloc(sizeof *m.t * (g->n + 2));
+    memcpy(m.names, g->names, sizeof *m.names * g->n);
+    memcpy(m.t, g->t, sizeof *m.t * g->n);
+    sdx_tensor_t *mark[2] = {s_zeros(1, 0), s_zeros(1, 0)};
+    m.names[g->n] = (char *)"v_pred";
+    m.t[g->n] = mark[0];
+    m.n = g->n + 1;
+    snprintf(p, sizeof p, "%s/vpred.safetensors", s_dir);
+    s_write(p, &m, 0, m.n, 1);
+    m.names[g->n + 1] = (char *)"ztsnr";
+    m.t[g->n + 1] = mark[1];
+    m.n = g->n + 2;
+    snprintf(z, sizeof z, "%s/vpred_ztsnr.safetensors", s_dir);
+    s_write(z, &m, 0, m.n, 1);
+    sdx_model_info_t info;
+    int irc = sdx_model_inspect(p, NULL, &info);
+    sdx_test_check(irc == 0 && strcmp(info.prediction_type, "v_prediction") == 0 &&
+                       !info.zero_terminal_snr,
+                   "v_pred key: inspect says v_prediction (%s)", info.prediction_type);
+    irc = sdx_model_inspect(z, NULL, &info);
+    sdx_test_check(irc == 0 && info.zero_terminal_snr, "ztsnr key: inspect says zero terminal SNR");
+
+    sdx_tensor_t *lv = s_t2i(p, NULL);                            /* marker */
+    sdx_tensor_t *lo = s_t2i_ex(lone, NULL, "v_prediction", NULL); /* request override */
+    sdx_tensor_t *le = s_t2i_ex(p, NULL, "epsilon", NULL);        /* override back */
+    sdx_tensor_t *lz = s_t2i(z, NULL);
+    if (lv && lo && le && lz) {
+        double d_eps = sdx_test_rel_l2(lv, ref), d_same = sdx_test_rel_l2(lv, lo);
+        sdx_test_check(d_eps > 1e-2 && d_same < 1e-7,
+                       "v_pred marker runs v-prediction: %.3g away from the epsilon image, %.2g "
+                       "from an epsilon checkpoint run with prediction_type v_prediction",
+                       d_eps, d_same);
+        sdx_test_close(le, ref, 1e-4, "v_pred checkpoint with prediction_type epsilon = golden");
+        double d_z = sdx_test_rel_l2(lz, lv);
+        sdx_test_check(d_z > 1e-3 && isfinite(d_z),
+                       "ztsnr marker changes the schedule (%.3g from v_pred alone)", d_z);
+    }
+    bool ie = false;
+    sdx_tensor_t *bad = s_t2i_ex(p, NULL, "sample", &ie);
+    sdx_test_check(!bad && ie, "prediction_type 'sample' is an input error");
+    sdx_tensor_free(&lv);
+    sdx_tensor_free(&lo);
+    sdx_tensor_free(&le);
+    sdx_tensor_free(&lz);
+    sdx_tensor_free(&mark[0]);
+    sdx_tensor_free(&mark[1]);
+    free(m.names);
+    free(m.t);
 }
 
 static void s_vs_golden(const char *what, const char *model, const char *config_dir,
@@ -343,6 +411,8 @@ int main(void)
     snprintf(p, sizeof p, "%s/lone.safetensors", s_dir);
     s_write(p, &g, 0, g.n, 1);
     s_vs_golden("lone file (metadata configs, built-in tokenizer)", p, NULL, ref, 1e-4);
+
+    s_marker_case(&g, p, ref);
 
     /* 2. extra unknown keys inside known components */
     s_set_t x = g;

@@ -21,7 +21,8 @@ static const char s_usage[] =
     "         [--guidance-rescale F] [--width W --height H] [--scheduler NAME] [--karras]\n"
     "         [--clip-skip N] [--prediction-type epsilon|v_prediction] [--batch N]\n"
     "         [--dtype fp32|fp16|bf16] [--device cpu|cuda:N]\n"
-    "         [--channels-last on|off|auto] [--vae-f32] [--threads N] [--out FILE.png]\n"
+    "         [--channels-last on|off|auto] [--vae-f32] [--vae PATH] [--threads N]\n"
+    "         [--out FILE.png]\n"
     "         [--latents-out FILE.safetensors] [--quiet]\n"
     "  --batch N writes FILE-0.png .. FILE-(N-1).png; --channels-last auto: on for CUDA\n";
 
@@ -117,6 +118,8 @@ int sdxl_gen_generate(int argc, char **argv)
             ep.model_path = val;
         } else if (!strcmp(a, "--config-dir")) {
             ep.config_dir = val;
+        } else if (!strcmp(a, "--vae")) {
+            ep.vae_path = val;
         } else if (!strcmp(a, "--tokenizer")) {
             ep.tokenizer_dir = val;
         } else if (!strcmp(a, "--tokenizer-2")) {

@@ -461,6 +461,87 @@ static void s_precision_case(const char *model, const sdx_tensor_t *ref32)
     }
 }
 
+static char s_log_line[1024];
+static void s_log(int level, const char *msg, void *ud)
+{
+    (void)level;
+    (void)ud;
+    if (strstr(msg, "loaded "))
+        snprintf(s_log_line, sizeof s_log_line, "%s", msg);
+}
+
+/* An external VAE replaces the checkpoint's and brings its own config: the
+   golden vae/ folder gives the golden image; at f16 the SDXL VAE config
+   (force_upcast true) computes in f32, an fp16-fix style config
+   (force_upcast false) keeps f16. */
+static void s_ext_vae_case(const char *lone, const char *model_dir, const sdx_tensor_t *ref_np)
+{
+    char vdir[8192], p[8192];
+    snprintf(vdir, sizeof vdir, "%s/vae", model_dir);
+    sdxl_engine_params_t ep;
+    sdxl_engine_params_init(&ep);
+    ep.model_path = lone;
+    ep.vae_path = vdir;
+    sdxl_engine_t *e = sdxl_engine_new(&ep);
+    if (sdx_test_check(e != NULL, "lone file + external VAE folder loads (%s)",
+                       e ? "ok" : sdx_last_error())) {
+        sdxl_gen_params_t gp;
+        sdxl_gen_params_init(&gp);
+        gp.prompt = "a photo of an astronaut riding a horse, highly detailed";
+        gp.negative_prompt = "blurry, low quality";
+        gp.steps = 5;
+        gp.seed = 42;
+        gp.scheduler = "EulerDiscreteScheduler";
+        gp.width = gp.height = 128;
+        sdxl_result_t r;
+        if (sdx_test_check(sdxl_generate(e, &gp, &r) == 0, "generate with the external VAE")) {
+            sdx_scope_t *S = sdx_scope_new();
+            sdx_tensor_t *x = NULL, *nhwc = NULL;
+            int64_t perm[4] = {0, 2, 3, 1};
+            if (!sdx_mul_scalar(S, &x, r.decoded, 0.5) && !sdx_add_scalar(S, &x, x, 0.5) &&
+                !sdx_clamp(S, &x, x, 0, 1) && !sdx_permute(S, &nhwc, x, perm, 4))
+                sdx_test_close(nhwc, ref_np, 1e-4, "external VAE: decoded image vs diffusers");
+            sdx_scope_free(&S);
+            sdxl_result_clear(&r);
+        }
+    }
+    sdxl_engine_free(&e);
+    /* the same VAE with an fp16-fix style config */
+    snprintf(p, sizeof p, "%s/fixvae", s_dir);
+    mkdir(p, 0700);
+    char *cfg = sdx_test_read_file(sdx_test_path("model/vae/config.json"), NULL);
+    char *at = cfg ? strstr(cfg, "\"force_upcast\": true") : NULL;
+    if (sdx_test_check(at != NULL, "golden VAE config says force_upcast true")) {
+        memcpy(at, "\"force_upcast\":false", strlen("\"force_upcast\":false"));
+        snprintf(p, sizeof p, "%s/fixvae/config.json", s_dir);
+        FILE *f = fopen(p, "w");
+        fputs(cfg, f);
+        fclose(f);
+        snprintf(p, sizeof p, "ln -s '%s/diffusion_pytorch_model.safetensors' '%s/fixvae/'", vdir,
+                 s_dir);
+        if (system(p) == 0) {
+            const char *dirs[2] = {vdir, NULL};
+            snprintf(p, sizeof p, "%s/fixvae", s_dir);
+            dirs[1] = p;
+            for (int k = 0; k < 2; k++) {
+                sdxl_engine_params_init(&ep);
+                ep.model_path = lone;
+                ep.vae_path = dirs[k];
+                ep.dtype = SDX_F16;
+                ep.log = s_log;
+                s_log_line[0] = 0;
+                e = sdxl_engine_new(&ep);
+                const char *want = k ? "VAE f16" : "VAE f32";
+                sdx_test_check(e && strstr(s_log_line, want), "f16 engine, %s: %s (%s)",
+                               k ? "fp16-fix config (force_upcast false)" : "SDXL VAE config",
+                               want, s_log_line);
+                sdxl_engine_free(&e);
+            }
+        }
+    }
+    free(cfg);
+}
+
 int main(void)
 {
     if (!sdx_test_golden())
@@ -495,6 +576,14 @@ int main(void)
     s_vs_golden("lone file (metadata configs, built-in tokenizer)", p, NULL, ref, 1e-4);
 
     s_marker_case(&g, p, ref);
+    {
+        sdx_safetensors_t *r2 = sdx_test_open("ref/pipeline/t2i_euler.safetensors");
+        sdx_tensor_t *np = sdx_test_get(r2, "image_np");
+        sdx_safetensors_close(&r2);
+        if (np)
+            s_ext_vae_case(p, cfgdir, np);
+        sdx_tensor_free(&np);
+    }
 
     /* 2. extra unknown keys inside known components */
     s_set_t x = g;

@@ -28,6 +28,7 @@
 struct sdxl_engine {
     sdxl_engine_params_t params;
     sdx_model_t *model;
+    sdx_model_t *ext_vae; /* --vae, NULL when the checkpoint's VAE is used */
     sdx_unet_t *unet;
     sdx_vae_t *vae;
     sdx_clip_t *te1, *te2;
@@ -130,9 +131,32 @@ sdxl_engine_t *sdxl_engine_new(const sdxl_engine_params_t *p)
     e->unet = sdx_unet_new(&m->unet_cfg, m->unet);
     if (!e->unet)
         goto fail;
-    e->vae = sdx_vae_new_f32(&m->vae_cfg, m->vae, p->vae_f32);
-    if (!e->vae)
-        goto fail;
+    /* an external VAE replaces the checkpoint's, with its own config */
+    if (p->vae_path && *p->vae_path) {
+        sdx_load_opts_t vo;
+        sdx_load_opts_init(&vo);
+        vo.path = p->vae_path;
+        vo.dtype = p->dtype;
+        vo.device = p->device;
+        vo.components = SDX_COMP_VAE;
+        e->ext_vae = sdx_model_load(&vo);
+        if (!e->ext_vae)
+            goto fail;
+        if (!e->ext_vae->vae) {
+            sdx_set_error("%s: --vae holds no VAE (%s)", p->vae_path,
+                          sdx_arch_name(e->ext_vae->arch));
+            goto fail;
+        }
+    }
+    {
+        const sdx_model_t *vm = e->ext_vae ? e->ext_vae : m;
+        sdx_vae_config_t vc = vm->vae_cfg;
+        if (p->vae_upcast)
+            vc.force_upcast = p->vae_upcast > 0;
+        e->vae = sdx_vae_new_f32(&vc, vm->vae, p->vae_f32);
+        if (!e->vae)
+            goto fail;
+    }
     /* channels-last helps cuDNN's convolutions; on the CPU it mostly costs
        layout conversions, so auto turns it on for CUDA only */
     bool cl = p->channels_last < 0 ? p->device.type == SDX_CUDA : p->channels_last == 1;
@@ -203,6 +227,7 @@ void sdxl_engine_free(sdxl_engine_t **ep)
     sdx_tokenizer_destroy(&e->tok1);
     sdx_tokenizer_destroy(&e->tok2);
     sdx_model_free(&e->model);
+    sdx_model_free(&e->ext_vae);
     free(e);
     *ep = NULL;
 }

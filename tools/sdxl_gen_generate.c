@@ -54,6 +54,15 @@ static void s_progress(int step, int total, double elapsed, void *ud)
         fprintf(stderr, "\n");
 }
 
+/* The engine's log: warnings (skipped keys, truncated prompts) only, even
+   with --quiet; errors are the one line main() prints. */
+static void s_log(int level, const char *msg, void *ud)
+{
+    (void)ud;
+    if (level == 1)
+        fprintf(stderr, "sdxl-gen: warning: %s\n", msg);
+}
+
 /* Whether this libtorch runs the f16 ops the engine needs (LayerNorm and a
    matmul) on dev: libtorch 1.13's CPU kernels have no Half LayerNorm or
    addmm, so an f16 CPU run would only fail at the first text encoder. */
@@ -218,6 +227,8 @@ int sdxl_gen_generate(int argc, char **argv)
         return 2;
     }
 
+    ep.log = s_log;
+    ep.log_ud = &quiet;
     sdxl_engine_t *e = sdxl_engine_new(&ep);
     if (!e) {
         fprintf(stderr, "sdxl-gen generate: %s\n", sdx_last_error());

@@ -146,6 +146,8 @@ rows = [
     ("VAE file, 'vae.' prefix (ldm names)",
      {"vae." + k[len("first_stage_model."):]: s for k, s in sgm_vae(the_vae).items()}, "F16",
      {"architecture": "vae", "config_check": "ok"}),
+    ("text-encoder-only file, 'clip_l.' prefix (not loaded alone yet)",
+     {"clip_l." + k: s for k, s in te1.items()}, "F16", ("refused", "text-encoder-only")),
     ("missing needed tensor (conv_in dropped)",
      with_keys({}, drop=["model.diffusion_model.input_blocks.0.0.weight"]), "F16",
      ("refused", "conv_in.weight")),

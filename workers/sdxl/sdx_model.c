@@ -513,6 +513,15 @@ static void s_classify_file(s_source_t *s)
         s_why(s, "VAE (ldm naming)");
         return;
     }
+    static const char *te_pre[] = {"te1.", "te2.", "clip_l.", "clip_g.", "text_encoder.",
+                                   "text_encoder_2."};
+    for (size_t i = 0; k.first && i < sizeof te_pre / sizeof te_pre[0]; i++)
+        if (s_pre(k.first, te_pre[i])) {
+            s_why(s, "a text-encoder-only file ('%s' keys): text encoders are loaded only as part "
+                     "of a whole checkpoint or diffusers folder, not on their own (yet)",
+                  te_pre[i]);
+            return;
+        }
     s_why(s, "unrecognised tensor names (%zu tensors, e.g. '%.100s')", k.n, k.first ? k.first : "");
 }
 

@@ -20,8 +20,10 @@ static const char s_usage[] =
     "usage: sdxl-gen generate --model PATH [--config-dir DIR] [--tokenizer DIR --tokenizer-2 DIR]\n"
     "         --prompt TEXT [--negative TEXT] [--seed N] [--steps N] [--cfg F]\n"
     "         [--guidance-rescale F] [--width W --height H] [--scheduler NAME] [--karras]\n"
-    "         [--clip-skip N] [--batch N] [--dtype fp32|fp16|bf16] [--device cpu|cuda:N]\n"
-    "         [--channels-last on|off|auto] [--vae-f32] [--threads N] [--out FILE.png]\n"
+    "         [--clip-skip N] [--prediction-type epsilon|v_prediction] [--batch N]\n"
+    "         [--dtype fp32|fp16|bf16] [--device cpu|cuda:N]\n"
+    "         [--channels-last on|off|auto] [--vae-f32] [--vae PATH] [--threads N]\n"
+    "         [--out FILE.png]\n"
     "         [--latents-out FILE.safetensors] [--quiet]\n"
     "  --batch N writes FILE-0.png .. FILE-(N-1).png; --channels-last auto: on for CUDA\n";
 
@@ -51,6 +53,15 @@ static void s_progress(int step, int total, double elapsed, void *ud)
     fprintf(stderr, "\rstep %d/%d  %.1fs", step, total, elapsed);
     if (step == total)
         fprintf(stderr, "\n");
+}
+
+/* The engine's log: warnings (skipped keys, truncated prompts) only, even
+   with --quiet; errors are the one line main() prints. */
+static void s_log(int level, const char *msg, void *ud)
+{
+    (void)ud;
+    if (level == 1)
+        fprintf(stderr, "sdxl-gen: warning: %s\n", msg);
 }
 
 /* Whether this libtorch runs the f16 ops the engine needs (LayerNorm and a
@@ -133,6 +144,8 @@ int sdxl_gen_generate(int argc, char **argv)
             ep.model_path = val;
         } else if (!strcmp(a, "--config-dir")) {
             ep.config_dir = val;
+        } else if (!strcmp(a, "--vae")) {
+            ep.vae_path = val;
         } else if (!strcmp(a, "--tokenizer")) {
             ep.tokenizer_dir = val;
         } else if (!strcmp(a, "--tokenizer-2")) {
@@ -166,6 +179,10 @@ int sdxl_gen_generate(int argc, char **argv)
             *(a[2] == 'w' ? &gp.width : &gp.height) = (int)v;
         } else if (!strcmp(a, "--scheduler")) {
             gp.scheduler = val;
+        } else if (!strcmp(a, "--prediction-type")) {
+            if (strcmp(val, "epsilon") != 0 && strcmp(val, "v_prediction") != 0)
+                return s_bad("--prediction-type: must be epsilon or v_prediction, got %s", val);
+            gp.prediction_type = val;
         } else if (!strcmp(a, "--clip-skip")) {
             if (!sdxl_gen_parse_long(val, 0, 10, &v))
                 return s_bad("--clip-skip: must be an integer in 0..10, got %s", val);
@@ -227,6 +244,8 @@ int sdxl_gen_generate(int argc, char **argv)
         return 2;
     }
 
+    ep.log = s_log;
+    ep.log_ud = &quiet;
     sdxl_engine_t *e = sdxl_engine_new(&ep);
     if (!e) {
         fprintf(stderr, "sdxl-gen generate: %s\n", sdx_last_error());

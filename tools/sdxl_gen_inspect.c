@@ -75,7 +75,19 @@ int sdxl_gen_inspect(int argc, char **argv)
         if (info.dtype_counts[d])
             cJSON_AddNumberToObject(dtypes, info.dtype_names[d] ? info.dtype_names[d] : "?",
                                     (double)info.dtype_counts[d]);
+    if (info.f8_counts[0])
+        cJSON_AddNumberToObject(dtypes, "F8_E4M3", (double)info.f8_counts[0]);
+    if (info.f8_counts[1])
+        cJSON_AddNumberToObject(dtypes, "F8_E5M2", (double)info.f8_counts[1]);
     cJSON_AddItemToObject(root, "dtypes", dtypes);
+    cJSON_AddStringToObject(root, "dtype", info.dtype);
+    cJSON_AddStringToObject(root, "prediction_type", info.prediction_type);
+    cJSON_AddBoolToObject(root, "zero_terminal_snr", info.zero_terminal_snr);
+    cJSON_AddNumberToObject(root, "skipped_keys", (double)info.skipped_keys);
+    cJSON *sk = cJSON_AddArrayToObject(root, "skipped");
+    for (size_t i = 0; sk && i < info.skipped_keys && i < 8; i++)
+        cJSON_AddItemToArray(sk, cJSON_CreateString(info.skipped[i]));
+    cJSON_AddNumberToObject(root, "ignored_keys", (double)info.ignored_keys);
     static const char *comps[4] = {"unet", "vae", "text_encoder", "text_encoder_2"};
     for (int c = 0; c < 4; c++)
         cJSON_AddNumberToObject(params, comps[c], (double)info.params[c]);

@@ -420,6 +420,8 @@ static int s_parse(sdx_job_t *job, const sdx_value_t *data, s_req_t *r, s_state_
         return sdx_job_fail(job, "invalid_request", "model_name", "model_name is required");
 
     r->gp.scheduler = s_str(data, "scheduler", NULL);
+    /* epsilon / v_prediction overrides the model's (schema-checked enum) */
+    r->gp.prediction_type = s_str(data, "prediction_type", NULL);
     const sdx_value_t *karras = sdx_map_get(data, "use_karras_sigmas");
     /* true forces Karras sigmas; false keeps the scheduler config's choice */
     r->gp.karras = karras && karras->type == SDX_BOOL && karras->u.b ? 1 : -1;

@@ -221,6 +221,7 @@ infer_status_t infer_engine_generate(infer_engine_t *e, const infer_request_t *r
     gp.prompt = req->prompt;
     gp.negative_prompt = req->negative_prompt;
     gp.scheduler = req->scheduler;
+    gp.prediction_type = req->prediction_type;
     gp.karras = req->karras;
     gp.width = req->width;
     gp.height = req->height;

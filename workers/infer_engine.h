@@ -62,6 +62,7 @@ typedef struct {
     const char *prompt;
     const char *negative_prompt; /* NULL: none */
     const char *scheduler;       /* NULL: the model's */
+    const char *prediction_type; /* "epsilon"/"v_prediction"; NULL: the model's */
     int karras;                  /* -1 config, 0 off, 1 on */
     int width, height, steps, clip_skip, batch;
     double guidance_scale, guidance_rescale;

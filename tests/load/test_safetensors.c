@@ -5,6 +5,7 @@
 #include "sdx_safetensors.h"
 #include "sdx_test.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,8 +55,10 @@ static const s_case_t s_bad[] = {
      "not a JSON object"},
     {"JSON array, not object", "[1, 2, 3]", 0, "does not start with '{'"},
     {"garbage after the object", "{}  xyz", 0, "unexpected bytes after the header"},
-    {"unknown dtype", "{\"a\":{\"dtype\":\"F8_E4M3\",\"shape\":[4],\"data_offsets\":[0,4]}}", 4,
-     "unsupported dtype 'F8_E4M3'"},
+    {"unknown dtype", "{\"a\":{\"dtype\":\"C64\",\"shape\":[4],\"data_offsets\":[0,4]}}", 4,
+     "unsupported dtype 'C64'"},
+    {"fp8 sized as 1 byte", "{\"a\":{\"dtype\":\"F8_E4M3\",\"shape\":[4],\"data_offsets\":[0,8]}}",
+     8, "8 data bytes but shape and dtype F8_E4M3 need 4"},
     {"dtype not a string", "{\"a\":{\"dtype\":4,\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
      "non-string dtype"},
     {"shape/size mismatch", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,8]}}", 8,
@@ -314,6 +317,64 @@ static void s_view_lifetime(void)
     sdx_scope_free(&S);
 }
 
+/* float8 storage: every code point decodes as ml_dtypes / torch define
+   float8_e4m3fn and float8_e5m2, and a tensor reads back upcast to f32. */
+static void s_fp8(void)
+{
+    static const struct {
+        unsigned char b;
+        float e4m3, e5m2;
+    } v[] = {
+        {0x00, 0.0f, 0.0f},          {0x01, 0.001953125f, 1.52587890625e-05f},
+        {0x08, 0.015625f, 0.0001220703125f}, {0x38, 1.0f, 0.5f},
+        {0x3c, 1.5f, 1.0f},          {0x40, 2.0f, 2.0f},
+        {0x77, 240.0f, 28672.0f},    {0xb8, -1.0f, -0.5f},
+        {0xc0, -2.0f, -2.0f},        {0x7b, 352.0f, 57344.0f}, /* e5m2's largest finite */
+    };
+    bool ok = true;
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        float a = sdx_f8_e4m3_to_f32(v[i].b), b = sdx_f8_e5m2_to_f32(v[i].b);
+        if (a != v[i].e4m3 || b != v[i].e5m2) {
+            ok = false;
+            fprintf(stderr, "0x%02x: e4m3 %g (want %g), e5m2 %g (want %g)\n", v[i].b, a,
+                    v[i].e4m3, b, v[i].e5m2);
+        }
+    }
+    sdx_test_check(ok, "fp8 e4m3fn / e5m2 code points decode exactly");
+    sdx_test_check(sdx_f8_e4m3_to_f32(0x7e) == 448.0f && isnan(sdx_f8_e4m3_to_f32(0x7f)) && isnan(sdx_f8_e4m3_to_f32(0xff)) &&
+                       isinf(sdx_f8_e5m2_to_f32(0x7c)) && isnan(sdx_f8_e5m2_to_f32(0x7d)),
+                   "fp8 specials: e4m3fn NaN only at 0x7f/0xff, e5m2 inf at 0x7c, NaN above");
+    /* a file with one tensor of each kind */
+    char buf[256];
+    const char *h = "{\"a\":{\"dtype\":\"F8_E4M3\",\"shape\":[2,2],\"data_offsets\":[0,4]},"
+                    "\"b\":{\"dtype\":\"F8_E5M2\",\"shape\":[3],\"data_offsets\":[4,7]}}";
+    size_t hl = strlen(h), pad = (8 - hl % 8) % 8;
+    uint64_t n = hl + pad;
+    memcpy(buf, &n, 8);
+    memcpy(buf + 8, h, hl);
+    memset(buf + 8 + hl, ' ', pad);
+    unsigned char data[8] = {0x38, 0x40, 0xb8, 0x7e, 0x3c, 0xc0, 0x01, 0};
+    memcpy(buf + 8 + n, data, 7);
+    sdx_safetensors_t *st = sdx_safetensors_open_memory(buf, 8 + n + 7, "fp8");
+    const sdx_st_tensor_t *a = st ? sdx_safetensors_find(st, "a") : NULL;
+    const sdx_st_tensor_t *b = st ? sdx_safetensors_find(st, "b") : NULL;
+    sdx_test_check(a && b && a->storage == SDX_ST_F8_E4M3 && b->storage == SDX_ST_F8_E5M2 &&
+                       a->dtype == SDX_F32 && a->nbytes == 4 && strcmp(a->st_dtype, "F8_E4M3") == 0,
+                   "fp8 tensors open: storage and logical dtype f32 (%s)", sdx_last_error());
+    sdx_tensor_t *ta = NULL, *tb = NULL;
+    float fa[4] = {0}, fb[3] = {0};
+    bool read = a && b && sdx_safetensors_tensor(NULL, &ta, st, a) == 0 &&
+                sdx_safetensors_tensor(NULL, &tb, st, b) == 0 &&
+                sdx_tensor_dtype(ta) == SDX_F32 && sdx_to_host(ta, SDX_F32, fa, sizeof fa) == 0 &&
+                sdx_to_host(tb, SDX_F32, fb, sizeof fb) == 0;
+    sdx_test_check(read && fa[0] == 1 && fa[1] == 2 && fa[2] == -1 && fa[3] == 448 && fb[0] == 1 &&
+                       fb[1] == -2 && fb[2] == 1.52587890625e-05f,
+                   "fp8 tensors read upcast to f32 with the right values");
+    sdx_tensor_free(&ta);
+    sdx_tensor_free(&tb);
+    sdx_safetensors_close(&st);
+}
+
 int main(void)
 {
     snprintf(s_dir, sizeof s_dir, "/tmp/sdx-test-st-XXXXXX");
@@ -327,6 +388,7 @@ int main(void)
     s_valid_cases();
     s_writer_round_trip();
     s_view_lifetime();
+    s_fp8();
     sdx_test_check(sdx_tensor_live_count() == 0, "no tensor handle leaked (%lld live)",
                    (long long)sdx_tensor_live_count());
     char cmd[300];

@@ -69,5 +69,30 @@ check "--channels-last maybe exits 2" '[ $rc -eq 2 ] && grep -q "on, off or auto
    --out "$tmp/v.png" --quiet >/dev/null 2>"$tmp/err"; rc=$?
 check "bf16 with --vae-f32 exits 0 ($(head -1 "$tmp/err"))" '[ $rc -eq 0 ] && [ -s "$tmp/v.png" ]'
 
+# A lone single file (configs in its __metadata__, one unknown key in CLIP-L):
+# generates with no --config-dir and no tokenizer flags, and the load log
+# warns about the skipped key even with --quiet.
+python3 - "$g" "$tmp/lone.safetensors" <<'PY'
+import json, struct, sys
+g, out = sys.argv[1], sys.argv[2]
+f = open(g + "/model_single_file/tiny_sdxl.safetensors", "rb")
+n = struct.unpack("<Q", f.read(8))[0]; h = json.loads(f.read(n)); data = f.read()
+end = max(v["data_offsets"][1] for k, v in h.items() if k != "__metadata__")
+h["conditioner.embedders.0.transformer.text_projection.weight"] = {
+    "dtype": "F32", "shape": [16, 16], "data_offsets": [end, end + 1024]}
+h["__metadata__"] = {c + "_config": open("%s/model/%s/config.json" % (g, c)).read()
+                     for c in ("unet", "vae", "text_encoder", "text_encoder_2")}
+hb = json.dumps(h).encode(); hb += b" " * ((8 - len(hb) % 8) % 8)
+open(out, "wb").write(struct.pack("<Q", len(hb)) + hb + data[:end] + bytes(1024))
+PY
+"$gen" generate --model "$tmp/lone.safetensors" --prompt "a red cube" --steps 2 --width 64 \
+   --height 64 --out "$tmp/lone.png" --quiet >/dev/null 2>"$tmp/err"; rc=$?
+check "lone single file generates without --config-dir/--tokenizer (rc $rc)" '[ $rc -eq 0 ] && [ -s "$tmp/lone.png" ]'
+check "load log warns about the skipped key ($(head -1 "$tmp/err"))" 'grep -q "warning: .*skipped 1 unknown key.*text_projection.weight" "$tmp/err"'
+"$gen" inspect "$tmp/lone.safetensors" >"$tmp/ins.json" 2>&1
+check "inspect: skipped 1, dtype F32, epsilon, configs from metadata" 'python3 -c "import json,sys; j=json.load(open(sys.argv[1])); sys.exit(not (j[\"skipped_keys\"]==1 and j[\"dtype\"]==\"F32\" and j[\"prediction_type\"]==\"epsilon\" and j[\"config_source\"]==\"checkpoint metadata\"))" "$tmp/ins.json"'
+"$gen" generate --model "$tmp/lone.safetensors" --prompt x --prediction-type sample >/dev/null 2>"$tmp/err"; rc=$?
+check "--prediction-type sample exits 2" '[ $rc -eq 2 ] && grep -q "epsilon or v_prediction" "$tmp/err"'
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -221,6 +221,20 @@ int main(void)
         s_check_tokens(bare2, prompts, "tok2", "bare tokenizer/, --pad-id 0 (tok2)");
     }
 
+    /* the CLIP files compiled into the engine (what a lone single file uses) */
+    sdx_tokenizer_t *in1 = sdx_tokenizer_builtin(1), *in2 = sdx_tokenizer_builtin(2);
+    sdx_test_check(in1 && in2 && !sdx_tokenizer_builtin(3),
+                   "built-in tokenizers 1 and 2 (and no 3) (%s)", in1 ? "ok" : sdx_last_error());
+    if (in1 && in2) {
+        sdx_test_check(sdx_tokenizer_size(in1) == 49408 && sdx_tokenizer_pad_id(in1) == 49407 &&
+                           sdx_tokenizer_pad_id(in2) == 0 && sdx_tokenizer_bos_id(in2) == 49406,
+                       "built-in: 49408 tokens, pad 49407 / 0 (tokenizer_2 pads with '!')");
+        s_check_tokens(in1, prompts, "tok1", "built-in tokenizer (tok1)");
+        s_check_tokens(in2, prompts, "tok2", "built-in tokenizer_2 (tok2)");
+    }
+    sdx_tokenizer_destroy(&in1);
+    sdx_tokenizer_destroy(&in2);
+
     snprintf(dir, sizeof dir, "%s", sdx_test_path("model/tokenizer"));
     s_check_added_tokens(dir, "ti_input_ids_tok1");
     snprintf(dir, sizeof dir, "%s", sdx_test_path("model/tokenizer_2"));

@@ -321,11 +321,29 @@ static int s_block_types(const cJSON *root, const char *key, bool *flags, int n_
     return 0;
 }
 
+static int s_unet_config_apply(sdx_unet_config_t *c, cJSON *root, const char *path);
+
 int sdx_unet_config_read(sdx_unet_config_t *c, const char *path)
 {
     cJSON *root = sdx_config_read_json(path);
     if (!root)
         return -1;
+    return s_unet_config_apply(c, root, path);
+}
+
+int sdx_unet_config_parse(sdx_unet_config_t *c, const char *json, const char *label)
+{
+    cJSON *root = json ? cJSON_Parse(json) : NULL;
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return sdx_set_error("%s: not a JSON object", label);
+    }
+    return s_unet_config_apply(c, root, label);
+}
+
+/* Takes ownership of root. */
+static int s_unet_config_apply(sdx_unet_config_t *c, cJSON *root, const char *path)
+{
     sdx_unet_config_t t = *c; /* written back only on success */
     if (s_apply_fields(&t, s_unet_fields, sizeof s_unet_fields / sizeof s_unet_fields[0], root,
                        path) != 0)
@@ -372,8 +390,27 @@ int sdx_unet_config_read(sdx_unet_config_t *c, const char *path)
     const cJSON *rev =
         cJSON_GetObjectItemCaseSensitive(root, "reverse_transformer_layers_per_block");
     if (rev && !cJSON_IsNull(rev)) {
-        sdx_set_error("%s: reverse_transformer_layers_per_block is not supported", path);
-        goto fail;
+        /* [[n per up-block transformer] per up level]; this UNet runs one depth
+           per level, so accept only a table that is uniform per level and
+           mirrors the down path (what every SDXL config that writes it has) */
+        bool ok = cJSON_IsArray(rev) && cJSON_GetArraySize(rev) == t.n_levels;
+        int lvl = 0;
+        for (const cJSON *r = ok ? rev->child : NULL; r && ok; r = r->next, lvl++) {
+            int want = t.transformer_layers[t.n_levels - 1 - lvl];
+            if (cJSON_IsNumber(r)) {
+                ok = (int)r->valuedouble == want;
+                continue;
+            }
+            ok = cJSON_IsArray(r);
+            for (const cJSON *x = ok ? r->child : NULL; x && ok; x = x->next)
+                ok = cJSON_IsNumber(x) && (int)x->valuedouble == want;
+        }
+        if (!ok) {
+            sdx_set_error("%s: reverse_transformer_layers_per_block differs from the reversed "
+                          "transformer_layers_per_block (per-block up depths are not supported)",
+                          path);
+            goto fail;
+        }
     }
     const cJSON *mid = cJSON_GetObjectItemCaseSensitive(root, "mid_block_type");
     if (mid) {
@@ -413,11 +450,29 @@ fail:
     return -1;
 }
 
+static int s_vae_config_apply(sdx_vae_config_t *c, cJSON *root, const char *path);
+
 int sdx_vae_config_read(sdx_vae_config_t *c, const char *path)
 {
     cJSON *root = sdx_config_read_json(path);
     if (!root)
         return -1;
+    return s_vae_config_apply(c, root, path);
+}
+
+int sdx_vae_config_parse(sdx_vae_config_t *c, const char *json, const char *label)
+{
+    cJSON *root = json ? cJSON_Parse(json) : NULL;
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return sdx_set_error("%s: not a JSON object", label);
+    }
+    return s_vae_config_apply(c, root, label);
+}
+
+/* Takes ownership of root. */
+static int s_vae_config_apply(sdx_vae_config_t *c, cJSON *root, const char *path)
+{
     sdx_vae_config_t t = *c;
     if (s_apply_fields(&t, s_vae_fields, sizeof s_vae_fields / sizeof s_vae_fields[0], root,
                        path) != 0)
@@ -440,11 +495,29 @@ fail:
     return -1;
 }
 
+static int s_clip_config_apply(sdx_clip_config_t *c, cJSON *root, const char *path);
+
 int sdx_clip_config_read(sdx_clip_config_t *c, const char *path)
 {
     cJSON *root = sdx_config_read_json(path);
     if (!root)
         return -1;
+    return s_clip_config_apply(c, root, path);
+}
+
+int sdx_clip_config_parse(sdx_clip_config_t *c, const char *json, const char *label)
+{
+    cJSON *root = json ? cJSON_Parse(json) : NULL;
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return sdx_set_error("%s: not a JSON object", label);
+    }
+    return s_clip_config_apply(c, root, label);
+}
+
+/* Takes ownership of root. */
+static int s_clip_config_apply(sdx_clip_config_t *c, cJSON *root, const char *path)
+{
     sdx_clip_config_t t = *c;
     if (s_apply_fields(&t, s_clip_fields, sizeof s_clip_fields / sizeof s_clip_fields[0], root,
                        path) != 0)

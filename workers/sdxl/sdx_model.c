@@ -25,9 +25,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
-#define S_MAX_FILES 8
+#define S_MAX_FILES 64 /* a sharded pipeline: a few shards per component */
+#define S_SKIP_LIST 8
 #define S_WHY_MAX 512
 
 /* ---------------------------------------------------------------- names */
@@ -66,10 +68,10 @@ void sdx_load_opts_init(sdx_load_opts_t *o)
 static const char *s_comp_dirs[SDX_NM_NCOMP] = {"unet", "vae", "text_encoder", "text_encoder_2"};
 static const unsigned s_comp_bits[SDX_NM_NCOMP] = {SDX_COMP_UNET, SDX_COMP_VAE, SDX_COMP_TE1,
                                                    SDX_COMP_TE2};
-/* Weight file names a diffusers component folder may use, by preference. */
-static const char *s_weight_files[] = {"diffusion_pytorch_model.safetensors", "model.safetensors",
-                                       "diffusion_pytorch_model.fp16.safetensors",
-                                       "model.fp16.safetensors"};
+/* Weight file stems a diffusers component folder may use; each may come as
+   STEM.safetensors, STEM.fp16.safetensors (the fp16 variant) or sharded
+   through STEM.safetensors.index.json / STEM.safetensors.index.fp16.json. */
+static const char *s_weight_stems[] = {"diffusion_pytorch_model", "model"};
 /* Names of file tensors that are buffers, not weights. */
 static const char *s_skip_names[] = {"text_model.embeddings.position_ids"};
 
@@ -97,6 +99,14 @@ typedef enum {
     S_KIND_ADAPTER,      /* LoRA, ControlNet, TI: detected, not loaded here */
 } s_kind_t;
 
+/* How a file's tensor names are read (prefixes other tools write). */
+typedef enum {
+    S_NAMES_AS_IS = 0,
+    S_NAMES_STRIP,    /* drop the first `strip` bytes ("unet.", "vae.") */
+    S_NAMES_SGM_UNET, /* bare SGM UNet names ("diffusion_model.input_blocks...",
+                         "unet.input_blocks..."): read as model.diffusion_model.* */
+} s_names_t;
+
 typedef struct {
     const char *path;
     s_kind_t kind;
@@ -115,6 +125,17 @@ typedef struct {
     char tokenizer_dir[SDX_PATH_MAX], tokenizer2_dir[SDX_PATH_MAX];
     char scheduler_config[SDX_PATH_MAX];
     bool force_zeros_for_empty_prompt;
+    sdx_dtype_t want_dtype;          /* picks the fp16 variant of a folder */
+    s_names_t names[S_MAX_FILES];
+    int strip[S_MAX_FILES];
+    bool unet_only;                  /* a UNet-only file with an SGM prefix */
+    size_t skipped;                  /* unknown keys inside known components */
+    char skipped_names[S_SKIP_LIST][160];
+    char prediction_type[16];        /* "v_prediction" / "edm" from markers; "" */
+    bool ztsnr;
+    bool inferred;                   /* configs were derived from the shapes */
+    char config_note[32];            /* where the configs came from */
+    char infer_error[256];           /* shapes do not determine the configs */
 } s_source_t;
 
 static void s_source_free(s_source_t *s)
@@ -179,6 +200,9 @@ typedef struct {
     int sgm_levels, diff_levels;   /* UNet down levels (downsamplers + 1) */
     int64_t ctx_dim, lora_ctx_dim; /* from an attn2.to_k weight */
     int64_t te1_width;             /* CLIP embedding width in a single file */
+    size_t n_model, n_lora;        /* keys of checkpoint components / LoRA-named keys */
+    bool v_pred, ztsnr, edm_vpred;
+    int edm;                       /* edm_mean, edm_std present */
     char sd_key[160];              /* a key that shows an unsupported model */
 } s_keys_t;
 
@@ -193,16 +217,43 @@ static bool s_suf(const char *s, const char *suf)
     return a >= b && strcmp(s + a - b, suf) == 0;
 }
 
-static void s_scan(const sdx_safetensors_t *st, s_keys_t *k)
+/* The name a planner sees for tensor t of file f (prefix rules applied);
+   buf holds it when it has to be rebuilt. */
+static const char *s_vname(const s_source_t *s, int f, const sdx_st_tensor_t *t, char *buf,
+                           size_t n)
+{
+    if (s->names[f] == S_NAMES_STRIP)
+        return t->name + s->strip[f];
+    if (s->names[f] == S_NAMES_SGM_UNET) {
+        snprintf(buf, n, "model.diffusion_model.%s", t->name + s->strip[f]);
+        return buf;
+    }
+    return t->name;
+}
+
+static void s_scan(const s_source_t *src, s_keys_t *k)
 {
     memset(k, 0, sizeof *k);
-    k->n = sdx_safetensors_count(st);
     int sgm_down = 0, diff_down = 0;
-    for (size_t i = 0; i < k->n; i++) {
-        const sdx_st_tensor_t *t = sdx_safetensors_at(st, i);
-        const char *s = t->name;
+    char vbuf[SDX_NM_NAME_MAX + 64];
+    for (int f = 0; f < src->nfiles; f++)
+    for (size_t i = 0; i < sdx_safetensors_count(src->files[f]); i++) {
+        const sdx_st_tensor_t *t = sdx_safetensors_at(src->files[f], i);
+        const char *s = s_vname(src, f, t, vbuf, sizeof vbuf);
+        k->n++;
+        if (strcmp(s, "v_pred") == 0)
+            k->v_pred = true;
+        if (strcmp(s, "ztsnr") == 0)
+            k->ztsnr = true;
+        if (strcmp(s, "edm_mean") == 0 || strcmp(s, "edm_std") == 0)
+            k->edm++;
+        if (strcmp(s, "edm_vpred.sigma_max") == 0)
+            k->edm_vpred = true;
+        if (s_pre(s, "model.diffusion_model.") || s_pre(s, "first_stage_model.") ||
+            s_pre(s, "conditioner.embedders."))
+            k->n_model++;
         if (!k->first)
-            k->first = s;
+            k->first = t->name;
         if (s_pre(s, "model.diffusion_model.")) {
             k->sgm_unet = true;
             const char *r = s + strlen("model.diffusion_model.");
@@ -250,8 +301,10 @@ static void s_scan(const sdx_safetensors_t *st, s_keys_t *k)
         if (strstr(s, "lora_down") || strstr(s, "lora_up") || strstr(s, ".lora_A.") ||
             strstr(s, ".lora_B.") || strstr(s, "lora_linear_layer") || strstr(s, ".lora.down.") ||
             strstr(s, ".lora.up.") || strstr(s, "hada_w") || strstr(s, "lokr_w") ||
-            s_pre(s, "lora_unet_") || s_pre(s, "lora_te"))
+            s_pre(s, "lora_unet_") || s_pre(s, "lora_te")) {
             k->lora = true;
+            k->n_lora++;
+        }
         if (s_pre(s, "lora_te_"))
             k->lora_te_single = true;
         if (s_pre(s, "lora_te1_") || s_pre(s, "lora_te2_") || s_pre(s, "text_encoder_2."))
@@ -287,10 +340,24 @@ static const char *s_sd_family(int64_t ctx)
 }
 
 /* Classify one safetensors file by its keys. Sets s->arch, s->kind, s->why. */
-static void s_classify_file(s_source_t *s, const sdx_safetensors_t *st)
+static void s_classify_file(s_source_t *s)
 {
     s_keys_t k;
-    s_scan(st, &k);
+    s_scan(s, &k);
+    const sdx_safetensors_t *st = s->files[0]; /* adapters are one file */
+    s->ztsnr = k.ztsnr;
+    s->prediction_type[0] = 0;
+    if (k.edm == 2 || k.edm_vpred)
+        snprintf(s->prediction_type, sizeof s->prediction_type, "edm");
+    else if (k.v_pred)
+        snprintf(s->prediction_type, sizeof s->prediction_type, "v_prediction");
+    /* One stray key does not decide: a full checkpoint with LoRA-named keys
+       baked in (more component keys than LoRA keys) is a checkpoint. */
+    char lora_note[96] = "";
+    if (k.lora && k.n_model > k.n_lora) {
+        snprintf(lora_note, sizeof lora_note, "; %zu LoRA-named key(s) ignored", k.n_lora);
+        k.lora = false;
+    }
     s->arch = SDX_ARCH_UNKNOWN;
     s->kind = S_KIND_NONE;
     if (k.n == 0) {
@@ -320,8 +387,8 @@ static void s_classify_file(s_source_t *s, const sdx_safetensors_t *st)
         }
         s->arch = SDX_ARCH_LORA;
         s->kind = S_KIND_ADAPTER;
-        s_why(s, "SDXL LoRA (%s naming, %zu tensors)",
-              s_pre(k.first, "lora_") ? "kohya" : "diffusers/peft", k.n);
+        s_why(s, "SDXL LoRA (%s naming, %zu tensors: %zu LoRA-named, %zu checkpoint keys)",
+              s_pre(k.first, "lora_") ? "kohya" : "diffusers/peft", k.n, k.n_lora, k.n_model);
         return;
     }
     if (k.ti_sd1 || (k.n == 1 && k.first && sdx_safetensors_at(st, 0)->ndim == 2 &&
@@ -375,14 +442,22 @@ static void s_classify_file(s_source_t *s, const sdx_safetensors_t *st)
         s->kind = S_KIND_SINGLE;
         if (k.sgm_levels == 3) {
             s->arch = SDX_ARCH_SDXL_BASE;
-            s_why(s, "SDXL base single file (UNet 3 levels, %lld-d context%s%s%s)",
+            s_why(s, "SDXL base single file (UNet 3 levels, %lld-d context%s%s%s%s%s)",
                   (long long)k.ctx_dim, k.sgm_te1 ? ", CLIP-L" : "",
-                  k.sgm_te2 ? ", OpenCLIP bigG" : "", k.sgm_vae ? ", VAE" : "");
+                  k.sgm_te2 ? ", OpenCLIP bigG" : "", k.sgm_vae ? ", VAE" : "",
+                  s->prediction_type[0] ? ", marker: " : "", s->prediction_type);
+            if (lora_note[0])
+                snprintf(s->why + strlen(s->why), sizeof s->why - strlen(s->why), "%s",
+                         lora_note);
         } else if (k.sgm_levels == 4) {
             s->arch = SDX_ARCH_SDXL_REFINER;
-            s_why(s, "SDXL refiner single file (UNet 4 levels, %lld-d context%s%s)",
+            s_why(s, "SDXL refiner single file (UNet 4 levels, %lld-d context%s%s%s%s)",
                   (long long)k.ctx_dim, k.sgm_te2 ? ", OpenCLIP bigG" : "",
-                  k.sgm_vae ? ", VAE" : "");
+                  k.sgm_vae ? ", VAE" : "", s->prediction_type[0] ? ", marker: " : "",
+                  s->prediction_type);
+            if (lora_note[0])
+                snprintf(s->why + strlen(s->why), sizeof s->why - strlen(s->why), "%s",
+                         lora_note);
         } else {
             s->kind = S_KIND_NONE;
             s_why(s, "SDXL-like UNet with %d levels (neither base: 3 nor refiner: 4)",
@@ -438,6 +513,15 @@ static void s_classify_file(s_source_t *s, const sdx_safetensors_t *st)
         s_why(s, "VAE (ldm naming)");
         return;
     }
+    static const char *te_pre[] = {"te1.", "te2.", "clip_l.", "clip_g.", "text_encoder.",
+                                   "text_encoder_2."};
+    for (size_t i = 0; k.first && i < sizeof te_pre / sizeof te_pre[0]; i++)
+        if (s_pre(k.first, te_pre[i])) {
+            s_why(s, "a text-encoder-only file ('%s' keys): text encoders are loaded only as part "
+                     "of a whole checkpoint or diffusers folder, not on their own (yet)",
+                  te_pre[i]);
+            return;
+        }
     s_why(s, "unrecognised tensor names (%zu tensors, e.g. '%.100s')", k.n, k.first ? k.first : "");
 }
 
@@ -637,12 +721,14 @@ static int s_plan_identity(s_source_t *s, int file, sdx_nm_comp_t comp)
     sdx_safetensors_t *st = s->files[file];
     for (size_t i = 0; i < sdx_safetensors_count(st); i++) {
         const sdx_st_tensor_t *src = sdx_safetensors_at(st, i);
-        if (s_skip_name(src->name))
+        char vbuf[SDX_NM_NAME_MAX + 64];
+        const char *name = s_vname(s, file, src, vbuf, sizeof vbuf);
+        if (s_skip_name(name))
             continue;
         sdx_nm_target_t t = {.comp = comp, .op = SDX_NM_COPY, .parts = 1};
-        if (strlen(src->name) >= sizeof t.name)
+        if (strlen(name) >= sizeof t.name)
             return sdx_set_error("%s: tensor name too long", sdx_safetensors_path(st));
-        strcpy(t.name, src->name);
+        strcpy(t.name, name);
         if (s_plan_target(s, file, src, &t) != 0)
             return -1;
     }
@@ -650,27 +736,39 @@ static int s_plan_identity(s_source_t *s, int file, sdx_nm_comp_t comp)
 }
 
 /* Plan a single file (or an ldm VAE file when vae_only) through the maps. */
+static void s_note_skipped(s_source_t *s, const char *name)
+{
+    if (s->skipped < S_SKIP_LIST)
+        snprintf(s->skipped_names[s->skipped], sizeof s->skipped_names[0], "%s", name);
+    s->skipped++;
+}
+
 static int s_plan_mapped(s_source_t *s, int file, bool vae_only)
 {
     sdx_safetensors_t *st = s->files[file];
     sdx_nm_geom_t g = {s->unet_cfg.layers_per_block, s->vae_cfg.n_levels};
+    char vbuf[SDX_NM_NAME_MAX + 64];
     for (size_t i = 0; i < sdx_safetensors_count(st); i++) {
         const sdx_st_tensor_t *src = sdx_safetensors_at(st, i);
+        const char *name = s_vname(s, file, src, vbuf, sizeof vbuf);
         sdx_nm_target_t t[3];
         int n;
         if (vae_only) {
-            n = sdx_namemap_vae(src->name, g.vae_n_levels, t);
+            n = sdx_namemap_vae(name, g.vae_n_levels, t);
         } else {
-            if (sdx_namemap_component(src->name, NULL) < 0) {
+            if (sdx_namemap_component(name, NULL) < 0) {
                 s->ignored++;
                 continue;
             }
-            n = sdx_namemap_single_file(src->name, &g, t);
+            n = sdx_namemap_single_file(name, &g, t);
         }
         if (n < 0) {
-            char why[S_WHY_MAX];
-            snprintf(why, sizeof why, "%s", sdx_last_error());
-            return sdx_set_error("%s: %s", sdx_safetensors_path(st), why);
+            /* Unknown inside a known component (an extra text_projection.weight,
+               a trainer's buffer): skipped like diffusers, ComfyUI and sd.cpp
+               do. A tensor the networks need and do not find fails when the
+               shapes are checked and the networks bind their weights. */
+            s_note_skipped(s, src->name);
+            continue;
         }
         for (int k = 0; k < n; k++)
             if (s_plan_target(s, file, src, &t[k]) != 0)
@@ -838,9 +936,10 @@ static int s_check_shapes(const s_source_t *s, bool single_file_defaults)
         }
         return sdx_set_error("%s: %s%s", s->path, msg,
                              single_file_defaults
-                                 ? " (single files carry no config and the SDXL defaults do not "
-                                   "fit: pass --config-dir DIR with the model's diffusers "
-                                   "config.json files)"
+                                 ? " (a single file carries no config: this one was derived "
+                                   "from its tensor shapes; if the file is whole, pass "
+                                   "--config-dir DIR with the model's diffusers config.json "
+                                   "files)"
                                  : "");
     }
     return 0;
@@ -859,25 +958,119 @@ static int s_add_file(s_source_t *s, const char *path)
     return s->nfiles - 1;
 }
 
-/* The weights file of a diffusers component folder. */
-static int s_component_weights(const char *dir, char *out, size_t n)
+/* Folder of `path` into dir (for a sibling config.json or shards). */
+static void s_dirname(const char *path, char *dir, size_t n)
 {
-    for (size_t i = 0; i < sizeof s_weight_files / sizeof s_weight_files[0]; i++) {
-        if (s_join(out, n, dir, s_weight_files[i], NULL) != 0)
-            return -1;
-        if (s_is_file(out))
-            return 0;
+    snprintf(dir, n, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir)
+        *slash = 0;
+    else if (slash)
+        slash[1] = 0;
+    else
+        snprintf(dir, n, ".");
+}
+
+/* Open the shards a safetensors index (.index.json: {"weight_map": {tensor:
+   shard file}}) names, in order of first mention, from the index's folder.
+   Every tensor of the map must be in the shard it names. Returns the number
+   of files added (first one at *first), -1 on failure. */
+static int s_add_index(s_source_t *s, const char *index_path, int *first)
+{
+    cJSON *j = sdx_config_read_json(index_path);
+    if (!j)
+        return -1;
+    const cJSON *wm = cJSON_GetObjectItemCaseSensitive(j, "weight_map");
+    char dir[SDX_PATH_MAX], p[SDX_PATH_MAX];
+    s_dirname(index_path, dir, sizeof dir);
+    int f0 = s->nfiles, rc = 0;
+    if (!cJSON_IsObject(wm) || !wm->child) {
+        rc = sdx_set_error("%s: no weight_map object", index_path);
+        goto done;
     }
-    char p[SDX_PATH_MAX];
-    static const char *other[] = {"diffusion_pytorch_model.safetensors.index.json",
-                                  "model.safetensors.index.json", "diffusion_pytorch_model.bin",
-                                  "pytorch_model.bin"};
+    for (const cJSON *e = wm->child; e; e = e->next) {
+        if (!cJSON_IsString(e) || !*e->valuestring || strchr(e->valuestring, '/') ||
+            strcmp(e->valuestring, "..") == 0) {
+            rc = sdx_set_error("%s: weight_map entry '%.100s' is not a shard file name",
+                               index_path, e->string ? e->string : "?");
+            goto done;
+        }
+        int have = -1;
+        for (int f = f0; f < s->nfiles && have < 0; f++) {
+            const char *fp = sdx_safetensors_path(s->files[f]);
+            const char *base = strrchr(fp, '/');
+            if (strcmp(base ? base + 1 : fp, e->valuestring) == 0)
+                have = f;
+        }
+        if (have < 0) {
+            if (s_join(p, sizeof p, dir, e->valuestring, NULL) != 0 ||
+                (have = s_add_file(s, p)) < 0) {
+                rc = -1;
+                goto done;
+            }
+        }
+        if (!sdx_safetensors_find(s->files[have], e->string)) {
+            rc = sdx_set_error("%s: weight_map puts '%.100s' in %s, which does not hold it",
+                               index_path, e->string, e->valuestring);
+            goto done;
+        }
+    }
+done:
+    cJSON_Delete(j);
+    if (rc != 0)
+        return -1;
+    *first = f0;
+    return s->nfiles - f0;
+}
+
+/* The weights of a diffusers component folder: one file or the shards of an
+   index, preferring the fp16 variant for an f16 load and the full-precision
+   files otherwise. Adds the files; returns how many (first at *first). */
+static int s_component_files(s_source_t *s, const char *dir, int *first)
+{
+    bool f16 = s->want_dtype == SDX_F16;
+    static const char *const forms_f32[] = {"%s.safetensors", "%s.safetensors.index.json",
+                                            "%s.fp16.safetensors", "%s.safetensors.index.fp16.json"};
+    static const char *const forms_f16[] = {"%s.fp16.safetensors", "%s.safetensors.index.fp16.json",
+                                            "%s.safetensors", "%s.safetensors.index.json"};
+    const char *const *forms = f16 ? forms_f16 : forms_f32;
+    char name[128], p[SDX_PATH_MAX];
+    for (size_t st = 0; st < sizeof s_weight_stems / sizeof s_weight_stems[0]; st++) {
+        for (int k = 0; k < 4; k++) {
+            snprintf(name, sizeof name, forms[k], s_weight_stems[st]);
+            if (s_join(p, sizeof p, dir, name, NULL) != 0)
+                return -1;
+            if (!s_is_file(p))
+                continue;
+            if (strstr(name, ".index."))
+                return s_add_index(s, p, first);
+            int f = s_add_file(s, p);
+            if (f < 0)
+                return -1;
+            *first = f;
+            return 1;
+        }
+    }
+    static const char *other[] = {"diffusion_pytorch_model.bin", "pytorch_model.bin"};
     for (size_t i = 0; i < sizeof other / sizeof other[0]; i++)
         if (s_join(p, sizeof p, dir, other[i], NULL) == 0 && s_is_file(p))
-            return sdx_set_error("%s: found %s; only single-file .safetensors weights are "
-                                 "supported",
-                                 dir, other[i]);
-    return sdx_set_error("%s: no diffusion_pytorch_model.safetensors or model.safetensors", dir);
+            return sdx_set_error("%s: found %s; only .safetensors weights are supported", dir,
+                                 other[i]);
+    return sdx_set_error("%s: no diffusion_pytorch_model.safetensors or model.safetensors "
+                         "(nor an fp16 variant or a sharded index)",
+                         dir);
+}
+
+/* Add and plan every weight file of a component folder. */
+static int s_plan_component_dir(s_source_t *s, const char *dir, sdx_nm_comp_t c)
+{
+    int first = 0, n = s_component_files(s, dir, &first);
+    if (n < 0)
+        return -1;
+    for (int f = first; f < first + n; f++)
+        if (s_plan_identity(s, f, c) != 0)
+            return -1;
+    return 0;
 }
 
 static int s_open_pipeline(s_source_t *s, const char *dir, unsigned comps)
@@ -926,7 +1119,7 @@ static int s_open_pipeline(s_source_t *s, const char *dir, unsigned comps)
     if (s_configs_from_dir(s, dir) != 0)
         return -1;
     for (int c = 0; c < SDX_NM_NCOMP; c++) {
-        char cdir[SDX_PATH_MAX], w[SDX_PATH_MAX];
+        char cdir[SDX_PATH_MAX];
         if (s_join(cdir, sizeof cdir, dir, s_comp_dirs[c], NULL) != 0)
             return -1;
         if (!s_is_dir(cdir))
@@ -935,10 +1128,7 @@ static int s_open_pipeline(s_source_t *s, const char *dir, unsigned comps)
             s->has_comp[c] = false;
             continue;
         }
-        if (s_component_weights(cdir, w, sizeof w) != 0)
-            return -1;
-        int f = s_add_file(s, w);
-        if (f < 0 || s_plan_identity(s, f, (sdx_nm_comp_t)c) != 0)
+        if (s_plan_component_dir(s, cdir, (sdx_nm_comp_t)c) != 0)
             return -1;
     }
     return 0;
@@ -946,14 +1136,13 @@ static int s_open_pipeline(s_source_t *s, const char *dir, unsigned comps)
 
 static int s_open_component_dir(s_source_t *s, const char *dir, unsigned comps)
 {
-    char p[SDX_PATH_MAX], w[SDX_PATH_MAX];
+    char p[SDX_PATH_MAX];
     if (s_join(p, sizeof p, dir, "config.json", NULL) != 0)
         return -1;
     s_classify_config(s, p);
     if (s->kind == S_KIND_ADAPTER) { /* a ControlNet folder: weights for inspect */
-        if (s_component_weights(dir, w, sizeof w) != 0 || s_add_file(s, w) < 0)
-            return -1;
-        return 0;
+        int first;
+        return s_component_files(s, dir, &first) < 0 ? -1 : 0;
     }
     if (s->kind != S_KIND_COMPONENT)
         return 0;
@@ -963,33 +1152,272 @@ static int s_open_component_dir(s_source_t *s, const char *dir, unsigned comps)
         return -1;
     if (!(comps & s_comp_bits[c]))
         return 0;
-    if (s_component_weights(dir, w, sizeof w) != 0)
-        return -1;
-    int f = s_add_file(s, w);
-    if (f < 0 || s_plan_identity(s, f, c) != 0)
-        return -1;
+    return s_plan_component_dir(s, dir, c);
+}
+
+/* Prefixes other tools write on UNet-only / component files. A file whose
+   every tensor starts with one of them is read without it. */
+static void s_detect_prefix(s_source_t *s, int f)
+{
+    static const struct {
+        const char *prefix;
+    } pre[] = {{"diffusion_model."}, {"unet."}, {"vae."}};
+    const sdx_safetensors_t *st = s->files[f];
+    size_t n = sdx_safetensors_count(st);
+    if (n == 0)
+        return;
+    for (size_t p = 0; p < sizeof pre / sizeof pre[0]; p++) {
+        size_t pl = strlen(pre[p].prefix), hits = 0;
+        bool sgm = false;
+        for (size_t i = 0; i < n; i++) {
+            const char *name = sdx_safetensors_at(st, i)->name;
+            if (strncmp(name, pre[p].prefix, pl) == 0) {
+                hits++;
+                sgm |= s_pre(name + pl, "input_blocks.") || s_pre(name + pl, "middle_block.");
+            }
+        }
+        if (hits != n)
+            continue;
+        s->strip[f] = (int)pl;
+        s->names[f] = (p < 2 && sgm) ? S_NAMES_SGM_UNET : S_NAMES_STRIP;
+        s->unet_only = s->names[f] == S_NAMES_SGM_UNET;
+        return;
+    }
+}
+
+/* Count consecutive names fmt % 0, 1, ... that the plan holds. */
+static int s_count_items(const s_source_t *s, sdx_nm_comp_t c, const char *fmt, int a, bool two)
+{
+    char n[SDX_NM_NAME_MAX];
+    int k = 0;
+    for (;; k++) {
+        if (two)
+            snprintf(n, sizeof n, fmt, a, k);
+        else
+            snprintf(n, sizeof n, fmt, k);
+        if (!s_find_item(s, c, n))
+            return k;
+    }
+}
+
+static const s_item_t *s_itemf(const s_source_t *s, sdx_nm_comp_t c, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static const s_item_t *s_itemf(const s_source_t *s, sdx_nm_comp_t c, const char *fmt, ...)
+{
+    char n[SDX_NM_NAME_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(n, sizeof n, fmt, ap);
+    va_end(ap);
+    return s_find_item(s, c, n);
+}
+
+static void s_infer_fail(s_source_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void s_infer_fail(s_source_t *s, const char *fmt, ...)
+{
+    if (s->infer_error[0])
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->infer_error, sizeof s->infer_error, fmt, ap);
+    va_end(ap);
+}
+
+/* A single file carries no config: derive every config field the tensor
+   shapes determine (levels, channels, depths per level, context and
+   embedding widths, text encoder sizes; so SDXL base, refiner and
+   distilled variants such as Vega load without --config-dir). What shapes
+   do not show is assumed as in every SDXL: 64-wide attention heads, 32
+   norm groups. A shape that contradicts those assumptions, or per-block
+   transformer depths within a level (SSD-1B), is a clear refusal. */
+static void s_infer_configs(s_source_t *s)
+{
+    const sdx_nm_comp_t U = SDX_NM_UNET, V = SDX_NM_VAE;
+    const s_item_t *it;
+    if (s->has_comp[U] && !s->config_from_file[U]) {
+        sdx_unet_config_t *u = &s->unet_cfg;
+        int L = s_count_items(s, U, "down_blocks.%d.resnets.0.conv1.weight", 0, false);
+        if (L >= 1 && L <= SDX_MAX_LEVELS) {
+            u->n_levels = L;
+            u->layers_per_block = s_count_items(s, U, "down_blocks.0.resnets.%d.conv1.weight", 0,
+                                                false);
+            if ((it = s_find_item(s, U, "conv_in.weight")) && it->ndim == 4)
+                u->in_channels = (int)it->shape[1];
+            if ((it = s_find_item(s, U, "conv_out.weight")) && it->ndim == 4)
+                u->out_channels = (int)it->shape[0];
+            int ctx = 0;
+            bool linear = true;
+            for (int i = 0; i < L; i++) {
+                it = s_itemf(s, U, "down_blocks.%d.resnets.0.conv1.weight", i);
+                u->block_out_channels[i] = (int)it->shape[0];
+                u->down_cross_attn[i] = s_itemf(s, U, "down_blocks.%d.attentions.0.proj_in.weight", i);
+                u->up_cross_attn[i] = s_itemf(s, U, "up_blocks.%d.attentions.0.proj_in.weight", i);
+                int d = u->down_cross_attn[i]
+                            ? s_count_items(s, U,
+                                            "down_blocks.%d.attentions.0.transformer_blocks.%d."
+                                            "norm1.weight",
+                                            i, true)
+                            : 1;
+                u->transformer_layers[i] = d;
+            }
+            for (int i = 0; i < L; i++) {
+                int c = u->block_out_channels[i];
+                bool attn = u->down_cross_attn[i] || u->up_cross_attn[L - 1 - i] || i == L - 1;
+                if (attn && c % 64 != 0)
+                    s_infer_fail(s,
+                                 "UNet level %d has %d channels: not a multiple of SDXL's 64-wide "
+                                 "attention heads, so the head count is unknown",
+                                 i, c);
+                u->heads[i] = c % 64 == 0 ? c / 64 : 1;
+                for (int j = 0; u->down_cross_attn[i] && j < u->layers_per_block; j++) {
+                    char f[128];
+                    snprintf(f, sizeof f, "down_blocks.%d.attentions.%d.transformer_blocks.%%d.norm1.weight", i, j);
+                    if (s_count_items(s, U, f, 0, false) != u->transformer_layers[i])
+                        s_infer_fail(s, "down_blocks.%d: transformer depth differs between its "
+                                        "attention blocks (SSD-1B style); pass --config-dir", i);
+                }
+                int r = L - 1 - i; /* up block i works at level r */
+                for (int j = 0; u->up_cross_attn[i] && j <= u->layers_per_block; j++) {
+                    char f[128];
+                    snprintf(f, sizeof f, "up_blocks.%d.attentions.%d.transformer_blocks.%%d.norm1.weight", i, j);
+                    int d = s_count_items(s, U, f, 0, false);
+                    if (!u->down_cross_attn[r] && j == 0)
+                        u->transformer_layers[r] = d;
+                    if (d != u->transformer_layers[r])
+                        s_infer_fail(s,
+                                     "up_blocks.%d.attentions.%d has %d transformer blocks but "
+                                     "level %d has %d: per-block depths (SSD-1B style, "
+                                     "reverse_transformer_layers_per_block) are not supported",
+                                     i, j, d, r, u->transformer_layers[r]);
+                }
+            }
+            for (size_t k = 0; k < s->nitems && !ctx; k++) {
+                const s_item_t *x = &s->items[k];
+                if (x->comp == U && s_suf(x->name, "attn2.to_k.weight") && x->ndim == 2)
+                    ctx = (int)x->shape[1];
+                if (x->comp == U && s_suf(x->name, "proj_in.weight"))
+                    linear = x->ndim == 2;
+            }
+            if (ctx)
+                u->cross_attention_dim = ctx;
+            u->use_linear_projection = linear;
+            u->mid_block_cross_attn = s_find_item(s, U, "mid_block.attentions.0.proj_in.weight");
+            u->mid_transformer_layers = s_count_items(
+                s, U, "mid_block.attentions.0.transformer_blocks.%d.norm1.weight", 0, false);
+            if ((it = s_find_item(s, U, "add_embedding.linear_1.weight")) && it->ndim == 2) {
+                int adm = (int)it->shape[1];
+                const s_item_t *tp = s_find_item(s, SDX_NM_TE2, "text_projection.weight");
+                int pooled = tp ? (int)tp->shape[0] : 1280;
+                u->projection_class_embeddings_input_dim = adm;
+                int rest = adm - pooled;
+                if (rest > 0 && rest % 6 == 0)
+                    u->addition_time_embed_dim = rest / 6; /* base: 6 time ids */
+                else if (rest > 0 && rest % 5 == 0)
+                    u->addition_time_embed_dim = rest / 5; /* refiner: 5 (aesthetic score) */
+                else
+                    s_infer_fail(s, "add_embedding takes %d inputs: not 5 or 6 time ids plus a "
+                                    "%d-d pooled embedding", adm, pooled);
+            }
+            if (u->block_out_channels[0] % 32 != 0)
+                s_infer_fail(s, "UNet has %d channels at level 0: not a multiple of SDXL's 32 "
+                                "norm groups", u->block_out_channels[0]);
+        }
+    }
+    if (s->has_comp[V] && !s->config_from_file[V]) {
+        sdx_vae_config_t *v = &s->vae_cfg;
+        int L = s_count_items(s, V, "encoder.down_blocks.%d.resnets.0.conv1.weight", 0, false);
+        if (L >= 1 && L <= SDX_MAX_LEVELS) {
+            v->n_levels = L;
+            for (int i = 0; i < L; i++)
+                v->block_out_channels[i] =
+                    (int)s_itemf(s, V, "encoder.down_blocks.%d.resnets.0.conv1.weight", i)->shape[0];
+            v->layers_per_block =
+                s_count_items(s, V, "encoder.down_blocks.0.resnets.%d.conv1.weight", 0, false);
+            if ((it = s_find_item(s, V, "decoder.conv_in.weight")) && it->ndim == 4)
+                v->latent_channels = (int)it->shape[1];
+            if ((it = s_find_item(s, V, "encoder.conv_in.weight")) && it->ndim == 4)
+                v->in_channels = (int)it->shape[1];
+            if ((it = s_find_item(s, V, "decoder.conv_out.weight")) && it->ndim == 4)
+                v->out_channels = (int)it->shape[0];
+            if (v->block_out_channels[0] % 32 != 0)
+                s_infer_fail(s, "VAE has %d channels at level 0: not a multiple of SDXL's 32 "
+                                "norm groups", v->block_out_channels[0]);
+        }
+    }
+    for (int w = 0; w < 2; w++) {
+        sdx_nm_comp_t c = w ? SDX_NM_TE2 : SDX_NM_TE1;
+        sdx_clip_config_t *t = w ? &s->te2_cfg : &s->te1_cfg;
+        if (!s->has_comp[c] || s->config_from_file[c])
+            continue;
+        if ((it = s_find_item(s, c, "text_model.embeddings.token_embedding.weight")) &&
+            it->ndim == 2) {
+            t->vocab_size = (int)it->shape[0];
+            t->hidden_size = (int)it->shape[1];
+        }
+        if ((it = s_find_item(s, c, "text_model.embeddings.position_embedding.weight")) &&
+            it->ndim == 2)
+            t->max_position_embeddings = (int)it->shape[0];
+        int layers = s_count_items(s, c, "text_model.encoder.layers.%d.mlp.fc1.weight", 0, false);
+        if (layers > 0) {
+            t->num_hidden_layers = layers;
+            t->intermediate_size = (int)s_find_item(s, c, "text_model.encoder.layers.0.mlp.fc1.weight")->shape[0];
+        }
+        if (t->hidden_size % 64 != 0)
+            s_infer_fail(s, "%s is %d wide: not a multiple of CLIP's 64-wide heads",
+                         sdx_nm_comp_name(c), t->hidden_size);
+        else
+            t->num_attention_heads = t->hidden_size / 64;
+        if (w && (it = s_find_item(s, c, "text_projection.weight")) && it->ndim == 2)
+            t->projection_dim = (int)it->shape[0];
+    }
+    s->inferred = true;
+}
+
+/* Configs a single file carries in its __metadata__ (config.json text under
+   "unet_config", "vae_config", "text_encoder_config",
+   "text_encoder_2_config"): they win over shape inference. */
+static int s_meta_configs(s_source_t *s)
+{
+    static const char *keys[SDX_NM_NCOMP] = {"unet_config", "vae_config", "text_encoder_config",
+                                             "text_encoder_2_config"};
+    for (int c = 0; c < SDX_NM_NCOMP; c++) {
+        const char *j = s->nfiles ? sdx_safetensors_metadata(s->files[0], keys[c]) : NULL;
+        if (!j)
+            continue;
+        char label[SDX_PATH_MAX + 64];
+        snprintf(label, sizeof label, "%s: __metadata__.%s", s->path, keys[c]);
+        int rc = c == SDX_NM_UNET  ? sdx_unet_config_parse(&s->unet_cfg, j, label)
+                 : c == SDX_NM_VAE ? sdx_vae_config_parse(&s->vae_cfg, j, label)
+                 : c == SDX_NM_TE1 ? sdx_clip_config_parse(&s->te1_cfg, j, label)
+                                   : sdx_clip_config_parse(&s->te2_cfg, j, label);
+        if (rc != 0)
+            return -1;
+        s->config_from_file[c] = true;
+        snprintf(s->config_note, sizeof s->config_note, "checkpoint metadata");
+    }
     return 0;
 }
 
-/* Folder of `path` into dir (for a sibling config.json). */
-static void s_dirname(const char *path, char *dir, size_t n)
+static bool s_suffix_ci(const char *s, const char *suf)
 {
-    snprintf(dir, n, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash && slash != dir)
-        *slash = 0;
-    else if (slash)
-        slash[1] = 0;
-    else
-        snprintf(dir, n, ".");
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && strcasecmp(s + a - b, suf) == 0;
 }
 
 static int s_open_file(s_source_t *s, const char *path, const char *config_dir, unsigned comps)
 {
-    int f = s_add_file(s, path);
-    if (f < 0)
-        return -1;
-    s_classify_file(s, s->files[f]);
+    int f = 0, nf = 1;
+    if (s_suffix_ci(path, ".index.json")) {
+        nf = s_add_index(s, path, &f);
+        if (nf < 0)
+            return -1;
+    } else {
+        f = s_add_file(s, path);
+        if (f < 0)
+            return -1;
+        s_detect_prefix(s, f);
+    }
+    s_classify_file(s);
     if (s->kind == S_KIND_NONE || s->kind == S_KIND_ADAPTER)
         return 0;
     s_config_defaults(s);
@@ -998,8 +1426,13 @@ static int s_open_file(s_source_t *s, const char *path, const char *config_dir, 
     case S_KIND_SINGLE:
         if (config_dir && s_configs_from_dir(s, config_dir) != 0)
             return -1;
-        if (s_plan_mapped(s, f, false) != 0)
+        if (!config_dir && s_meta_configs(s) != 0)
             return -1;
+        for (int k = f; k < f + nf; k++)
+            if (s_plan_mapped(s, k, false) != 0)
+                return -1;
+        if (!config_dir)
+            s_infer_configs(s);
         break;
     case S_KIND_UNET_FILE:
     case S_KIND_VAE_FILE:
@@ -1022,12 +1455,16 @@ static int s_open_file(s_source_t *s, const char *path, const char *config_dir, 
                 s_config_read(s, c, p) != 0)
                 return -1;
         }
-        if (s->kind == S_KIND_VAE_LDM_FILE) {
-            if (s_plan_mapped(s, f, true) != 0)
+        for (int k = f; k < f + nf; k++) {
+            if (s->kind == S_KIND_VAE_LDM_FILE) {
+                if (s_plan_mapped(s, k, true) != 0)
+                    return -1;
+            } else if (s_plan_identity(s, k, c) != 0) {
                 return -1;
-        } else if (s_plan_identity(s, f, c) != 0) {
-            return -1;
+            }
         }
+        if (!s->config_from_file[c])
+            s_infer_configs(s);
         break;
     }
     default:
@@ -1042,10 +1479,12 @@ static int s_open_file(s_source_t *s, const char *path, const char *config_dir, 
 /* Open `path` as a source: detect, read configs, plan. Returns -1 only for
    I/O or validation failures; an unsupported architecture is s->arch ==
    SDX_ARCH_UNKNOWN with s->why saying what was found. */
-static int s_source_open(s_source_t *s, const char *path, const char *config_dir, unsigned comps)
+static int s_source_open(s_source_t *s, const char *path, const char *config_dir, unsigned comps,
+                         sdx_dtype_t want)
 {
     memset(s, 0, sizeof *s);
     s->path = path;
+    s->want_dtype = want;
     if (!path)
         return sdx_set_error("model path is NULL");
     if (config_dir && !s_is_dir(config_dir))
@@ -1075,7 +1514,7 @@ sdx_arch_t sdx_detect_arch(const char *path, char *why, size_t why_len)
 {
     s_source_t s;
     sdx_arch_t a = SDX_ARCH_UNKNOWN;
-    if (s_source_open(&s, path, NULL, SDX_COMP_ALL) != 0) {
+    if (s_source_open(&s, path, NULL, SDX_COMP_ALL, SDX_F32) != 0) {
         if (why && why_len)
             snprintf(why, why_len, "%s", sdx_last_error());
     } else {
@@ -1089,11 +1528,26 @@ sdx_arch_t sdx_detect_arch(const char *path, char *why, size_t why_len)
     return a;
 }
 
+/* prediction_type of a scheduler_config.json; "epsilon" when none says. */
+static const char *s_scheduler_prediction(const char *path)
+{
+    static _Thread_local char buf[16];
+    snprintf(buf, sizeof buf, "epsilon");
+    if (!path || !*path)
+        return buf;
+    cJSON *j = sdx_config_read_json(path);
+    const char *p = j ? s_json_str(j, "prediction_type") : NULL;
+    if (p)
+        snprintf(buf, sizeof buf, "%s", p);
+    cJSON_Delete(j);
+    return buf;
+}
+
 int sdx_model_inspect(const char *path, const char *config_dir, sdx_model_info_t *info)
 {
     memset(info, 0, sizeof *info);
     s_source_t s;
-    if (s_source_open(&s, path, config_dir, SDX_COMP_ALL) != 0) {
+    if (s_source_open(&s, path, config_dir, SDX_COMP_ALL, SDX_F32) != 0) {
         s_source_free(&s);
         return -1;
     }
@@ -1109,8 +1563,12 @@ int sdx_model_inspect(const char *path, const char *config_dir, sdx_model_info_t
         for (size_t i = 0; i < sdx_safetensors_count(s.files[f]); i++) {
             const sdx_st_tensor_t *t = sdx_safetensors_at(s.files[f], i);
             info->tensor_count++;
-            info->dtype_counts[t->dtype]++;
-            info->dtype_names[t->dtype] = t->st_dtype;
+            if (t->storage != SDX_ST_NATIVE) {
+                info->f8_counts[t->storage == SDX_ST_F8_E5M2]++;
+            } else {
+                info->dtype_counts[t->dtype]++;
+                info->dtype_names[t->dtype] = t->st_dtype;
+            }
             int64_t numel = 1;
             for (int d = 0; d < t->ndim; d++)
                 numel *= t->shape[d];
@@ -1127,6 +1585,25 @@ int sdx_model_inspect(const char *path, const char *config_dir, sdx_model_info_t
     }
     /* Split q/k/v items add up to their fused source, so this is exact. */
     info->params_other = info->params_total - in_comps;
+    info->skipped_keys = s.skipped;
+    for (size_t i = 0; i < s.skipped && i < S_SKIP_LIST; i++)
+        snprintf(info->skipped[i], sizeof info->skipped[i], "%s", s.skipped_names[i]);
+    info->ignored_keys = s.ignored;
+    info->zero_terminal_snr = s.ztsnr;
+    snprintf(info->prediction_type, sizeof info->prediction_type, "%s",
+             s.prediction_type[0] ? s.prediction_type : s_scheduler_prediction(s.scheduler_config));
+    size_t best = 0;
+    for (int d = 0; d < SDX_DTYPE_COUNT; d++)
+        if (info->dtype_counts[d] > best) {
+            best = info->dtype_counts[d];
+            snprintf(info->dtype, sizeof info->dtype, "%s",
+                     info->dtype_names[d] ? info->dtype_names[d] : "?");
+        }
+    for (int k = 0; k < 2; k++)
+        if (info->f8_counts[k] > best) {
+            best = info->f8_counts[k];
+            snprintf(info->dtype, sizeof info->dtype, "%s", k ? "F8_E5M2" : "F8_E4M3");
+        }
     if (s.arch == SDX_ARCH_SDXL_BASE || s.arch == SDX_ARCH_SDXL_REFINER || s.arch == SDX_ARCH_VAE) {
         bool any_file = false;
         for (int c = 0; c < SDX_NM_NCOMP; c++)
@@ -1134,9 +1611,16 @@ int sdx_model_inspect(const char *path, const char *config_dir, sdx_model_info_t
         bool defaults_only = s.kind == S_KIND_SINGLE && !config_dir;
         snprintf(info->config_source, sizeof info->config_source, "%s",
                  s.kind == S_KIND_SINGLE && config_dir ? "config-dir"
+                 : s.config_note[0]                    ? s.config_note
                  : any_file                            ? "config.json"
+                 : s.inferred                          ? "shapes"
                                                        : "sdxl defaults");
-        if (s_check_duplicates(&s) == 0 && s_check_shapes(&s, defaults_only) == 0)
+        if (s.infer_error[0])
+            snprintf(info->config_check, sizeof info->config_check,
+                     "%s (the shapes do not determine the config: pass --config-dir DIR with "
+                     "the model's diffusers config.json files)",
+                     s.infer_error);
+        else if (s_check_duplicates(&s) == 0 && s_check_shapes(&s, defaults_only) == 0)
             snprintf(info->config_check, sizeof info->config_check, "ok");
         else
             snprintf(info->config_check, sizeof info->config_check, "%s", sdx_last_error());
@@ -1153,7 +1637,7 @@ int sdx_model_inspect(const char *path, const char *config_dir, sdx_model_info_t
 /* ---------------------------------------------------------------- load */
 
 static bool s_is_float(sdx_dtype_t d)
-{
+{ /* float8 storage reads as SDX_F32 */
     return d == SDX_F32 || d == SDX_F16 || d == SDX_BF16 || d == SDX_F64;
 }
 
@@ -1211,7 +1695,7 @@ sdx_model_t *sdx_model_load(const sdx_load_opts_t *o)
     }
     s_source_t s;
     sdx_model_t *m = NULL;
-    if (s_source_open(&s, opts.path, opts.config_dir, opts.components) != 0)
+    if (s_source_open(&s, opts.path, opts.config_dir, opts.components, opts.dtype) != 0)
         goto fail;
     switch (s.arch) {
     case SDX_ARCH_SDXL_BASE:
@@ -1226,6 +1710,19 @@ sdx_model_t *sdx_model_load(const sdx_load_opts_t *o)
         goto fail;
     default:
         sdx_set_error("%s: %s", opts.path, s.why);
+        goto fail;
+    }
+    if (strcmp(s.prediction_type, "edm") == 0) {
+        sdx_set_error("%s: an EDM model (edm_mean/edm_std or edm_vpred keys, as Playground v2.5): "
+                      "EDM sampling is not built yet, so it is refused rather than run with the "
+                      "wrong noise schedule",
+                      opts.path);
+        goto fail;
+    }
+    if (s.infer_error[0]) {
+        sdx_set_error("%s: %s (the shapes do not determine the config: pass --config-dir DIR "
+                      "with the model's diffusers config.json files)",
+                      opts.path, s.infer_error);
         goto fail;
     }
     bool defaults_only = s.kind == S_KIND_SINGLE && !opts.config_dir;
@@ -1244,7 +1741,7 @@ sdx_model_t *sdx_model_load(const sdx_load_opts_t *o)
         if (needs[i].arch != s.arch)
             continue;
         /* Component-only sources (a UNet folder or file) hold what they hold. */
-        bool whole = s.kind == S_KIND_PIPELINE || s.kind == S_KIND_SINGLE;
+        bool whole = s.kind == S_KIND_PIPELINE || (s.kind == S_KIND_SINGLE && !s.unet_only);
         for (int c = 0; c < SDX_NM_NCOMP && whole; c++) {
             if ((needs[i].need & opts.components & s_comp_bits[c]) && !s.has_comp[c]) {
                 sdx_set_error("%s: %s has no %s", opts.path, sdx_arch_name(s.arch),
@@ -1274,6 +1771,11 @@ sdx_model_t *sdx_model_load(const sdx_load_opts_t *o)
     memcpy(m->tokenizer2_dir, s.tokenizer2_dir, sizeof m->tokenizer2_dir);
     memcpy(m->scheduler_config, s.scheduler_config, sizeof m->scheduler_config);
     m->force_zeros_for_empty_prompt = s.force_zeros_for_empty_prompt;
+    snprintf(m->prediction_type, sizeof m->prediction_type, "%s", s.prediction_type);
+    m->zero_terminal_snr = s.ztsnr;
+    m->skipped_keys = s.skipped;
+    if (s.skipped)
+        snprintf(m->skipped_example, sizeof m->skipped_example, "%s", s.skipped_names[0]);
     sdx_weights_t **dst[SDX_NM_NCOMP] = {&m->unet, &m->vae, &m->te1, &m->te2};
     for (int c = 0; c < SDX_NM_NCOMP; c++) {
         if (s.has_comp[c] && (opts.components & s_comp_bits[c]) && !(*dst[c] = sdx_weights_new()))

@@ -108,6 +108,11 @@ void sdx_clip_config_sdxl(sdx_clip_config_t *c, int which /* 1: CLIP-L, 2: bigG 
 int sdx_unet_config_read(sdx_unet_config_t *c, const char *config_json_path);
 int sdx_vae_config_read(sdx_vae_config_t *c, const char *config_json_path);
 int sdx_clip_config_read(sdx_clip_config_t *c, const char *config_json_path);
+/* The same from config.json text (label names it in errors), e.g. a config
+   a single file carries in its __metadata__. */
+int sdx_unet_config_parse(sdx_unet_config_t *c, const char *json, const char *label);
+int sdx_vae_config_parse(sdx_vae_config_t *c, const char *json, const char *label);
+int sdx_clip_config_parse(sdx_clip_config_t *c, const char *json, const char *label);
 /* Read a JSON object from a file (a config.json, model_index.json,
    scheduler_config.json; at most 4 MiB). NULL with the reason in
    sdx_last_error(). Caller frees the result with cJSON_Delete(). */
@@ -164,6 +169,15 @@ typedef struct {
     /* scheduler/scheduler_config.json; "" if none (use SDXL defaults) */
     char scheduler_config[SDX_PATH_MAX];
     bool force_zeros_for_empty_prompt; /* model_index.json, default true */
+    /* Model-type markers of the checkpoint (ComfyUI's rule: a "v_pred" key
+       means v-prediction, "ztsnr" zero terminal SNR): "v_prediction", or ""
+       (the scheduler config decides, epsilon by default). */
+    char prediction_type[16];
+    bool zero_terminal_snr;
+    /* Keys inside a known component that no name table knows: skipped (as
+       diffusers, ComfyUI and sd.cpp do), counted, one kept as an example. */
+    size_t skipped_keys;
+    char skipped_example[160];
 } sdx_model_t;
 
 /* Load a model. NULL on failure with a one-line reason in sdx_last_error()
@@ -197,6 +211,17 @@ typedef struct {
        shapes fit them ("ok", or the reason they do not: what load would say). */
     char config_source[32];
     char config_check[512];
+    /* Float8 tensors (F8_E4M3, F8_E5M2): not in dtype_counts, upcast at load. */
+    size_t f8_counts[2];
+    char dtype[16];             /* the storage dtype of most parameters ("F16") */
+    /* "epsilon", "v_prediction" (v_pred marker or scheduler config), "edm"
+       (edm_mean/edm_std: Playground v2.5, refused at load) */
+    char prediction_type[16];
+    bool zero_terminal_snr;
+    /* Unknown keys inside known components, skipped at load; the first few. */
+    size_t skipped_keys;
+    char skipped[8][160];
+    size_t ignored_keys;        /* keys outside every component (EMA, markers, LoRA) */
 } sdx_model_info_t;
 
 /* Fill *info for `path` (config_dir as for sdx_model_load). Returns 0, or

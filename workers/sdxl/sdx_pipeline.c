@@ -29,6 +29,7 @@
 struct sdxl_engine {
     sdxl_engine_params_t params;
     sdx_model_t *model;
+    sdx_model_t *ext_vae; /* --vae, NULL when the checkpoint's VAE is used */
     sdx_unet_t *unet;
     sdx_vae_t *vae;
     sdx_clip_t *te1, *te2;
@@ -131,9 +132,32 @@ sdxl_engine_t *sdxl_engine_new(const sdxl_engine_params_t *p)
     e->unet = sdx_unet_new(&m->unet_cfg, m->unet);
     if (!e->unet)
         goto fail;
-    e->vae = sdx_vae_new_f32(&m->vae_cfg, m->vae, p->vae_f32);
-    if (!e->vae)
-        goto fail;
+    /* an external VAE replaces the checkpoint's, with its own config */
+    if (p->vae_path && *p->vae_path) {
+        sdx_load_opts_t vo;
+        sdx_load_opts_init(&vo);
+        vo.path = p->vae_path;
+        vo.dtype = p->dtype;
+        vo.device = p->device;
+        vo.components = SDX_COMP_VAE;
+        e->ext_vae = sdx_model_load(&vo);
+        if (!e->ext_vae)
+            goto fail;
+        if (!e->ext_vae->vae) {
+            sdx_set_error("%s: --vae holds no VAE (%s)", p->vae_path,
+                          sdx_arch_name(e->ext_vae->arch));
+            goto fail;
+        }
+    }
+    {
+        const sdx_model_t *vm = e->ext_vae ? e->ext_vae : m;
+        sdx_vae_config_t vc = vm->vae_cfg;
+        if (p->vae_upcast)
+            vc.force_upcast = p->vae_upcast > 0;
+        e->vae = sdx_vae_new_f32(&vc, vm->vae, p->vae_f32);
+        if (!e->vae)
+            goto fail;
+    }
     /* channels-last helps cuDNN's convolutions; on the CPU it mostly costs
        layout conversions, so auto turns it on for CUDA only */
     bool cl = p->channels_last < 0 ? p->device.type == SDX_CUDA : p->channels_last == 1;
@@ -148,28 +172,29 @@ sdxl_engine_t *sdxl_engine_new(const sdxl_engine_params_t *p)
             goto fail;
     }
 
+    /* tokenizers: the flags, else the model's folders, else the CLIP files
+       compiled into the engine (single files ship none) */
     const char *tk1 = p->tokenizer_dir ? p->tokenizer_dir : m->tokenizer_dir;
     const char *tk2 = p->tokenizer2_dir ? p->tokenizer2_dir : m->tokenizer2_dir;
+    bool builtin_tok = false;
     if (e->te1) {
-        if (!*tk1) {
-            sdx_set_error("%s: no tokenizer folder known for text_encoder (give --tokenizer "
-                          "or --config-dir)",
-                          p->model_path);
-            goto fail;
-        }
-        e->tok1 = sdx_tokenizer_load(tk1);
+        e->tok1 = *tk1 ? sdx_tokenizer_load(tk1) : sdx_tokenizer_builtin(1);
         if (!e->tok1)
             goto fail;
+        builtin_tok |= !*tk1;
     }
-    if (!*tk2) {
-        sdx_set_error("%s: no tokenizer folder known for text_encoder_2 (give --tokenizer-2 "
-                      "or --config-dir)",
-                      p->model_path);
-        goto fail;
-    }
-    e->tok2 = sdx_tokenizer_load(tk2);
+    e->tok2 = *tk2 ? sdx_tokenizer_load(tk2) : sdx_tokenizer_builtin(2);
     if (!e->tok2)
         goto fail;
+    builtin_tok |= !*tk2;
+    if (builtin_tok)
+        s_log(e, 2, "%s: no tokenizer folder, using the built-in CLIP tokenizer", p->model_path);
+    if (m->skipped_keys)
+        s_log(e, 1, "%s: skipped %zu unknown key(s) inside known components (e.g. '%s')",
+              p->model_path, m->skipped_keys, m->skipped_example);
+    if (m->prediction_type[0] && strcmp(m->prediction_type, "epsilon") != 0)
+        s_log(e, 2, "%s: the checkpoint marks %s%s", p->model_path, m->prediction_type,
+              m->zero_terminal_snr ? " with zero terminal SNR" : "");
 
     s_read_scheduler_class(m->scheduler_config, e->scheduler_class, sizeof e->scheduler_class);
     if (!e->scheduler_class[0])
@@ -203,6 +228,7 @@ void sdxl_engine_free(sdxl_engine_t **ep)
     sdx_tokenizer_destroy(&e->tok1);
     sdx_tokenizer_destroy(&e->tok2);
     sdx_model_free(&e->model);
+    sdx_model_free(&e->ext_vae);
     free(e);
     *ep = NULL;
 }
@@ -324,6 +350,26 @@ int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r
     sdx_scheduler_opts_init(&so);
     so.config_path = m->scheduler_config[0] ? m->scheduler_config : NULL;
     so.karras = p->karras;
+    /* the checkpoint's markers (v_pred, ztsnr) or the request's override */
+    char sjson[160];
+    const char *pred = p->prediction_type && *p->prediction_type ? p->prediction_type
+                                                                   : m->prediction_type;
+    if (pred && *pred && strcmp(pred, "epsilon") != 0 && strcmp(pred, "v_prediction") != 0) {
+        sdx_set_error("prediction_type: must be epsilon or v_prediction, got '%s'", pred);
+        input_error = true;
+        goto fail;
+    }
+    if ((pred && *pred) || m->zero_terminal_snr) {
+        int k = snprintf(sjson, sizeof sjson, "{");
+        if (pred && *pred)
+            k += snprintf(sjson + k, sizeof sjson - (size_t)k, "\"prediction_type\":\"%s\"%s", pred,
+                          m->zero_terminal_snr ? "," : "");
+        if (m->zero_terminal_snr)
+            k += snprintf(sjson + k, sizeof sjson - (size_t)k,
+                          "\"rescale_betas_zero_snr\":true,\"timestep_spacing\":\"trailing\"");
+        snprintf(sjson + k, sizeof sjson - (size_t)k, "}");
+        so.config_json = sjson;
+    }
     sch = sdx_scheduler_new(p->scheduler ? p->scheduler : e->scheduler_class, &so);
     if (!sch || sdx_scheduler_set_timesteps(sch, p->steps) != 0) {
         input_error = true;

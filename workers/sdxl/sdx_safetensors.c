@@ -25,6 +25,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -43,10 +44,13 @@ static const struct {
     const char *name;
     sdx_dtype_t dtype;
     size_t size;
+    sdx_st_storage_t storage;
 } s_dtypes[] = {
     {"F32", SDX_F32, 4}, {"F16", SDX_F16, 2},   {"BF16", SDX_BF16, 2}, {"F64", SDX_F64, 8},
     {"I64", SDX_I64, 8}, {"I32", SDX_I32, 4},   {"I16", SDX_I16, 2},   {"I8", SDX_I8, 1},
     {"U8", SDX_U8, 1},   {"BOOL", SDX_DT_BOOL, 1},
+    /* float8 (published fine-tunes): read as f32, converted in C */
+    {"F8_E4M3", SDX_F32, 1, SDX_ST_F8_E4M3}, {"F8_E5M2", SDX_F32, 1, SDX_ST_F8_E5M2},
 };
 #define S_NDTYPES (sizeof s_dtypes / sizeof s_dtypes[0])
 
@@ -61,7 +65,7 @@ static int s_dtype_lookup(const char *name)
 static const char *s_dtype_to_st(sdx_dtype_t dt)
 {
     for (size_t i = 0; i < S_NDTYPES; i++)
-        if (s_dtypes[i].dtype == dt)
+        if (s_dtypes[i].dtype == dt && s_dtypes[i].storage == SDX_ST_NATIVE)
             return s_dtypes[i].name;
     return NULL;
 }
@@ -326,6 +330,7 @@ static int s_header_parse(s_header_t *h, const char *label, const char *json, si
             goto malformed;
         }
         t->dtype = s_dtypes[di].dtype;
+        t->storage = s_dtypes[di].storage;
         t->st_dtype = s_dtypes[di].name;
         t->nbytes = (size_t)nbytes;
         /* Without a data area the pointer carries the offset (for sorting). */
@@ -592,6 +597,19 @@ int sdx_safetensors_tensor(sdx_scope_t *S, sdx_tensor_t **out, sdx_safetensors_t
         return sdx_set_error("sdx_safetensors_tensor: NULL argument");
     if (info < st->h.tensors || info >= st->h.tensors + st->h.count)
         return sdx_set_error("%s: tensor info does not belong to this file", st->path);
+    if (info->storage != SDX_ST_NATIVE) {
+        size_t n = info->nbytes; /* one byte per element */
+        float *f = malloc((n ? n : 1) * sizeof *f);
+        if (!f)
+            return sdx_set_error("%s: tensor '%s': out of memory", st->path, info->name);
+        const unsigned char *b = info->data;
+        for (size_t i = 0; i < n; i++)
+            f[i] = info->storage == SDX_ST_F8_E4M3 ? sdx_f8_e4m3_to_f32(b[i])
+                                                   : sdx_f8_e5m2_to_f32(b[i]);
+        int rc = sdx_from_host(S, out, f, SDX_F32, info->shape, info->ndim);
+        free(f);
+        return rc;
+    }
     size_t esize = sdx_dtype_size(info->dtype);
     /* A misaligned element (possible in hand-made files) would be undefined
        behaviour for ATen's kernels: that tensor alone is copied. */
@@ -608,6 +626,32 @@ int sdx_safetensors_tensor(sdx_scope_t *S, sdx_tensor_t **out, sdx_safetensors_t
         return -1;
     }
     return 0;
+}
+
+float sdx_f8_e4m3_to_f32(unsigned char b)
+{
+    int sign = b >> 7, e = (b >> 3) & 0xF, m = b & 7;
+    float v;
+    if (e == 0xF && m == 7)
+        v = NAN; /* e4m3fn: no infinities, S.1111.111 is NaN */
+    else if (e == 0)
+        v = ldexpf((float)m / 8.0f, -6);
+    else
+        v = ldexpf(1.0f + (float)m / 8.0f, e - 7);
+    return sign ? -v : v;
+}
+
+float sdx_f8_e5m2_to_f32(unsigned char b)
+{
+    int sign = b >> 7, e = (b >> 2) & 0x1F, m = b & 3;
+    float v;
+    if (e == 0x1F)
+        v = m ? NAN : INFINITY;
+    else if (e == 0)
+        v = ldexpf((float)m / 4.0f, -14);
+    else
+        v = ldexpf(1.0f + (float)m / 4.0f, e - 15);
+    return sign ? -v : v;
 }
 
 int sdx_safetensors_get(sdx_scope_t *S, sdx_tensor_t **out, sdx_safetensors_t *st, const char *name)

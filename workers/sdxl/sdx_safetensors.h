@@ -17,9 +17,19 @@
 typedef struct sdx_safetensors sdx_safetensors_t;
 
 /* One tensor of a file. All pointers are borrowed from the open file. */
+/* How a tensor's bytes are stored when that differs from its dtype. */
+typedef enum {
+    SDX_ST_NATIVE = 0,  /* bytes are `dtype` */
+    SDX_ST_F8_E4M3,     /* 1-byte float8 e4m3fn (no inf; 0x7f/0xff NaN) */
+    SDX_ST_F8_E5M2,     /* 1-byte float8 e5m2 (IEEE-like, inf and NaN) */
+} sdx_st_storage_t;
+
 typedef struct {
     const char *name;
-    sdx_dtype_t dtype;   /* SDX_F32, SDX_F16, SDX_BF16, SDX_I64, ... */
+    sdx_dtype_t dtype;   /* SDX_F32, SDX_F16, SDX_BF16, SDX_I64, ...; SDX_F32 for
+                            float8 storage (libtorch 1.13 has no fp8: the reader
+                            upcasts those bytes to f32 in C) */
+    sdx_st_storage_t storage;
     const char *st_dtype; /* the dtype string as written ("F32", "BF16", ...) */
     int ndim;
     int64_t shape[SDX_MAX_DIMS];
@@ -46,7 +56,8 @@ const sdx_st_tensor_t *sdx_safetensors_find(const sdx_safetensors_t *st, const c
 const char *sdx_safetensors_metadata(const sdx_safetensors_t *st, const char *key);
 const char *sdx_safetensors_path(const sdx_safetensors_t *st);
 
-/* A CPU tensor that borrows the mapped bytes (no copy). The file mapping is
+/* A CPU tensor that borrows the mapped bytes (no copy); for float8 storage
+   a new f32 tensor converted in C (a copy, the mapping is not kept). The file mapping is
    kept alive until the returned tensor (and every view of it) is freed, even
    if `st` is closed first. Ownership as for every shim output. */
 int sdx_safetensors_tensor(sdx_scope_t *S, sdx_tensor_t **out, sdx_safetensors_t *st,
@@ -59,6 +70,10 @@ int sdx_safetensors_get(sdx_scope_t *S, sdx_tensor_t **out, sdx_safetensors_t *s
 /* Validate a header buffer (the bytes after the 8-byte length) against a
    data area of `data_size` bytes, without a file. For the fuzz target and
    tests. Returns 0 if the header is acceptable, -1 with sdx_last_error(). */
+/* One float8 byte as a float (exact: every fp8 value is a float). */
+float sdx_f8_e4m3_to_f32(unsigned char b);
+float sdx_f8_e5m2_to_f32(unsigned char b);
+
 int sdx_safetensors_check_header(const char *json, size_t json_len, uint64_t data_size);
 
 /* Write `n` tensors (moved to CPU, contiguous) to `path` with optional

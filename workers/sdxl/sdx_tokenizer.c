@@ -658,13 +658,10 @@ static char *s_read_file(const char *path, size_t *len)
     return buf;
 }
 
-static int s_load_vocab(sdx_tokenizer_t *t, const char *path)
+/* vocab.json's text (parsed, not kept); path names it in errors. */
+static int s_parse_vocab(sdx_tokenizer_t *t, const char *text, const char *path)
 {
-    char *text = s_read_file(path, NULL);
-    if (!text)
-        return -1;
     cJSON *root = cJSON_Parse(text);
-    free(text);
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return sdx_set_error("%s: not a JSON object", path);
@@ -700,19 +697,14 @@ static int s_load_vocab(sdx_tokenizer_t *t, const char *path)
 /* CLIPTokenizer: read().strip().split("\n")[1 : 49152 - 256 - 2 + 1], each
    line split() into a pair; ranks by position (a repeated pair keeps its
    last rank, as dict(zip(...)) does). */
-static int s_load_merges(sdx_tokenizer_t *t, const char *path)
+static int s_parse_merges(sdx_tokenizer_t *t, char *text, const char *path)
 {
-    size_t len;
-    char *text = s_read_file(path, &len);
-    if (!text)
-        return -1;
     const int max_merges = 49152 - 256 - 2;
     t->merge_cap = 1;
     while (t->merge_cap < (size_t)max_merges * 2)
         t->merge_cap <<= 1;
     t->merges = calloc(t->merge_cap, sizeof *t->merges);
     if (!t->merges) {
-        free(text);
         return sdx_set_error("tokenizer: out of memory");
     }
     /* strip() then split("\n"): skip leading whitespace; line 0 is the header */
@@ -760,6 +752,25 @@ static int s_load_merges(sdx_tokenizer_t *t, const char *path)
         }
         p = next;
     }
+    return rc;
+}
+
+static int s_load_vocab(sdx_tokenizer_t *t, const char *path)
+{
+    char *text = s_read_file(path, NULL);
+    if (!text)
+        return -1;
+    int rc = s_parse_vocab(t, text, path);
+    free(text);
+    return rc;
+}
+
+static int s_load_merges(sdx_tokenizer_t *t, const char *path)
+{
+    char *text = s_read_file(path, NULL);
+    if (!text)
+        return -1;
+    int rc = s_parse_merges(t, text, path);
     free(text);
     return rc;
 }
@@ -892,7 +903,9 @@ static int s_load_config(sdx_tokenizer_t *t, const char *dir, const char **names
     return 0;
 }
 
-static sdx_tokenizer_t *s_new(const char *vocab_json, const char *merges_txt, const char *dir)
+/* vocab/merges are file paths, or (builtin) the texts themselves. */
+static sdx_tokenizer_t *s_new(const char *vocab_json, const char *merges_txt, const char *dir,
+                              bool builtin)
 {
     sdx_tokenizer_t *t = calloc(1, sizeof *t);
     const char *names[4] = {NULL, NULL, NULL, NULL}; /* bos eos unk pad */
@@ -900,8 +913,19 @@ static sdx_tokenizer_t *s_new(const char *vocab_json, const char *merges_txt, co
         sdx_set_error("tokenizer: out of memory");
         return NULL;
     }
-    if (s_load_vocab(t, vocab_json) || s_load_merges(t, merges_txt))
+    if (builtin) {
+        char *m = strdup(merges_txt); /* parsing cuts lines in place */
+        int rc = m ? s_parse_vocab(t, vocab_json, "builtin vocab.json") : -1;
+        if (!m)
+            sdx_set_error("tokenizer: out of memory");
+        if (rc == 0)
+            rc = s_parse_merges(t, m, "builtin merges.txt");
+        free(m);
+        if (rc)
+            goto fail;
+    } else if (s_load_vocab(t, vocab_json) || s_load_merges(t, merges_txt)) {
         goto fail;
+    }
     for (int b = 0; b < 256; b++) {
         unsigned char u[4 + 5];
         int n = s_utf8_put(s_byte_cp(b), u);
@@ -942,7 +966,7 @@ fail:
 sdx_tokenizer_t *sdx_tokenizer_new(const char *vocab_json, const char *merges_txt)
 {
     assert(vocab_json && merges_txt);
-    return s_new(vocab_json, merges_txt, NULL);
+    return s_new(vocab_json, merges_txt, NULL, false);
 }
 
 sdx_tokenizer_t *sdx_tokenizer_load(const char *dir)
@@ -951,7 +975,23 @@ sdx_tokenizer_t *sdx_tokenizer_load(const char *dir)
     char v[4096], m[4096];
     snprintf(v, sizeof v, "%s/vocab.json", dir);
     snprintf(m, sizeof m, "%s/merges.txt", dir);
-    return s_new(v, m, dir);
+    return s_new(v, m, dir, false);
+}
+
+/* The CLIP BPE files compiled in (sdx_clip_bpe.c). */
+extern const char sdx_clip_vocab_json[], sdx_clip_merges_txt[];
+
+sdx_tokenizer_t *sdx_tokenizer_builtin(int which)
+{
+    if (which != 1 && which != 2) {
+        sdx_set_error("tokenizer: builtin tokenizer %d (1: tokenizer, 2: tokenizer_2)", which);
+        return NULL;
+    }
+    sdx_tokenizer_t *t = s_new(sdx_clip_vocab_json, sdx_clip_merges_txt, NULL, true);
+    /* SDXL's tokenizer_2 pads with "!" (id 0) */
+    if (t && which == 2 && sdx_tokenizer_set_pad_id(t, 0) != 0)
+        sdx_tokenizer_destroy(&t);
+    return t;
 }
 
 void sdx_tokenizer_destroy(sdx_tokenizer_t **tp)

@@ -46,6 +46,12 @@ typedef struct sdx_tokenizer sdx_tokenizer_t;
 sdx_tokenizer_t *sdx_tokenizer_load(const char *dir);
 /* The same from explicit file paths, with CLIPTokenizer's defaults. */
 sdx_tokenizer_t *sdx_tokenizer_new(const char *vocab_json, const char *merges_txt);
+/* The standard CLIP vocabulary and merges shipped inside the engine
+   (workers/sdxl/data/, MIT, from openai/CLIP): which = 1 is SDXL's
+   tokenizer (pads with <|endoftext|>), 2 is tokenizer_2 (pads with "!",
+   id 0, as its special_tokens_map.json says). For checkpoints that ship no
+   tokenizer folder (every single file). Caller destroys. */
+sdx_tokenizer_t *sdx_tokenizer_builtin(int which);
 void sdx_tokenizer_destroy(sdx_tokenizer_t **t);
 
 /* Make vocabulary entry `id` the padding token. Like transformers, the pad

@@ -35,6 +35,12 @@ typedef struct {
     const char *config_dir;     /* configs/tokenizers for a single file (optional) */
     const char *tokenizer_dir;  /* overrides (optional) */
     const char *tokenizer2_dir;
+    const char *vae_path;       /* optional external VAE (a VAE file or diffusers
+                                   vae/ folder) replacing the checkpoint's; its own
+                                   config decides force_upcast (an fp16-fix VAE's
+                                   config.json says false: it runs in fp16) */
+    int vae_upcast;             /* 0 (default): the VAE config's force_upcast;
+                                   1: always upcast f16; -1: never (fp16-fix) */
     sdx_dtype_t dtype;          /* default SDX_F32 */
     sdx_device_t device;        /* default CPU */
     bool vae_f32;               /* true: the VAE computes in float32 whatever
@@ -73,6 +79,9 @@ typedef struct {
                                     model's scheduler config / Euler */
     int karras;                  /* -1 default, 0 off, 1 on */
     int clip_skip;               /* 0: none */
+    const char *prediction_type; /* "epsilon" or "v_prediction" overrides the
+                                    model's (its scheduler config, or the
+                                    checkpoint's v_pred marker); NULL: the model's */
     int batch;                   /* num_images_per_prompt, default 1 */
     sdxl_progress_fn progress;
     void *progress_ud;

@@ -378,7 +378,7 @@ static bool s_num_in(const sdx_value_t *m, const char *key, double dflt, double 
         return true;
     }
     double d;
-    if (!sdx_value_as_double(v, &d) || d < lo || d > hi)
+    if (!sdx_value_as_double(v, &d) || !(d >= lo && d <= hi)) /* NaN fails too */
         return false;
     *out = d;
     return true;
@@ -623,6 +623,8 @@ static int s_generate(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *repl
         char werr[PATH_MAX + 128];
         if (paths && out_save_atomic(paths[i], img->data, img->len, werr, sizeof werr) != 0) {
             fail = sdx_job_fail(job, "internal", "output.save_path", "%s", werr);
+            for (int k = 0; k < i; k++) /* no file of a failed request stays behind */
+                unlink(paths[k]);
             break;
         }
         sdx_value_t *im = sdx_value_map_new();

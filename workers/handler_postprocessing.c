@@ -335,6 +335,11 @@ static int s_encode(sdx_job_t *job, const sdx_value_t *data, const sdx_image_t *
         return sdx_job_fail(job, "invalid_request", "quality", "quality must be in 1..100");
     o.quality = (int)q;
     o.lossless = sdx_map_bool(data, "lossless", false);
+    int side = sdx_img_format_max_side(o.format);
+    if (img->width > side || img->height > side)
+        return sdx_job_fail(job, "invalid_request", "format",
+                            "%s holds at most %d pixels a side; the image is %dx%d", fname, side,
+                            img->width, img->height);
     char *text = s_parameters(data, meta_w, meta_h);
     o.text = text;
     int rc = sdx_image_encode(img, &o, buf, len);

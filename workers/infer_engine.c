@@ -123,15 +123,28 @@ bool infer_engine_format_available(const char *format)
     return f != SDX_FMT_UNKNOWN && sdx_img_format_available(f);
 }
 
+/* Tiles done during output.upscale: reported as progress, so a CANCEL or a
+   passed deadline (which the request's progress callback turns into *cancel)
+   stops the upscale too. */
+static bool s_upscale_progress(void *ctx, int done, int total)
+{
+    const infer_request_t *req = ctx;
+    if (req->progress)
+        req->progress(done, total, "upscaling", req->progress_ud);
+    return !(req->cancel && *req->cancel);
+}
+
 /* Upscale (output.upscale) in place, then encode with the metadata. */
 static infer_status_t s_encode(infer_engine_t *e, const infer_request_t *req, const char *text,
                                sdx_image_t *img, infer_image_t *out, char *method,
                                size_t method_len, char *err, size_t err_len)
 {
     if (req->upscale_factor > 0) {
-        post_status_t st = post_upscale(e->upscaler, img, req->upscale_factor,
-                                        req->upscale_model, NULL, NULL, method, method_len, err,
-                                        err_len);
+        post_status_t st =
+            post_upscale(e->upscaler, img, req->upscale_factor, req->upscale_model,
+                         s_upscale_progress, (void *)req, method, method_len, err, err_len);
+        if (st == POST_CANCELLED)
+            return INFER_CANCELLED;
         if (st != POST_OK)
             return st == POST_NOT_FOUND || st == POST_BAD_REQUEST ? INFER_BAD_UPSCALE
                                                                     : INFER_FAILED;
@@ -141,6 +154,12 @@ static infer_status_t s_encode(infer_engine_t *e, const infer_request_t *req, co
     sdx_encode_opts_t o;
     sdx_encode_opts_init(&o);
     o.format = sdx_img_format_parse(req->format);
+    int side = sdx_img_format_max_side(o.format);
+    if (img->width > side || img->height > side) {
+        snprintf(err, err_len, "%s holds at most %d pixels a side; the image is %dx%d",
+                 req->format, side, img->width, img->height);
+        return INFER_BAD_UPSCALE;
+    }
     o.quality = req->quality;
     o.text = text;
     o.png_extra = req->png_text;

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -90,12 +91,34 @@ int out_save_paths(const char *root_in, const char *sp, const char *base_in, con
         const char *name = slash + 1;
         const char *dot = strrchr(name, '.');
         if (dot && dot != name && strlen(dot) < sizeof ext) {
+            /* the name's extension must be the format's (.jpg and .jpeg alike) */
+            bool jpg = (strcasecmp(dot, ".jpg") == 0 || strcasecmp(dot, ".jpeg") == 0) &&
+                       (strcasecmp(ext_in, ".jpg") == 0 || strcasecmp(ext_in, ".jpeg") == 0);
+            if (!jpg && strcasecmp(dot, ext_in) != 0) {
+                snprintf(err, err_len, "save_path ends in %s but the image is %s", dot, ext_in);
+                return -1;
+            }
             snprintf(base, sizeof base, "%.*s", (int)(dot - name), name);
             snprintf(ext, sizeof ext, "%s", dot);
         } else {
             snprintf(base, sizeof base, "%s", name);
             snprintf(ext, sizeof ext, "%s", ext_in);
         }
+    }
+    /* the deepest folder that exists must already be inside the root:
+       nothing is made through a symlink that leads out */
+    char probe[PATH_MAX], probe_real[PATH_MAX];
+    snprintf(probe, sizeof probe, "%s", dir);
+    struct stat pb;
+    while (stat(probe, &pb) != 0) {
+        char *sl = strrchr(probe, '/');
+        if (!sl || sl == probe)
+            break;
+        *sl = '\0';
+    }
+    if (!realpath(probe, probe_real) || !s_inside(probe_real, root)) {
+        snprintf(err, err_len, "save_path leads outside the outputs root (symlink)");
+        return -1;
     }
     char dir_real[PATH_MAX];
     if (out_mkdirs(dir) != 0 || !realpath(dir, dir_real)) {

@@ -13,7 +13,9 @@
 /* save_path -> count file paths under root (made when missing). A
    save_path ending in '/' (or naming an existing folder) is a folder: the
    files are <base>[-i]<ext> in it; otherwise it names the file (with -i
-   before the extension for count > 1, and ext added when it has none).
+   before the extension for count > 1, and ext added when it has none; an
+   extension other than ext is refused). An existing file of that name is
+   replaced (atomically), as a re-run of the same request expects.
    0, or -1 with the reason in err (the field is save_path). */
 int out_save_paths(const char *root, const char *save_path, const char *base, const char *ext,
                    int count, char (*paths)[PATH_MAX], char *err, size_t err_len);

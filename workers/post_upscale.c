@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 struct post_upscaler {
     pthread_mutex_t mu;
@@ -74,6 +75,12 @@ static post_status_t s_find(const post_upscaler_t *u, const char *name, double f
                                "(--upscalers-root); use model \"lanczos\" or leave it out");
         return POST_NOT_FOUND;
     }
+    /* an exact name first, whatever the folder holds */
+    struct stat sb;
+    if (strlen(name) < 256 && !strchr(name, '/') && name[0] != '.' &&
+        snprintf(path, path_len, "%s/%s.safetensors", u->root, name) < (int)path_len &&
+        stat(path, &sb) == 0 && S_ISREG(sb.st_mode))
+        return POST_OK;
     DIR *d = opendir(u->root);
     if (!d) {
         snprintf(err, err_len, "cannot read %s: %s", u->root, strerror(errno));
@@ -117,8 +124,9 @@ static post_status_t s_find(const post_upscaler_t *u, const char *name, double f
     size_t used = 0;
     for (int i = 0; i < n && used < sizeof list; i++)
         used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "", names[i]);
-    snprintf(err, err_len, "upscaler '%s' %s in %s; there: %s%s", name,
+    snprintf(err, err_len, "upscaler '%s' %s in %s; there: %s%s%s", name,
              subs > 1 ? "matches several files" : "is not", u->root, n ? list : "(none)",
+             n == 64 ? " (and more: only 64 are compared)" : "",
              n ? ", or \"lanczos\"" : "; use \"lanczos\"");
     return POST_NOT_FOUND;
 }
@@ -127,16 +135,16 @@ post_status_t post_upscale(post_upscaler_t *u, sdx_image_t *img, double factor, 
                            bool (*progress)(void *ctx, int done, int total), void *ctx,
                            char *method, size_t method_len, char *err, size_t err_len)
 {
-    if (factor <= 0)
+    if (factor == 0)
         factor = 2;
-    if (factor < 1 || factor > 8) {
+    if (!(factor >= 1 && factor <= 8)) { /* NaN fails too */
         snprintf(err, err_len, "factor must be in 1..8, got %g", factor);
         return POST_BAD_REQUEST;
     }
     int tw = (int)(img->width * factor + 0.5), th = (int)(img->height * factor + 0.5);
-    if ((int64_t)tw * th > (int64_t)16384 * 16384) {
-        snprintf(err, err_len, "%dx%d x%g is %dx%d, over 268 million pixels", img->width,
-                 img->height, factor, tw, th);
+    if ((int64_t)tw * th > POST_MAX_PIXELS) {
+        snprintf(err, err_len, "%dx%d x%g is %dx%d, over %lld million pixels", img->width,
+                 img->height, factor, tw, th, (long long)(POST_MAX_PIXELS / 1000000));
         return POST_BAD_REQUEST;
     }
     sdx_image_t out = {0};
@@ -163,8 +171,18 @@ post_status_t post_upscale(post_upscaler_t *u, sdx_image_t *img, double factor, 
         o.pad = u->pad;
         o.progress = progress;
         o.progress_ctx = ctx;
-        int rc = sdx_rrdb_upscale(u->model, img, &o, &out);
+        /* the model's own output comes before the resize to the factor:
+           bound it too, not only the final size */
         int scale = sdx_rrdb_config(u->model)->scale;
+        if ((int64_t)img->width * scale * img->height * scale > POST_MAX_PIXELS) {
+            pthread_mutex_unlock(&u->mu);
+            snprintf(err, err_len, "%dx%d through an x%d upscaler is over %lld million pixels "
+                     "before resizing to x%g; use a smaller image or lanczos",
+                     img->width, img->height, scale, (long long)(POST_MAX_PIXELS / 1000000),
+                     factor);
+            return POST_BAD_REQUEST;
+        }
+        int rc = sdx_rrdb_upscale(u->model, img, &o, &out);
         u->upscales++;
         if (rc != 0)
             snprintf(err, err_len, "upscale: %s", sdx_last_error());

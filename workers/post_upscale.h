@@ -21,6 +21,11 @@
 
 typedef struct post_upscaler post_upscaler_t;
 
+/* No image made on the way (the model's output, the final size) exceeds
+   this many pixels: 8192x8192, about 200 MB as RGB and 800 MB of floats
+   in the Lanczos pass. */
+#define POST_MAX_PIXELS ((int64_t)8192 * 8192)
+
 typedef enum {
     POST_OK = 0,
     POST_BAD_REQUEST, /* factor out of range, a file that is no upscaler */

@@ -145,6 +145,27 @@ def main():
                     "save_path through %s refused" % what, e)
         t.check(not os.path.exists("/tmp/evil.png") and not os.path.exists(
             os.path.join(fleet.dir, "evil.png")), "nothing written outside the root")
+        newdir = "sdxl-post-%d" % os.getpid()
+        r = call(fleet, "postprocessing.finalize", {"image": src,
+                                                    "save_path": "escape/%s/x.png" % newdir})
+        t.check((r.get("error") or {}).get("field") == "save_path" and
+                not os.path.exists("/tmp/" + newdir),
+                "no folder is made through a symlink out of the root", r.get("error"))
+        r = call(fleet, "postprocessing.finalize", {"image": src, "save_path": "x.jpg",
+                                                    "format": "png"})
+        e = r.get("error") or {}
+        t.check(e.get("field") == "save_path" and ".jpg" in e.get("message", ""),
+                "a save_path extension that is not the format's is refused", e)
+        r = call(fleet, "postprocessing.upscale", {"image": src, "factor": float("nan")})
+        t.check((r.get("error") or {}).get("field") == "factor", "a NaN factor is refused",
+                r.get("error"))
+        b = io.BytesIO()
+        Image.new("RGB", (1100, 1000), (9, 9, 9)).save(b, "PNG")
+        big = b.getvalue()  # x8: 8800x8000, over 8192x8192
+        r = call(fleet, "postprocessing.upscale", {"image": big, "factor": 8})
+        e = r.get("error") or {}
+        t.check(e.get("code") == "invalid_request" and "million pixels" in e.get("message", ""),
+                "an upscale over the pixel budget is refused before any work", e)
 
         r = call(fleet, "postprocessing.safety_check", {"image": src})
         t.check((r.get("error") or {}).get("code") == "not_available",

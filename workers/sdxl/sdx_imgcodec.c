@@ -240,6 +240,18 @@ bool sdx_img_format_available(sdx_img_format_t f)
     }
 }
 
+int sdx_img_format_max_side(sdx_img_format_t f)
+{
+    switch (f) {
+    case SDX_FMT_JPEG:
+        return 65500; /* libjpeg's JPEG_MAX_DIMENSION */
+    case SDX_FMT_WEBP:
+        return 16383; /* WEBP_MAX_DIMENSION */
+    default:
+        return 65535; /* what this engine makes at most */
+    }
+}
+
 void sdx_encode_opts_init(sdx_encode_opts_t *o)
 {
     memset(o, 0, sizeof *o);
@@ -500,6 +512,10 @@ int sdx_image_encode(const sdx_image_t *img, const sdx_encode_opts_t *o, uint8_t
     if (!img || !img->pixels || img->width <= 0 || img->height <= 0 ||
         (img->channels != 3 && img->channels != 4))
         return sdx_set_error("encode: needs an RGB or RGBA image");
+    int side = sdx_img_format_max_side(o->format);
+    if (img->width > side || img->height > side)
+        return sdx_set_error("%s holds at most %d pixels a side; the image is %dx%d",
+                             sdx_img_format_name(o->format), side, img->width, img->height);
     switch (o->format) {
     case SDX_FMT_PNG: {
         const char *kv[34];
@@ -582,14 +598,20 @@ int sdx_image_decode(const void *data, size_t len, uint64_t max_pixels, sdx_imag
         max_pixels = 64u << 20;
     sdx_img_format_t f = sdx_img_format_sniff(data, len);
     switch (f) {
-    case SDX_FMT_PNG:
-        if (sdx_png_decode(data, len, img) != 0)
-            return -1;
-        if ((uint64_t)img->width * (uint64_t)img->height > max_pixels) {
-            sdx_image_clear(img);
-            return sdx_set_error("image: larger than %llu pixels", (unsigned long long)max_pixels);
+    case SDX_FMT_PNG: {
+        /* the size from IHDR (bytes 16..23, big-endian) before anything is
+           inflated: a small file must not make the decoder allocate 800 MB */
+        const uint8_t *d = data;
+        if (len >= 24 && memcmp(d + 12, "IHDR", 4) == 0) {
+            uint64_t w = (uint64_t)d[16] << 24 | (uint64_t)d[17] << 16 | d[18] << 8 | d[19];
+            uint64_t h = (uint64_t)d[20] << 24 | (uint64_t)d[21] << 16 | d[22] << 8 | d[23];
+            if (w * h > max_pixels)
+                return sdx_set_error("image: %llux%llu is larger than %llu pixels",
+                                     (unsigned long long)w, (unsigned long long)h,
+                                     (unsigned long long)max_pixels);
         }
-        return 0;
+        return sdx_png_decode(data, len, img);
+    }
 #ifdef SDX_WITH_JPEG
     case SDX_FMT_JPEG:
         return s_jpeg_decode(data, len, max_pixels, img);

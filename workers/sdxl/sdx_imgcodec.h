@@ -56,6 +56,8 @@ const char *sdx_img_format_name(sdx_img_format_t f); /* "png", "jpeg", "webp" */
 const char *sdx_img_format_mime(sdx_img_format_t f);
 /* The format of encoded bytes from their signature. */
 sdx_img_format_t sdx_img_format_sniff(const void *data, size_t len);
+/* The largest width or height the format holds (WebP 16383, JPEG 65500). */
+int sdx_img_format_max_side(sdx_img_format_t f);
 /* Whether this build can encode/decode the format. */
 bool sdx_img_format_available(sdx_img_format_t f);
 

@@ -1411,6 +1411,8 @@ static int s_open_file(s_source_t *s, const char *path, const char *config_dir, 
         nf = s_add_index(s, path, &f);
         if (nf < 0)
             return -1;
+        for (int k = f; k < f + nf; k++) /* shards of a prefixed UNet-only file too */
+            s_detect_prefix(s, k);
     } else {
         f = s_add_file(s, path);
         if (f < 0)

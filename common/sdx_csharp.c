@@ -727,7 +727,7 @@ static int s_enum_unsupported(const sdx_value_t *ps, const sdx_value_t *v, const
             snprintf(as_sent, sizeof as_sent, "enum value %lld ", (long long)sent->u.i);
         return s_ferr(e, path, "x-enum-unsupported", "%s(%s) is not supported: %s; accepted: %s",
                       as_sent, kv->key,
-                      kv->val->type == SDX_STR ? kv->val->u.str.ptr : "not implemented", names);
+                      kv->val->type == SDX_STR ? kv->val->u.str.ptr : "the engine does not run it", names);
     }
     return 0;
 }

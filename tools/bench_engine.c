@@ -19,16 +19,11 @@
     different machines compare as "how much of this machine's GEMM speed the
     network gets".
 
-    The random model lets anyone measure full-size speed without downloading
-    weights: every tensor name and shape is derived from the configs (the same
-    topology rules as diffusers' UNet2DConditionModel, AutoencoderKL and
-    transformers' CLIPTextModel[WithProjection]); weights are seeded
-    N(0, 1/fan_in) so activations stay finite. To keep the maker's memory small
-    (a full-size UNet is 10 GB in f32) each weight is a seeded window into a
-    shared random pool per standard deviation, materialised only while
-    sdx_safetensors_write copies it out: weights are therefore not independent
-    across tensors, which changes nothing for speed. Not for quality: the
-    images are noise.
+    The random model (sdxl_random_model.c, shared with sdxl-gen make-tiny)
+    lets anyone measure full-size speed without downloading weights: the real
+    SDXL base configs, every tensor name and shape derived from them, weights
+    seeded N(0, 1/fan_in) as windows into shared random pools. The same
+    derivation counts the FLOPs. Not for quality: the images are noise.
 */
 #include "sdxl.h"
 
@@ -41,6 +36,7 @@
 #include "sdx_torch.h"
 #include "sdx_unet.h"
 #include "sdx_vae.h"
+#include "sdxl_random_model.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -56,7 +52,6 @@
 
 #define S_DEFAULT_GOLDEN "/work/shared/golden/model"
 #define S_DEFAULT_CACHE "/tmp/sdxl-fleet-bench/random-sdxl"
-#define S_NAME_MAX 192
 
 /* ================================================================ helpers */
 
@@ -119,690 +114,6 @@ static int s_sync(sdx_device_t dev)
     return dev.type == SDX_CUDA ? sdx_cuda_synchronize(dev.index) : 0;
 }
 
-static int s_mkdirs(const char *path)
-{
-    char buf[SDX_PATH_MAX];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return sdx_set_error("%s: path too long", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = 0;
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return sdx_set_error("%s: cannot create: %s", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-        return sdx_set_error("%s: cannot create: %s", buf, strerror(errno));
-    return 0;
-}
-
-static int s_write_text(const char *dir, const char *name, const char *text)
-{
-    char path[SDX_PATH_MAX];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return sdx_set_error("%s: cannot create: %s", path, strerror(errno));
-    bool ok = fputs(text, f) >= 0;
-    ok = (fclose(f) == 0) && ok;
-    return ok ? 0 : sdx_set_error("%s: write failed: %s", path, strerror(errno));
-}
-
-static char *s_read_small(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return NULL;
-    char *buf = calloc(1, 4096);
-    if (buf && fread(buf, 1, 4095, f) == 0 && ferror(f)) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    return buf;
-}
-
-/* splitmix64: offsets of weight windows (deterministic from the seed). */
-static uint64_t s_rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-/* ================================================================ tensor specs */
-
-/* How a tensor is initialised; S_FLOPS_ONLY marks an entry that carries the
-   FLOPs of an attention product (no tensor). */
-typedef enum { S_RAND, S_ONES, S_ZEROS, S_FLOPS_ONLY } s_init_t;
-
-typedef struct {
-    char name[S_NAME_MAX];
-    int ndim;
-    int64_t shape[4];
-    s_init_t init;
-    double std;   /* S_RAND */
-    double flops; /* per sample: 2 * numel * positions for a conv/linear weight */
-} s_spec_t;
-
-typedef struct {
-    s_spec_t *v;
-    size_t n, cap;
-    bool oom;
-} s_specs_t;
-
-static s_spec_t *s_add(s_specs_t *sp, s_init_t init, double std, double flops, int ndim,
-                       const int64_t *shape, const char *fmt, ...)
-    __attribute__((format(printf, 7, 8)));
-static s_spec_t *s_add(s_specs_t *sp, s_init_t init, double std, double flops, int ndim,
-                       const int64_t *shape, const char *fmt, ...)
-{
-    if (sp->n == sp->cap) {
-        size_t cap = sp->cap ? sp->cap * 2 : 512;
-        s_spec_t *v = realloc(sp->v, cap * sizeof *v);
-        if (!v) {
-            sp->oom = true;
-            return NULL;
-        }
-        sp->v = v;
-        sp->cap = cap;
-    }
-    s_spec_t *s = &sp->v[sp->n++];
-    memset(s, 0, sizeof *s);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(s->name, sizeof s->name, fmt, ap);
-    va_end(ap);
-    s->init = init;
-    s->std = std;
-    s->flops = flops;
-    s->ndim = ndim;
-    for (int i = 0; i < ndim; i++)
-        s->shape[i] = shape[i];
-    return s;
-}
-
-static int64_t s_numel(const s_spec_t *s)
-{
-    int64_t n = 1;
-    for (int i = 0; i < s->ndim; i++)
-        n *= s->shape[i];
-    return s->init == S_FLOPS_ONLY ? 0 : n;
-}
-
-#define S_BIAS_STD 0.02
-
-/* Linear `p`.weight [out, in] (+ bias) applied at `pos` positions per sample. */
-static void s_linear(s_specs_t *sp, const char *p, int64_t out, int64_t in, bool bias, double pos)
-{
-    int64_t w[2] = {out, in}, b[1] = {out};
-    s_add(sp, S_RAND, 1.0 / sqrt((double)in), 2.0 * out * in * pos, 2, w, "%s.weight", p);
-    if (bias)
-        s_add(sp, S_RAND, S_BIAS_STD, 0, 1, b, "%s.bias", p);
-}
-
-/* Conv `p` [out, in, k, k] + bias producing `pos` output positions per sample. */
-static void s_conv(s_specs_t *sp, const char *p, int64_t out, int64_t in, int k, double pos)
-{
-    int64_t w[4] = {out, in, k, k}, b[1] = {out};
-    s_add(sp, S_RAND, 1.0 / sqrt((double)in * k * k), 2.0 * out * in * k * k * pos, 4, w,
-          "%s.weight", p);
-    s_add(sp, S_RAND, S_BIAS_STD, 0, 1, b, "%s.bias", p);
-}
-
-static void s_norm(s_specs_t *sp, const char *p, int64_t c)
-{
-    int64_t s[1] = {c};
-    s_add(sp, S_ONES, 0, 0, 1, s, "%s.weight", p);
-    s_add(sp, S_ZEROS, 0, 0, 1, s, "%s.bias", p);
-}
-
-/* softmax(q k^T) v: two products of lq x lk x c per sample. */
-static void s_attn_flops(s_specs_t *sp, const char *p, double lq, double lk, double c)
-{
-    int64_t none[1] = {0};
-    s_add(sp, S_FLOPS_ONLY, 0, 4.0 * lq * lk * c, 1, none, "%s.(scores)", p);
-}
-
-static void s_sub(char *out, const char *p, const char *leaf)
-{
-    if (snprintf(out, S_NAME_MAX, "%s.%s", p, leaf) >= S_NAME_MAX)
-        out[0] = 0; /* no diffusers name is that long */
-}
-
-/* ResnetBlock2D (temb 0: the VAE's, without time_emb_proj). */
-static void s_resnet(s_specs_t *sp, const char *p, int64_t cin, int64_t cout, int64_t temb,
-                     double pos)
-{
-    char n[S_NAME_MAX];
-    s_sub(n, p, "norm1"), s_norm(sp, n, cin);
-    s_sub(n, p, "conv1"), s_conv(sp, n, cout, cin, 3, pos);
-    if (temb)
-        s_sub(n, p, "time_emb_proj"), s_linear(sp, n, cout, temb, true, 1);
-    s_sub(n, p, "norm2"), s_norm(sp, n, cout);
-    s_sub(n, p, "conv2"), s_conv(sp, n, cout, cout, 3, pos);
-    if (cin != cout)
-        s_sub(n, p, "conv_shortcut"), s_conv(sp, n, cout, cin, 1, pos);
-}
-
-/* Transformer2DModel: norm, proj_in, `layers` BasicTransformerBlocks (self
-   attention, cross attention to `ctx_len` tokens of `ctx_dim`, GEGLU FF), proj_out. */
-static void s_transformer(s_specs_t *sp, const char *p, int64_t c, int layers, int64_t ctx_dim,
-                          double pos, double ctx_len, bool linear_proj)
-{
-    char n[S_NAME_MAX], t[S_NAME_MAX];
-    s_sub(n, p, "norm"), s_norm(sp, n, c);
-    s_sub(n, p, "proj_in");
-    if (linear_proj)
-        s_linear(sp, n, c, c, true, pos);
-    else
-        s_conv(sp, n, c, c, 1, pos);
-    for (int k = 0; k < layers; k++) {
-        snprintf(t, sizeof t, "%s.transformer_blocks.%d", p, k);
-        static const char *self[] = {"attn1.to_q", "attn1.to_k", "attn1.to_v"};
-        s_sub(n, t, "norm1"), s_norm(sp, n, c);
-        for (int i = 0; i < 3; i++)
-            s_sub(n, t, self[i]), s_linear(sp, n, c, c, false, pos);
-        s_sub(n, t, "attn1.to_out.0"), s_linear(sp, n, c, c, true, pos);
-        s_sub(n, t, "attn1"), s_attn_flops(sp, n, pos, pos, (double)c);
-        s_sub(n, t, "norm2"), s_norm(sp, n, c);
-        s_sub(n, t, "attn2.to_q"), s_linear(sp, n, c, c, false, pos);
-        s_sub(n, t, "attn2.to_k"), s_linear(sp, n, c, ctx_dim, false, ctx_len);
-        s_sub(n, t, "attn2.to_v"), s_linear(sp, n, c, ctx_dim, false, ctx_len);
-        s_sub(n, t, "attn2.to_out.0"), s_linear(sp, n, c, c, true, pos);
-        s_sub(n, t, "attn2"), s_attn_flops(sp, n, pos, ctx_len, (double)c);
-        s_sub(n, t, "norm3"), s_norm(sp, n, c);
-        s_sub(n, t, "ff.net.0.proj"), s_linear(sp, n, 8 * c, c, true, pos);
-        s_sub(n, t, "ff.net.2"), s_linear(sp, n, c, 4 * c, true, pos);
-    }
-    s_sub(n, p, "proj_out");
-    if (linear_proj)
-        s_linear(sp, n, c, c, true, pos);
-    else
-        s_conv(sp, n, c, c, 1, pos);
-}
-
-/* UNet2DConditionModel at latent size h x w with `ctx_len` text tokens. */
-static void s_unet_specs(s_specs_t *sp, const sdx_unet_config_t *c, int64_t h, int64_t w,
-                         double ctx_len)
-{
-    const int L = c->n_levels, lpb = c->layers_per_block;
-    const int *boc = c->block_out_channels;
-    const int64_t c0 = boc[0], temb = 4 * c0, ctx = c->cross_attention_dim;
-    const bool lin = c->use_linear_projection;
-    char n[S_NAME_MAX];
-    double pos = (double)h * w;
-    s_conv(sp, "conv_in", c0, c->in_channels, 3, pos);
-    s_linear(sp, "time_embedding.linear_1", temb, c0, true, 1);
-    s_linear(sp, "time_embedding.linear_2", temb, temb, true, 1);
-    if (c->projection_class_embeddings_input_dim > 0) {
-        s_linear(sp, "add_embedding.linear_1", temb, c->projection_class_embeddings_input_dim, true,
-                 1);
-        s_linear(sp, "add_embedding.linear_2", temb, temb, true, 1);
-    }
-    int64_t ch = c0;
-    for (int i = 0; i < L; i++) {
-        int64_t out = boc[i];
-        for (int j = 0; j < lpb; j++) {
-            snprintf(n, sizeof n, "down_blocks.%d.resnets.%d", i, j);
-            s_resnet(sp, n, j == 0 ? ch : out, out, temb, pos);
-            if (c->down_cross_attn[i]) {
-                snprintf(n, sizeof n, "down_blocks.%d.attentions.%d", i, j);
-                s_transformer(sp, n, out, c->transformer_layers[i], ctx, pos, ctx_len, lin);
-            }
-        }
-        ch = out;
-        if (i < L - 1) {
-            pos /= 4;
-            snprintf(n, sizeof n, "down_blocks.%d.downsamplers.0.conv", i);
-            s_conv(sp, n, out, out, 3, pos);
-        }
-    }
-    s_resnet(sp, "mid_block.resnets.0", ch, ch, temb, pos);
-    s_transformer(sp, "mid_block.attentions.0", ch, c->mid_transformer_layers, ctx, pos, ctx_len,
-                  lin);
-    s_resnet(sp, "mid_block.resnets.1", ch, ch, temb, pos);
-    int64_t prev = boc[L - 1];
-    for (int i = 0; i < L; i++) {
-        int64_t out = boc[L - 1 - i], in = boc[L - 1 - (i + 1 < L ? i + 1 : L - 1)];
-        for (int j = 0; j <= lpb; j++) {
-            int64_t skip = j == lpb ? in : out, rin = j == 0 ? prev : out;
-            snprintf(n, sizeof n, "up_blocks.%d.resnets.%d", i, j);
-            s_resnet(sp, n, rin + skip, out, temb, pos);
-            if (c->up_cross_attn[i]) {
-                snprintf(n, sizeof n, "up_blocks.%d.attentions.%d", i, j);
-                s_transformer(sp, n, out, c->transformer_layers[L - 1 - i], ctx, pos, ctx_len, lin);
-            }
-        }
-        if (i < L - 1) {
-            pos *= 4;
-            snprintf(n, sizeof n, "up_blocks.%d.upsamplers.0.conv", i);
-            s_conv(sp, n, out, out, 3, pos);
-        }
-        prev = out;
-    }
-    s_norm(sp, "conv_norm_out", c0);
-    s_conv(sp, "conv_out", c->out_channels, c0, 3, (double)h * w);
-}
-
-/* The VAE's UNetMidBlock2D: resnet, one spatial self-attention, resnet. */
-static void s_vae_mid(s_specs_t *sp, const char *p, int64_t c, double pos)
-{
-    char n[S_NAME_MAX];
-    static const char *proj[] = {"to_q", "to_k", "to_v", "to_out.0"};
-    snprintf(n, sizeof n, "%s.resnets.0", p), s_resnet(sp, n, c, c, 0, pos);
-    snprintf(n, sizeof n, "%s.attentions.0.group_norm", p), s_norm(sp, n, c);
-    for (int i = 0; i < 4; i++)
-        snprintf(n, sizeof n, "%s.attentions.0.%s", p, proj[i]), s_linear(sp, n, c, c, true, pos);
-    snprintf(n, sizeof n, "%s.attentions.0", p), s_attn_flops(sp, n, pos, pos, (double)c);
-    snprintf(n, sizeof n, "%s.resnets.1", p), s_resnet(sp, n, c, c, 0, pos);
-}
-
-/* AutoencoderKL for an H x W image. */
-static void s_vae_specs(s_specs_t *sp, const sdx_vae_config_t *c, int64_t H, int64_t W)
-{
-    const int L = c->n_levels, lpb = c->layers_per_block;
-    const int *boc = c->block_out_channels;
-    const int64_t lat = c->latent_channels;
-    char n[S_NAME_MAX];
-    double pos = (double)H * W;
-    s_conv(sp, "encoder.conv_in", boc[0], c->in_channels, 3, pos);
-    int64_t ch = boc[0];
-    for (int i = 0; i < L; i++) {
-        int64_t out = boc[i];
-        for (int j = 0; j < lpb; j++) {
-            snprintf(n, sizeof n, "encoder.down_blocks.%d.resnets.%d", i, j);
-            s_resnet(sp, n, j == 0 ? ch : out, out, 0, pos);
-        }
-        ch = out;
-        if (i < L - 1) {
-            pos /= 4;
-            snprintf(n, sizeof n, "encoder.down_blocks.%d.downsamplers.0.conv", i);
-            s_conv(sp, n, out, out, 3, pos);
-        }
-    }
-    s_vae_mid(sp, "encoder.mid_block", ch, pos);
-    s_norm(sp, "encoder.conv_norm_out", ch);
-    s_conv(sp, "encoder.conv_out", 2 * lat, ch, 3, pos);
-    s_conv(sp, "quant_conv", 2 * lat, 2 * lat, 1, pos);
-    s_conv(sp, "post_quant_conv", lat, lat, 1, pos);
-    s_conv(sp, "decoder.conv_in", boc[L - 1], lat, 3, pos);
-    s_vae_mid(sp, "decoder.mid_block", boc[L - 1], pos);
-    int64_t prev = boc[L - 1];
-    for (int i = 0; i < L; i++) {
-        int64_t out = boc[L - 1 - i];
-        for (int j = 0; j <= lpb; j++) {
-            snprintf(n, sizeof n, "decoder.up_blocks.%d.resnets.%d", i, j);
-            s_resnet(sp, n, j == 0 ? prev : out, out, 0, pos);
-        }
-        if (i < L - 1) {
-            pos *= 4;
-            snprintf(n, sizeof n, "decoder.up_blocks.%d.upsamplers.0.conv", i);
-            s_conv(sp, n, out, out, 3, pos);
-        }
-        prev = out;
-    }
-    s_norm(sp, "decoder.conv_norm_out", boc[0]);
-    s_conv(sp, "decoder.conv_out", c->out_channels, boc[0], 3, pos);
-}
-
-/* CLIPTextModel / CLIPTextModelWithProjection (projection_dim > 0) on `len` tokens. */
-static void s_clip_specs(s_specs_t *sp, const sdx_clip_config_t *c, double len)
-{
-    const int64_t H = c->hidden_size, I = c->intermediate_size;
-    int64_t tok[2] = {c->vocab_size, H}, pe[2] = {c->max_position_embeddings, H};
-    char n[S_NAME_MAX];
-    s_add(sp, S_RAND, 0.02, 0, 2, tok, "text_model.embeddings.token_embedding.weight");
-    s_add(sp, S_RAND, 0.01, 0, 2, pe, "text_model.embeddings.position_embedding.weight");
-    static const char *proj[] = {"q_proj", "k_proj", "v_proj", "out_proj"};
-    for (int l = 0; l < c->num_hidden_layers; l++) {
-        char p[S_NAME_MAX];
-        snprintf(p, sizeof p, "text_model.encoder.layers.%d", l);
-        s_sub(n, p, "layer_norm1"), s_norm(sp, n, H);
-        for (int i = 0; i < 4; i++) {
-            char leaf[32];
-            snprintf(leaf, sizeof leaf, "self_attn.%s", proj[i]);
-            s_sub(n, p, leaf), s_linear(sp, n, H, H, true, len);
-        }
-        s_sub(n, p, "self_attn"), s_attn_flops(sp, n, len, len, (double)H);
-        s_sub(n, p, "layer_norm2"), s_norm(sp, n, H);
-        s_sub(n, p, "mlp.fc1"), s_linear(sp, n, I, H, true, len);
-        s_sub(n, p, "mlp.fc2"), s_linear(sp, n, H, I, true, len);
-    }
-    s_norm(sp, "text_model.final_layer_norm", H);
-    if (c->projection_dim > 0)
-        s_linear(sp, "text_projection", c->projection_dim, H, false, 1);
-}
-
-/* FLOPs per sample of the entries whose name starts with one of `prefixes`
-   (NULL-terminated; NULL: all). */
-static double s_flops(const s_specs_t *sp, const char *const *prefixes)
-{
-    double f = 0;
-    for (size_t i = 0; i < sp->n; i++) {
-        bool take = !prefixes;
-        for (size_t k = 0; prefixes && prefixes[k] && !take; k++)
-            take = strncmp(sp->v[i].name, prefixes[k], strlen(prefixes[k])) == 0;
-        if (take)
-            f += sp->v[i].flops;
-    }
-    return f;
-}
-
-static int64_t s_params(const s_specs_t *sp)
-{
-    int64_t n = 0;
-    for (size_t i = 0; i < sp->n; i++)
-        n += s_numel(&sp->v[i]);
-    return n;
-}
-
-/* ================================================================ random model */
-
-/* The real configs of stabilityai/stable-diffusion-xl-base-1.0 (diffusers
-   layout), verbatim values. */
-/* clang-format off */
-static const char s_cfg_model_index[] =
-    "{\n"
-    "  \"_class_name\": \"StableDiffusionXLPipeline\",\n"
-    "  \"_diffusers_version\": \"0.19.0.dev0\",\n"
-    "  \"force_zeros_for_empty_prompt\": true,\n"
-    "  \"add_watermarker\": null,\n"
-    "  \"scheduler\": [\"diffusers\", \"EulerDiscreteScheduler\"],\n"
-    "  \"text_encoder\": [\"transformers\", \"CLIPTextModel\"],\n"
-    "  \"text_encoder_2\": [\"transformers\", \"CLIPTextModelWithProjection\"],\n"
-    "  \"tokenizer\": [\"transformers\", \"CLIPTokenizer\"],\n"
-    "  \"tokenizer_2\": [\"transformers\", \"CLIPTokenizer\"],\n"
-    "  \"unet\": [\"diffusers\", \"UNet2DConditionModel\"],\n"
-    "  \"vae\": [\"diffusers\", \"AutoencoderKL\"]\n"
-    "}\n";
-
-static const char s_cfg_scheduler[] =
-    "{\n"
-    "  \"_class_name\": \"EulerDiscreteScheduler\",\n"
-    "  \"_diffusers_version\": \"0.19.0.dev0\",\n"
-    "  \"beta_end\": 0.012,\n"
-    "  \"beta_schedule\": \"scaled_linear\",\n"
-    "  \"beta_start\": 0.00085,\n"
-    "  \"clip_sample\": false,\n"
-    "  \"interpolation_type\": \"linear\",\n"
-    "  \"num_train_timesteps\": 1000,\n"
-    "  \"prediction_type\": \"epsilon\",\n"
-    "  \"sample_max_value\": 1.0,\n"
-    "  \"set_alpha_to_one\": false,\n"
-    "  \"skip_prk_steps\": true,\n"
-    "  \"steps_offset\": 1,\n"
-    "  \"timestep_spacing\": \"leading\",\n"
-    "  \"trained_betas\": null,\n"
-    "  \"use_karras_sigmas\": false\n"
-    "}\n";
-
-static const char s_cfg_unet[] =
-    "{\n"
-    "  \"_class_name\": \"UNet2DConditionModel\",\n"
-    "  \"_diffusers_version\": \"0.19.0.dev0\",\n"
-    "  \"act_fn\": \"silu\",\n"
-    "  \"addition_embed_type\": \"text_time\",\n"
-    "  \"addition_embed_type_num_heads\": 64,\n"
-    "  \"addition_time_embed_dim\": 256,\n"
-    "  \"attention_head_dim\": [5, 10, 20],\n"
-    "  \"block_out_channels\": [320, 640, 1280],\n"
-    "  \"center_input_sample\": false,\n"
-    "  \"class_embed_type\": null,\n"
-    "  \"class_embeddings_concat\": false,\n"
-    "  \"conv_in_kernel\": 3,\n"
-    "  \"conv_out_kernel\": 3,\n"
-    "  \"cross_attention_dim\": 2048,\n"
-    "  \"cross_attention_norm\": null,\n"
-    "  \"down_block_types\": [\"DownBlock2D\", \"CrossAttnDownBlock2D\", \"CrossAttnDownBlock2D\"],\n"
-    "  \"downsample_padding\": 1,\n"
-    "  \"dual_cross_attention\": false,\n"
-    "  \"encoder_hid_dim\": null,\n"
-    "  \"encoder_hid_dim_type\": null,\n"
-    "  \"flip_sin_to_cos\": true,\n"
-    "  \"freq_shift\": 0,\n"
-    "  \"in_channels\": 4,\n"
-    "  \"layers_per_block\": 2,\n"
-    "  \"mid_block_only_cross_attention\": null,\n"
-    "  \"mid_block_scale_factor\": 1,\n"
-    "  \"mid_block_type\": \"UNetMidBlock2DCrossAttn\",\n"
-    "  \"norm_eps\": 1e-05,\n"
-    "  \"norm_num_groups\": 32,\n"
-    "  \"num_attention_heads\": null,\n"
-    "  \"num_class_embeds\": null,\n"
-    "  \"only_cross_attention\": false,\n"
-    "  \"out_channels\": 4,\n"
-    "  \"projection_class_embeddings_input_dim\": 2816,\n"
-    "  \"resnet_out_scale_factor\": 1.0,\n"
-    "  \"resnet_skip_time_act\": false,\n"
-    "  \"resnet_time_scale_shift\": \"default\",\n"
-    "  \"sample_size\": 128,\n"
-    "  \"time_cond_proj_dim\": null,\n"
-    "  \"time_embedding_act_fn\": null,\n"
-    "  \"time_embedding_dim\": null,\n"
-    "  \"time_embedding_type\": \"positional\",\n"
-    "  \"timestep_post_act\": null,\n"
-    "  \"transformer_layers_per_block\": [1, 2, 10],\n"
-    "  \"up_block_types\": [\"CrossAttnUpBlock2D\", \"CrossAttnUpBlock2D\", \"UpBlock2D\"],\n"
-    "  \"upcast_attention\": null,\n"
-    "  \"use_linear_projection\": true\n"
-    "}\n";
-
-static const char s_cfg_vae[] =
-    "{\n"
-    "  \"_class_name\": \"AutoencoderKL\",\n"
-    "  \"_diffusers_version\": \"0.20.0.dev0\",\n"
-    "  \"_name_or_path\": \"../sdxl-vae/\",\n"
-    "  \"act_fn\": \"silu\",\n"
-    "  \"block_out_channels\": [128, 256, 512, 512],\n"
-    "  \"down_block_types\": [\"DownEncoderBlock2D\", \"DownEncoderBlock2D\", "
-    "\"DownEncoderBlock2D\", \"DownEncoderBlock2D\"],\n"
-    "  \"force_upcast\": true,\n"
-    "  \"in_channels\": 3,\n"
-    "  \"latent_channels\": 4,\n"
-    "  \"layers_per_block\": 2,\n"
-    "  \"norm_num_groups\": 32,\n"
-    "  \"out_channels\": 3,\n"
-    "  \"sample_size\": 1024,\n"
-    "  \"scaling_factor\": 0.13025,\n"
-    "  \"up_block_types\": [\"UpDecoderBlock2D\", \"UpDecoderBlock2D\", \"UpDecoderBlock2D\", "
-    "\"UpDecoderBlock2D\"]\n"
-    "}\n";
-
-static const char s_cfg_te1[] =
-    "{\n"
-    "  \"architectures\": [\"CLIPTextModel\"],\n"
-    "  \"attention_dropout\": 0.0,\n"
-    "  \"bos_token_id\": 0,\n"
-    "  \"dropout\": 0.0,\n"
-    "  \"eos_token_id\": 2,\n"
-    "  \"hidden_act\": \"quick_gelu\",\n"
-    "  \"hidden_size\": 768,\n"
-    "  \"initializer_factor\": 1.0,\n"
-    "  \"initializer_range\": 0.02,\n"
-    "  \"intermediate_size\": 3072,\n"
-    "  \"layer_norm_eps\": 1e-05,\n"
-    "  \"max_position_embeddings\": 77,\n"
-    "  \"model_type\": \"clip_text_model\",\n"
-    "  \"num_attention_heads\": 12,\n"
-    "  \"num_hidden_layers\": 12,\n"
-    "  \"pad_token_id\": 1,\n"
-    "  \"projection_dim\": 768,\n"
-    "  \"torch_dtype\": \"float16\",\n"
-    "  \"transformers_version\": \"4.32.0.dev0\",\n"
-    "  \"vocab_size\": 49408\n"
-    "}\n";
-
-static const char s_cfg_te2[] =
-    "{\n"
-    "  \"architectures\": [\"CLIPTextModelWithProjection\"],\n"
-    "  \"attention_dropout\": 0.0,\n"
-    "  \"bos_token_id\": 0,\n"
-    "  \"dropout\": 0.0,\n"
-    "  \"eos_token_id\": 2,\n"
-    "  \"hidden_act\": \"gelu\",\n"
-    "  \"hidden_size\": 1280,\n"
-    "  \"initializer_factor\": 1.0,\n"
-    "  \"initializer_range\": 0.02,\n"
-    "  \"intermediate_size\": 5120,\n"
-    "  \"layer_norm_eps\": 1e-05,\n"
-    "  \"max_position_embeddings\": 77,\n"
-    "  \"model_type\": \"clip_text_model\",\n"
-    "  \"num_attention_heads\": 20,\n"
-    "  \"num_hidden_layers\": 32,\n"
-    "  \"pad_token_id\": 1,\n"
-    "  \"projection_dim\": 1280,\n"
-    "  \"torch_dtype\": \"float16\",\n"
-    "  \"transformers_version\": \"4.32.0.dev0\",\n"
-    "  \"vocab_size\": 49408\n"
-    "}\n";
-
-/* clang-format on */
-
-/* The components of a diffusers folder, in the order they are generated
-   (smallest first). */
-typedef enum { S_TE1, S_TE2, S_VAE, S_UNET } s_comp_t;
-
-static const struct {
-    s_comp_t comp;
-    const char *dir, *weights, *config;
-} s_components[] = {
-    {S_TE1, "text_encoder", "model.safetensors", s_cfg_te1},
-    {S_TE2, "text_encoder_2", "model.safetensors", s_cfg_te2},
-    {S_VAE, "vae", "diffusion_pytorch_model.safetensors", s_cfg_vae},
-    {S_UNET, "unet", "diffusion_pytorch_model.safetensors", s_cfg_unet},
-};
-
-/* Specs of one component of the folder `dir` from its config.json (shapes
-   for a 1024x1024 image; sizes do not depend on it). */
-static int s_component_specs(const char *dir, s_comp_t comp, s_specs_t *sp)
-{
-    char path[SDX_PATH_MAX];
-    snprintf(path, sizeof path, "%s/%s/config.json", dir, s_components[comp].dir);
-    switch (comp) {
-    case S_UNET: {
-        sdx_unet_config_t c;
-        sdx_unet_config_sdxl(&c, false);
-        if (sdx_unet_config_read(&c, path) != 0)
-            return -1;
-        s_unet_specs(sp, &c, 128, 128, 77);
-        break;
-    }
-    case S_VAE: {
-        sdx_vae_config_t c;
-        sdx_vae_config_sdxl(&c);
-        if (sdx_vae_config_read(&c, path) != 0)
-            return -1;
-        s_vae_specs(sp, &c, 1024, 1024);
-        break;
-    }
-    case S_TE1:
-    case S_TE2: {
-        sdx_clip_config_t c;
-        sdx_clip_config_sdxl(&c, comp == S_TE2 ? 2 : 1);
-        if (sdx_clip_config_read(&c, path) != 0)
-            return -1;
-        s_clip_specs(sp, &c, c.max_position_embeddings);
-        break;
-    }
-    }
-    return sp->oom ? sdx_set_error("out of memory") : 0;
-}
-
-/* One random pool per (init, std): weights are windows into it. */
-typedef struct {
-    s_init_t init;
-    double std;
-    int64_t need;
-    sdx_tensor_t *t;
-} s_pool_t;
-
-#define S_MAX_POOLS 128
-
-/* Materialise the specs as views into seeded pools and write them to `path`
-   in dtype `dt`. Peak memory: the pools (the largest tensor per std), not
-   the component. */
-static int s_write_component(const s_specs_t *sp, const char *path, sdx_dtype_t dt, uint64_t seed,
-                             double *pool_mb)
-{
-    s_pool_t pools[S_MAX_POOLS];
-    int npools = 0, rc = -1;
-    size_t nt = 0;
-    sdx_scope_t *S = sdx_scope_new();
-    sdx_generator_t *g = sdx_generator_new(seed);
-    const char **names = calloc(sp->n, sizeof *names);
-    sdx_tensor_t **ts = calloc(sp->n, sizeof *ts);
-    int *which = calloc(sp->n, sizeof *which);
-    if (!S || !g || !names || !ts || !which) {
-        sdx_set_error("out of memory");
-        goto fail;
-    }
-    for (size_t i = 0; i < sp->n; i++) {
-        const s_spec_t *s = &sp->v[i];
-        which[i] = -1;
-        if (s->init == S_FLOPS_ONLY)
-            continue;
-        double std = s->init == S_RAND ? s->std : 0;
-        int k = 0;
-        while (k < npools && !(pools[k].init == s->init && pools[k].std == std))
-            k++;
-        if (k == npools) {
-            if (npools == S_MAX_POOLS) {
-                sdx_set_error("more than %d distinct weight scales", S_MAX_POOLS);
-                goto fail;
-            }
-            pools[npools++] = (s_pool_t){s->init, std, 0, NULL};
-        }
-        if (s_numel(s) > pools[k].need)
-            pools[k].need = s_numel(s);
-        which[i] = k;
-    }
-    *pool_mb = 0;
-    for (int k = 0; k < npools; k++) {
-        /* a little slack so that equal-sized tensors get different windows */
-        int64_t n = pools[k].need + pools[k].need / 8 + 1;
-        if (pools[k].init == S_RAND) {
-            SDX_TRY(sdx_randn(S, &pools[k].t, g, &n, 1, dt, (sdx_device_t){SDX_CPU, 0}));
-            SDX_TRY(sdx_mul_scalar_(pools[k].t, pools[k].std));
-        } else {
-            SDX_TRY(sdx_full(S, &pools[k].t, &n, 1, pools[k].init == S_ONES ? 1.0 : 0.0, dt,
-                             (sdx_device_t){SDX_CPU, 0}));
-        }
-        pools[k].need = n;
-        *pool_mb += n * (double)sdx_dtype_size(dt) / (1 << 20);
-    }
-    uint64_t rng = seed ^ 0x5d5e1u;
-    for (size_t i = 0; i < sp->n; i++) {
-        const s_spec_t *s = &sp->v[i];
-        if (which[i] < 0)
-            continue;
-        const s_pool_t *p = &pools[which[i]];
-        int64_t numel = s_numel(s), room = p->need - numel + 1;
-        int64_t off = p->init == S_RAND ? (int64_t)(s_rng_next(&rng) % (uint64_t)room) : 0;
-        sdx_tensor_t *t;
-        SDX_TRY(sdx_narrow(S, &t, p->t, 0, off, numel));
-        SDX_TRY(sdx_view(S, &t, t, s->shape, s->ndim));
-        names[nt] = s->name;
-        ts[nt++] = t;
-    }
-    char seed_text[32];
-    snprintf(seed_text, sizeof seed_text, "%llu", (unsigned long long)seed);
-    const char *meta[] = {
-        "format", "pt",      "sdxl-fleet", "random weights (bench-engine make-random)",
-        "seed",   seed_text, NULL};
-    SDX_TRY(sdx_safetensors_write(path, names, ts, nt, meta));
-    rc = 0;
-fail:
-    free(names);
-    free(ts);
-    free(which);
-    sdx_generator_free(&g);
-    sdx_scope_free(&S);
-    return rc;
-}
-
 static int s_dtype_parse(const char *text, sdx_dtype_t *dt)
 {
     static const struct {
@@ -819,80 +130,14 @@ static int s_dtype_parse(const char *text, sdx_dtype_t *dt)
 }
 
 /* Write (or find already written) the random SDXL base folder `dir`.
-   tokenizers: a folder holding tokenizer/ and tokenizer_2/ to link. */
-static int s_make_random(const char *dir, uint64_t seed, sdx_dtype_t dt, const char *tokenizers,
-                         bool force)
-{
-    char path[SDX_PATH_MAX], stamp[128];
-    snprintf(stamp, sizeof stamp, "sdxl-base random seed=%llu dtype=%s\n", (unsigned long long)seed,
-             sdx_dtype_name(dt));
-    snprintf(path, sizeof path, "%s/.complete", dir);
-    char *have = s_read_small(path);
-    bool cached = have && strcmp(have, stamp) == 0;
-    free(have);
-    if (cached && !force) {
-        fprintf(stderr, "bench-engine: using the random SDXL in %s (%s)\n", dir, "cached");
-        return 0;
-    }
-    unlink(path);
-    if (s_mkdirs(dir) != 0 || s_write_text(dir, "model_index.json", s_cfg_model_index) != 0)
-        return -1;
-    snprintf(path, sizeof path, "%s/scheduler", dir);
-    if (s_mkdirs(path) != 0 || s_write_text(path, "scheduler_config.json", s_cfg_scheduler) != 0)
-        return -1;
-    if (s_write_text(dir, "README.txt",
-                     "Random-weight SDXL base 1.0 (real config.json shapes), written by\n"
-                     "tools/bench-engine (bench-engine-bin make-random) for speed measurements.\n"
-                     "The images it makes are noise. Safe to delete.\n") != 0)
-        return -1;
-    static const char *toks[] = {"tokenizer", "tokenizer_2"};
-    for (int i = 0; i < 2; i++) {
-        char src[SDX_PATH_MAX];
-        snprintf(src, sizeof src, "%s/%s", tokenizers, toks[i]);
-        snprintf(path, sizeof path, "%s/%s", dir, toks[i]);
-        struct stat st;
-        if (stat(src, &st) != 0 || !S_ISDIR(st.st_mode))
-            return sdx_set_error("%s: no tokenizer folder (give --tokenizers DIR holding "
-                                 "tokenizer/ and tokenizer_2/)",
-                                 src);
-        unlink(path);
-        if (symlink(src, path) != 0)
-            return sdx_set_error("%s: cannot link to %s: %s", path, src, strerror(errno));
-    }
-    for (size_t c = 0; c < sizeof s_components / sizeof s_components[0]; c++) {
-        double t0 = s_now_ms(), pool_mb = 0;
-        snprintf(path, sizeof path, "%s/%s", dir, s_components[c].dir);
-        if (s_mkdirs(path) != 0 || s_write_text(path, "config.json", s_components[c].config) != 0)
-            return -1;
-        s_specs_t sp = {0};
-        if (s_component_specs(dir, s_components[c].comp, &sp) != 0) {
-            free(sp.v);
-            return -1;
-        }
-        snprintf(path, sizeof path, "%s/%s/%s", dir, s_components[c].dir, s_components[c].weights);
-        int rc = s_write_component(&sp, path, dt, seed + c, &pool_mb);
-        int64_t params = s_params(&sp);
-        free(sp.v);
-        if (rc != 0)
-            return -1;
-        fprintf(stderr,
-                "bench-engine: wrote %s/%s: %.1f M params, %.2f GB, %.1f s (random pools %.0f "
-                "MB)\n",
-                s_components[c].dir, s_components[c].weights, params / 1e6,
-                params * (double)sdx_dtype_size(dt) / 1e9, (s_now_ms() - t0) / 1e3, pool_mb);
-    }
-    snprintf(path, sizeof path, "%s", dir);
-    return s_write_text(path, ".complete", stamp);
-}
-
+   --tokenizers DIR: a folder holding tokenizer/ and tokenizer_2/ to link
+   (default: the engine's built-in CLIP files are written). */
 static int s_cmd_make_random(int argc, char **argv)
 {
-    const char *dir = NULL, *tokenizers = getenv("SDX_GOLDEN_MODEL");
+    const char *dir = NULL, *tokenizers = NULL;
     uint64_t seed = 0;
     sdx_dtype_t dt = SDX_F32;
     bool force = false;
-    if (!tokenizers)
-        tokenizers = S_DEFAULT_GOLDEN;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--seed") && i + 1 < argc)
             seed = strtoull(argv[++i], NULL, 10);
@@ -911,34 +156,25 @@ static int s_cmd_make_random(int argc, char **argv)
     }
     if (!dir)
         s_die_usage("make-random: no DIR");
-    if (s_make_random(dir, seed, dt, tokenizers, force) != 0) {
+    rmodel_opts_t ro = {RMODEL_SDXL_BASE, seed, dt, tokenizers, false};
+    bool cached = false;
+    if (rmodel_write(dir, &ro, force, &cached) != 0) {
         fprintf(stderr, "bench-engine: make-random: %s\n", sdx_last_error());
         return 1;
     }
+    if (cached)
+        fprintf(stderr, "bench-engine: using the random SDXL in %s (cached)\n", dir);
     return 0;
 }
 
-/* list-shapes MODEL_DIR: what this file derives from a folder's configs. */
+/* list-shapes MODEL_DIR: what sdxl_random_model derives from a folder's configs. */
 static int s_cmd_list_shapes(int argc, char **argv)
 {
     if (argc != 2)
         s_die_usage("usage: bench-engine-bin list-shapes MODEL_DIR");
-    for (size_t c = 0; c < sizeof s_components / sizeof s_components[0]; c++) {
-        s_specs_t sp = {0};
-        if (s_component_specs(argv[1], s_components[c].comp, &sp) != 0) {
-            fprintf(stderr, "bench-engine: %s\n", sdx_last_error());
-            free(sp.v);
-            return 1;
-        }
-        for (size_t i = 0; i < sp.n; i++) {
-            if (sp.v[i].init == S_FLOPS_ONLY)
-                continue;
-            printf("%s %s [", s_components[c].dir, sp.v[i].name);
-            for (int d = 0; d < sp.v[i].ndim; d++)
-                printf(d ? ", %lld" : "%lld", (long long)sp.v[i].shape[d]);
-            printf("]\n");
-        }
-        free(sp.v);
+    if (rmodel_list_shapes(argv[1], stdout) != 0) {
+        fprintf(stderr, "bench-engine: %s\n", sdx_last_error());
+        return 1;
     }
     return 0;
 }
@@ -951,43 +187,10 @@ static int s_cmd_check_shapes(int argc, char **argv)
 {
     if (argc != 2)
         s_die_usage("usage: bench-engine-bin check-shapes MODEL_DIR");
-    int bad = 0;
-    for (size_t c = 0; c < sizeof s_components / sizeof s_components[0]; c++) {
-        char path[SDX_PATH_MAX];
-        s_specs_t sp = {0};
-        snprintf(path, sizeof path, "%s/%s/%s", argv[1], s_components[c].dir,
-                 s_components[c].weights);
-        sdx_safetensors_t *st = NULL;
-        if (s_component_specs(argv[1], s_components[c].comp, &sp) != 0 ||
-            !(st = sdx_safetensors_open(path))) {
-            fprintf(stderr, "bench-engine: %s\n", sdx_last_error());
-            free(sp.v);
-            return 1;
-        }
-        size_t derived = 0, mismatched = 0;
-        for (size_t i = 0; i < sp.n; i++) {
-            const s_spec_t *s = &sp.v[i];
-            if (s->init == S_FLOPS_ONLY)
-                continue;
-            derived++;
-            const sdx_st_tensor_t *t = sdx_safetensors_find(st, s->name);
-            bool same = t && t->ndim == s->ndim;
-            for (int d = 0; same && d < s->ndim; d++)
-                same = t->shape[d] == s->shape[d];
-            if (!same) {
-                if (mismatched++ < 5)
-                    fprintf(stderr, "  %s: %s %s\n", s_components[c].dir, s->name,
-                            t ? "has another shape in the file" : "is not in the file");
-            }
-        }
-        size_t in_file = sdx_safetensors_count(st);
-        printf("%-15s derived %5zu tensors, file %5zu, mismatched %zu\n", s_components[c].dir,
-               derived, in_file, mismatched);
-        bad += mismatched > 0 || in_file != derived;
-        sdx_safetensors_close(&st);
-        free(sp.v);
-    }
-    return bad ? 1 : 0;
+    int bad = rmodel_check_shapes(argv[1], stdout);
+    if (bad < 0)
+        fprintf(stderr, "bench-engine: %s\n", sdx_last_error());
+    return bad != 0;
 }
 
 /* ================================================================ benchmark */
@@ -1131,27 +334,27 @@ static void s_engine_log(int level, const char *msg, void *ud)
    the CFG batch of 2, VAE decoder for one image, each encoder for one prompt. */
 static void s_count(const s_opts_t *o, const sdx_model_t *m, s_report_t *r)
 {
-    s_specs_t sp = {0};
+    rmodel_specs_t sp = {0};
     r->lat_h = o->height / 8;
     r->lat_w = o->width / 8;
-    s_unet_specs(&sp, &m->unet_cfg, r->lat_h, r->lat_w, SDX_CLIP_MAX_LENGTH);
-    r->unet_flops = 2 * s_flops(&sp, NULL);
-    r->params[0] = s_params(&sp);
+    rmodel_unet_specs(&sp, &m->unet_cfg, r->lat_h, r->lat_w, SDX_CLIP_MAX_LENGTH);
+    r->unet_flops = 2 * rmodel_flops(&sp, NULL);
+    r->params[0] = rmodel_params(&sp);
     sp.n = 0;
-    s_vae_specs(&sp, &m->vae_cfg, o->height, o->width);
+    rmodel_vae_specs(&sp, &m->vae_cfg, o->height, o->width);
     static const char *dec[] = {"post_quant_conv", "decoder.", NULL};
-    r->vae_flops = s_flops(&sp, dec);
-    r->params[1] = s_params(&sp);
+    r->vae_flops = rmodel_flops(&sp, dec);
+    r->params[1] = rmodel_params(&sp);
     sp.n = 0;
     if (m->te1) {
-        s_clip_specs(&sp, &m->te1_cfg, SDX_CLIP_MAX_LENGTH);
-        r->te1_flops = s_flops(&sp, NULL);
-        r->params[2] = s_params(&sp);
+        rmodel_clip_specs(&sp, &m->te1_cfg, SDX_CLIP_MAX_LENGTH);
+        r->te1_flops = rmodel_flops(&sp, NULL);
+        r->params[2] = rmodel_params(&sp);
         sp.n = 0;
     }
-    s_clip_specs(&sp, &m->te2_cfg, SDX_CLIP_MAX_LENGTH);
-    r->te2_flops = s_flops(&sp, NULL);
-    r->params[3] = s_params(&sp);
+    rmodel_clip_specs(&sp, &m->te2_cfg, SDX_CLIP_MAX_LENGTH);
+    r->te2_flops = rmodel_flops(&sp, NULL);
+    r->params[3] = rmodel_params(&sp);
     free(sp.v);
 }
 
@@ -1661,7 +864,9 @@ int main(int argc, char **argv)
     memset(&r, 0, sizeof r);
     char model_path[SDX_PATH_MAX];
     if (o.random_sdxl) {
-        if (s_make_random(o.cache, 0, SDX_F32, o.tokenizers, false) != 0) {
+        rmodel_opts_t ro = {RMODEL_SDXL_BASE, 0, SDX_F32, NULL, false};
+        bool cached = false;
+        if (rmodel_write(o.cache, &ro, false, &cached) != 0) {
             fprintf(stderr, "bench-engine: random SDXL: %s\n", sdx_last_error());
             return 1;
         }

@@ -19,6 +19,7 @@ static const s_command_t s_commands[] = {
     {"encode", sdxl_gen_encode, "encode --model PATH --prompt TEXT  SDXL prompt embeddings summary"},
     {"schedule", sdxl_gen_schedule, "schedule --scheduler NAME --steps N [--karras] [--config FILE]"},
     {"generate", sdxl_gen_generate, "generate --model PATH --prompt TEXT [...]   text-to-image"},
+    {"make-tiny", sdxl_gen_make_tiny, "make-tiny DIR [--seed N] [--force]   a small random-weight SDXL model"},
 };
 
 static void s_usage(FILE *f)

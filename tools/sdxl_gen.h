@@ -10,5 +10,6 @@ int sdxl_gen_tokenize(int argc, char **argv);
 int sdxl_gen_schedule(int argc, char **argv);
 int sdxl_gen_generate(int argc, char **argv);
 int sdxl_gen_encode(int argc, char **argv);
+int sdxl_gen_make_tiny(int argc, char **argv);
 
 #endif

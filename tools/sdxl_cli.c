@@ -4,13 +4,18 @@
         sdxl-cli [options] status | workers | ping
         sdxl-cli [options] watch REQUEST_ID
         sdxl-cli [options] cancel REQUEST_ID
+        sdxl-cli [options] generate [JSON|@FILE|-] --out FILE
 
     A request is one frame (JSON by default, msgpack with --msgpack) to the
     broker's frontend ROUTER; the reply comes back in the same encoding and is
     printed as indented JSON (or as received with --raw). --stream uses a
     DEALER and asks for progress messages, printing one line per progress
     before the reply. `watch` subscribes to the broker's events PUB and
-    prints the progress of one request until it is done.
+    prints the progress of one request until it is done. `generate` sends
+    inference.generate with the given data (msgpack unless --json: the images
+    come back as raw bytes), writes the images to FILE (FILE-0.png,
+    FILE-1.png ... for several) and prints the reply with each image's bytes
+    replaced by their size.
 
     Options may also follow the command (`sdxl-cli send device.list
     --msgpack`); `--` ends them. Floats print in their shortest round-trip
@@ -55,6 +60,8 @@ typedef struct {
     const char *request_id;
     const char *session_id;
     int64_t req_timeout_ms; /* timeout_ms field of the request (-1: not sent) */
+    bool enc_given;         /* --json or --msgpack was given */
+    const char *out;        /* generate: where the images go */
 } s_opts_t;
 
 static volatile sig_atomic_t s_interrupted = 0;
@@ -293,12 +300,76 @@ static void s_print_progress(const sdx_value_t *m)
     fflush(stdout);
 }
 
+/* generate: the path of image i of n for --out FILE: FILE itself for one
+   image, FILE-i.EXT (EXT from FILE, else png) for several. */
+static void s_image_path(char *buf, size_t len, const char *out, size_t i, size_t n)
+{
+    if (n == 1) {
+        snprintf(buf, len, "%s", out);
+        return;
+    }
+    const char *slash = strrchr(out, '/'), *dot = strrchr(out, '.');
+    if (!dot || (slash && dot < slash))
+        snprintf(buf, len, "%s-%zu.png", out, i);
+    else
+        snprintf(buf, len, "%.*s-%zu%s", (int)(dot - out), out, i, dot);
+}
+
+/* generate: write every data.images[i].image (bin, or base64 text in a JSON
+   reply) under o->out and put "<N bytes>" in its place, so the printed reply
+   stays readable. Returns 0, or -1 after saying what failed. */
+static int s_save_images(const s_opts_t *o, sdx_value_t *reply)
+{
+    sdx_value_t *images = sdx_map_get_path(reply, "data.images");
+    size_t n = sdx_array_len(images);
+    if (n == 0) {
+        fprintf(stderr, "sdxl-cli: the reply holds no images\n");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        sdx_value_t *img = sdx_array_at(images, i);
+        sdx_value_t *v = sdx_map_get(img, "image");
+        uint8_t *decoded = NULL;
+        const uint8_t *bytes = NULL;
+        size_t len = 0;
+        if (v && v->type == SDX_BIN) {
+            bytes = v->u.bin.ptr;
+            len = v->u.bin.len;
+        } else if (v && v->type == SDX_STR &&
+                   sdx_base64_decode(v->u.str.ptr, v->u.str.len, &decoded, &len) == 0) {
+            bytes = decoded;
+        } else {
+            fprintf(stderr, "sdxl-cli: data.images[%zu].image is not image bytes\n", i);
+            return -1;
+        }
+        char path[4096];
+        s_image_path(path, sizeof path, o->out, i, n);
+        FILE *f = fopen(path, "wb");
+        bool ok = f && fwrite(bytes, 1, len, f) == len;
+        if (f && fclose(f) != 0)
+            ok = false;
+        free(decoded);
+        if (!ok) {
+            fprintf(stderr, "sdxl-cli: cannot write %s: %s\n", path, strerror(errno));
+            return -1;
+        }
+        fprintf(stderr, "sdxl-cli: wrote %s (%zu bytes)\n", path, len);
+        char note[64];
+        snprintf(note, sizeof note, "<%zu bytes>", len);
+        sdx_map_set_str(img, "image", note);
+    }
+    return 0;
+}
+
 /* Print a final reply; returns the exit code it stands for. */
 static int s_print_reply(const s_opts_t *o, const void *buf, size_t len)
 {
     char err[256] = "";
     sdx_encoding_t enc = sdx_codec_detect(buf, len);
     sdx_value_t *v = sdx_codec_decode(buf, len, enc, err, sizeof err);
+    int save_rc = 0;
+    if (v && o->out && sdx_map_bool(v, "success", false))
+        save_rc = s_save_images(o, v);
     if (o->raw) {
         fwrite(buf, 1, len, stdout);
         if (enc == SDX_ENC_JSON)
@@ -317,6 +388,8 @@ static int s_print_reply(const s_opts_t *o, const void *buf, size_t len)
         const sdx_value_t *e = sdx_map_get(v, "error");
         fprintf(stderr, "sdxl-cli: error %s: %s\n", sdx_map_str(e, "code", "?"),
                 sdx_map_str(e, "message", ""));
+        rc = EXIT_ERROR_REPLY;
+    } else if (save_rc != 0) {
         rc = EXIT_ERROR_REPLY;
     }
     sdx_value_destroy(&v);
@@ -541,13 +614,17 @@ static void s_usage(FILE *f)
                "       sdxl-cli [options] ping                       system.ping\n"
                "       sdxl-cli [options] watch REQUEST_ID           progress from the events PUB\n"
                "       sdxl-cli [options] cancel REQUEST_ID          system.cancel\n"
+               "       sdxl-cli [options] generate [JSON|@FILE|-] --out FILE\n"
+               "                                 inference.generate; images to FILE (FILE-N.EXT)\n"
                "options:\n"
                "  --endpoint EP         broker frontend (default $SDXL_ENDPOINT or\n"
                "                        tcp://127.0.0.1:5555)\n"
                "  --events-endpoint EP  broker events PUB (default $SDXL_EVENTS_ENDPOINT or\n"
                "                        tcp://127.0.0.1:5557)\n"
                "  --timeout MS          wait this long for the reply / next event (default 30000)\n"
-               "  --json | --msgpack    request encoding (default json); replies come back in it\n"
+               "  --json | --msgpack    request encoding (default json, msgpack for generate);\n"
+               "                        replies come back in it\n"
+               "  --out FILE            generate: where the images go\n"
                "  --raw                 print the reply frame as received\n"
                "  --stream              DEALER + stream:true: print progress lines as they come\n"
                "  --priority P          low|normal|high|critical\n"
@@ -569,7 +646,18 @@ int main(int argc, char **argv)
         .enc = SDX_ENC_JSON,
         .req_timeout_ms = -1,
     };
-    enum { O_EVENTS = 256, O_JSON, O_MSGPACK, O_RAW, O_STREAM, O_PRIO, O_RTMO, O_RID, O_SESS };
+    enum {
+        O_EVENTS = 256,
+        O_JSON,
+        O_MSGPACK,
+        O_RAW,
+        O_STREAM,
+        O_PRIO,
+        O_RTMO,
+        O_RID,
+        O_SESS,
+        O_OUT
+    };
     static const struct option longopts[] = {
         {"endpoint", required_argument, NULL, 'e'},
         {"events-endpoint", required_argument, NULL, O_EVENTS},
@@ -582,6 +670,7 @@ int main(int argc, char **argv)
         {"request-timeout", required_argument, NULL, O_RTMO},
         {"request-id", required_argument, NULL, O_RID},
         {"session", required_argument, NULL, O_SESS},
+        {"out", required_argument, NULL, O_OUT},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -614,9 +703,14 @@ int main(int argc, char **argv)
             break;
         case O_JSON:
             o.enc = SDX_ENC_JSON;
+            o.enc_given = true;
             break;
         case O_MSGPACK:
             o.enc = SDX_ENC_MSGPACK;
+            o.enc_given = true;
+            break;
+        case O_OUT:
+            o.out = optarg;
             break;
         case O_RAW:
             o.raw = true;
@@ -674,6 +768,10 @@ int main(int argc, char **argv)
         {"workers", "system.workers"},
         {"ping", "system.ping"},
     };
+    if (o.out && strcmp(cmd, "generate") != 0) {
+        fprintf(stderr, "sdxl-cli: --out is for generate\n");
+        return EXIT_USAGE;
+    }
     if (strcmp(cmd, "cancel") == 0) { /* system.cancel {request_id} */
         if (nargs != 1) {
             s_usage(stderr);
@@ -708,6 +806,19 @@ int main(int argc, char **argv)
         if (!data)
             return EXIT_USAGE;
         return s_request(&o, args[0], data);
+    }
+    if (strcmp(cmd, "generate") == 0) {
+        if (nargs > 1 || !o.out || !*o.out) {
+            fprintf(stderr, "sdxl-cli: generate wants --out FILE and at most one data argument\n");
+            s_usage(stderr);
+            return EXIT_USAGE;
+        }
+        if (!o.enc_given)
+            o.enc = SDX_ENC_MSGPACK;
+        sdx_value_t *data = s_load_data(nargs ? args[0] : NULL);
+        if (!data)
+            return EXIT_USAGE;
+        return s_request(&o, "inference.generate", data);
     }
     if (strcmp(cmd, "watch") == 0) {
         if (nargs != 1) {

@@ -50,6 +50,13 @@ def test_options_after_command(t, fleet):
     t.check(r.returncode == 2, "an unknown option after the command is still a usage error",
             r.returncode)
 
+    r = cli(fleet, "generate", '{"prompt": "x"}')
+    t.check(r.returncode == 2 and b"--out" in r.stderr, "generate without --out: usage, exit 2",
+            (r.returncode, r.stderr[-200:]))
+    r = cli(fleet, "send", "test.echo", "{}", "--out", "/tmp/never.png")
+    t.check(r.returncode == 2 and b"--out is for generate" in r.stderr,
+            "--out with another command: usage, exit 2", (r.returncode, r.stderr[-200:]))
+
 
 def test_float_format(t, fleet):
     data = {"f": 4.76, "tenth": 0.1, "third": 1 / 3, "big": 1e300, "whole": 3.0, "neg": -2.5e-7}

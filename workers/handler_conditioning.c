@@ -1,19 +1,442 @@
-/*  handler_conditioning.c - the conditioning domain: prompt tokenization and
-    the two SDXL text encoders. Only conditioning.ping/status are real (from
-    the runtime) until the engine's tokenizer and encoders land. */
+/*  handler_conditioning.c - the conditioning domain: the tokenizers and the
+    two SDXL text encoders of the models it serves, on this worker's device.
+
+      conditioning.tokenize       the CLIP token ids of a prompt for both
+                                  tokenizers (the model's, or the engine's
+                                  built-in CLIP files when no model_name)
+      conditioning.encode_prompt  prompt_embeds, pooled_prompt_embeds and (with
+                                  guidance_scale > 1) their negative pair, as
+                                  tensors (proto/PROTOCOL.md "Tensors")
+
+    Both take the flat generation request the broker validated against
+    schemas/prompt_submission_schema.json (its x-message-types list them), so
+    the defaults are the schema's and the same fields mean the same thing as
+    in inference.generate: prompt, negative_prompt ("" = none, the model's
+    force_zeros_for_empty_prompt applies), model_name, clip_skip,
+    hyperparameters.guidance_scale, batch.size, precision.dtype (fp16 runs as
+    fp32 on a CPU, as in the inference worker). The embeddings are computed by
+    the engine's own encode step (sdxl_encode_prompt), the one
+    inference.generate runs, so they are the tensors a one-hop generation
+    uses. Text encoders stay loaded in an LRU of --max-models models
+    (infer_cache.c, text side only: no UNet, no VAE).
+
+    Settings (flags, --config keys, environment): models-root, config-dir,
+    max-models, threads, as for the inference domain.
+
+    Built without the engine the domain answers not_available for both. */
 #include "sdx_worker.h"
 
-static const char *const s_planned[] = {
+#ifndef SDX_WITH_ENGINE
+
+static const char *const s_planned_all[] = {
     "conditioning.tokenize",
     "conditioning.encode_prompt",
-    "conditioning.encode",
     NULL,
 };
 
 const sdx_domain_t sdx_domain_conditioning = {
     .name = "conditioning",
-    .capacity = 1, /* text encoders run on the device */
+    .capacity = 1,
     .handlers = NULL,
-    .planned = s_planned,
-    .planned_issue = "issue #4 (engine part 1: CLIP tokenizer and both SDXL text encoders)",
+    .planned = s_planned_all,
+    .planned_issue = "issue #10 (this sdxl-worker was built without the libtorch engine, "
+                     "-Dengine=disabled)",
 };
+
+#else /* SDX_WITH_ENGINE */
+
+#include "domain_opts.h"
+#include "infer_engine.h"
+#include "sdx_log.h"
+
+#include <limits.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct {
+    char models_root[PATH_MAX];
+    char config_dir[PATH_MAX];
+    int max_models;
+    int threads;
+} s_settings_t;
+
+static const sdx_option_t s_options[] = {
+    {"models-root", true, "DIR", "./models", "SDXL_MODELS_ROOT",
+     "models: diffusers folders, .safetensors files (must exist)"},
+    {"config-dir", true, "DIR", "", "SDXL_CONFIG_DIR",
+     "configs for single files without <name>.config/"},
+    {"max-models", true, "N", "2", "SDXL_MAX_MODELS",
+     "text encoders kept loaded, least recently used out (1..64)"},
+    {"threads", true, "N", "0", "SDXL_THREADS", "libtorch CPU threads, 0: its default (0..1024)"},
+    {NULL, false, NULL, NULL, NULL, NULL},
+};
+
+static const domain_opt_field_t s_fields[] = {
+    {"models-root", DOMAIN_OPT_DIR, offsetof(s_settings_t, models_root), 0, 0},
+    {"config-dir", DOMAIN_OPT_DIR_OPTIONAL, offsetof(s_settings_t, config_dir), 0, 0},
+    {"max-models", DOMAIN_OPT_INT, offsetof(s_settings_t, max_models), 1, 64},
+    {"threads", DOMAIN_OPT_INT, offsetof(s_settings_t, threads), 0, 1024},
+};
+
+typedef struct {
+    s_settings_t set;
+    char device_note[256];
+    infer_engine_t *engine;
+    atomic_long encoded, tokenized;
+} s_state_t;
+
+static s_state_t *s_state(sdx_worker_t *w)
+{
+    s_state_t *st = sdx_worker_domain_state(w);
+    if (!st && (st = calloc(1, sizeof *st)))
+        sdx_worker_set_domain_state(w, st);
+    return st;
+}
+
+static int s_option(sdx_worker_t *w, const char *key, const char *value, char *err, size_t err_len)
+{
+    s_state_t *st = s_state(w);
+    if (!st) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    return domain_opts_set(s_fields, sizeof s_fields / sizeof s_fields[0], "conditioning", &st->set,
+                           key, value, err, err_len);
+}
+
+static void s_log_sink(int level, const char *msg)
+{
+    sdx_log(level <= 0   ? SDX_LOG_ERROR
+            : level == 1 ? SDX_LOG_WARN
+            : level == 2 ? SDX_LOG_INFO
+                         : SDX_LOG_DEBUG,
+            "%s", msg);
+}
+
+static int s_init(sdx_worker_t *w, char *err, size_t err_len)
+{
+    s_state_t *st = s_state(w);
+    if (!st) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    infer_set_log(s_log_sink);
+    infer_engine_config_t cfg = {
+        .models_root = st->set.models_root,
+        .config_dir = st->set.config_dir,
+        .max_models = st->set.max_models > 0 ? st->set.max_models : 1,
+        .gpu = sdx_worker_gpu(w),
+        .threads = st->set.threads,
+        .upscalers_root = "",
+        .text_only = true,
+    };
+    st->engine = infer_engine_new(&cfg, st->device_note, sizeof st->device_note, err, err_len);
+    if (!st->engine)
+        return -1;
+    if (st->device_note[0])
+        log_warn("%s", st->device_note);
+    log_info("text encoders on %s, models root %s, max %d model(s), %d CPU thread(s)",
+             infer_engine_device(st->engine), st->set.models_root, cfg.max_models,
+             infer_engine_threads(st->engine));
+    return 0;
+}
+
+static void s_fini(sdx_worker_t *w)
+{
+    s_state_t *st = sdx_worker_domain_state(w);
+    if (!st)
+        return;
+    infer_engine_destroy(&st->engine);
+    free(st);
+    sdx_worker_set_domain_state(w, NULL);
+}
+
+static void s_status(sdx_worker_t *w, sdx_value_t *out)
+{
+    s_state_t *st = sdx_worker_domain_state(w);
+    if (!st || !st->engine)
+        return;
+    sdx_value_t *eng = sdx_value_map_new();
+    if (!eng)
+        return;
+    sdx_map_set_str(eng, "device", infer_engine_device(st->engine));
+    if (st->device_note[0])
+        sdx_map_set_str(eng, "device_note", st->device_note);
+    sdx_map_set_str(eng, "models_root", st->set.models_root);
+    sdx_map_set_int(eng, "max_models", st->set.max_models);
+    sdx_map_set_int(eng, "threads", infer_engine_threads(st->engine));
+    sdx_map_set_int(eng, "encoded", atomic_load(&st->encoded));
+    sdx_map_set_int(eng, "tokenized", atomic_load(&st->tokenized));
+    infer_model_info_t info[16];
+    int n = infer_engine_describe(st->engine, info, 16);
+    sdx_value_t *loaded = sdx_value_array_new();
+    for (int i = 0; loaded && i < n; i++) {
+        sdx_value_t *m = sdx_value_map_new();
+        if (!m)
+            break;
+        sdx_map_set_str(m, "name", info[i].name);
+        sdx_map_set_str(m, "dtype", info[i].dtype);
+        sdx_map_set_str(m, "state", info[i].state);
+        sdx_map_set_int(m, "uses", info[i].uses);
+        sdx_array_push(loaded, m);
+    }
+    if (loaded)
+        sdx_map_set(eng, "loaded_models", loaded);
+    sdx_map_set(out, "engine", eng);
+}
+
+static void s_publish_models(sdx_worker_t *w, s_state_t *st)
+{
+    size_t n = 0;
+    char **names = infer_engine_models(st->engine, &n);
+    sdx_worker_set_models(w, (const char *const *)names, n);
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+static double s_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+static const char *const s_status_code[] = {
+    [INFER_OK] = "internal",
+    [INFER_BAD_NAME] = "invalid_request",
+    [INFER_NOT_FOUND] = "not_found",
+    [INFER_LOAD_FAILED] = "internal",
+    [INFER_CANCELLED] = "cancelled",
+    [INFER_BAD_INPUT] = "invalid_request",
+    [INFER_OOM] = "out_of_memory",
+    [INFER_FAILED] = "internal",
+    [INFER_BAD_UPSCALE] = "invalid_request",
+};
+
+static int s_fail_status(sdx_job_t *job, infer_status_t rc, const char *model, const char *err)
+{
+    const char *field = rc == INFER_BAD_NAME || rc == INFER_NOT_FOUND || rc == INFER_LOAD_FAILED
+                            ? "model_name"
+                            : NULL;
+    if (rc == INFER_LOAD_FAILED)
+        return sdx_job_fail(job, "internal", field, "cannot load model '%s': %s", model, err);
+    return sdx_job_fail(job, s_status_code[rc], field, "%s", err);
+}
+
+/* ---------------------------------------------------------- the fields */
+
+/* A string field of the filled-in request; NULL when absent or not text. */
+static const char *s_str(const sdx_value_t *m, const char *path)
+{
+    const sdx_value_t *v = sdx_map_get_path(m, path);
+    return v && v->type == SDX_STR ? v->u.str.ptr : NULL;
+}
+
+/* An integer field the schema fills (its default): absent means the
+   request did not come through the broker's validation. */
+static int s_int(sdx_job_t *job, const sdx_value_t *m, const char *path, int64_t *out)
+{
+    const sdx_value_t *v = sdx_map_get_path(m, path);
+    if (!v || v->type != SDX_INT)
+        return sdx_job_fail(job, "invalid_request", path,
+                            "%s: an integer is required (the broker fills the schema's default)",
+                            path);
+    *out = v->u.i;
+    return 0;
+}
+
+static int s_num(sdx_job_t *job, const sdx_value_t *m, const char *path, double *out)
+{
+    const sdx_value_t *v = sdx_map_get_path(m, path);
+    if (!v || !sdx_value_as_double(v, out) || *out != *out)
+        return sdx_job_fail(job, "invalid_request", path,
+                            "%s: a number is required (the broker fills the schema's default)",
+                            path);
+    return 0;
+}
+
+/* The text side of the flat request into req (strings borrowed from data). */
+static int s_parse(sdx_job_t *job, const sdx_value_t *data, s_state_t *st, infer_request_t *req)
+{
+    memset(req, 0, sizeof *req);
+    req->prompt = s_str(data, "prompt");
+    if (!req->prompt)
+        return sdx_job_fail(job, "invalid_request", "prompt", "prompt (a string) is required");
+    const char *neg = s_str(data, "negative_prompt");
+    req->negative_prompt = neg && *neg ? neg : NULL;
+    req->model_name = s_str(data, "model_name");
+    if (!req->model_name || !*req->model_name)
+        return sdx_job_fail(job, "invalid_request", "model_name", "model_name is required");
+    int64_t clip_skip = 0, batch = 0;
+    if (s_int(job, data, "clip_skip", &clip_skip) || s_int(job, data, "batch.size", &batch) ||
+        s_num(job, data, "hyperparameters.guidance_scale", &req->guidance_scale))
+        return -1;
+    if (clip_skip < 0 || clip_skip > 64)
+        return sdx_job_fail(job, "invalid_request", "clip_skip", "must be in 0..64");
+    if (batch < 1 || batch > 64)
+        return sdx_job_fail(job, "invalid_request", "batch.size", "must be in 1..64");
+    req->clip_skip = (int)clip_skip;
+    req->batch = (int)batch;
+    req->dtype = s_str(data, "precision.dtype");
+    if (!req->dtype)
+        return sdx_job_fail(job, "invalid_request", "precision.dtype",
+                            "precision.dtype is required (the broker fills the schema's default)");
+    if (strcmp(req->dtype, "fp16") == 0 && !infer_engine_is_cuda(st->engine))
+        req->dtype = "fp32"; /* as the inference worker: no Half kernels on the CPU */
+    else if (strcmp(req->dtype, "fp16") != 0 && strcmp(req->dtype, "fp32") != 0 &&
+             strcmp(req->dtype, "bf16") != 0)
+        return sdx_job_fail(job, "invalid_request", "precision.dtype",
+                            "unknown dtype '%s'; accepted: fp32, fp16, bf16", req->dtype);
+    return 0;
+}
+
+/* {"dtype", "shape", "data"}: the protocol's tensor form (bytes moved in). */
+static sdx_value_t *s_tensor_value(infer_tensor_t *t)
+{
+    sdx_value_t *m = sdx_value_map_new(), *shape = sdx_value_array_new();
+    if (!m || !shape) {
+        sdx_value_destroy(&m);
+        sdx_value_destroy(&shape);
+        return NULL;
+    }
+    for (int d = 0; d < t->ndim; d++)
+        sdx_array_push(shape, sdx_value_int_new(t->shape[d]));
+    sdx_map_set_str(m, "dtype", t->dtype);
+    sdx_map_set(m, "shape", shape);
+    sdx_value_t *bin = sdx_value_bin_take(t->data, t->nbytes);
+    if (!bin) {
+        sdx_value_destroy(&m);
+        return NULL;
+    }
+    t->data = NULL; /* owned by bin */
+    sdx_map_set(m, "data", bin);
+    return m;
+}
+
+/* ---------------------------------------------------------- handlers */
+
+static int s_encode_prompt(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply)
+{
+    double t0 = s_ms();
+    sdx_worker_t *w = sdx_job_worker(job);
+    s_state_t *st = sdx_worker_domain_state(w);
+    if (!st || !st->engine)
+        return sdx_job_fail(job, "internal", NULL, "the text encoders are not initialised");
+    infer_request_t req;
+    if (s_parse(job, data, st, &req) != 0)
+        return -1;
+    infer_embeds_t out;
+    char err[768];
+    infer_status_t rc = infer_engine_encode(st->engine, &req, &out, err, sizeof err);
+    if (out.models_changed)
+        s_publish_models(w, st);
+    if (rc != INFER_OK)
+        return s_fail_status(job, rc, req.model_name, err);
+    sdx_value_t *tensors = sdx_value_map_new();
+    int bad = !tensors;
+    for (int i = 0; !bad && i < out.count; i++) {
+        sdx_value_t *tv = s_tensor_value(&out.t[i]);
+        bad = !tv || sdx_map_set(tensors, out.t[i].name, tv) != 0;
+    }
+    infer_embeds_t kept = out;
+    infer_embeds_clear(&out);
+    if (bad) {
+        sdx_value_destroy(&tensors);
+        return sdx_job_fail(job, "out_of_memory", NULL, "out of host memory");
+    }
+    sdx_map_set(reply, "tensors", tensors);
+    sdx_map_set_str(reply, "model_name", req.model_name);
+    sdx_map_set_str(reply, "dtype", req.dtype);
+    sdx_map_set_str(reply, "device", infer_engine_device(st->engine));
+    sdx_map_set_bool(reply, "do_classifier_free_guidance", req.guidance_scale > 1.0);
+    sdx_map_set_bool(reply, "truncated", kept.truncated);
+    sdx_value_t *tm = sdx_value_map_new();
+    if (tm) {
+        sdx_map_set_float(tm, "load_ms", kept.load_ms);
+        sdx_map_set_float(tm, "encode_ms", kept.encode_ms);
+        sdx_map_set_float(tm, "total_ms", s_ms() - t0);
+        sdx_map_set(reply, "timings", tm);
+    }
+    atomic_fetch_add(&st->encoded, 1);
+    log_info("%s: encoded %d prompt tensor(s) with %s in %.1f ms", sdx_job_request_id(job),
+             kept.count, req.model_name, s_ms() - t0);
+    return 0;
+}
+
+static int s_tokenize(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply)
+{
+    sdx_worker_t *w = sdx_job_worker(job);
+    s_state_t *st = sdx_worker_domain_state(w);
+    if (!st || !st->engine)
+        return sdx_job_fail(job, "internal", NULL, "the tokenizers are not initialised");
+    const char *prompt = s_str(data, "prompt");
+    if (!prompt)
+        return sdx_job_fail(job, "invalid_request", "prompt", "prompt (a string) is required");
+    /* no model_name: the engine's built-in CLIP tokenizers */
+    const char *model = s_str(data, "model_name");
+    infer_tokens_t out;
+    char err[768];
+    infer_status_t rc = infer_engine_tokenize(st->engine, model, prompt, &out, err, sizeof err);
+    if (out.models_changed)
+        s_publish_models(w, st);
+    if (rc != INFER_OK)
+        return rc == INFER_BAD_INPUT ? sdx_job_fail(job, "invalid_request", "prompt", "%s", err)
+                                     : s_fail_status(job, rc, model, err);
+    sdx_value_t *toks = sdx_value_array_new();
+    bool truncated = false;
+    for (int i = 0; toks && i < out.count; i++) {
+        sdx_value_t *t = sdx_value_map_new(), *ids = sdx_value_array_new();
+        if (!t || !ids) {
+            sdx_value_destroy(&t);
+            sdx_value_destroy(&ids);
+            break;
+        }
+        for (int k = 0; k < 77; k++)
+            sdx_array_push(ids, sdx_value_int_new(out.ids[i][k]));
+        sdx_map_set_str(t, "name", out.names[i]);
+        sdx_map_set(t, "input_ids", ids);
+        sdx_map_set_int(t, "length", out.n_real[i]);
+        sdx_map_set_int(t, "untruncated_length", (int64_t)out.n_untruncated[i]);
+        sdx_map_set_int(t, "pad_id", out.pad_id[i]);
+        truncated |= out.n_untruncated[i] > 77;
+        sdx_array_push(toks, t);
+    }
+    if (!toks || sdx_array_len(toks) != (size_t)out.count) {
+        sdx_value_destroy(&toks);
+        return sdx_job_fail(job, "out_of_memory", NULL, "out of host memory");
+    }
+    sdx_map_set(reply, "tokenizers", toks);
+    sdx_map_set_str(reply, "model_name", model && *model ? model : "built-in CLIP tokenizer");
+    sdx_map_set_int(reply, "max_length", 77);
+    sdx_map_set_bool(reply, "truncated", truncated);
+    atomic_fetch_add(&st->tokenized, 1);
+    return 0;
+}
+
+static const sdx_handler_t s_handlers[] = {
+    {"conditioning.tokenize", s_tokenize, 0,
+     "CLIP token ids of a prompt for both tokenizers (the model's, or built-in)"},
+    {"conditioning.encode_prompt", s_encode_prompt, 0,
+     "SDXL prompt embeddings (+ pooled, + negatives with CFG) as tensors"},
+    {NULL, NULL, 0, NULL},
+};
+
+const sdx_domain_t sdx_domain_conditioning = {
+    .name = "conditioning",
+    .capacity = 1, /* text encoders run on the device, one request at a time */
+    .handlers = s_handlers,
+    .planned = NULL,
+    .planned_issue = NULL,
+    .options = s_options,
+    .option = s_option,
+    .init = s_init,
+    .fini = s_fini,
+    .status = s_status,
+};
+
+#endif /* SDX_WITH_ENGINE */

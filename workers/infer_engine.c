@@ -23,6 +23,7 @@ struct infer_engine {
     post_upscaler_t *upscaler;
     const char *device_name;
     int threads;
+    bool text_only;
     infer_cache_t *cache;
 };
 
@@ -38,6 +39,7 @@ infer_engine_t *infer_engine_new(const infer_engine_config_t *cfg, char *note, s
     snprintf(e->models_root, sizeof e->models_root, "%s", cfg->models_root);
     snprintf(e->config_dir, sizeof e->config_dir, "%s", cfg->config_dir ? cfg->config_dir : "");
     e->threads = cfg->threads;
+    e->text_only = cfg->text_only;
     e->device = (sdx_device_t){SDX_CPU, 0};
     e->device_name = "cpu";
     if (cfg->gpu >= 0) {
@@ -291,4 +293,172 @@ infer_status_t infer_engine_generate(infer_engine_t *e, const infer_request_t *r
     out->image_ms = s_ms() - t0;
     sdxl_result_clear(&r);
     return INFER_OK;
+}
+
+/* ------------------------------------------------------ the text side */
+
+/* The engine for req's model in req's dtype, from the cache (loaded when
+   absent). NULL with a status in *st and the reason in err. */
+static infer_entry_t *s_acquire(infer_engine_t *e, const char *model_name, const char *dtype,
+                                bool *loaded, double *load_ms, infer_status_t *st, char *err,
+                                size_t err_len)
+{
+    infer_model_ref_t ref;
+    bool not_found;
+    if (infer_model_resolve(e->models_root, model_name, e->config_dir[0] ? e->config_dir : NULL,
+                            &ref, &not_found, err, err_len) != 0) {
+        *st = not_found ? INFER_NOT_FOUND : INFER_BAD_NAME;
+        return NULL;
+    }
+    sdxl_engine_params_t ep;
+    sdxl_engine_params_init(&ep);
+    ep.dtype = dtype && strcmp(dtype, "fp16") == 0   ? SDX_F16
+               : dtype && strcmp(dtype, "bf16") == 0 ? SDX_BF16
+                                                     : SDX_F32;
+    ep.device = e->device;
+    ep.threads = e->threads;
+    ep.text_only = e->text_only;
+    infer_entry_t *entry =
+        infer_cache_acquire(e->cache, model_name, &ref, &ep, loaded, load_ms, err, err_len);
+    if (!entry)
+        *st = strstr(err, "out of memory") ? INFER_OOM : INFER_LOAD_FAILED;
+    return entry;
+}
+
+static const char *s_dtype_wire(sdx_dtype_t dt)
+{
+    return dt == SDX_F16 ? "float16" : dt == SDX_BF16 ? "bfloat16" : "float32";
+}
+
+/* One device tensor -> host bytes in its own dtype (the one copy out of the
+   engine). */
+static int s_tensor_out(const char *name, const sdx_tensor_t *t, infer_tensor_t *out)
+{
+    memset(out, 0, sizeof *out);
+    out->name = name;
+    sdx_dtype_t dt = sdx_tensor_dtype(t);
+    if (dt != SDX_F32 && dt != SDX_F16 && dt != SDX_BF16)
+        dt = SDX_F32;
+    out->dtype = s_dtype_wire(dt);
+    int64_t shape[SDX_MAX_DIMS];
+    int nd = sdx_tensor_shape(t, shape);
+    if (nd < 1 || nd > 4)
+        return sdx_set_error("%s: unexpected rank %d", name, nd);
+    out->ndim = nd;
+    memcpy(out->shape, shape, (size_t)nd * sizeof *shape);
+    out->nbytes = (size_t)sdx_tensor_numel(t) * sdx_dtype_size(dt);
+    out->data = malloc(out->nbytes ? out->nbytes : 1);
+    if (!out->data)
+        return sdx_set_error("out of host memory");
+    return sdx_to_host(t, dt, out->data, out->nbytes);
+}
+
+void infer_embeds_clear(infer_embeds_t *out)
+{
+    for (int i = 0; i < 4; i++)
+        free(out->t[i].data);
+    memset(out, 0, sizeof *out);
+}
+
+infer_status_t infer_engine_encode(infer_engine_t *e, const infer_request_t *req,
+                                   infer_embeds_t *out, char *err, size_t err_len)
+{
+    memset(out, 0, sizeof *out);
+    infer_status_t st = INFER_OK;
+    bool loaded = false;
+    double load_ms = 0;
+    infer_entry_t *entry =
+        s_acquire(e, req->model_name, req->dtype, &loaded, &load_ms, &st, err, err_len);
+    out->loaded = loaded;
+    out->load_ms = loaded ? load_ms : 0;
+    out->models_changed = loaded || !entry;
+    if (!entry)
+        return st;
+    sdxl_gen_params_t gp;
+    sdxl_gen_params_init(&gp);
+    gp.prompt = req->prompt;
+    gp.negative_prompt = req->negative_prompt;
+    gp.clip_skip = req->clip_skip;
+    gp.batch = req->batch;
+    gp.guidance_scale = req->guidance_scale;
+    double t0 = s_ms();
+    sdx_prompt_embeds_t pe;
+    bool input_error = false;
+    int rc = sdxl_encode_prompt(infer_entry_engine(entry), &gp, &pe, &input_error);
+    if (rc != 0)
+        snprintf(err, err_len, "%s", sdx_last_error());
+    infer_cache_release(e->cache, &entry);
+    if (rc != 0)
+        return s_engine_status(err, input_error);
+    const struct {
+        const char *name;
+        sdx_tensor_t *t;
+    } parts[4] = {
+        {"prompt_embeds", pe.prompt_embeds},
+        {"pooled_prompt_embeds", pe.pooled_prompt_embeds},
+        {"negative_prompt_embeds", pe.negative_prompt_embeds},
+        {"negative_pooled_prompt_embeds", pe.negative_pooled_prompt_embeds},
+    };
+    for (int i = 0; i < 4 && parts[i].t; i++) {
+        if (s_tensor_out(parts[i].name, parts[i].t, &out->t[i]) != 0) {
+            snprintf(err, err_len, "%s", sdx_last_error());
+            sdx_prompt_embeds_free(&pe);
+            infer_embeds_clear(out);
+            return strstr(err, "memory") ? INFER_OOM : INFER_FAILED;
+        }
+        out->count = i + 1;
+    }
+    out->truncated = pe.truncated;
+    out->encode_ms = s_ms() - t0;
+    sdx_prompt_embeds_free(&pe);
+    return INFER_OK;
+}
+
+static void s_tokenize_one(const sdx_tokenizer_t *t, const char *text, infer_tokens_t *out, int i,
+                           const char *name)
+{
+    out->names[i] = name;
+    out->pad_id[i] = sdx_tokenizer_pad_id(t);
+    if (sdx_tokenizer_encode(t, text, out->ids[i], SDX_CLIP_MAX_LENGTH, &out->n_real[i],
+                             &out->n_untruncated[i]) == 0)
+        out->count = i + 1;
+}
+
+infer_status_t infer_engine_tokenize(infer_engine_t *e, const char *model_name, const char *text,
+                                     infer_tokens_t *out, char *err, size_t err_len)
+{
+    memset(out, 0, sizeof *out);
+    if (!model_name || !*model_name) {
+        sdx_tokenizer_t *t1 = sdx_tokenizer_builtin(1), *t2 = sdx_tokenizer_builtin(2);
+        if (t1 && t2) {
+            s_tokenize_one(t1, text, out, 0, "tokenizer");
+            if (out->count == 1)
+                s_tokenize_one(t2, text, out, 1, "tokenizer_2");
+        }
+        if (out->count != 2)
+            snprintf(err, err_len, "%s", sdx_last_error());
+        sdx_tokenizer_destroy(&t1);
+        sdx_tokenizer_destroy(&t2);
+        return out->count == 2 ? INFER_OK : strstr(err, "UTF-8") ? INFER_BAD_INPUT : INFER_FAILED;
+    }
+    infer_status_t st = INFER_OK;
+    bool loaded = false;
+    double load_ms = 0;
+    infer_entry_t *entry = s_acquire(e, model_name, "fp32", &loaded, &load_ms, &st, err, err_len);
+    out->loaded = loaded;
+    out->load_ms = loaded ? load_ms : 0;
+    out->models_changed = loaded || !entry;
+    if (!entry)
+        return st;
+    const sdxl_engine_t *eng = infer_entry_engine(entry);
+    const sdx_tokenizer_t *t1 = sdxl_engine_tokenizer(eng, 1), *t2 = sdxl_engine_tokenizer(eng, 2);
+    int want = t1 ? 2 : 1;
+    if (t1)
+        s_tokenize_one(t1, text, out, 0, "tokenizer");
+    if (out->count == want - 1)
+        s_tokenize_one(t2, text, out, want - 1, "tokenizer_2");
+    if (out->count != want)
+        snprintf(err, err_len, "%s", sdx_last_error());
+    infer_cache_release(e->cache, &entry);
+    return out->count == want ? INFER_OK : strstr(err, "UTF-8") ? INFER_BAD_INPUT : INFER_FAILED;
 }

@@ -29,6 +29,8 @@ typedef struct {
     int gpu;                 /* the worker's GPU (host index), -1: CPU */
     int threads;             /* CPU threads, 0: libtorch's default */
     const char *upscalers_root; /* output.upscale models ("" or NULL: Lanczos only) */
+    bool text_only;             /* load tokenizers and text encoders only (the conditioning
+                                   worker): infer_engine_encode/tokenize, no generation */
 } infer_engine_config_t;
 
 /* Set up (nothing is loaded yet). NULL on failure with a reason in err.
@@ -127,5 +129,57 @@ typedef struct {
 /* Up to max cache entries into out; returns how many. Never blocks on a
    load or a generation (safe on the main thread). */
 int infer_engine_describe(infer_engine_t *e, infer_model_info_t *out, int max);
+
+/* ------------------------------------------------------ the text side */
+
+/* One tensor leaving the engine: raw little-endian bytes on the host, in the
+   protocol's tensor form (proto/PROTOCOL.md "Tensors"). */
+typedef struct {
+    const char *name;  /* "prompt_embeds", ... (static) */
+    const char *dtype; /* "float32", "float16", "bfloat16" (static) */
+    int ndim;
+    int64_t shape[4];
+    uint8_t *data; /* malloc'd, nbytes */
+    size_t nbytes;
+} infer_tensor_t;
+
+/* What conditioning.encode_prompt computes: the four SDXL conditioning
+   tensors (the negative pair only when guidance_scale > 1), exactly as
+   infer_engine_generate would for the same request fields. */
+typedef struct {
+    int count; /* tensors filled: 4 with CFG, 2 without */
+    infer_tensor_t t[4];
+    bool truncated; /* a prompt was longer than 75 tokens */
+    bool loaded;
+    double load_ms, encode_ms;
+    bool models_changed;
+} infer_embeds_t;
+
+/* Encode req's prompt, negative_prompt, clip_skip, batch and
+   guidance_scale (the other fields are ignored) with the model's text
+   encoders in req->dtype. INFER_OK and *out filled (caller clears), or a
+   status with the reason in err. */
+infer_status_t infer_engine_encode(infer_engine_t *e, const infer_request_t *req,
+                                   infer_embeds_t *out, char *err, size_t err_len);
+void infer_embeds_clear(infer_embeds_t *out);
+
+/* Token ids of one text for both tokenizers (conditioning.tokenize). */
+typedef struct {
+    int count;               /* 2, or 1 for a refiner (tokenizer_2 only) */
+    const char *names[2];    /* "tokenizer", "tokenizer_2" (static) */
+    int64_t ids[2][77];      /* BOS, tokens, EOS, padding (max_length 77) */
+    int n_real[2];           /* BOS..EOS before the padding */
+    size_t n_untruncated[2]; /* BOS + every token + EOS without truncation */
+    int32_t pad_id[2];
+    bool loaded;
+    double load_ms;
+    bool models_changed;
+} infer_tokens_t;
+
+/* model_name NULL or "": the CLIP tokenizers built into the engine (no
+   model is loaded); else the model's tokenizers (its text side is loaded
+   into the cache). */
+infer_status_t infer_engine_tokenize(infer_engine_t *e, const char *model_name, const char *text,
+                                     infer_tokens_t *out, char *err, size_t err_len);
 
 #endif

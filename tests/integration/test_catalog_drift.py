@@ -81,7 +81,8 @@ def check_fleet(t, fleet, types, examples):
     os.makedirs(os.path.join(roots, "models"))
     os.makedirs(os.path.join(roots, "outputs"))
     extra = {"inference": ["--models-root", os.path.join(roots, "models"),
-                           "--outputs-root", os.path.join(roots, "outputs")]}
+                           "--outputs-root", os.path.join(roots, "outputs")],
+             "conditioning": ["--models-root", os.path.join(roots, "models")]}
     workers = [fleet.start_worker(d, extra=extra.get(d, ()), wid="cat-" + d) for d in DOMAINS]
     fleet.wait_registered([w.wid for w in workers], timeout=30.0)
     last = []

@@ -116,6 +116,8 @@ sdxl_engine_t *sdxl_engine_new(const sdxl_engine_params_t *p)
     lo.config_dir = p->config_dir;
     lo.dtype = p->dtype;
     lo.device = p->device;
+    if (p->text_only)
+        lo.components = SDX_COMP_TE1 | SDX_COMP_TE2;
     e->model = sdx_model_load(&lo);
     if (!e->model)
         goto fail;
@@ -124,11 +126,14 @@ sdxl_engine_t *sdxl_engine_new(const sdxl_engine_params_t *p)
         sdx_set_error("%s: a %s, not an SDXL checkpoint", p->model_path, sdx_arch_name(m->arch));
         goto fail;
     }
-    if (!m->unet || !m->vae || !m->te2) {
+    if ((!p->text_only && (!m->unet || !m->vae)) || !m->te2) {
         sdx_set_error("%s: the checkpoint lacks a %s", p->model_path,
-                      !m->unet ? "UNet" : !m->vae ? "VAE" : "text_encoder_2");
+                      !m->te2 ? "text_encoder_2" : !m->unet ? "UNet" : "VAE");
         goto fail;
     }
+    bool cl = false;
+    if (p->text_only)
+        goto text;
     e->unet = sdx_unet_new(&m->unet_cfg, m->unet);
     if (!e->unet)
         goto fail;
@@ -160,9 +165,10 @@ sdxl_engine_t *sdxl_engine_new(const sdxl_engine_params_t *p)
     }
     /* channels-last helps cuDNN's convolutions; on the CPU it mostly costs
        layout conversions, so auto turns it on for CUDA only */
-    bool cl = p->channels_last < 0 ? p->device.type == SDX_CUDA : p->channels_last == 1;
+    cl = p->channels_last < 0 ? p->device.type == SDX_CUDA : p->channels_last == 1;
     sdx_unet_options(e->unet)->channels_last = cl;
     sdx_vae_options(e->vae)->channels_last = cl;
+text:
     e->te2 = sdx_clip_new(&m->te2_cfg, m->te2, "text_encoder_2");
     if (!e->te2)
         goto fail;
@@ -199,9 +205,13 @@ sdxl_engine_t *sdxl_engine_new(const sdxl_engine_params_t *p)
     s_read_scheduler_class(m->scheduler_config, e->scheduler_class, sizeof e->scheduler_class);
     if (!e->scheduler_class[0])
         snprintf(e->scheduler_class, sizeof e->scheduler_class, "EulerDiscreteScheduler");
-    s_log(e, 2, "loaded %s (%s, %s, VAE %s, channels-last %s) in %.0f ms", p->model_path,
-          sdx_arch_name(m->arch), sdx_dtype_name(p->dtype), sdx_dtype_name(sdx_vae_dtype(e->vae)),
-          cl ? "on" : "off", s_now_ms() - t0);
+    if (p->text_only)
+        s_log(e, 2, "loaded the text encoders of %s (%s, %s) in %.0f ms", p->model_path,
+              sdx_arch_name(m->arch), sdx_dtype_name(p->dtype), s_now_ms() - t0);
+    else
+        s_log(e, 2, "loaded %s (%s, %s, VAE %s, channels-last %s) in %.0f ms", p->model_path,
+              sdx_arch_name(m->arch), sdx_dtype_name(p->dtype),
+              sdx_dtype_name(sdx_vae_dtype(e->vae)), cl ? "on" : "off", s_now_ms() - t0);
     sdx_inference_guard_free(&guard);
     return e;
 fail:
@@ -236,6 +246,11 @@ void sdxl_engine_free(sdxl_engine_t **ep)
 const sdx_model_t *sdxl_engine_model(const sdxl_engine_t *e)
 {
     return e ? e->model : NULL;
+}
+
+const sdx_tokenizer_t *sdxl_engine_tokenizer(const sdxl_engine_t *e, int which)
+{
+    return !e ? NULL : which == 1 ? e->tok1 : which == 2 ? e->tok2 : NULL;
 }
 
 void sdxl_result_clear(sdxl_result_t *r)
@@ -288,19 +303,11 @@ fail:
     return -1;
 }
 
-static int s_check_params(const sdxl_engine_t *e, const sdxl_gen_params_t *p, int *w, int *h)
+/* What the text side refuses: no prompt, batch, clip_skip beyond the model. */
+static int s_check_text(const sdxl_engine_t *e, const sdxl_gen_params_t *p)
 {
     if (!p->prompt)
         return sdx_set_error("prompt: required");
-    int dflt = e->model->unet_cfg.sample_size > 0 ? e->model->unet_cfg.sample_size * 8 : 1024;
-    *w = p->width > 0 ? p->width : dflt;
-    *h = p->height > 0 ? p->height : dflt;
-    if (*w % 8 || *h % 8)
-        return sdx_set_error("width/height: must be multiples of 8, got %dx%d", *w, *h);
-    if (*w > 8192 || *h > 8192)
-        return sdx_set_error("width/height: at most 8192, got %dx%d", *w, *h);
-    if (p->steps < 1 || p->steps > 1000)
-        return sdx_set_error("steps: must be in 1..1000, got %d", p->steps);
     if (p->batch < 1 || p->batch > 64)
         return sdx_set_error("batch: must be in 1..64, got %d", p->batch);
     if (p->clip_skip < 0)
@@ -314,9 +321,65 @@ static int s_check_params(const sdxl_engine_t *e, const sdxl_gen_params_t *p, in
         return sdx_set_error("clip_skip: must be at most %d for this model's %d-layer text "
                              "encoder(s), got %d",
                              layers - 1, layers, p->clip_skip);
+    return 0;
+}
+
+static int s_check_params(const sdxl_engine_t *e, const sdxl_gen_params_t *p, int *w, int *h)
+{
+    if (!e->unet)
+        return sdx_set_error("engine: loaded for text encoding only (text_only), cannot generate");
+    if (s_check_text(e, p) != 0)
+        return -1;
+    int dflt = e->model->unet_cfg.sample_size > 0 ? e->model->unet_cfg.sample_size * 8 : 1024;
+    *w = p->width > 0 ? p->width : dflt;
+    *h = p->height > 0 ? p->height : dflt;
+    if (*w % 8 || *h % 8)
+        return sdx_set_error("width/height: must be multiples of 8, got %dx%d", *w, *h);
+    if (*w > 8192 || *h > 8192)
+        return sdx_set_error("width/height: at most 8192, got %dx%d", *w, *h);
+    if (p->steps < 1 || p->steps > 1000)
+        return sdx_set_error("steps: must be in 1..1000, got %d", p->steps);
     if (p->guidance_rescale < 0 || p->guidance_rescale > 1)
         return sdx_set_error("guidance_rescale: must be in [0, 1], got %g", p->guidance_rescale);
     return 0;
+}
+
+/* Step 1 of a generation: p's prompts through both encoders (checked). */
+static int s_encode(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdx_prompt_embeds_t *pe)
+{
+    sdx_text_encoders_t te = {e->te1, e->tok1, e->te2, e->tok2};
+    sdx_prompt_params_t pp;
+    sdx_prompt_params_init(&pp);
+    const char *prompts[1] = {p->prompt};
+    const char *negs[1] = {p->negative_prompt};
+    pp.prompt = prompts;
+    pp.negative = p->negative_prompt ? negs : NULL;
+    pp.num_images_per_prompt = p->batch;
+    pp.clip_skip = p->clip_skip;
+    pp.do_cfg = p->guidance_scale > 1.0;
+    pp.force_zeros_for_empty_prompt = e->model->force_zeros_for_empty_prompt;
+    if (sdx_prompt_encode(&te, &pp, pe) != 0)
+        return -1;
+    if (pe->truncated)
+        s_log(e, 1, "prompt longer than 75 tokens was truncated");
+    return 0;
+}
+
+int sdxl_encode_prompt(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdx_prompt_embeds_t *out,
+                       bool *input_error)
+{
+    memset(out, 0, sizeof *out);
+    if (input_error)
+        *input_error = false;
+    if (s_check_text(e, p) != 0) {
+        if (input_error)
+            *input_error = true;
+        return -1;
+    }
+    sdx_inference_guard_t *guard = sdx_inference_guard_new();
+    int rc = s_encode(e, p, out);
+    sdx_inference_guard_free(&guard);
+    return rc;
 }
 
 int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r)
@@ -381,20 +444,7 @@ int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r
     free(sched_json);
 
     /* 1. prompt embeddings */
-    sdx_text_encoders_t te = {e->te1, e->tok1, e->te2, e->tok2};
-    sdx_prompt_params_t pp;
-    sdx_prompt_params_init(&pp);
-    const char *prompts[1] = {p->prompt};
-    const char *negs[1] = {p->negative_prompt};
-    pp.prompt = prompts;
-    pp.negative = p->negative_prompt ? negs : NULL;
-    pp.num_images_per_prompt = B;
-    pp.clip_skip = p->clip_skip;
-    pp.do_cfg = cfg;
-    pp.force_zeros_for_empty_prompt = m->force_zeros_for_empty_prompt;
-    SDX_TRY(sdx_prompt_encode(&te, &pp, &pe));
-    if (pe.truncated)
-        s_log(e, 1, "prompt longer than 75 tokens was truncated");
+    SDX_TRY(s_encode(e, p, &pe));
 
     /* conditioning batches, CFG order [negative, positive] */
     sdx_tensor_t *ehs = pe.prompt_embeds, *pooled = pe.pooled_prompt_embeds, *tids, *tid1,

@@ -21,6 +21,8 @@
 
 #include "sdx_image.h"
 #include "sdx_model.h"
+#include "sdx_prompt.h"
+#include "sdx_tokenizer.h"
 #include "sdx_torch.h"
 
 #include <stdbool.h>
@@ -51,6 +53,10 @@ typedef struct {
                                    VAE: -1 auto (default: on for CUDA, off
                                    for CPU), 0 off, 1 on */
     int threads;                /* CPU threads, 0: libtorch's default */
+    bool text_only;             /* load only the tokenizers and the text
+                                   encoders (the conditioning worker):
+                                   sdxl_encode_prompt works, sdxl_generate
+                                   refuses the engine */
     sdxl_log_fn log;
     void *log_ud;
 } sdxl_engine_params_t;
@@ -61,6 +67,9 @@ sdxl_engine_t *sdxl_engine_new(const sdxl_engine_params_t *p);
 void sdxl_engine_free(sdxl_engine_t **e);
 /* The loaded model (borrowed). */
 const sdx_model_t *sdxl_engine_model(const sdxl_engine_t *e);
+/* The tokenizer of text_encoder (which 1; NULL for a refiner) or
+   text_encoder_2 (which 2), borrowed. */
+const sdx_tokenizer_t *sdxl_engine_tokenizer(const sdxl_engine_t *e, int which);
 
 /* Progress callback: once per denoising step (step counts from 1). */
 typedef void (*sdxl_progress_fn)(int step, int total, double elapsed_s, void *ud);
@@ -113,6 +122,16 @@ typedef struct {
    fault. On success the caller clears r. */
 int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r);
 void sdxl_result_clear(sdxl_result_t *r);
+
+/* The prompt embeddings sdxl_generate would compute for p (prompt,
+   negative_prompt, clip_skip, batch as num_images_per_prompt, and the
+   negative pair when guidance_scale > 1), by the same code: embeddings made
+   here and denoised elsewhere give the image of one sdxl_generate call.
+   Tensors on the engine's device in its dtype, the caller's
+   (sdx_prompt_embeds_free). 0, or -1 with sdx_last_error() and
+   *input_error (may be NULL) true when p was refused before any work. */
+int sdxl_encode_prompt(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdx_prompt_embeds_t *out,
+                       bool *input_error);
 
 /* The A1111 "parameters" text of a generation (prompt, Negative prompt,
    Steps, Sampler, CFG scale, Seed, Size, Model, Clip skip) for its images'

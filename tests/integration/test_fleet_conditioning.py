@@ -1,0 +1,199 @@
+#!/usr/bin/python3
+"""The conditioning domain through a real broker and worker, on the golden
+tiny model:
+
+- conditioning.tokenize: the built-in CLIP tokenizers (no model_name) and the
+  model's own give transformers' CLIPTokenizer ids (golden tokens.json) for
+  both tokenizers (tokenizer pads with <|endoftext|>, tokenizer_2 with "!");
+- conditioning.encode_prompt: the tensors (dtype, shape, raw little-endian
+  bytes in msgpack bin; base64 text for a JSON client) equal diffusers'
+  StableDiffusionXLPipeline.encode_prompt (golden ref/encode_prompt), within
+  relative L2 1e-4 (float32, CPU; the engine tests' tolerance), for the
+  default case, clip_skip 1, a batch of 2, and negative "" (= None: exact
+  zeros, force_zeros_for_empty_prompt); guidance_scale 1 returns no negatives;
+- errors name the field (unknown model, clip_skip beyond the model, a schema
+  range) and the worker keeps serving; the loaded model shows in
+  conditioning.status and in system.workers.
+Skips (77) without the golden data."""
+import array
+import base64
+import json
+import math
+import os
+import struct
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fleetlib as fl  # noqa: E402
+
+GOLDEN = os.environ.get("SDXL_GOLDEN_DIR") or os.environ.get("SDXL_GOLDEN_DIR_DEFAULT", "")
+TOL = 1e-4
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        body = f.read()
+    out = {}
+    for k, v in header.items():
+        if k == "__metadata__":
+            continue
+        a, b = v["data_offsets"]
+        vals = array.array("f")
+        vals.frombytes(body[a:b])
+        out[k] = (v["shape"], vals)
+    return out
+
+
+def floats(t):
+    """A reply tensor {dtype, shape, data} as (shape, float32 array)."""
+    data = t["data"]
+    if isinstance(data, str):
+        data = base64.b64decode(data)
+    vals = array.array("f")
+    vals.frombytes(data)
+    return t["shape"], vals
+
+
+def rel_l2(a, b):
+    num = math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b)))
+    den = math.sqrt(sum(y * y for y in b))
+    return num / den if den else num
+
+
+def call(fleet, mtype, data, enc="msgpack", timeout=60):
+    return fleet.request({"message_type": mtype, "data": data}, timeout=timeout, enc=enc)
+
+
+def err(r):
+    e = r.get("error") or {}
+    return e.get("code"), e.get("field")
+
+
+def compare(t, what, r, ref, case, zeros_neg=False):
+    d = r.get("data") or {}
+    ts = d.get("tensors") or {}
+    names = ["prompt_embeds", "pooled_prompt_embeds", "negative_prompt_embeds",
+             "negative_pooled_prompt_embeds"]
+    if not r.get("success") or sorted(ts) != sorted(names):
+        t.check(False, "%s: four tensors" % what, r.get("error") or sorted(ts))
+        return
+    worst = 0.0
+    ok = True
+    for n in names:
+        shape, got = floats(ts[n])
+        rshape, want = ref["%s.%s" % (case, n)]
+        ok &= ts[n]["dtype"] == "float32" and shape == rshape and len(got) == len(want)
+        if zeros_neg and n.startswith("negative"):
+            ok &= all(x == 0.0 for x in got)
+        else:
+            worst = max(worst, rel_l2(got, want))
+    t.check(ok and worst <= TOL, "%s: dtype, shapes and values of diffusers' encode_prompt "
+            "(worst rel. L2 %.1e <= %g)" % (what, worst, TOL), (ok, worst))
+
+
+def main():
+    fl.require_binaries(fl.BROKER_BIN, fl.WORKER_BIN)
+    if not os.path.isdir(os.path.join(GOLDEN, "model")):
+        print("SKIP: golden data not found")
+        return 77
+    ref = read_safetensors(os.path.join(GOLDEN, "ref", "encode_prompt.safetensors"))
+    with open(os.path.join(GOLDEN, "manifest.json")) as f:
+        cfg = json.load(f)["config"]
+    P, NEG = cfg["prompt"], cfg["negative"]
+    with open(os.path.join(GOLDEN, "tokens.json")) as f:
+        tokens = json.load(f)["prompts"][:4]
+
+    t = fl.Tally("fleet_conditioning")
+    fleet = fl.Fleet("ipc", "cond")
+    try:
+        fleet.start_broker(["--models-root", GOLDEN])
+        w = fleet.start_worker("conditioning", ["--models-root", GOLDEN], wid="cond-1")
+        fleet.wait_registered([w.wid], 20)
+
+        for name, model in (("built-in", None), ("the model's", "model")):
+            good = True
+            for case in tokens:
+                data = {"prompt": case["prompt"]}
+                if model:
+                    data["model_name"] = model
+                r = call(fleet, "conditioning.tokenize", data)
+                toks = (r.get("data") or {}).get("tokenizers") or []
+                good &= (len(toks) == 2 and toks[0]["input_ids"] == case["tok1"]["input_ids"] and
+                         toks[1]["input_ids"] == case["tok2"]["input_ids"] and
+                         toks[0]["pad_id"] == 49407 and toks[1]["pad_id"] == 0)
+            t.check(good, "tokenize with %s tokenizers = transformers' CLIPTokenizer ids for "
+                    "%d prompts (both tokenizers)" % (name, len(tokens)), r)
+
+        base = {"prompt": P, "negative_prompt": NEG, "model_name": "model",
+                "precision": {"dtype": "fp32"}}
+        r = call(fleet, "conditioning.encode_prompt", base)
+        compare(t, "encode_prompt default", r, ref, "default")
+        d = r.get("data") or {}
+        t.check(d.get("do_classifier_free_guidance") is True and d.get("truncated") is False and
+                d.get("model_name") == "model" and "encode_ms" in (d.get("timings") or {}),
+                "encode_prompt reply: cfg flag, truncated, model, timings", d.get("timings"))
+
+        rj = call(fleet, "conditioning.encode_prompt", base, enc="json")
+        same = rj.get("success") and all(
+            floats(rj["data"]["tensors"][n])[1] == floats(r["data"]["tensors"][n])[1]
+            for n in r["data"]["tensors"]) if r.get("success") else False
+        t.check(same, "a JSON client gets the same bytes (base64 text)", rj.get("error"))
+
+        compare(t, "encode_prompt clip_skip 1", call(fleet, "conditioning.encode_prompt",
+                                                    dict(base, clip_skip=1)), ref, "clip_skip1")
+        compare(t, "encode_prompt negative \"\" (= None, forced zeros)",
+                call(fleet, "conditioning.encode_prompt", dict(base, negative_prompt="")), ref,
+                "neg_none_force_zeros", zeros_neg=True)
+
+        r = call(fleet, "conditioning.encode_prompt", dict(base, batch={"size": 2}))
+        ts = (r.get("data") or {}).get("tensors") or {}
+        ok = r.get("success") and ts["prompt_embeds"]["shape"] == [2, 77, 40]
+        if ok:
+            _, v = floats(ts["prompt_embeds"])
+            _, want = ref["default.prompt_embeds"]
+            half = len(v) // 2
+            ok = rel_l2(v[:half], want) <= TOL and rel_l2(v[half:], want) <= TOL
+        t.check(ok, "batch.size 2: [2, 77, 40], both rows the default embedding", r.get("error"))
+
+        r = call(fleet, "conditioning.encode_prompt",
+                 dict(base, hyperparameters={"guidance_scale": 1.0}))
+        ts = (r.get("data") or {}).get("tensors") or {}
+        t.check(r.get("success") and sorted(ts) == ["pooled_prompt_embeds", "prompt_embeds"] and
+                r["data"]["do_classifier_free_guidance"] is False,
+                "guidance_scale 1: no negative tensors", sorted(ts) or r.get("error"))
+
+        r = call(fleet, "conditioning.encode_prompt", dict(base, model_name="no_such_model"))
+        t.check(not r.get("success") and err(r)[1] == "model_name",
+                "unknown model: an error naming model_name (%s)" % (err(r),), r.get("error"))
+        r = call(fleet, "conditioning.encode_prompt", dict(base, clip_skip=5))
+        t.check(err(r) == ("invalid_request", None) or err(r)[0] == "invalid_request",
+                "clip_skip beyond the 5-layer text encoder: invalid_request (%s)" %
+                ((r.get("error") or {}).get("message"),), r.get("error"))
+        r = call(fleet, "conditioning.encode_prompt", dict(base, clip_skip=99))
+        t.check(err(r) == ("invalid_request", "clip_skip"),
+                "clip_skip 99: refused by the schema, field clip_skip", r.get("error"))
+        r = call(fleet, "conditioning.tokenize", {"prompt": "x", "bogus": 1})
+        t.check(err(r)[0] == "invalid_request", "tokenize: an unknown key is refused",
+                r.get("error"))
+
+        r = call(fleet, "conditioning.encode_prompt", base)
+        t.check(r.get("success") is True, "the worker still serves after the errors",
+                r.get("error"))
+        r = call(fleet, "conditioning.status", {})
+        eng = (r.get("data") or {}).get("engine") or {}
+        t.check([m.get("name") for m in eng.get("loaded_models", [])] == ["model"] and
+                eng.get("encoded", 0) >= 6, "conditioning.status: the text side of 'model' "
+                "loaded, requests counted", eng)
+    except Exception as e:  # noqa: BLE001
+        t.check(False, "fleet", repr(e))
+    finally:
+        if t.failed:
+            fleet.dump_logs()
+        fleet.close()
+    return t.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

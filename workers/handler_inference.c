@@ -23,6 +23,7 @@
 #include "sdx_worker.h"
 
 #include "out_save.h"
+#include "sdx_codec.h"
 #include "sdx_log.h"
 
 #include <errno.h>
@@ -565,7 +566,95 @@ static const char *const s_status_code[] = {
     [INFER_BAD_UPSCALE] = "invalid_request",
 };
 
-static int s_generate(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply)
+/* inference.denoise's data.embeddings: conditioning.encode_prompt's tensors
+   {name: {dtype, shape, data}}, checked (dtype, rank, sizes) and borrowed
+   into out (bin bytes stay in the request; base64 text from a JSON client is
+   decoded into owned[i], which the caller frees). 0, or -1 after
+   sdx_job_fail. */
+static int s_parse_embeds(sdx_job_t *job, const sdx_value_t *data, infer_tensor_t out[4], int *n,
+                          uint8_t *owned[4])
+{
+    static const char *const names[] = {"prompt_embeds", "pooled_prompt_embeds",
+                                         "negative_prompt_embeds",
+                                         "negative_pooled_prompt_embeds"};
+    *n = 0;
+    const sdx_value_t *emb = sdx_map_get(data, "embeddings");
+    if (!emb || emb->type != SDX_MAP || emb->u.map.len == 0)
+        return sdx_job_fail(job, "invalid_request", "embeddings",
+                            "inference.denoise needs embeddings: the tensors of "
+                            "conditioning.encode_prompt (prompt_embeds, pooled_prompt_embeds, "
+                            "and with guidance_scale > 1 the negative pair)");
+    for (size_t i = 0; i < emb->u.map.len; i++) {
+        const char *key = emb->u.map.items[i].key;
+        const sdx_value_t *t = emb->u.map.items[i].val;
+        size_t k = 0;
+        while (k < 4 && strcmp(names[k], key) != 0)
+            k++;
+        char field[96];
+        snprintf(field, sizeof field, "embeddings.%.40s", key);
+        if (k == 4)
+            return sdx_job_fail(job, "invalid_request", field,
+                                "unknown tensor '%s'; accepted: prompt_embeds, "
+                                "pooled_prompt_embeds, negative_prompt_embeds, "
+                                "negative_pooled_prompt_embeds",
+                                key);
+        const char *dt = s_str(t, "dtype", NULL);
+        size_t item = !dt                         ? 0
+                      : !strcmp(dt, "float32")    ? 4
+                      : !strcmp(dt, "float16")    ? 2
+                      : !strcmp(dt, "bfloat16")   ? 2
+                                                  : 0;
+        if (!item)
+            return sdx_job_fail(job, "invalid_request", field,
+                                "%s.dtype must be float32, float16 or bfloat16", field);
+        const sdx_value_t *shape = sdx_map_get(t, "shape");
+        size_t nd = sdx_array_len(shape);
+        if (nd < 1 || nd > 4)
+            return sdx_job_fail(job, "invalid_request", field,
+                                "%s.shape must be an array of 1 to 4 sizes", field);
+        infer_tensor_t *o = &out[*n];
+        memset(o, 0, sizeof *o);
+        uint64_t numel = 1;
+        for (size_t d = 0; d < nd; d++) {
+            const sdx_value_t *v = sdx_array_at(shape, d);
+            if (!v || v->type != SDX_INT || v->u.i < 1 || v->u.i > (1 << 24))
+                return sdx_job_fail(job, "invalid_request", field,
+                                    "%s.shape[%zu] must be an integer in 1..2^24", field, d);
+            o->shape[d] = v->u.i;
+            numel *= (uint64_t)v->u.i;
+        }
+        const sdx_value_t *bytes = sdx_map_get(t, "data");
+        const uint8_t *ptr = NULL;
+        size_t len = 0;
+        if (bytes && bytes->type == SDX_BIN) {
+            ptr = bytes->u.bin.ptr;
+            len = bytes->u.bin.len;
+        } else if (bytes && bytes->type == SDX_STR) { /* a JSON client's base64 */
+            uint8_t *dec = NULL;
+            if (sdx_base64_decode(bytes->u.str.ptr, bytes->u.str.len, &dec, &len) != 0)
+                return sdx_job_fail(job, "invalid_request", field, "%s.data is not base64",
+                                    field);
+            owned[*n] = dec;
+            ptr = dec;
+        }
+        if (!ptr || numel > (1ULL << 32) || len != numel * item)
+            return sdx_job_fail(job, "invalid_request", field,
+                                "%s.data must be %llu bytes of %s (shape x item size), got %zu",
+                                field, (unsigned long long)(numel * item), dt, len);
+        for (int j = 0; j < *n; j++)
+            if (!strcmp(out[j].name, names[k]))
+                return sdx_job_fail(job, "invalid_request", field, "given twice");
+        o->name = names[k];
+        o->dtype = dt;
+        o->ndim = (int)nd;
+        o->data = (uint8_t *)ptr; /* the request's bytes, borrowed for the call */
+        o->nbytes = len;
+        (*n)++;
+    }
+    return 0;
+}
+
+static int s_run(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply, bool denoise)
 {
     double t_start = s_ms();
     sdx_worker_t *w = sdx_job_worker(job);
@@ -590,9 +679,29 @@ static int s_generate(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *repl
     if (sdx_worker_cancelled(job))
         return -1;
 
+    infer_tensor_t embeds[4];
+    uint8_t *owned[4] = {NULL, NULL, NULL, NULL};
+    if (denoise) {
+        int prc = s_parse_embeds(job, data, embeds, &r.gp.n_embeds, owned);
+        if (prc == 0)
+            r.gp.embeds = embeds;
+        else
+            r.gp.n_embeds = 0;
+        if (prc != 0) {
+            for (int i = 0; i < 4; i++)
+                free(owned[i]);
+            return -1;
+        }
+    } else if (s_given(sdx_map_get(data, "embeddings"))) {
+        return sdx_job_fail(job, "invalid_request", "embeddings",
+                            "embeddings are for inference.denoise; inference.generate encodes "
+                            "the prompt itself");
+    }
     infer_output_t res;
     char err[768];
     infer_status_t rc = infer_engine_generate(st->engine, &r.gp, &res, err, sizeof err);
+    for (int i = 0; i < 4; i++)
+        free(owned[i]); /* base64-decoded embeddings, done with */
     if (res.models_changed)
         s_publish_models(w, st);
     if (rc != INFER_OK) {
@@ -703,16 +812,27 @@ static int s_generate(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *repl
     return 0;
 }
 
+static int s_generate(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply)
+{
+    return s_run(job, data, reply, false);
+}
+
+static int s_denoise(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply)
+{
+    return s_run(job, data, reply, true);
+}
+
 static const sdx_handler_t s_handlers[] = {
     {"inference.generate", s_generate, 0, "text-to-image: PNG/WebP bytes, seed, timings"},
     {"inference.txt2img", s_generate, 0, "same as inference.generate"},
+    {"inference.denoise", s_denoise, 0,
+     "inference.generate from given embeddings (conditioning.encode_prompt's tensors)"},
     {NULL, NULL, 0, NULL},
 };
 
 static const char *const s_planned[] = {
     "inference.img2img",
     "inference.inpaint",
-    "inference.denoise",
     NULL,
 };
 

@@ -198,6 +198,42 @@ static infer_status_t s_engine_status(const char *why, bool input_error)
     return INFER_FAILED;
 }
 
+static void s_borrowed(void *ctx) { (void)ctx; }
+
+/* req->embeds as engine tensors that borrow the request's bytes (no copy;
+   the bytes outlive the generation), owned by *S. */
+static infer_status_t s_embeds_in(const infer_request_t *req, sdx_scope_t **S,
+                                  sdx_prompt_embeds_t *pe, char *err, size_t err_len)
+{
+    *S = sdx_scope_new();
+    if (!*S) {
+        snprintf(err, err_len, "out of memory");
+        return INFER_OOM;
+    }
+    for (int i = 0; i < req->n_embeds; i++) {
+        const infer_tensor_t *t = &req->embeds[i];
+        sdx_tensor_t **slot = !strcmp(t->name, "prompt_embeds")          ? &pe->prompt_embeds
+                              : !strcmp(t->name, "pooled_prompt_embeds") ? &pe->pooled_prompt_embeds
+                              : !strcmp(t->name, "negative_prompt_embeds")
+                                  ? &pe->negative_prompt_embeds
+                              : !strcmp(t->name, "negative_pooled_prompt_embeds")
+                                  ? &pe->negative_pooled_prompt_embeds
+                                  : NULL;
+        sdx_dtype_t dt = !strcmp(t->dtype, "float16")    ? SDX_F16
+                         : !strcmp(t->dtype, "bfloat16") ? SDX_BF16
+                                                         : SDX_F32;
+        if (!slot) {
+            snprintf(err, err_len, "embeddings.%s: not an SDXL conditioning tensor", t->name);
+            return INFER_BAD_INPUT;
+        }
+        if (sdx_from_blob(*S, slot, t->data, dt, t->shape, t->ndim, s_borrowed, NULL) != 0) {
+            snprintf(err, err_len, "embeddings.%s: %s", t->name, sdx_last_error());
+            return INFER_BAD_INPUT;
+        }
+    }
+    return INFER_OK;
+}
+
 infer_status_t infer_engine_generate(infer_engine_t *e, const infer_request_t *req,
                                      infer_output_t *out, char *err, size_t err_len)
 {
@@ -256,10 +292,22 @@ infer_status_t infer_engine_generate(infer_engine_t *e, const infer_request_t *r
     gp.progress = s_on_step;
     gp.progress_ud = &step;
     gp.cancel = req->cancel;
+    sdx_scope_t *ES = NULL; /* the given embeddings, as tensors over their bytes */
+    sdx_prompt_embeds_t given = {0};
+    if (req->embeds) {
+        infer_status_t est = s_embeds_in(req, &ES, &given, err, err_len);
+        if (est != INFER_OK) {
+            sdx_scope_free(&ES);
+            infer_cache_release(e->cache, &entry);
+            return est;
+        }
+        gp.embeds = &given;
+    }
     sdxl_result_t r;
     int rc = sdxl_generate(infer_entry_engine(entry), &gp, &r);
     if (rc != 0)
         snprintf(err, err_len, "%s", sdx_last_error());
+    sdx_scope_free(&ES);
     infer_cache_release(e->cache, &entry);
     if (rc != 0)
         return req->cancel && *req->cancel ? INFER_CANCELLED

@@ -57,6 +57,19 @@ typedef enum {
     INFER_BAD_UPSCALE, /* output.upscale: no such upscaler, or a file that is none */
 } infer_status_t;
 
+/* One tensor crossing the boundary: raw little-endian bytes on the host, in
+   the protocol's tensor form (proto/PROTOCOL.md "Tensors"). Leaving the
+   engine (infer_engine_encode) data is malloc'd and the caller's; going in
+   (infer_request_t.embeds) it is borrowed for the call. */
+typedef struct {
+    const char *name;  /* "prompt_embeds", ... (static) */
+    const char *dtype; /* "float32", "float16", "bfloat16" (static) */
+    int ndim;
+    int64_t shape[4];
+    uint8_t *data; /* malloc'd, nbytes */
+    size_t nbytes;
+} infer_tensor_t;
+
 /* One generation. Strings are borrowed for the call. */
 typedef struct {
     const char *model_name;
@@ -83,6 +96,11 @@ typedef struct {
     void (*progress)(int step, int total, const char *msg, void *ud);
     void *progress_ud;
     const volatile int *cancel; /* checked every step */
+    /* inference.denoise: precomputed conditioning (conditioning.encode_prompt's
+       tensors, by name: prompt_embeds, pooled_prompt_embeds and with CFG the
+       negative pair) used instead of encoding the prompt; NULL: encode. */
+    const infer_tensor_t *embeds;
+    int n_embeds;
 } infer_request_t;
 
 typedef struct {
@@ -132,16 +150,6 @@ int infer_engine_describe(infer_engine_t *e, infer_model_info_t *out, int max);
 
 /* ------------------------------------------------------ the text side */
 
-/* One tensor leaving the engine: raw little-endian bytes on the host, in the
-   protocol's tensor form (proto/PROTOCOL.md "Tensors"). */
-typedef struct {
-    const char *name;  /* "prompt_embeds", ... (static) */
-    const char *dtype; /* "float32", "float16", "bfloat16" (static) */
-    int ndim;
-    int64_t shape[4];
-    uint8_t *data; /* malloc'd, nbytes */
-    size_t nbytes;
-} infer_tensor_t;
 
 /* What conditioning.encode_prompt computes: the four SDXL conditioning
    tensors (the negative pair only when guidance_scale > 1), exactly as

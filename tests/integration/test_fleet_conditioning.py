@@ -13,7 +13,12 @@ tiny model:
   zeros, force_zeros_for_empty_prompt); guidance_scale 1 returns no negatives;
 - errors name the field (unknown model, clip_skip beyond the model, a schema
   range) and the worker keeps serving; the loaded model shows in
-  conditioning.status and in system.workers.
+  conditioning.status;
+- the split path: conditioning.encode_prompt's tensors handed unchanged to
+  inference.denoise give the PNG of inference.generate for the same request,
+  byte for byte, over msgpack and over JSON (base64); bad embeddings (a
+  missing negative pair, a wrong size, embeddings given to
+  inference.generate) are refused naming the field.
 Skips (77) without the golden data."""
 import array
 import base64
@@ -22,6 +27,7 @@ import math
 import os
 import struct
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fleetlib as fl  # noqa: E402
@@ -91,6 +97,65 @@ def compare(t, what, r, ref, case, zeros_neg=False):
             worst = max(worst, rel_l2(got, want))
     t.check(ok and worst <= TOL, "%s: dtype, shapes and values of diffusers' encode_prompt "
             "(worst rel. L2 %.1e <= %g)" % (what, worst, TOL), (ok, worst))
+
+
+def split_path(t, fleet, P, NEG):
+    w = fleet.start_worker("inference", ["--models-root", GOLDEN, "--outputs-root",
+                                         os.path.join(fleet.dir, "out")], wid="infer-1")
+    fleet.wait_registered([w.wid], 20)
+    req = {"prompt": P, "negative_prompt": NEG, "model_name": "model",
+           "hyperparameters": {"num_inference_steps": 3, "seed": 7, "guidance_scale": 5.0},
+           "dimensions": {"width": 64, "height": 64}, "precision": {"dtype": "fp32"}}
+    call(fleet, "inference.generate", req, timeout=120)  # loads the model: not timed
+    t0 = time.monotonic()
+    r1 = call(fleet, "inference.generate", req, timeout=120)
+    t1 = time.monotonic()
+    e = call(fleet, "conditioning.encode_prompt", req)
+    t2 = time.monotonic()
+    tensors = (e.get("data") or {}).get("tensors")
+    r2 = call(fleet, "inference.denoise", dict(req, embeddings=tensors), timeout=120)
+    t3 = time.monotonic()
+    a = r1.get("success") and r1["data"]["images"][0]["image"]
+    b = r2.get("success") and r2["data"]["images"][0]["image"]
+    t.check(bool(a) and a == b, "split path (encode_prompt -> denoise) = one hop "
+            "(inference.generate): the same PNG bytes", (r1.get("error"), r2.get("error")))
+    print("note: one hop %.1f ms; split %.1f ms (encode %.1f + denoise %.1f), tiny model 64x64, "
+          "3 steps" % ((t1 - t0) * 1e3, (t3 - t1) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3))
+
+    ej = call(fleet, "conditioning.encode_prompt", req, enc="json")
+    rj = call(fleet, "inference.denoise", dict(req, embeddings=(ej.get("data") or {}).get(
+        "tensors")), enc="json", timeout=120)
+    c = rj.get("success") and base64.b64decode(rj["data"]["images"][0]["image"])
+    t.check(bool(a) and c == a, "split path over JSON (tensors as base64): the same PNG",
+            rj.get("error"))
+
+    if tensors:
+        pos = {k: v for k, v in tensors.items() if not k.startswith("negative")}
+        r = call(fleet, "inference.denoise", dict(req, embeddings=pos))
+        t.check(err(r)[0] == "invalid_request" and "negative" in r["error"]["message"],
+                "denoise with CFG but no negative pair: invalid_request (%s)" %
+                (r.get("error") or {}).get("message"), r.get("error"))
+        short = dict(tensors, prompt_embeds=dict(tensors["prompt_embeds"],
+                                                 data=tensors["prompt_embeds"]["data"][:-4]))
+        r = call(fleet, "inference.denoise", dict(req, embeddings=short))
+        t.check(err(r) == ("invalid_request", "embeddings.prompt_embeds"),
+                "denoise with 4 bytes missing: invalid_request on embeddings.prompt_embeds",
+                r.get("error"))
+        wide = dict(tensors, pooled_prompt_embeds={"dtype": "float32", "shape": [1, 4],
+                                                   "data": b"\0" * 16})
+        r = call(fleet, "inference.denoise", dict(req, embeddings=wide))
+        t.check(err(r)[0] == "invalid_request" and "pooled" in r["error"]["message"],
+                "denoise with a pooled tensor of the wrong width: invalid_request (%s)" %
+                (r.get("error") or {}).get("message"), r.get("error"))
+        r = call(fleet, "inference.generate", dict(req, embeddings=tensors))
+        t.check(err(r) == ("invalid_request", "embeddings"),
+                "embeddings given to inference.generate: refused", r.get("error"))
+    r = call(fleet, "inference.denoise", req)
+    t.check(err(r) == ("invalid_request", "embeddings"), "denoise without embeddings: refused",
+            r.get("error"))
+    r = call(fleet, "inference.generate", req, timeout=120)
+    t.check(r.get("success") and r["data"]["images"][0]["image"] == a,
+            "the inference worker still serves, same image", r.get("error"))
 
 
 def main():
@@ -186,6 +251,7 @@ def main():
         t.check([m.get("name") for m in eng.get("loaded_models", [])] == ["model"] and
                 eng.get("encoded", 0) >= 6, "conditioning.status: the text side of 'model' "
                 "loaded, requests counted", eng)
+        split_path(t, fleet, P, NEG)
     except Exception as e:  # noqa: BLE001
         t.check(False, "fleet", repr(e))
     finally:

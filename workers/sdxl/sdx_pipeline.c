@@ -365,6 +365,59 @@ static int s_encode(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdx_prompt_emb
     return 0;
 }
 
+/* Given embeddings fit the UNet: prompt [B, L, cross_attention_dim] and
+   pooled [B, P] with P the UNet's pooled width, and the same shapes for the
+   negative pair, which CFG needs. */
+static int s_check_embeds(const sdxl_engine_t *e, const sdxl_gen_params_t *p,
+                          const sdx_prompt_embeds_t *E)
+{
+    const sdx_unet_config_t *uc = &e->model->unet_cfg;
+    bool cfg = p->guidance_scale > 1.0;
+    if (!E->prompt_embeds || !E->pooled_prompt_embeds)
+        return sdx_set_error("embeds: prompt_embeds and pooled_prompt_embeds are required");
+    if (cfg && (!E->negative_prompt_embeds || !E->negative_pooled_prompt_embeds))
+        return sdx_set_error("embeds: guidance_scale %g > 1 needs negative_prompt_embeds and "
+                             "negative_pooled_prompt_embeds",
+                             p->guidance_scale);
+    const sdx_tensor_t *t[4] = {E->prompt_embeds, E->pooled_prompt_embeds,
+                                cfg ? E->negative_prompt_embeds : NULL,
+                                cfg ? E->negative_pooled_prompt_embeds : NULL};
+    static const char *const names[4] = {"prompt_embeds", "pooled_prompt_embeds",
+                                         "negative_prompt_embeds",
+                                         "negative_pooled_prompt_embeds"};
+    int64_t seq = sdx_tensor_ndim(t[0]) == 3 ? sdx_tensor_size(t[0], 1) : -1;
+    /* the pooled width is text_encoder_2's projection (what the UNet was
+       trained with); without it, what the given tensor says */
+    int64_t pooled = e->model->te2 && e->model->te2_cfg.projection_dim > 0
+                         ? e->model->te2_cfg.projection_dim
+                     : sdx_tensor_ndim(t[1]) == 2 ? sdx_tensor_size(t[1], 1)
+                                                  : -1;
+    for (int i = 0; i < 4; i++) {
+        if (!t[i])
+            continue;
+        bool emb = i % 2 == 0;
+        int nd = sdx_tensor_ndim(t[i]);
+        bool ok = nd == (emb ? 3 : 2) && sdx_tensor_size(t[i], 0) == p->batch &&
+                  (emb ? sdx_tensor_size(t[i], 1) == seq &&
+                             sdx_tensor_size(t[i], 2) == uc->cross_attention_dim
+                       : sdx_tensor_size(t[i], 1) == pooled);
+        if (!ok)
+            return emb ? sdx_set_error("embeds: %s must be [%d, %lld, %d] (batch, tokens, the "
+                                       "UNet's cross_attention_dim)",
+                                       names[i], p->batch, (long long)seq,
+                                       uc->cross_attention_dim)
+                       : sdx_set_error("embeds: %s must be [%d, %lld] (batch, pooled width)",
+                                       names[i], p->batch, (long long)pooled);
+    }
+    int time_dim = uc->addition_time_embed_dim;
+    if (time_dim > 0 && (uc->projection_class_embeddings_input_dim - pooled) % time_dim != 0)
+        return sdx_set_error("embeds: pooled width %lld does not fit this UNet (%d inputs, "
+                             "time ids of %d)",
+                             (long long)pooled, uc->projection_class_embeddings_input_dim,
+                             time_dim);
+    return 0;
+}
+
 int sdxl_encode_prompt(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdx_prompt_embeds_t *out,
                        bool *input_error)
 {
@@ -443,11 +496,20 @@ int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r
     r->karras = sched_json && strstr(sched_json, "\"use_karras_sigmas\":true");
     free(sched_json);
 
-    /* 1. prompt embeddings */
-    SDX_TRY(s_encode(e, p, &pe));
+    /* 1. prompt embeddings: encoded here, or given (conditioning worker) */
+    const sdx_prompt_embeds_t *E = &pe;
+    if (p->embeds) {
+        if (s_check_embeds(e, p, p->embeds) != 0) {
+            input_error = true;
+            goto fail;
+        }
+        E = p->embeds;
+    } else {
+        SDX_TRY(s_encode(e, p, &pe));
+    }
 
     /* conditioning batches, CFG order [negative, positive] */
-    sdx_tensor_t *ehs = pe.prompt_embeds, *pooled = pe.pooled_prompt_embeds, *tids, *tid1,
+    sdx_tensor_t *ehs = E->prompt_embeds, *pooled = E->pooled_prompt_embeds, *tids, *tid1,
                  *tid_neg = NULL;
     int pooled_dim = (int)sdx_tensor_size(pooled, -1);
     int n_ids = uc->addition_time_embed_dim > 0
@@ -457,9 +519,9 @@ int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r
     SDX_TRY(s_time_ids(S, &tid1, n_ids, height, width, 6.0, dt, dev));
     if (cfg) {
         SDX_TRY(s_time_ids(S, &tid_neg, n_ids, height, width, 2.5, dt, dev));
-        sdx_tensor_t *pair[2] = {pe.negative_prompt_embeds, pe.prompt_embeds};
+        sdx_tensor_t *pair[2] = {E->negative_prompt_embeds, E->prompt_embeds};
         SDX_TRY(sdx_cat(S, &ehs, pair, 2, 0));
-        sdx_tensor_t *pp2[2] = {pe.negative_pooled_prompt_embeds, pe.pooled_prompt_embeds};
+        sdx_tensor_t *pp2[2] = {E->negative_pooled_prompt_embeds, E->pooled_prompt_embeds};
         SDX_TRY(sdx_cat(S, &pooled, pp2, 2, 0));
         sdx_tensor_t *tp[2] = {tid_neg, tid1};
         SDX_TRY(sdx_cat(S, &tids, tp, 2, 0));

@@ -97,6 +97,14 @@ typedef struct {
     const volatile int *cancel;  /* checked every step; non-zero -> stop with
                                     an error "cancelled" */
     bool decode;                 /* default true; false: latents only */
+    const sdx_prompt_embeds_t *embeds; /* precomputed conditioning (from
+                                    sdxl_encode_prompt, possibly on another
+                                    process): used instead of encoding the
+                                    prompt, which then only labels the
+                                    result; shapes are checked against the
+                                    UNet and batch (an input error), the
+                                    negative pair is required when
+                                    guidance_scale > 1. Borrowed. */
 } sdxl_gen_params_t;
 
 void sdxl_gen_params_init(sdxl_gen_params_t *p);

@@ -399,8 +399,9 @@ const sdx_domain_t sdx_domain_model = {
     .capacity = 8, /* catalogue requests are cheap (hashing is the exception) */
     .handlers = s_handlers,
     .planned = s_planned,
-    .planned_issue = "issue 10: inference workers load models on first use; asking them to "
-                     "load or unload is the orchestrator's job (the broker)",
+    /* read after "the model worker's real handlers come with" */
+    .planned_issue = "the orchestrator (issue 10 leaves them out: inference workers load a model "
+                     "on its first generation; asking them to load or unload is the broker's job)",
     .options = s_options,
     .option = s_option,
     .init = s_init,

@@ -853,9 +853,10 @@ static void s_not_found(const model_catalog_t *c, int kind, const char *name, ch
     if (nn) {
         used += (size_t)snprintf(err + used, err_len - used, "; near: ");
         for (size_t i = 0; i < nn && used < err_len; i++)
-            used += (size_t)snprintf(err + used, err_len - used, "%s%s%s%s", i ? ", " : "",
-                                     near[i]->name, kind < 0 ? " " : "",
-                                     kind < 0 ? s_kind_one[near[i]->kind] : "");
+            used += (size_t)snprintf(err + used, err_len - used, "%s%s%s%s%s", i ? ", " : "",
+                                     near[i]->name, kind < 0 ? " (" : "",
+                                     kind < 0 ? s_kind_one[near[i]->kind] : "",
+                                     kind < 0 ? ")" : "");
     } else if (in_kind == 0) {
         snprintf(err + used, err_len - used, "; it holds no %s%s (model.rescan after adding files)",
                  kind >= 0 ? model_kind_name(kind) : "models",

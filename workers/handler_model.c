@@ -131,8 +131,8 @@ static int s_init(sdx_worker_t *w, char *err, size_t err_len)
     model_catalog_config_t cfg = {0};
     for (int k = 0; k < MODEL_KIND_COUNT; k++) {
         if (!st->roots[k][0])
-            snprintf(st->roots[k], sizeof st->roots[k], "%.4000s/%.32s", st->roots[MODEL_CHECKPOINT],
-                     s_kind_roots[k].sub);
+            snprintf(st->roots[k], sizeof st->roots[k], "%.4000s/%.32s",
+                     st->roots[MODEL_CHECKPOINT], s_kind_roots[k].sub);
         cfg.roots[k] = st->roots[k];
         struct stat sb;
         if (stat(st->roots[k], &sb) != 0 || !S_ISDIR(sb.st_mode))

@@ -38,11 +38,16 @@ static const struct {
     const char *alias;
     model_kind_t kind;
 } s_kind_aliases[] = {
-    {"checkpoint", MODEL_CHECKPOINT}, {"model", MODEL_CHECKPOINT},
-    {"models", MODEL_CHECKPOINT},     {"vaes", MODEL_VAE},
-    {"loras", MODEL_LORA},            {"controlnets", MODEL_CONTROLNET},
-    {"embedding", MODEL_EMBEDDING},   {"textual_inversion", MODEL_EMBEDDING},
-    {"textual_inversions", MODEL_EMBEDDING}, {"upscaler", MODEL_UPSCALER},
+    {"checkpoint", MODEL_CHECKPOINT},
+    {"model", MODEL_CHECKPOINT},
+    {"models", MODEL_CHECKPOINT},
+    {"vaes", MODEL_VAE},
+    {"loras", MODEL_LORA},
+    {"controlnets", MODEL_CONTROLNET},
+    {"embedding", MODEL_EMBEDDING},
+    {"textual_inversion", MODEL_EMBEDDING},
+    {"textual_inversions", MODEL_EMBEDDING},
+    {"upscaler", MODEL_UPSCALER},
 };
 
 /* the singular, for messages ("no lora 'x'") */
@@ -145,8 +150,8 @@ static bool s_is_file(const char *p)
 static bool s_inside(const char *root_real, const char *real)
 {
     size_t n = strlen(root_real);
-    return strncmp(root_real, real, n) == 0 && (real[n] == '\0' || real[n] == '/' ||
-                                                (n == 1 && root_real[0] == '/'));
+    return strncmp(root_real, real, n) == 0 &&
+           (real[n] == '\0' || real[n] == '/' || (n == 1 && root_real[0] == '/'));
 }
 
 /* ----------------------------------------------------------- the header */
@@ -213,8 +218,9 @@ done:
 }
 
 /* Add one file's tensors to h. 0, or -1 with err. */
-static int s_header_add(const char *path, s_hdr_t *h, char *err, size_t err_len)
+static int s_header_add(const char *path, s_hdr_t *out, char *err, size_t err_len)
 {
+    s_hdr_t hv = *out, *h = &hv; /* out changes only when the whole header reads */
     cJSON *j = s_header_json(path, err, err_len);
     if (!j)
         return -1;
@@ -236,7 +242,8 @@ static int s_header_add(const char *path, s_hdr_t *h, char *err, size_t err_len)
         cJSON_ArrayForEach(s, shape)
         {
             double v = cJSON_IsNumber(s) ? s->valuedouble : -1;
-            if (v < 0 || v > 9e15 || (numel && v && numel > INT64_MAX / (int64_t)v)) {
+            if (!(v >= 0 && v <= 9e15) || v != (double)(int64_t)v ||
+                (numel && v && numel > INT64_MAX / (int64_t)v)) {
                 snprintf(err, err_len, "tensor '%.80s' has a bad shape", t->string);
                 cJSON_Delete(j);
                 return -1;
@@ -263,6 +270,7 @@ static int s_header_add(const char *path, s_hdr_t *h, char *err, size_t err_len)
             h->rdb = true;
     }
     cJSON_Delete(j);
+    *out = hv;
     return 0;
 }
 
@@ -281,8 +289,7 @@ static int s_db_open(model_catalog_t *c, const char *path, char *err, size_t err
 {
     const char *p = path && *path ? path : ":memory:";
     snprintf(c->db_path, sizeof c->db_path, "%s", p);
-    if (sqlite3_open_v2(p, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
-        SQLITE_OK) {
+    if (sqlite3_open_v2(p, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
         snprintf(err, err_len, "hash cache %s: %s", p,
                  c->db ? sqlite3_errmsg(c->db) : "out of memory");
         return -1;
@@ -343,10 +350,9 @@ static void s_db_put(model_catalog_t *c, const char *real, int64_t size, int64_t
                            "INSERT OR REPLACE INTO model_hashes (path, size, mtime_ns, sha256, "
                            "hashed_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
                            -1, &st, NULL) != SQLITE_OK ||
-        (sqlite3_bind_text(st, 1, real, -1, SQLITE_STATIC),
-         sqlite3_bind_int64(st, 2, size), sqlite3_bind_int64(st, 3, mtime_ns),
-         sqlite3_bind_text(st, 4, hex, -1, SQLITE_STATIC), sqlite3_bind_int64(st, 5, s_now_ms()),
-         sqlite3_step(st) != SQLITE_DONE))
+        (sqlite3_bind_text(st, 1, real, -1, SQLITE_STATIC), sqlite3_bind_int64(st, 2, size),
+         sqlite3_bind_int64(st, 3, mtime_ns), sqlite3_bind_text(st, 4, hex, -1, SQLITE_STATIC),
+         sqlite3_bind_int64(st, 5, s_now_ms()), sqlite3_step(st) != SQLITE_DONE))
         log_warn("model catalogue: cannot store a hash in %s: %s", c->db_path,
                  sqlite3_errmsg(c->db));
     sqlite3_finalize(st);
@@ -376,8 +382,11 @@ static model_entry_t *s_push(s_list_t *l)
 }
 
 static const char *const s_weight_names[] = {
-    "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
-    "model.safetensors", "model.fp16.safetensors", NULL,
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.fp16.safetensors",
+    "model.safetensors",
+    "model.fp16.safetensors",
+    NULL,
 };
 
 /* The weights file of a diffusers component folder: "" when none. */
@@ -444,8 +453,9 @@ static void s_finish_entry(model_catalog_t *c, const char *root_real, model_entr
                  scale, h->conv_first_in);
     }
     if (!arch && !c->detect && !why[0])
-        snprintf(why, sizeof why, "no architecture detector in this worker (built without the "
-                                  "engine)");
+        snprintf(why, sizeof why,
+                 "no architecture detector in this worker (built without the "
+                 "engine)");
     snprintf(e->architecture, sizeof e->architecture, "%s", arch ? arch : "unknown");
     snprintf(e->arch_detail, sizeof e->arch_detail, "%s", e->error[0] ? e->error : why);
     if (!e->hash_file[0])
@@ -559,10 +569,9 @@ static void s_scan_dir(model_catalog_t *c, model_kind_t kind, const char *root_r
         }
         if (!S_ISREG(sb.st_mode) || !s_ends_with_ci(de->d_name, ".safetensors") ||
             (kind != MODEL_CHECKPOINT && depth > 0)) {
-            if (S_ISREG(sb.st_mode) && (s_ends_with_ci(de->d_name, ".ckpt") ||
-                                        s_ends_with_ci(de->d_name, ".pt") ||
-                                        s_ends_with_ci(de->d_name, ".pth") ||
-                                        s_ends_with_ci(de->d_name, ".bin")))
+            if (S_ISREG(sb.st_mode) &&
+                (s_ends_with_ci(de->d_name, ".ckpt") || s_ends_with_ci(de->d_name, ".pt") ||
+                 s_ends_with_ci(de->d_name, ".pth") || s_ends_with_ci(de->d_name, ".bin")))
                 l->skipped++; /* pickles are never loaded */
             continue;
         }
@@ -688,8 +697,8 @@ static const model_entry_t *s_lookup(const model_entry_t *v, size_t n, model_kin
 }
 
 /* Append "kind/name" of every entry of a that b lacks. -1 out of memory. */
-static int s_diff(const model_entry_t *a, size_t na, const model_entry_t *b, size_t nb,
-                  char ***out, size_t *n)
+static int s_diff(const model_entry_t *a, size_t na, const model_entry_t *b, size_t nb, char ***out,
+                  size_t *n)
 {
     for (size_t i = 0; i < na; i++) {
         if (s_lookup(b, nb, a[i].kind, a[i].name))
@@ -707,8 +716,7 @@ static int s_diff(const model_entry_t *a, size_t na, const model_entry_t *b, siz
     return 0;
 }
 
-int model_catalog_rescan(model_catalog_t *c, model_scan_report_t *report, char *err,
-                         size_t err_len)
+int model_catalog_rescan(model_catalog_t *c, model_scan_report_t *report, char *err, size_t err_len)
 {
     s_list_t l = {0};
     double t0 = s_mono_ms();
@@ -853,10 +861,10 @@ static void s_not_found(const model_catalog_t *c, int kind, const char *name, ch
     if (nn) {
         used += (size_t)snprintf(err + used, err_len - used, "; near: ");
         for (size_t i = 0; i < nn && used < err_len; i++)
-            used += (size_t)snprintf(err + used, err_len - used, "%s%s%s%s%s", i ? ", " : "",
-                                     near[i]->name, kind < 0 ? " (" : "",
-                                     kind < 0 ? s_kind_one[near[i]->kind] : "",
-                                     kind < 0 ? ")" : "");
+            used +=
+                (size_t)snprintf(err + used, err_len - used, "%s%s%s%s%s", i ? ", " : "",
+                                 near[i]->name, kind < 0 ? " (" : "",
+                                 kind < 0 ? s_kind_one[near[i]->kind] : "", kind < 0 ? ")" : "");
     } else if (in_kind == 0) {
         snprintf(err + used, err_len - used, "; it holds no %s%s (model.rescan after adding files)",
                  kind >= 0 ? model_kind_name(kind) : "models",
@@ -886,7 +894,8 @@ model_status_t model_catalog_find(model_catalog_t *c, int kind, const char *name
         const model_entry_t *e = s_lookup(c->v, c->n, (model_kind_t)k, name);
         if (e) {
             size_t u = strlen(list);
-            snprintf(list + u, sizeof list - u, "%s%s", kinds ? ", " : "", model_kind_name(e->kind));
+            snprintf(list + u, sizeof list - u, "%s%s", kinds ? ", " : "",
+                     model_kind_name(e->kind));
             hit = e;
             kinds++;
         }
@@ -935,8 +944,10 @@ model_status_t model_catalog_hash(model_catalog_t *c, model_entry_t *e,
     bool rooted = c->real_roots[e->kind][0] != '\0';
     pthread_mutex_unlock(&c->mu);
     if (!e->hash_file[0]) {
-        snprintf(err, err_len, "%s '%s' has no single weights file to hash (a diffusers UNet "
-                 "in shards?)", s_kind_one[e->kind], e->name);
+        snprintf(err, err_len,
+                 "%s '%s' has no single weights file to hash (a diffusers UNet "
+                 "in shards?)",
+                 s_kind_one[e->kind], e->name);
         return MODEL_FAILED;
     }
     char real[PATH_MAX];
@@ -1034,8 +1045,8 @@ void model_kv_free(char **kv, size_t n)
     free(kv);
 }
 
-int model_catalog_metadata(model_catalog_t *c, const model_entry_t *e, size_t max_value,
-                           char ***kv, size_t *n, char *err, size_t err_len)
+int model_catalog_metadata(model_catalog_t *c, const model_entry_t *e, size_t max_value, char ***kv,
+                           size_t *n, char *err, size_t err_len)
 {
     *kv = NULL;
     *n = 0;

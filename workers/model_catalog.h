@@ -66,23 +66,23 @@ typedef struct {
 } model_catalog_config_t;
 
 typedef struct {
-    char name[256];         /* what requests give */
+    char name[256]; /* what requests give */
     model_kind_t kind;
-    char path[1024];        /* relative to the kind's root ("x.safetensors", "sdxl-base") */
-    char format[24];        /* "single_file", "diffusers" (a pipeline folder), "component"
-                               (a folder with one diffusers weights file) */
-    char hash_file[1200];   /* the file hashed, relative to the root */
-    int64_t size;           /* bytes: the file, or every .safetensors file of a folder */
-    int64_t mtime;          /* of the hashed file, Unix seconds */
-    char architecture[32];  /* "sdxl_base", ..., "unknown" */
-    char arch_detail[320];  /* the detector's line */
-    char dtype[16];         /* safetensors dtype of most parameters ("F16"), "" unknown */
-    int64_t tensor_count;   /* over the entry's safetensors files */
-    int64_t params;         /* elements over those files */
-    int files;              /* safetensors files read */
-    char error[320];        /* non-empty: a header could not be read (entry still listed) */
-    char sha256[65];        /* "" until hashed */
-    char autov2[11];        /* first 10 hex digits of sha256, "" until hashed */
+    char path[1024];       /* relative to the kind's root ("x.safetensors", "sdxl-base") */
+    char format[24];       /* "single_file", "diffusers" (a pipeline folder), "component"
+                              (a folder with one diffusers weights file) */
+    char hash_file[1200];  /* the file hashed, relative to the root */
+    int64_t size;          /* bytes: the file, or every .safetensors file of a folder */
+    int64_t mtime;         /* of the hashed file, Unix seconds */
+    char architecture[32]; /* "sdxl_base", ..., "unknown" */
+    char arch_detail[320]; /* the detector's line */
+    char dtype[16];        /* safetensors dtype of most parameters ("F16"), "" unknown */
+    int64_t tensor_count;  /* over the entry's safetensors files */
+    int64_t params;        /* elements over those files */
+    int files;             /* safetensors files read */
+    char error[320];       /* non-empty: a header could not be read (entry still listed) */
+    char sha256[65];       /* "" until hashed */
+    char autov2[11];       /* first 10 hex digits of sha256, "" until hashed */
 } model_entry_t;
 
 /* Open the hash cache and scan every root. NULL with the reason in err
@@ -138,19 +138,19 @@ model_status_t model_catalog_hash(model_catalog_t *c, model_entry_t *e,
 /* The "__metadata__" of the entry's hashed file: n key/value pairs as
    kv[2i], kv[2i+1] (values cut to max_value bytes), malloc'd; free with
    model_kv_free. 0, or -1 with err. */
-int model_catalog_metadata(model_catalog_t *c, const model_entry_t *e, size_t max_value,
-                           char ***kv, size_t *n, char *err, size_t err_len);
+int model_catalog_metadata(model_catalog_t *c, const model_entry_t *e, size_t max_value, char ***kv,
+                           size_t *n, char *err, size_t err_len);
 void model_kv_free(char **kv, size_t n);
 
 typedef struct {
     char roots[MODEL_KIND_COUNT][1024]; /* as configured, "" none */
     bool root_exists[MODEL_KIND_COUNT];
     size_t counts[MODEL_KIND_COUNT];
-    size_t skipped;           /* files left out at the last scan (symlinks out, ...) */
-    char db_path[1024];       /* ":memory:" when in memory */
+    size_t skipped;     /* files left out at the last scan (symlinks out, ...) */
+    char db_path[1024]; /* ":memory:" when in memory */
     int64_t hash_cache_hits, hashes_computed, rescans;
     double last_scan_ms;
-    int64_t last_scan_at_ms;  /* Unix ms */
+    int64_t last_scan_at_ms; /* Unix ms */
 } model_catalog_stats_t;
 
 void model_catalog_stats(model_catalog_t *c, model_catalog_stats_t *out);

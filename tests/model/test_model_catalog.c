@@ -47,8 +47,8 @@ static void s_write_st(const char *rel, const char *const *tensors, const char *
     if (meta && meta[0]) {
         used += (size_t)snprintf(hdr + used, sizeof hdr - used, ",\"__metadata__\":{");
         for (int i = 0; meta[i]; i += 2)
-            used += (size_t)snprintf(hdr + used, sizeof hdr - used, "%s\"%s\":\"%s\"",
-                                     i ? "," : "", meta[i], meta[i + 1]);
+            used += (size_t)snprintf(hdr + used, sizeof hdr - used, "%s\"%s\":\"%s\"", i ? "," : "",
+                                     meta[i], meta[i + 1]);
         used += (size_t)snprintf(hdr + used, sizeof hdr - used, "}");
     }
     used += (size_t)snprintf(hdr + used, sizeof hdr - used, "}");
@@ -86,6 +86,15 @@ static void s_write_text(const char *rel, const char *text)
     snprintf(p, sizeof p, "%s/%s", s_tmp, rel);
     FILE *f = fopen(p, "w");
     fputs(text, f);
+    fclose(f);
+}
+
+static void s_write_raw(const char *rel, const char *bytes, size_t len)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", s_tmp, rel);
+    FILE *f = fopen(p, "wb");
+    fwrite(bytes, 1, len, f);
     fclose(f);
 }
 
@@ -136,8 +145,8 @@ static bool s_has(char **v, size_t n, const char *s)
 static model_catalog_t *s_open(const char *db, char *err, size_t err_len)
 {
     static char roots[MODEL_KIND_COUNT][300];
-    static const char *const subs[MODEL_KIND_COUNT] = {"", "/vae", "/lora", "/controlnet",
-                                                       "/embeddings", "/upscalers"};
+    static const char *const subs[MODEL_KIND_COUNT] = {
+        "", "/vae", "/lora", "/controlnet", "/embeddings", "/upscalers"};
     model_catalog_config_t cfg = {0};
     for (int k = 0; k < MODEL_KIND_COUNT; k++) {
         snprintf(roots[k], sizeof roots[k], "%s/models%s", s_tmp, subs[k]);
@@ -150,8 +159,8 @@ static model_catalog_t *s_open(const char *db, char *err, size_t err_len)
 
 int main(void)
 {
-    snprintf(s_tmp, sizeof s_tmp, "%s/sdxl-catalog-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR")
-                                                                             : "/tmp");
+    snprintf(s_tmp, sizeof s_tmp, "%s/sdxl-catalog-XXXXXX",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
     if (!mkdtemp(s_tmp)) {
         perror("mkdtemp");
         return 1;
@@ -161,8 +170,8 @@ int main(void)
                           "conditioner.embedders.0.transformer.x:F32:4", NULL};
     const char *meta[] = {"modelspec.title", "Tiny XL", "ss_base_model_version", "sdxl_base_v1-0",
                           NULL};
-    const char *lora[] = {"lora_unet_a.lora_down.weight:F16:4x8", "lora_unet_a.lora_up.weight:F16:8x4",
-                          NULL};
+    const char *lora[] = {"lora_unet_a.lora_down.weight:F16:4x8",
+                          "lora_unet_a.lora_up.weight:F16:8x4", NULL};
     const char *unet[] = {"conv_in.weight:F32:8x4x3x3", "conv_in.bias:F32:8", NULL};
     const char *vae[] = {"decoder.conv_in.weight:F16:4x4x3x3", NULL};
     const char *ti[] = {"clip_l:F32:2x16", "clip_g:F32:2x24", NULL};
@@ -183,7 +192,8 @@ int main(void)
     s_mkdir("outside");
     s_write_st("models/tiny.safetensors", ckpt, meta);
     s_write_st("models/sub/deep.safetensors", ckpt, NULL);
-    s_write_text("models/pipe/model_index.json", "{\"_class_name\": \"StableDiffusionXLPipeline\"}");
+    s_write_text("models/pipe/model_index.json",
+                 "{\"_class_name\": \"StableDiffusionXLPipeline\"}");
     s_write_st("models/pipe/unet/diffusion_pytorch_model.safetensors", unet, NULL);
     s_write_st("models/pipe/vae/diffusion_pytorch_model.safetensors", vae, NULL);
     s_write_st("models/lora/styleA.safetensors", lora, NULL);
@@ -195,6 +205,14 @@ int main(void)
     s_write_text("models/controlnet/cn-canny/config.json", "{}");
     s_write_text("models/broken.safetensors", "\xff\xff\xff\xff\xff\xff\xff\x7fnot json");
     s_write_text("models/old.ckpt", "pickle");
+    /* headers that are no safetensors: each listed with an error, none read past */
+    s_write_raw("models/short.safetensors", "\x02\x00", 2);
+    s_write_raw("models/array.safetensors", "\x02\x00\x00\x00\x00\x00\x00\x00[]", 10);
+    s_write_raw("models/badshape.safetensors",
+                "\x38\x00\x00\x00\x00\x00\x00\x00"
+                "{\"t\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}}",
+                64);
+    s_write_raw("models/trunc.safetensors", "\xff\x00\x00\x00\x00\x00\x00\x00{\"a\":", 13);
     s_write_st("outside/secret.safetensors", ckpt, NULL);
     char p1[512], p2[512];
     snprintf(p1, sizeof p1, "%s/outside/secret.safetensors", s_tmp);
@@ -216,11 +234,11 @@ int main(void)
     /* entries */
     size_t n = 0;
     model_entry_t *v = model_catalog_list(c, -1, &n);
-    CHECK(n == 11);
+    CHECK(n == 15);
     for (size_t i = 0; i < n; i++)
         printf("  %-11s %-22s %-12s %-11s %s %lld tensors %s\n", model_kind_name(v[i].kind),
-               v[i].name, v[i].format, v[i].architecture, v[i].dtype,
-               (long long)v[i].tensor_count, v[i].error);
+               v[i].name, v[i].format, v[i].architecture, v[i].dtype, (long long)v[i].tensor_count,
+               v[i].error);
     const model_entry_t *e = s_get(v, n, MODEL_CHECKPOINT, "tiny");
     CHECK(e && strcmp(e->format, "single_file") == 0 && e->tensor_count == 3 &&
           strcmp(e->dtype, "F16") == 0 && strcmp(e->path, "tiny.safetensors") == 0 &&
@@ -234,8 +252,13 @@ int main(void)
           strcmp(e->hash_file, "pipe/unet/diffusion_pytorch_model.safetensors") == 0);
     e = s_get(v, n, MODEL_CHECKPOINT, "broken");
     CHECK(e && e->error[0] && strstr(e->error, "safetensors") != NULL);
-    CHECK(!s_get(v, n, MODEL_CHECKPOINT, "escape"));     /* symlink out of the root */
-    CHECK(!s_get(v, n, MODEL_CHECKPOINT, "old"));        /* a pickle */
+    const char *bads[] = {"short", "array", "badshape", "trunc"};
+    for (size_t i = 0; i < 4; i++) {
+        e = s_get(v, n, MODEL_CHECKPOINT, bads[i]);
+        CHECK(e && e->error[0] && e->tensor_count == 0);
+    }
+    CHECK(!s_get(v, n, MODEL_CHECKPOINT, "escape"));      /* symlink out of the root */
+    CHECK(!s_get(v, n, MODEL_CHECKPOINT, "old"));         /* a pickle */
     CHECK(!s_get(v, n, MODEL_CHECKPOINT, "lora/styleA")); /* the lora root is not checkpoints */
     CHECK(!s_get(v, n, MODEL_CHECKPOINT, "tiny.config"));
     e = s_get(v, n, MODEL_LORA, "styleA");
@@ -254,7 +277,7 @@ int main(void)
     free(v);
     model_catalog_stats_t s;
     model_catalog_stats(c, &s);
-    CHECK(s.skipped >= 2 && s.counts[MODEL_CHECKPOINT] == 5 && s.root_exists[MODEL_LORA]);
+    CHECK(s.skipped >= 2 && s.counts[MODEL_CHECKPOINT] == 9 && s.root_exists[MODEL_LORA]);
 
     /* find, near matches, traversal */
     model_entry_t one;
@@ -271,8 +294,7 @@ int main(void)
     CHECK(model_catalog_find(c, MODEL_CHECKPOINT, "styleA", &one, err, sizeof err) ==
               MODEL_NOT_FOUND &&
           strstr(err, "is a lora") != NULL);
-    CHECK(model_catalog_find(c, MODEL_LORA, "zzzzqqqq", &one, err, sizeof err) ==
-              MODEL_NOT_FOUND &&
+    CHECK(model_catalog_find(c, MODEL_LORA, "zzzzqqqq", &one, err, sizeof err) == MODEL_NOT_FOUND &&
           strstr(err, "nothing near") != NULL);
     const char *bad[] = {"../outside/secret", "/etc/passwd", "sub/../tiny", "./tiny", "", "a\\b",
                          "sub//deep"};
@@ -342,7 +364,7 @@ int main(void)
     CHECK(model_catalog_rescan(c, &r, err, sizeof err) == 0);
     CHECK(r.n_added == 1 && s_has(r.added, r.n_added, "lora/styleC"));
     CHECK(r.n_removed == 1 && s_has(r.removed, r.n_removed, "lora/styleB"));
-    CHECK(r.total == 11);
+    CHECK(r.total == 15);
     model_scan_report_clear(&r);
     CHECK(r.added == NULL && r.n_added == 0);
     CHECK(model_catalog_find(c, MODEL_LORA, "styleB", &one, err, sizeof err) == MODEL_NOT_FOUND);
@@ -354,8 +376,7 @@ int main(void)
     c = s_open(NULL, err, sizeof err);
     CHECK(c != NULL);
     if (c) {
-        CHECK(model_catalog_find(c, MODEL_CHECKPOINT, "tiny", &one, err, sizeof err) ==
-                  MODEL_OK &&
+        CHECK(model_catalog_find(c, MODEL_CHECKPOINT, "tiny", &one, err, sizeof err) == MODEL_OK &&
               !one.sha256[0]);
         model_catalog_stats(c, &s);
         CHECK(strcmp(s.db_path, ":memory:") == 0);

@@ -167,6 +167,34 @@ typedef struct {
     bool rdb;          /* a body.N.rdbM tensor */
 } s_hdr_t;
 
+/* The header length of the first 8 bytes, checked against the file's
+   size; 0 with err when it is no safetensors length. */
+static uint64_t s_header_len(const unsigned char lenb[8], uint64_t file_size, char *err,
+                             size_t err_len)
+{
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; i--)
+        n = n << 8 | lenb[i];
+    if (n < 2 || n > S_MAX_HEADER || n > file_size - 8) {
+        snprintf(err, err_len, "not a safetensors file (header length %llu for a %llu-byte file)",
+                 (unsigned long long)n, (unsigned long long)file_size);
+        return 0;
+    }
+    return n;
+}
+
+/* The header's JSON object (caller deletes); NULL with err. */
+static cJSON *s_header_parse(const char *buf, size_t n, char *err, size_t err_len)
+{
+    cJSON *j = cJSON_ParseWithLength(buf, n);
+    if (!j || !cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        snprintf(err, err_len, "the safetensors header is not a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
 /* Read a safetensors header into a cJSON object (caller deletes). NULL with
    the reason in err. Reads 8 + N bytes, never the data. */
 static cJSON *s_header_json(const char *path, char *err, size_t err_len)
@@ -184,14 +212,9 @@ static cJSON *s_header_json(const char *path, char *err, size_t err_len)
         snprintf(err, err_len, "not a safetensors file (shorter than its 8-byte header length)");
         goto done;
     }
-    uint64_t n = 0;
-    for (int i = 7; i >= 0; i--)
-        n = n << 8 | lenb[i];
-    if (n < 2 || n > S_MAX_HEADER || n > (uint64_t)sb.st_size - 8) {
-        snprintf(err, err_len, "not a safetensors file (header length %llu for a %lld-byte file)",
-                 (unsigned long long)n, (long long)sb.st_size);
+    uint64_t n = s_header_len(lenb, (uint64_t)sb.st_size, err, err_len);
+    if (!n)
         goto done;
-    }
     if (!(buf = malloc((size_t)n))) {
         snprintf(err, err_len, "out of memory for a %llu-byte header", (unsigned long long)n);
         goto done;
@@ -205,25 +228,17 @@ static cJSON *s_header_json(const char *path, char *err, size_t err_len)
         }
         got += (size_t)r;
     }
-    j = cJSON_ParseWithLength(buf, (size_t)n);
-    if (!j || !cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        j = NULL;
-        snprintf(err, err_len, "the safetensors header is not a JSON object");
-    }
+    j = s_header_parse(buf, (size_t)n, err, err_len);
 done:
     free(buf);
     close(fd);
     return j;
 }
 
-/* Add one file's tensors to h. 0, or -1 with err. */
-static int s_header_add(const char *path, s_hdr_t *out, char *err, size_t err_len)
+/* Add the tensors of header j to *out. 0, or -1 with err (out unchanged). */
+static int s_header_facts(const cJSON *j, s_hdr_t *out, char *err, size_t err_len)
 {
     s_hdr_t hv = *out, *h = &hv; /* out changes only when the whole header reads */
-    cJSON *j = s_header_json(path, err, err_len);
-    if (!j)
-        return -1;
     const cJSON *t;
     cJSON_ArrayForEach(t, j)
     {
@@ -233,7 +248,6 @@ static int s_header_add(const char *path, s_hdr_t *out, char *err, size_t err_le
         const cJSON *shape = cJSON_GetObjectItemCaseSensitive(t, "shape");
         if (!cJSON_IsString(dt) || !cJSON_IsArray(shape)) {
             snprintf(err, err_len, "tensor '%.80s' has no dtype or shape", t->string);
-            cJSON_Delete(j);
             return -1;
         }
         int64_t numel = 1;
@@ -245,12 +259,15 @@ static int s_header_add(const char *path, s_hdr_t *out, char *err, size_t err_le
             if (!(v >= 0 && v <= 9e15) || v != (double)(int64_t)v ||
                 (numel && v && numel > INT64_MAX / (int64_t)v)) {
                 snprintf(err, err_len, "tensor '%.80s' has a bad shape", t->string);
-                cJSON_Delete(j);
                 return -1;
             }
             numel *= (int64_t)v;
             if (d++ == 1)
-                dim1 = (int)v;
+                dim1 = v < 1e6 ? (int)v : 0;
+        }
+        if (numel > INT64_MAX - h->params) {
+            snprintf(err, err_len, "more than 2^63 parameters");
+            return -1;
         }
         h->tensors++;
         h->params += numel;
@@ -269,9 +286,19 @@ static int s_header_add(const char *path, s_hdr_t *out, char *err, size_t err_le
         if (strncmp(t->string, "body.", 5) == 0 && strstr(t->string, ".rdb"))
             h->rdb = true;
     }
-    cJSON_Delete(j);
     *out = hv;
     return 0;
+}
+
+/* Add one file's tensors to h. 0, or -1 with err. */
+static int s_header_add(const char *path, s_hdr_t *h, char *err, size_t err_len)
+{
+    cJSON *j = s_header_json(path, err, err_len);
+    if (!j)
+        return -1;
+    int rc = s_header_facts(j, h, err, err_len);
+    cJSON_Delete(j);
+    return rc;
 }
 
 static const char *s_main_dtype(const s_hdr_t *h)
@@ -1045,6 +1072,47 @@ void model_kv_free(char **kv, size_t n)
     free(kv);
 }
 
+/* The __metadata__ of header j as kv pairs (see model_catalog_metadata). */
+static int s_metadata(const cJSON *j, size_t max_value, char ***kv, size_t *n, char *err,
+                      size_t err_len)
+{
+    *kv = NULL;
+    *n = 0;
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(j, "__metadata__");
+    size_t cnt = cJSON_IsObject(m) ? (size_t)cJSON_GetArraySize(m) : 0;
+    if (!cnt)
+        return 0;
+    char **v = calloc(2 * cnt, sizeof *v);
+    if (!v) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    size_t i = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, m)
+    {
+        if (i == cnt || !it->string)
+            break;
+        char *val = cJSON_IsString(it) ? strdup(it->valuestring) : cJSON_PrintUnformatted(it);
+        char *key = strdup(it->string);
+        if (!val || !key) {
+            free(val);
+            free(key);
+            model_kv_free(v, cnt);
+            snprintf(err, err_len, "out of memory");
+            return -1;
+        }
+        if (strlen(val) > max_value)
+            val[max_value] = '\0';
+        v[2 * i] = key;
+        v[2 * i + 1] = val;
+        i++;
+    }
+    *kv = v;
+    *n = i;
+    return 0;
+}
+
 int model_catalog_metadata(model_catalog_t *c, const model_entry_t *e, size_t max_value, char ***kv,
                            size_t *n, char *err, size_t err_len)
 {
@@ -1062,41 +1130,35 @@ int model_catalog_metadata(model_catalog_t *c, const model_entry_t *e, size_t ma
     cJSON *j = s_header_json(path, err, err_len);
     if (!j)
         return -1;
-    const cJSON *m = cJSON_GetObjectItemCaseSensitive(j, "__metadata__");
-    size_t cnt = cJSON_IsObject(m) ? (size_t)cJSON_GetArraySize(m) : 0;
-    char **v = cnt ? calloc(2 * cnt, sizeof *v) : NULL;
-    if (cnt && !v) {
-        cJSON_Delete(j);
-        snprintf(err, err_len, "out of memory");
+    int rc = s_metadata(j, max_value, kv, n, err, err_len);
+    cJSON_Delete(j);
+    return rc;
+}
+
+int model_header_check(const void *file, size_t len, int64_t *tensors, size_t *n_meta, char *err,
+                       size_t err_len)
+{
+    *tensors = 0;
+    *n_meta = 0;
+    if (len < 8) {
+        snprintf(err, err_len, "not a safetensors file (shorter than its 8-byte header length)");
         return -1;
     }
-    size_t i = 0;
-    const cJSON *it;
-    if (cnt)
-        cJSON_ArrayForEach(it, m)
-        {
-            if (i == cnt || !it->string)
-                break;
-            char *val = cJSON_IsString(it) ? strdup(it->valuestring) : cJSON_PrintUnformatted(it);
-            char *key = strdup(it->string);
-            if (!val || !key) {
-                free(val);
-                free(key);
-                model_kv_free(v, cnt);
-                cJSON_Delete(j);
-                snprintf(err, err_len, "out of memory");
-                return -1;
-            }
-            if (strlen(val) > max_value)
-                val[max_value] = '\0';
-            v[2 * i] = key;
-            v[2 * i + 1] = val;
-            i++;
-        }
+    uint64_t n = s_header_len(file, (uint64_t)len, err, err_len);
+    if (!n)
+        return -1;
+    cJSON *j = s_header_parse((const char *)file + 8, (size_t)n, err, err_len);
+    if (!j)
+        return -1;
+    s_hdr_t h = {0};
+    char **kv = NULL;
+    int rc = s_header_facts(j, &h, err, err_len);
+    if (rc == 0)
+        rc = s_metadata(j, 64, &kv, n_meta, err, err_len);
+    model_kv_free(kv, *n_meta);
     cJSON_Delete(j);
-    *kv = v;
-    *n = i;
-    return 0;
+    *tensors = h.tensors;
+    return rc;
 }
 
 void model_catalog_stats(model_catalog_t *c, model_catalog_stats_t *out)

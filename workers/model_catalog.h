@@ -155,6 +155,12 @@ typedef struct {
 
 void model_catalog_stats(model_catalog_t *c, model_catalog_stats_t *out);
 
+/* The header checks of a scan on a whole file image held in memory (8-byte
+   length, JSON header, data): 0 with the tensor and metadata counts, or -1
+   with err. For the fuzz target and tests. */
+int model_header_check(const void *file, size_t len, int64_t *tensors, size_t *n_meta, char *err,
+                       size_t err_len);
+
 /* Why `name` is refused as a catalogue name (NULL when acceptable): the
    rule model_catalog_find applies. */
 const char *model_name_problem(const char *name);

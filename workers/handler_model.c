@@ -298,7 +298,7 @@ static int s_h_list(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply)
     size_t counts[MODEL_KIND_COUNT] = {0};
     for (size_t i = 0; i < n && rc == 0; i++) {
         bool cached;
-        if (hash && !v[i].error[0])
+        if (hash && !v[i].error[0] && v[i].hash_file[0])
             rc = s_hash(job, st->cat, &v[i], &cached);
         counts[v[i].kind]++;
         if (rc == 0)
@@ -336,7 +336,7 @@ static int s_h_inspect(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *rep
     if (rc != MODEL_OK)
         return sdx_job_fail(job, "invalid_request", field, "%s", err);
     bool cached = false, hashed = false;
-    if (sdx_map_bool(data, "hash", true) && !e.error[0]) {
+    if (sdx_map_bool(data, "hash", true) && !e.error[0] && e.hash_file[0]) {
         if (s_hash(job, st->cat, &e, &cached) != 0)
             return -1;
         hashed = true;

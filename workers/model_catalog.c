@@ -430,8 +430,24 @@ static void s_component_file(const char *dir, char *out, size_t out_len)
     }
 }
 
+/* One weights file of a pipeline's component folder into e and h. */
+static void s_add_file(const char *dir, const char *comp, const char *file, model_entry_t *e,
+                       s_hdr_t *h)
+{
+    char p[PATH_MAX + 600];
+    snprintf(p, sizeof p, "%s/%s", dir, file);
+    struct stat sb;
+    if (stat(p, &sb) != 0 || !S_ISREG(sb.st_mode))
+        return;
+    e->size += sb.st_size;
+    char err[256];
+    if (s_header_add(p, h, err, sizeof err) != 0 && !e->error[0])
+        snprintf(e->error, sizeof e->error, "%.60s/%.40s: %.200s", comp, file, err);
+    e->files++;
+}
+
 /* Header facts and sizes of a diffusers pipeline: each component folder's
-   weights file (the first of s_weight_names). */
+   weights file (the first of s_weight_names), else its shards. */
 static void s_fill_pipeline(const char *abs, model_entry_t *e, s_hdr_t *h)
 {
     DIR *d = opendir(abs);
@@ -441,21 +457,23 @@ static void s_fill_pipeline(const char *abs, model_entry_t *e, s_hdr_t *h)
     while ((de = readdir(d))) {
         if (de->d_name[0] == '.')
             continue;
-        char sub[PATH_MAX + 256], file[64], p[PATH_MAX + 320];
+        char sub[PATH_MAX + 256], file[64];
         snprintf(sub, sizeof sub, "%s/%s", abs, de->d_name);
         if (!s_is_dir(sub))
             continue;
         s_component_file(sub, file, sizeof file);
-        if (!file[0])
+        if (file[0]) {
+            s_add_file(sub, de->d_name, file, e, h);
             continue;
-        snprintf(p, sizeof p, "%s/%s", sub, file);
-        struct stat sb;
-        if (stat(p, &sb) == 0)
-            e->size += sb.st_size;
-        char err[256];
-        if (s_header_add(p, h, err, sizeof err) != 0 && !e->error[0])
-            snprintf(e->error, sizeof e->error, "%.60s/%.40s: %.200s", de->d_name, file, err);
-        e->files++;
+        }
+        /* no single weights file: shards (name-00001-of-00002.safetensors) */
+        DIR *sd = opendir(sub);
+        struct dirent *se;
+        while (sd && (se = readdir(sd)))
+            if (se->d_name[0] != '.' && s_ends_with_ci(se->d_name, ".safetensors"))
+                s_add_file(sub, de->d_name, se->d_name, e, h);
+        if (sd)
+            closedir(sd);
     }
     closedir(d);
 }
@@ -551,6 +569,15 @@ static void s_scan_dir(model_catalog_t *c, model_kind_t kind, const char *root_r
                 bool pipe = s_is_file(probe);
                 snprintf(probe, sizeof probe, "%s/unet", real);
                 if (!pipe && !s_is_dir(probe)) {
+                    /* a lone component (a UNet folder) is no checkpoint the
+                       inference worker loads; other folders are looked into */
+                    s_component_file(real, file, sizeof file);
+                    snprintf(probe, sizeof probe,
+                             "%s/diffusion_pytorch_model.safetensors.index.json", real);
+                    if (file[0] || s_is_file(probe)) {
+                        l->skipped++;
+                        continue;
+                    }
                     if (depth + 1 < S_MAX_DEPTH)
                         s_scan_dir(c, kind, root_real, relp, depth + 1, l);
                     continue;

@@ -205,6 +205,17 @@ int main(void)
     s_write_text("models/controlnet/cn-canny/config.json", "{}");
     s_write_text("models/broken.safetensors", "\xff\xff\xff\xff\xff\xff\xff\x7fnot json");
     s_write_text("models/old.ckpt", "pickle");
+    /* a pipeline whose UNet is in shards: listed, nothing single to hash */
+    s_mkdir("models/shardpipe");
+    s_mkdir("models/shardpipe/unet");
+    s_write_text("models/shardpipe/model_index.json", "{}");
+    s_write_st("models/shardpipe/unet/diffusion_pytorch_model-00001-of-00002.safetensors", unet,
+               NULL);
+    s_write_st("models/shardpipe/unet/diffusion_pytorch_model-00002-of-00002.safetensors", vae,
+               NULL);
+    /* a lone UNet folder: no checkpoint */
+    s_mkdir("models/lone_unet");
+    s_write_st("models/lone_unet/diffusion_pytorch_model.safetensors", unet, NULL);
     /* headers that are no safetensors: each listed with an error, none read past */
     s_write_raw("models/short.safetensors", "\x02\x00", 2);
     s_write_raw("models/array.safetensors", "\x02\x00\x00\x00\x00\x00\x00\x00[]", 10);
@@ -234,7 +245,7 @@ int main(void)
     /* entries */
     size_t n = 0;
     model_entry_t *v = model_catalog_list(c, -1, &n);
-    CHECK(n == 15);
+    CHECK(n == 16);
     for (size_t i = 0; i < n; i++)
         printf("  %-11s %-22s %-12s %-11s %s %lld tensors %s\n", model_kind_name(v[i].kind),
                v[i].name, v[i].format, v[i].architecture, v[i].dtype, (long long)v[i].tensor_count,
@@ -250,6 +261,10 @@ int main(void)
     e = s_get(v, n, MODEL_CHECKPOINT, "pipe");
     CHECK(e && strcmp(e->format, "diffusers") == 0 && e->tensor_count == 3 && e->files == 2 &&
           strcmp(e->hash_file, "pipe/unet/diffusion_pytorch_model.safetensors") == 0);
+    e = s_get(v, n, MODEL_CHECKPOINT, "shardpipe");
+    CHECK(e && e->files == 2 && e->tensor_count == 3 && !e->hash_file[0]);
+    CHECK(!s_get(v, n, MODEL_CHECKPOINT, "lone_unet") &&
+          !s_get(v, n, MODEL_CHECKPOINT, "lone_unet/diffusion_pytorch_model"));
     e = s_get(v, n, MODEL_CHECKPOINT, "broken");
     CHECK(e && e->error[0] && strstr(e->error, "safetensors") != NULL);
     const char *bads[] = {"short", "array", "badshape", "trunc"};
@@ -277,7 +292,7 @@ int main(void)
     free(v);
     model_catalog_stats_t s;
     model_catalog_stats(c, &s);
-    CHECK(s.skipped >= 2 && s.counts[MODEL_CHECKPOINT] == 9 && s.root_exists[MODEL_LORA]);
+    CHECK(s.skipped >= 3 && s.counts[MODEL_CHECKPOINT] == 10 && s.root_exists[MODEL_LORA]);
 
     /* find, near matches, traversal */
     model_entry_t one;
@@ -325,6 +340,9 @@ int main(void)
     CHECK(model_catalog_hash(c, &one, NULL, NULL, &cached, err, sizeof err) == MODEL_OK && cached);
     model_catalog_stats(c, &s);
     CHECK(s.hashes_computed == 2 && s.hash_cache_hits >= 1);
+    CHECK(model_catalog_find(c, MODEL_CHECKPOINT, "shardpipe", &one, err, sizeof err) == MODEL_OK);
+    CHECK(model_catalog_hash(c, &one, NULL, NULL, &cached, err, sizeof err) == MODEL_FAILED &&
+          strstr(err, "shards") != NULL);
 
     char **kv = NULL;
     size_t nkv = 0;
@@ -340,7 +358,7 @@ int main(void)
     CHECK(c != NULL);
     if (!c)
         return t_done();
-    CHECK(s_detect_calls == 10); /* not for the broken file */
+    CHECK(s_detect_calls == 11); /* not for the broken file */
     CHECK(model_catalog_find(c, MODEL_CHECKPOINT, "tiny", &one, err, sizeof err) == MODEL_OK);
     s_sha256sum("models/tiny.safetensors", want);
     CHECK_STR(one.sha256, want); /* known from the cache at scan time */
@@ -364,7 +382,7 @@ int main(void)
     CHECK(model_catalog_rescan(c, &r, err, sizeof err) == 0);
     CHECK(r.n_added == 1 && s_has(r.added, r.n_added, "lora/styleC"));
     CHECK(r.n_removed == 1 && s_has(r.removed, r.n_removed, "lora/styleB"));
-    CHECK(r.total == 15);
+    CHECK(r.total == 16);
     model_scan_report_clear(&r);
     CHECK(r.added == NULL && r.n_added == 0);
     CHECK(model_catalog_find(c, MODEL_LORA, "styleB", &one, err, sizeof err) == MODEL_NOT_FOUND);

@@ -217,7 +217,7 @@ def main():
                 "model.load is not_available (the orchestrator's job)", r.get("error"))
 
         # a restart keeps the hashes (SQLite under --state-dir)
-        w.stop()
+        t.check(w.stop() == 0, "the worker stops with exit 0 (under ASan: nothing leaked)")
         w2 = fleet.start_worker("model", argv, wid="model-2")
         fleet.wait_registered([w2.wid], 15)
         r = call(fleet, "model.inspect", {"name": "tiny"})
@@ -228,6 +228,7 @@ def main():
         cat = (r.get("data") or {}).get("catalog") or {}
         t.check(cat.get("hashes_computed") == 0 and cat.get("hash_cache_hits", 0) >= 1,
                 "nothing was hashed again", cat)
+        t.check(w2.stop() == 0, "the restarted worker stops with exit 0")
     except Exception as e:  # noqa: BLE001
         t.check(False, "fleet", repr(e))
     finally:

@@ -741,12 +741,21 @@ void model_scan_report_clear(model_scan_report_t *r)
     memset(r, 0, sizeof *r);
 }
 
+/* The entry (kind, name) of v, sorted by s_cmp and deduplicated; NULL if absent. */
 static const model_entry_t *s_lookup(const model_entry_t *v, size_t n, model_kind_t kind,
                                      const char *name)
 {
-    for (size_t i = 0; i < n; i++)
-        if (v[i].kind == kind && strcmp(v[i].name, name) == 0)
-            return &v[i];
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int r = v[mid].kind != kind ? (v[mid].kind < kind ? -1 : 1) : strcmp(v[mid].name, name);
+        if (r == 0)
+            return &v[mid];
+        if (r < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
     return NULL;
 }
 

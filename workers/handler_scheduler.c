@@ -36,8 +36,8 @@
 #ifndef SDX_WITH_ENGINE
 
 static const char *const s_planned[] = {
-    "scheduler.list", "scheduler.info", "scheduler.timesteps", "scheduler.validate",
-    "scheduler.step", NULL,
+    "scheduler.list",     "scheduler.info", "scheduler.timesteps",
+    "scheduler.validate", "scheduler.step", NULL,
 };
 
 const sdx_domain_t sdx_domain_scheduler = {
@@ -52,8 +52,8 @@ const sdx_domain_t sdx_domain_scheduler = {
 
 #include "sdx_codec.h"
 #include "sdx_log.h"
-#include "sdx_schema.h"
 #include "sdx_scheduler.h"
+#include "sdx_schema.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -116,6 +116,12 @@ static sdx_value_t *s_clone_without(const sdx_value_t *v, const char *const *dro
     return c;
 }
 
+/* Set key to val, which may be NULL (OOM): then -1 and nothing is set. */
+static int s_set(sdx_value_t *map, const char *key, sdx_value_t *val)
+{
+    return val ? sdx_map_set(map, key, val) : -1;
+}
+
 /* The domain's request schema: the generation schema's scheduler fields
    (flat: num_inference_steps and strength from its hyperparameters) and the
    config schema as `config`. strength keeps no default: absent means
@@ -133,16 +139,15 @@ static sdx_value_t *s_build_request(const sdx_value_t *gen, const sdx_value_t *c
         return NULL;
     }
     int rc = sdx_map_set_str(req, "type", "object");
-    rc |= sdx_map_set(req, "additionalProperties", sdx_value_bool_new(false));
-    rc |= sdx_map_set(p, "scheduler", s_clone_without(sdx_map_get(props, "scheduler"), NULL));
-    rc |= sdx_map_set(p, "use_karras_sigmas",
-                      s_clone_without(sdx_map_get(props, "use_karras_sigmas"), NULL));
-    rc |= sdx_map_set(p, "prediction_type",
-                      s_clone_without(sdx_map_get(props, "prediction_type"), NULL));
-    rc |= sdx_map_set(p, "num_inference_steps",
-                      s_clone_without(sdx_map_get(hp, "num_inference_steps"), NULL));
-    rc |= sdx_map_set(p, "strength", s_clone_without(sdx_map_get(hp, "strength"), no_default));
-    rc |= sdx_map_set(p, "config", s_clone_without(config, NULL));
+    rc |= s_set(req, "additionalProperties", sdx_value_bool_new(false));
+    rc |= s_set(p, "scheduler", s_clone_without(sdx_map_get(props, "scheduler"), NULL));
+    rc |= s_set(p, "use_karras_sigmas",
+                s_clone_without(sdx_map_get(props, "use_karras_sigmas"), NULL));
+    rc |= s_set(p, "prediction_type", s_clone_without(sdx_map_get(props, "prediction_type"), NULL));
+    rc |= s_set(p, "num_inference_steps",
+                s_clone_without(sdx_map_get(hp, "num_inference_steps"), NULL));
+    rc |= s_set(p, "strength", s_clone_without(sdx_map_get(hp, "strength"), no_default));
+    rc |= s_set(p, "config", s_clone_without(config, NULL));
     rc |= sdx_map_set(req, "properties", p);
     if (rc != 0)
         sdx_value_destroy(&req);
@@ -165,9 +170,8 @@ static int s_init(sdx_worker_t *w, char *err, size_t err_len)
     st->sched_member = sdx_map_get(sdx_map_get(gen, "properties"), "scheduler");
     st->config_props = sdx_map_get(cfg, "properties");
     if (!st->sched_member || !st->config_props) {
-        snprintf(err, err_len, "the schemas lack %s", !st->sched_member
-                                                           ? "the scheduler field of " S_GEN_TYPE
-                                                           : S_CONFIG_FILE);
+        snprintf(err, err_len, "the schemas lack %s",
+                 !st->sched_member ? "the scheduler field of " S_GEN_TYPE : S_CONFIG_FILE);
         return -1;
     }
     if (!(st->request = s_build_request(gen, cfg))) {
@@ -290,19 +294,21 @@ static int s_unknown(sdx_job_t *job, const s_sched_t *st, const char *asked)
                         near[0] ? " (near: " : "", near, near[0] ? ")" : "");
 }
 
-/* A JSON text from the engine as a value (NULL: not JSON, or OOM). */
+/* A JSON text from the engine as a value; nil when it is not JSON (the
+   engine writes it, so only on OOM), NULL only when even nil cannot be had. */
 static sdx_value_t *s_json_value(const char *text)
 {
     char err[128];
-    return text ? sdx_json_decode(text, strlen(text), err, sizeof err) : NULL;
+    sdx_value_t *v = text ? sdx_json_decode(text, strlen(text), err, sizeof err) : NULL;
+    return v ? v : sdx_value_nil_new();
 }
 
 /* Copy rule keywords of a schema property into a parameter description. */
 static void s_copy_rules(sdx_value_t *param, const sdx_value_t *rule)
 {
-    static const char *const keys[] = {"enum",          "minimum",          "maximum",
-                                       "exclusiveMinimum", "exclusiveMaximum", "minItems",
-                                       "maxItems",      "pattern",          "description"};
+    static const char *const keys[] = {
+        "enum",     "minimum",  "maximum", "exclusiveMinimum", "exclusiveMaximum",
+        "minItems", "maxItems", "pattern", "description"};
     for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
         const sdx_value_t *v = sdx_map_get(rule, keys[k]);
         if (v)
@@ -410,11 +416,11 @@ static int s_describe(const s_sched_t *st, const sdx_scheduler_class_info_t *ci,
 /* ---------------------------------------------------------------- resolve */
 
 typedef struct {
-    sdx_value_t *data;   /* owned: the request, validated, defaults filled */
-    const char *name;    /* the name handed to the engine (borrowed from data) */
-    bool generate_name;  /* the generation schema accepts the name */
+    sdx_value_t *data;    /* owned: the request, validated, defaults filled */
+    const char *name;     /* the name handed to the engine (borrowed from data) */
+    bool generate_name;   /* the generation schema accepts the name */
     sdx_scheduler_t *sch; /* owned */
-    char ignored[512];   /* config keys this class does not know */
+    char ignored[512];    /* config keys this class does not know */
 } s_req_t;
 
 static void s_req_clear(s_req_t *r)
@@ -499,8 +505,9 @@ static int s_resolve(sdx_job_t *job, const s_sched_t *st, const sdx_value_t *dat
     free(cfg_text);
     char fbuf[96];
     if (!r->sch)
-        return sdx_job_fail(job, "invalid_request", s_engine_field(r, sdx_last_error(), fbuf, sizeof fbuf),
-                            "%s", sdx_last_error());
+        return sdx_job_fail(job, "invalid_request",
+                            s_engine_field(r, sdx_last_error(), fbuf, sizeof fbuf), "%s",
+                            sdx_last_error());
     const char *cls = sdx_scheduler_class_name(r->sch);
     size_t off = 0;
     for (size_t i = 0; cfg && cfg->type == SDX_MAP && i < cfg->u.map.len; i++)

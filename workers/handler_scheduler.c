@@ -446,6 +446,19 @@ static const char *s_engine_field(const s_req_t *r, const char *msg, char *buf, 
     return cfg ? "config" : "scheduler";
 }
 
+/* A scheduler_config.json as diffusers saves it carries "_class_name" and
+   "_diffusers_version": metadata, which from_config ignores; so do we. */
+static void s_strip_meta(sdx_value_t *data)
+{
+    sdx_value_t *cfg = sdx_map_get(data, "config");
+    for (size_t i = cfg && cfg->type == SDX_MAP ? cfg->u.map.len : 0; i-- > 0;) {
+        char key[128];
+        snprintf(key, sizeof key, "%s", cfg->u.map.items[i].key);
+        if (key[0] == '_')
+            sdx_map_del(cfg, key);
+    }
+}
+
 /* Validate the request, resolve the scheduler as inference.generate would
    and (want_steps) build its tables. 0, or -1 after sdx_job_fail. */
 static int s_resolve(sdx_job_t *job, const s_sched_t *st, const sdx_value_t *data, bool want_steps,
@@ -461,6 +474,7 @@ static int s_resolve(sdx_job_t *job, const s_sched_t *st, const sdx_value_t *dat
                             "scheduler must be a non-empty string of at most 128 bytes");
     if (!(r->data = sdx_value_clone(data)))
         return sdx_job_fail(job, "internal", NULL, "out of memory");
+    s_strip_meta(r->data);
     sdx_schema_error_t e;
     r->generate_name = true;
     if (sdx_schema_validate(st->request, &r->data, NULL, &e) != 0) {
@@ -476,6 +490,7 @@ static int s_resolve(sdx_job_t *job, const s_sched_t *st, const sdx_value_t *dat
         sdx_value_destroy(&r->data);
         if (!(r->data = sdx_value_clone(data)))
             return sdx_job_fail(job, "internal", NULL, "out of memory");
+        s_strip_meta(r->data);
         sdx_value_t *raw = sdx_map_take(r->data, "scheduler");
         int rc = sdx_schema_validate(st->request, &r->data, NULL, &e);
         if (rc == 0 && sdx_map_set(r->data, "scheduler", raw) != 0)

@@ -11,6 +11,9 @@
   tables for 1, 4 and 25 steps of every scheduler file) and to
   `sdxl-gen schedule` (the engine's CLI) for names users know, img2img
   strength as diffusers' get_timesteps;
+- the inference worker, generating with the golden tiny model, makes as many
+  model calls (its progress total) as scheduler.timesteps says for the same
+  fields and the model's scheduler_config.json as config;
 - scheduler.validate: ok with the resolved config, errors naming the field
   and the rule; bad input of every kind, and the workers still serving.
 Skips (77) without the engine-built binaries."""
@@ -19,6 +22,10 @@ import os
 import struct
 import subprocess
 import sys
+import uuid
+
+import msgpack
+import zmq
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fleetlib as fl  # noqa: E402
@@ -273,6 +280,62 @@ def check_validate(t, fleet):
             "step: not_available, says the loop runs in the inference worker", e)
 
 
+def generate_calls(fleet, data):
+    """Stream an inference.generate; (progress totals seen, reply)."""
+    s = fleet.client(zmq.DEALER)
+    req = {"message_type": "inference.generate", "request_id": "g-" + uuid.uuid4().hex[:8],
+           "timeout_ms": 120000, "stream": True, "data": data}
+    s.send(msgpack.packb(req, use_bin_type=True))
+    totals, reply = set(), None
+    try:
+        while reply is None:
+            if not s.poll(120000):
+                raise TimeoutError("no reply to inference.generate")
+            m = msgpack.unpackb(s.recv(), raw=False)
+            if m.get("message_type") == "progress":
+                if m.get("message") == "denoising":
+                    totals.add(m.get("total"))
+            else:
+                reply = m
+    finally:
+        s.close()
+    return totals, reply
+
+
+def check_inference(t, fleet):
+    model = os.path.join(GOLDEN, "model")
+    if not os.path.isfile(os.path.join(model, "model_index.json")):
+        print("note: no golden model; inference comparison skipped")
+        return
+    models = os.path.join(fleet.dir, "models")
+    os.makedirs(os.path.join(models, "model"))
+    for name in os.listdir(model):  # links to the files: a link out of the root is refused
+        os.symlink(os.path.join(model, name), os.path.join(models, "model", name))
+    w = fleet.start_worker("inference", ["--models-root", models, "--outputs-root",
+                                         os.path.join(fleet.dir, "outputs")], wid="inf-1")
+    fleet.wait_registered([w.wid], 20)
+    with open(os.path.join(model, "scheduler", "scheduler_config.json")) as f:
+        model_cfg = json.load(f)  # as diffusers saved it, _class_name and all
+    for name, steps, karras in (("Heun", 3, False), ("DPM++ 2M Karras", 4, False),
+                                ("PLMS", 3, False), ("LMS", 3, True)):
+        gen = {"prompt": "a lighthouse", "model_name": "model", "scheduler": name,
+               "hyperparameters": {"num_inference_steps": steps, "seed": 7,
+                                   "guidance_scale": 5.0},
+               "dimensions": {"width": 64, "height": 64}, "precision": {"dtype": "fp32"}}
+        ask = {"scheduler": name, "num_inference_steps": steps, "config": model_cfg}
+        if karras:
+            gen["use_karras_sigmas"] = ask["use_karras_sigmas"] = True
+        totals, reply = generate_calls(fleet, gen)
+        r = call(fleet, "scheduler.timesteps", ask)
+        d = r.get("data") or {}
+        t.check(reply.get("success") and r.get("success") and
+                totals == {d.get("model_calls")} and
+                (reply.get("data") or {}).get("scheduler") == d.get("scheduler"),
+                "inference %r x%d: %s model calls, as scheduler.timesteps (%s, %s)"
+                % (name, steps, sorted(totals), d.get("model_calls"), d.get("scheduler")),
+                reply.get("error") or r.get("error"))
+
+
 def main():
     fl.require_binaries(fl.BROKER_BIN, fl.WORKER_BIN)
     t = fl.Tally("fleet_scheduler")
@@ -291,6 +354,7 @@ def main():
         t.run(check_cli, fleet)
         t.run(check_strength, fleet)
         t.run(check_validate, fleet)
+        t.run(check_inference, fleet)
         r = call(fleet, "scheduler.timesteps", {"scheduler": "Euler", "num_inference_steps": 4})
         t.check(r.get("success") and all(w.alive() for w in ws),
                 "both workers alive and serving after the bad requests", r.get("error"))

@@ -507,8 +507,9 @@ static int s_resolve(sdx_job_t *job, const s_sched_t *st, const sdx_value_t *dat
     sdx_scheduler_opts_init(&so);
     so.karras = sdx_map_bool(r->data, "use_karras_sigmas", false) ? 1 : -1;
     char pjson[160];
-    sdx_scheduler_model_json(pjson, sizeof pjson, sdx_map_str(r->data, "prediction_type", NULL),
-                             false);
+    if (sdx_scheduler_model_json(pjson, sizeof pjson, sdx_map_str(r->data, "prediction_type", NULL),
+                                 false) != 0)
+        return sdx_job_fail(job, "invalid_request", "prediction_type", "too long");
     so.config_json = pjson[0] ? pjson : NULL;
     uint8_t *cfg_text = NULL;
     size_t cfg_len = 0;

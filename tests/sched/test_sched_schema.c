@@ -3,7 +3,9 @@
     scheduler enum, x-aliases, x-alias-sets), the C# integer enum
     (schemas/csharp_enhanced_request.json: Scheduler.Type x-enum-order and
     x-enum-unsupported) and the engine's class and alias tables
-    (sdx_scheduler.c). The broker accepts only what the engine runs, an alias
+    (sdx_scheduler.c), and the scheduler worker's config rules
+    (schemas/scheduler_config_schema.json) against the keys the engine
+    parses. The broker accepts only what the engine runs, an alias
     means the same class (and Karras setting) in both, and the C# numbering
     stays the C# side's: a value the engine lacks keeps its number and is
     refused, it is never dropped from the order. Needs no golden data. */
@@ -189,6 +191,36 @@ int main(void)
     sdx_test_check(n_enum + 1 == (int)N_CSHARP && n_unsup >= 1,
                    "schema enum (%d) = C# enum (%zu) minus DPMSolverSDEScheduler", n_enum,
                    N_CSHARP);
+
+    /* 5. the config rules name exactly the keys the engine parses, with the
+       engine's JSON kind among the types allowed */
+    cJSON *cfg = s_load("scheduler_config_schema.json");
+    const cJSON *props = cJSON_GetObjectItem(cfg, "properties");
+    sdx_test_check(cJSON_IsObject(props), "scheduler_config_schema.json has properties");
+    for (int i = 0; i < sdx_scheduler_key_count(); i++) {
+        const char *key, *kind;
+        sdx_scheduler_key_at(i, &key, &kind);
+        const cJSON *type = cJSON_GetObjectItem(cJSON_GetObjectItem(props, key), "type");
+        char base[16];
+        snprintf(base, sizeof base, "%s", kind);
+        char *br = strchr(base, '[');
+        if (br) /* "number[]": an array */
+            snprintf(base, sizeof base, "array");
+        bool ok = (cJSON_IsString(type) && strcmp(type->valuestring, base) == 0) ||
+                  (cJSON_IsArray(type) && s_in_array(type, base));
+        sdx_test_check(ok, "engine key %s (%s) has a rule of that type", key, kind);
+    }
+    cJSON_ArrayForEach(it, props)
+    {
+        bool known = false;
+        for (int i = 0; i < sdx_scheduler_key_count() && !known; i++) {
+            const char *key, *kind;
+            sdx_scheduler_key_at(i, &key, &kind);
+            known = strcmp(key, it->string) == 0;
+        }
+        sdx_test_check(known, "config rule %s is a key the engine parses", it->string);
+    }
+    cJSON_Delete(cfg);
     cJSON_Delete(flat);
     cJSON_Delete(cs);
     return sdx_test_done();

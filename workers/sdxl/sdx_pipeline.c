@@ -475,17 +475,12 @@ int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r
         input_error = true;
         goto fail;
     }
-    if ((pred && *pred) || m->zero_terminal_snr) {
-        int k = snprintf(sjson, sizeof sjson, "{");
-        if (pred && *pred)
-            k += snprintf(sjson + k, sizeof sjson - (size_t)k, "\"prediction_type\":\"%s\"%s", pred,
-                          m->zero_terminal_snr ? "," : "");
-        if (m->zero_terminal_snr)
-            k += snprintf(sjson + k, sizeof sjson - (size_t)k,
-                          "\"rescale_betas_zero_snr\":true,\"timestep_spacing\":\"trailing\"");
-        snprintf(sjson + k, sizeof sjson - (size_t)k, "}");
-        so.config_json = sjson;
+    if (sdx_scheduler_model_json(sjson, sizeof sjson, pred, m->zero_terminal_snr) != 0) {
+        sdx_set_error("prediction_type: too long");
+        input_error = true;
+        goto fail;
     }
+    so.config_json = sjson[0] ? sjson : NULL;
     sch = sdx_scheduler_new(p->scheduler ? p->scheduler : e->scheduler_class, &so);
     if (!sch || sdx_scheduler_set_timesteps(sch, p->steps) != 0) {
         input_error = true;

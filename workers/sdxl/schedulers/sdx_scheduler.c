@@ -577,6 +577,7 @@ sdx_scheduler_t *sdx_scheduler_new(const char *name, const sdx_scheduler_opts_t 
     if (s_apply_json(&s->cfg, cls, cls->defaults, "class defaults") != 0 ||
         s_apply_json(&s->cfg, cls, s_sdxl_defaults, "SDXL defaults") != 0 ||
         s_apply_json(&s->cfg, cls, file, opts->config_path ? opts->config_path : "") != 0 ||
+        s_apply_json(&s->cfg, cls, opts->model_config_json, "model config JSON") != 0 ||
         s_apply_json(&s->cfg, cls, overrides, "alias overrides") != 0 ||
         s_apply_json(&s->cfg, cls, opts->config_json, "config JSON") != 0)
         goto fail;
@@ -624,6 +625,79 @@ void sdx_scheduler_destroy(sdx_scheduler_t **sch)
     free(s->order_list);
     free(s);
     *sch = NULL;
+}
+
+int sdx_scheduler_class_count(void)
+{
+    return (int)S_NCLASSES;
+}
+
+int sdx_scheduler_class_at(int i, sdx_scheduler_class_info_t *out)
+{
+    if (i < 0 || (size_t)i >= S_NCLASSES)
+        return -1;
+    out->name = s_classes[i].name;
+    out->keys = s_classes[i].keys;
+    out->order = s_classes[i].order;
+    out->int_timesteps = s_classes[i].int_timesteps;
+    return 0;
+}
+
+bool sdx_scheduler_class_knows(const char *cls, const char *key)
+{
+    for (size_t i = 0; i < S_NCLASSES; i++)
+        if (strcmp(s_classes[i].name, cls) == 0)
+            return s_class_knows(&s_classes[i], key);
+    return false;
+}
+
+int sdx_scheduler_alias_count(void)
+{
+    return (int)S_NALIASES;
+}
+
+int sdx_scheduler_alias_at(int i, const char **alias, const char **cls, const char **overrides)
+{
+    if (i < 0 || (size_t)i >= S_NALIASES)
+        return -1;
+    *alias = s_aliases[i].alias;
+    *cls = s_aliases[i].cls;
+    *overrides = s_aliases[i].overrides;
+    return 0;
+}
+
+int sdx_scheduler_key_count(void)
+{
+    return (int)S_NKEYS;
+}
+
+int sdx_scheduler_key_at(int i, const char **key, const char **kind)
+{
+    static const char *const kinds[] = {
+        [K_INT] = "integer",       [K_DOUBLE] = "number",       [K_BOOL] = "boolean",
+        [K_STR] = "string",        [K_BETAS_ARRAY] = "number[]", [K_INT_LIST] = "integer[]",
+    };
+    if (i < 0 || (size_t)i >= S_NKEYS)
+        return -1;
+    *key = s_keys[i].key;
+    *kind = kinds[s_keys[i].type];
+    return 0;
+}
+
+int sdx_scheduler_model_json(char *buf, size_t cap, const char *pred, bool zero_terminal_snr)
+{
+    bool has_pred = pred && *pred;
+    int k;
+    if (!has_pred && !zero_terminal_snr)
+        k = snprintf(buf, cap, "%s", "");
+    else
+        k = snprintf(buf, cap, "{%s%s%s%s%s}", has_pred ? "\"prediction_type\":\"" : "",
+                     has_pred ? pred : "", has_pred ? "\"" : "",
+                     has_pred && zero_terminal_snr ? "," : "",
+                     zero_terminal_snr
+                         ? "\"rescale_betas_zero_snr\":true,\"timestep_spacing\":\"trailing\""
+                         : "");
+    return k < 0 || (size_t)k >= cap ? -1 : 0;
 }
 
 const char *sdx_scheduler_class_name(const sdx_scheduler_t *sch)

@@ -39,6 +39,10 @@ typedef struct {
        keys a scheduler does not know are ignored (as from_config does).
        NULL: the SDXL defaults alone. */
     const char *config_path;
+    /* A JSON object read as the content of a scheduler_config.json (laid
+       over config_path, under the alias overrides): what the scheduler
+       worker's requests send instead of a model's file. NULL: none. */
+    const char *model_config_json;
     /* A JSON object laid over everything else, e.g. {"solver_order": 3}.
        NULL: none. */
     const char *config_json;
@@ -64,6 +68,42 @@ void sdx_scheduler_destroy(sdx_scheduler_t **sch);
 const char *sdx_scheduler_class_name(const sdx_scheduler_t *sch);
 /* Every accepted name, one per line, "name -> Class [overrides]" (static). */
 const char *sdx_scheduler_names(void);
+
+/* ---- the tables, for catalogues (scheduler.list); static data, any thread */
+
+/* The engine's scheduler table: the i-th class (0 .. count-1). */
+typedef struct {
+    const char *name;   /* diffusers class, "EulerDiscreteScheduler" */
+    const char *keys;   /* the config keys it knows, separated by one space */
+    int order;          /* diffusers' `order` */
+    bool int_timesteps; /* diffusers keeps its timesteps as int64 */
+} sdx_scheduler_class_info_t;
+int sdx_scheduler_class_count(void);
+/* 0, or -1 when i is out of range. Strings are static. */
+int sdx_scheduler_class_at(int i, sdx_scheduler_class_info_t *out);
+/* True when class `cls` (exact class name) knows config key `key`. */
+bool sdx_scheduler_class_knows(const char *cls, const char *key);
+
+/* The engine's alias table (names users know): the i-th row's name, its
+   class and its config overrides as JSON (NULL: none). 0, or -1 past the
+   last. Strings are static. */
+int sdx_scheduler_alias_count(void);
+int sdx_scheduler_alias_at(int i, const char **alias, const char **cls, const char **overrides);
+
+/* The config keys the engine parses, and the JSON kind each takes:
+   "integer", "number", "boolean", "string", "number[]" or "integer[]".
+   0, or -1 past the last. Strings are static. */
+int sdx_scheduler_key_count(void);
+int sdx_scheduler_key_at(int i, const char **key, const char **kind);
+
+/* The JSON a model lays over its scheduler config (opts.config_json): the
+   prediction_type override and, for zero-terminal-SNR models, the rescale
+   and trailing spacing. Written into buf (cap bytes); "" when there is
+   nothing to lay. The pipeline and the scheduler worker both use it, so that
+   a request resolves to the same configuration in either. 0, or -1 when buf
+   is too small. */
+int sdx_scheduler_model_json(char *buf, size_t cap, const char *prediction_type,
+                             bool zero_terminal_snr);
 
 /* Resolved configuration as a JSON object (the keys this class knows).
    Caller frees the string with free(). NULL on allocation failure. */

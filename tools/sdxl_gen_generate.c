@@ -99,29 +99,25 @@ static sdx_value_t *s_value(char kind, const char *text)
 }
 
 /* Put val at the dotted path of the request (maps made on the way). Takes
-   val. 0, or -1 (out of memory). */
+   val, also on failure. 0, or -1 (out of memory). */
 static int s_put(sdx_value_t *req, const char *path, sdx_value_t *val)
 {
-    const char *dot = NULL;
+    const char *dot;
     while (val && (dot = strchr(path, '.'))) {
         char key[64];
         snprintf(key, sizeof key, "%.*s", (int)(dot - path), path);
         sdx_value_t *sub = sdx_map_get(req, key);
         if (!sub) {
-            sub = sdx_value_map_new();
+            sub = sdx_value_map_new(); /* sdx_map_set owns it, also when it fails */
             if (!sub || sdx_map_set(req, key, sub) != 0) {
-                sdx_value_destroy(&sub);
-                break;
+                sdx_value_destroy(&val);
+                return -1;
             }
         }
         req = sub;
         path = dot + 1;
     }
-    if (!val || dot || sdx_map_set(req, path, val) != 0) {
-        sdx_value_destroy(&val);
-        return -1;
-    }
-    return 0;
+    return val ? sdx_map_set(req, path, val) : -1; /* sdx_map_set owns val */
 }
 
 /* The option that sets a request field, or the field itself. */

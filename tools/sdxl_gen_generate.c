@@ -359,7 +359,8 @@ int sdxl_gen_generate(int argc, char **argv)
         }
     }
     sdx_schema_error_t se;
-    int vrc = rc == 0 ? sdx_schema_check_request(schemas, NULL, "inference.generate", &req, &se) : 0;
+    int vrc =
+        rc == 0 ? sdx_schema_check_request(schemas, NULL, "inference.generate", &req, &se) : 0;
     if (rc == 0 && vrc != 0) {
         if (vrc == 1)
             fprintf(stderr, "sdxl-gen generate: the schemas folder has no inference.generate "
@@ -478,8 +479,8 @@ static int s_generate(sdxl_engine_params_t *ep_in, sdxl_gen_params_t *gp_in, con
         }
     }
     if (rc == 0)
-        printf("generated %d image(s) %dx%d -> %s  seed %llu  steps %d  encode %.0f ms  denoise %.0f ms "
-               "(%.1f ms/step)  decode %.0f ms  total %.0f ms\n",
+        printf("generated %d image(s) %dx%d -> %s  seed %llu  steps %d  encode %.0f ms  "
+               "denoise %.0f ms (%.1f ms/step)  decode %.0f ms  total %.0f ms\n",
                r.count, r.count ? r.images[0].width : 0, r.count ? r.images[0].height : 0, written,
                (unsigned long long)gp.seed, r.steps_done, r.encode_ms, r.denoise_ms,
                r.steps_done ? r.denoise_ms / r.steps_done : 0.0, r.decode_ms, r.total_ms);

@@ -257,8 +257,8 @@ static int s_init(sdx_worker_t *w, char *err, size_t err_len)
         sdx_semantic_set_root(st->sem, "outputs", st->set.outputs_root) != 0 ||
         (st->set.upscalers_root[0] &&
          sdx_semantic_set_root(st->sem, "upscalers", st->set.upscalers_root) != 0)) {
-        snprintf(err, err_len, "%s", st->sem ? "cannot resolve the models/outputs/upscalers roots"
-                                             : "out of memory");
+        snprintf(err, err_len, "%s",
+                 st->sem ? "cannot resolve the models/outputs/upscalers roots" : "out of memory");
         return -1;
     }
     infer_engine_config_t cfg = {

@@ -96,8 +96,8 @@ int main(void)
                        ranges[i].lo, ranges[i].hi);
     }
     double m = s_rule(schema, "dimensions.width", "multipleOf");
-    sdx_test_check(m > 0 && fmod(m, 8) == 0 && fmod(s_rule(schema, "dimensions.height",
-                                                            "multipleOf"), 8) == 0,
+    sdx_test_check(m > 0 && fmod(m, 8) == 0 &&
+                       fmod(s_rule(schema, "dimensions.height", "multipleOf"), 8) == 0,
                    "schema sizes are multiples of 8 (multipleOf %g), as the engine needs", m);
     sdx_value_destroy(&req);
     sdx_schema_set_destroy(&set);

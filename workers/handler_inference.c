@@ -718,7 +718,7 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
     sdx_map_set_int(reply, "seed", r.seed);
     sdx_map_set_bool(reply, "seed_random", r.seed_random);
     sdx_map_set_int(reply, "steps", t.steps_done);
-    sdx_map_set_str(reply, "scheduler", r.gp.scheduler ? r.gp.scheduler : "model default");
+    sdx_map_set_str(reply, "scheduler", r.gp.scheduler); /* always named once filled */
     sdx_map_set_bool(reply, "use_karras_sigmas", r.gp.karras == 1);
     sdx_map_set_str(reply, "model", r.model_name);
     sdx_map_set_str(reply, "model_name", r.model_name);

@@ -1,20 +1,34 @@
 /*  sdxl-gen generate: text-to-image from the command line through sdxl.h.
     Writes PNG(s) and optionally the final latents, prints one summary line
     naming every file written.
-    Exit codes: 0 ok, 2 bad arguments / model or dtype that cannot be used /
-    parameters the engine refuses (sdxl_result_t.input_error), 1 a failure
-    while generating. */
+
+    The generation options are the fields of an inference.generate request:
+    they are put into one (s_fields), checked and completed against
+    schemas/prompt_submission_schema.json by the validator the broker and the
+    inference worker use (common/sdx_schema), and the engine gets every value
+    from the filled request. So a default or a range is the schema's, and one
+    request gives one image through sdxl-gen or the fleet. The schemas folder
+    is found as the broker finds it (--schemas-dir, else $SDXL_SCHEMAS_DIR,
+    <source>/schemas, <datadir>/sdxl-fleet/schemas).
+
+    Exit codes: 0 ok, 2 bad arguments (the schema's refusals included) /
+    model or dtype that cannot be used / parameters the engine refuses
+    (sdxl_result_t.input_error), 1 a failure while generating. */
 #include "sdxl.h"
 #include "sdxl_gen.h"
 #include "sdxl_gen_util.h"
 
 #include "sdx_imgcodec.h"
+#include "sdx_log.h"
 #include "sdx_safetensors.h"
+#include "sdx_schema.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 static const char s_usage[] =
     "usage: sdxl-gen generate --model PATH [--config-dir DIR] [--tokenizer DIR --tokenizer-2 DIR]\n"
@@ -24,8 +38,36 @@ static const char s_usage[] =
     "         [--dtype fp32|fp16|bf16] [--device cpu|cuda:N]\n"
     "         [--channels-last on|off|auto] [--vae-f32] [--vae PATH] [--threads N]\n"
     "         [--out FILE.png]\n"
-    "         [--latents-out FILE.safetensors] [--quiet]\n"
-    "  --batch N writes FILE-0.png .. FILE-(N-1).png; --channels-last auto: on for CUDA\n";
+    "         [--latents-out FILE.safetensors] [--schemas-dir DIR] [--quiet]\n"
+    "  --batch N writes FILE-0.png .. FILE-(N-1).png; --channels-last auto: on for CUDA\n"
+    "  defaults and ranges are those of an inference.generate request\n"
+    "  (schemas/prompt_submission_schema.json): --seed -1 (the default) draws one,\n"
+    "  --dtype fp16 (the default) runs fp32 on the CPU, as the inference worker does\n";
+
+/* The options that are request fields: each goes to its place in an
+   inference.generate request (kind 'i' integer, 'n' number, 's' text,
+   'b' a switch that sets true). */
+static const struct {
+    const char *flag;
+    const char *path;
+    char kind;
+} s_fields[] = {
+    {"--prompt", "prompt", 's'},
+    {"--negative", "negative_prompt", 's'},
+    {"--seed", "hyperparameters.seed", 'i'},
+    {"--steps", "hyperparameters.num_inference_steps", 'i'},
+    {"--cfg", "hyperparameters.guidance_scale", 'n'},
+    {"--guidance-rescale", "hyperparameters.guidance_rescale", 'n'},
+    {"--width", "dimensions.width", 'i'},
+    {"--height", "dimensions.height", 'i'},
+    {"--scheduler", "scheduler", 's'},
+    {"--karras", "use_karras_sigmas", 'b'},
+    {"--clip-skip", "clip_skip", 'i'},
+    {"--prediction-type", "prediction_type", 's'},
+    {"--batch", "batch.size", 'i'},
+    {"--dtype", "precision.dtype", 's'},
+};
+#define S_NFIELDS (sizeof s_fields / sizeof s_fields[0])
 
 static int s_bad(const char *fmt, const char *arg)
 {
@@ -35,15 +77,67 @@ static int s_bad(const char *fmt, const char *arg)
     return 2;
 }
 
-static bool s_double(const char *text, double *out)
+/* The option's text as the value of its kind: an integer stays exact (a
+   seed), other numbers are floats (the schema says whether that is right).
+   NULL when the text is no number. Caller owns the result. */
+static sdx_value_t *s_value(char kind, const char *text)
 {
+    if (kind == 's')
+        return sdx_value_str_new(text);
+    if (kind == 'b')
+        return sdx_value_bool_new(true);
     char *end;
     errno = 0;
-    double v = strtod(text, &end);
+    long long i = strtoll(text, &end, 10);
+    if (!errno && end != text && !*end)
+        return sdx_value_int_new(i);
+    errno = 0;
+    double d = strtod(text, &end);
     if (errno || end == text || *end)
-        return false;
-    *out = v;
-    return true;
+        return NULL;
+    return sdx_value_float_new(d);
+}
+
+/* Put val at the dotted path of the request (maps made on the way). Takes
+   val, also on failure. 0, or -1 (out of memory). */
+static int s_put(sdx_value_t *req, const char *path, sdx_value_t *val)
+{
+    const char *dot;
+    while (val && (dot = strchr(path, '.'))) {
+        char key[64];
+        snprintf(key, sizeof key, "%.*s", (int)(dot - path), path);
+        sdx_value_t *sub = sdx_map_get(req, key);
+        if (!sub) {
+            sub = sdx_value_map_new(); /* sdx_map_set owns it, also when it fails */
+            if (!sub || sdx_map_set(req, key, sub) != 0) {
+                sdx_value_destroy(&val);
+                return -1;
+            }
+        }
+        req = sub;
+        path = dot + 1;
+    }
+    return val ? sdx_map_set(req, path, val) : -1; /* sdx_map_set owns val */
+}
+
+/* The option that sets a request field, or the field itself. */
+static const char *s_flag_of(const char *path)
+{
+    for (size_t i = 0; i < S_NFIELDS; i++)
+        if (strcmp(s_fields[i].path, path) == 0)
+            return s_fields[i].flag;
+    return path;
+}
+
+/* A field of the filled request (present: the schema gives it a default). */
+static const sdx_value_t *s_get(const sdx_value_t *req, const char *path, sdx_vtype_t type)
+{
+    const sdx_value_t *v = sdx_map_get_path(req, path);
+    if (v && (v->type == type || (type == SDX_FLOAT && v->type == SDX_INT)))
+        return v;
+    fprintf(stderr, "sdxl-gen generate: %s: the request schema gives it no %s default\n", path,
+            sdx_vtype_name(type));
+    return NULL;
 }
 
 static void s_progress(int step, int total, double elapsed, void *ud)
@@ -110,36 +204,102 @@ static int s_write_bytes(const char *path, const void *buf, size_t len)
     return 0;
 }
 
+static int s_generate(sdxl_engine_params_t *ep_in, sdxl_gen_params_t *gp_in, const char *out,
+                      const char *latents_out, bool quiet);
+
+/* The request's seed, or a drawn one for -1 (the schema's "pick one"),
+   below 2^53 like the inference worker's. */
+static uint64_t s_seed(int64_t seed)
+{
+    if (seed >= 0)
+        return (uint64_t)seed;
+    uint64_t rnd = 0;
+    if (getrandom(&rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
+        rnd = (uint64_t)time(NULL) * 2654435761u;
+    return rnd & 9007199254740991ULL;
+}
+
+/* The filled request -> gp and the dtype name. 0, or 2 (reason printed). */
+static int s_from_request(const sdx_value_t *req, sdxl_gen_params_t *gp, const char **dtype)
+{
+    const sdx_value_t *prompt = s_get(req, "prompt", SDX_STR);
+    const sdx_value_t *neg = s_get(req, "negative_prompt", SDX_STR);
+    const sdx_value_t *sched = s_get(req, "scheduler", SDX_STR);
+    const sdx_value_t *karras = s_get(req, "use_karras_sigmas", SDX_BOOL);
+    const sdx_value_t *steps = s_get(req, "hyperparameters.num_inference_steps", SDX_INT);
+    const sdx_value_t *cfg = s_get(req, "hyperparameters.guidance_scale", SDX_FLOAT);
+    const sdx_value_t *rescale = s_get(req, "hyperparameters.guidance_rescale", SDX_FLOAT);
+    const sdx_value_t *seed = s_get(req, "hyperparameters.seed", SDX_INT);
+    const sdx_value_t *w = s_get(req, "dimensions.width", SDX_INT);
+    const sdx_value_t *h = s_get(req, "dimensions.height", SDX_INT);
+    const sdx_value_t *clip_skip = s_get(req, "clip_skip", SDX_INT);
+    const sdx_value_t *batch = s_get(req, "batch.size", SDX_INT);
+    const sdx_value_t *dt = s_get(req, "precision.dtype", SDX_STR);
+    if (!prompt || !neg || !sched || !karras || !steps || !cfg || !rescale || !seed || !w || !h ||
+        !clip_skip || !batch || !dt)
+        return 2;
+    gp->prompt = prompt->u.str.ptr;
+    /* "" (the schema's default) is no negative prompt, as in the worker */
+    gp->negative_prompt = neg->u.str.len ? neg->u.str.ptr : NULL;
+    gp->scheduler = sched->u.str.ptr;
+    gp->karras = karras->u.b ? 1 : -1; /* false: the scheduler config's choice */
+    gp->steps = (int)steps->u.i;
+    sdx_value_as_double(cfg, &gp->guidance_scale);
+    sdx_value_as_double(rescale, &gp->guidance_rescale);
+    gp->seed = s_seed(seed->u.i);
+    gp->width = (int)w->u.i;
+    gp->height = (int)h->u.i;
+    gp->clip_skip = (int)clip_skip->u.i;
+    gp->batch = (int)batch->u.i;
+    gp->prediction_type = sdx_map_str(req, "prediction_type", NULL);
+    *dtype = dt->u.str.ptr;
+    return 0;
+}
+
 int sdxl_gen_generate(int argc, char **argv)
 {
     sdxl_engine_params_t ep;
     sdxl_gen_params_t gp;
     sdxl_engine_params_init(&ep);
     sdxl_gen_params_init(&gp);
-    const char *out = "out.png", *latents_out = NULL;
-    bool quiet = false;
+    const char *out = "out.png", *latents_out = NULL, *schemas_dir = NULL;
+    bool quiet = false, dtype_given = false;
     char seed_dev[16];
     long v;
-    double d;
+    /* the validator's own log: warnings and errors only (the load line is
+       not news to a command-line user) */
+    sdx_log_init("sdxl-gen", SDX_LOG_WARN);
+    sdx_value_t *req = sdx_value_map_new();
+    if (!req)
+        return s_bad("%s", "out of memory");
 
-    for (int i = 1; i < argc; i++) {
+    int rc = 0;
+    for (int i = 1; i < argc && rc == 0; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
-        bool takes = true;
+        size_t f = 0;
+        while (f < S_NFIELDS && strcmp(s_fields[f].flag, a) != 0)
+            f++;
+        bool takes = f == S_NFIELDS || s_fields[f].kind != 'b';
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             fputs(s_usage, stdout);
+            sdx_value_destroy(&req);
             return 0;
-        } else if (!strcmp(a, "--karras")) {
-            gp.karras = 1;
-            takes = false;
         } else if (!strcmp(a, "--quiet")) {
             quiet = true;
             takes = false;
         } else if (!strcmp(a, "--vae-f32")) {
             ep.vae_f32 = true;
             takes = false;
-        } else if (!val) {
-            return s_bad("%s needs a value", a);
+        } else if (takes && !val) {
+            rc = s_bad("%s needs a value", a);
+        } else if (f < S_NFIELDS) {
+            sdx_value_t *fv = s_value(s_fields[f].kind, val);
+            if (!fv)
+                rc = s_bad("%s: not a number", a);
+            else if (s_put(req, s_fields[f].path, fv) != 0)
+                rc = s_bad("%s", "out of memory");
+            dtype_given = dtype_given || !strcmp(a, "--dtype");
         } else if (!strcmp(a, "--model")) {
             ep.model_path = val;
         } else if (!strcmp(a, "--config-dir")) {
@@ -150,63 +310,16 @@ int sdxl_gen_generate(int argc, char **argv)
             ep.tokenizer_dir = val;
         } else if (!strcmp(a, "--tokenizer-2")) {
             ep.tokenizer2_dir = val;
-        } else if (!strcmp(a, "--prompt")) {
-            gp.prompt = val;
-        } else if (!strcmp(a, "--negative")) {
-            gp.negative_prompt = val;
-        } else if (!strcmp(a, "--seed")) {
-            char *end;
-            errno = 0;
-            unsigned long long s = strtoull(val, &end, 10);
-            if (errno || end == val || *end || val[0] == '-')
-                return s_bad("--seed: not a non-negative integer: %s", val);
-            gp.seed = s;
-        } else if (!strcmp(a, "--steps")) {
-            if (!sdxl_gen_parse_long(val, 1, 1000, &v))
-                return s_bad("--steps: must be an integer in 1..1000, got %s", val);
-            gp.steps = (int)v;
-        } else if (!strcmp(a, "--cfg")) {
-            if (!s_double(val, &d) || d < 0 || d > 100)
-                return s_bad("--cfg: must be a number in [0, 100], got %s", val);
-            gp.guidance_scale = d;
-        } else if (!strcmp(a, "--guidance-rescale")) {
-            if (!s_double(val, &d) || d < 0 || d > 1)
-                return s_bad("--guidance-rescale: must be in [0, 1], got %s", val);
-            gp.guidance_rescale = d;
-        } else if (!strcmp(a, "--width") || !strcmp(a, "--height")) {
-            if (!sdxl_gen_parse_long(val, 8, 8192, &v) || v % 8)
-                return s_bad("--width/--height: must be a multiple of 8 in 8..8192, got %s", val);
-            *(a[2] == 'w' ? &gp.width : &gp.height) = (int)v;
-        } else if (!strcmp(a, "--scheduler")) {
-            gp.scheduler = val;
-        } else if (!strcmp(a, "--prediction-type")) {
-            if (strcmp(val, "epsilon") != 0 && strcmp(val, "v_prediction") != 0)
-                return s_bad("--prediction-type: must be epsilon or v_prediction, got %s", val);
-            gp.prediction_type = val;
-        } else if (!strcmp(a, "--clip-skip")) {
-            if (!sdxl_gen_parse_long(val, 0, 10, &v))
-                return s_bad("--clip-skip: must be an integer in 0..10, got %s", val);
-            gp.clip_skip = (int)v;
-        } else if (!strcmp(a, "--batch")) {
-            if (!sdxl_gen_parse_long(val, 1, 64, &v))
-                return s_bad("--batch: must be an integer in 1..64, got %s", val);
-            gp.batch = (int)v;
+        } else if (!strcmp(a, "--schemas-dir")) {
+            schemas_dir = val;
         } else if (!strcmp(a, "--threads")) {
             if (!sdxl_gen_parse_long(val, 1, 1024, &v))
-                return s_bad("--threads: must be a positive integer, got %s", val);
-            ep.threads = (int)v;
-        } else if (!strcmp(a, "--dtype")) {
-            if (!strcmp(val, "fp32"))
-                ep.dtype = SDX_F32;
-            else if (!strcmp(val, "fp16"))
-                ep.dtype = SDX_F16;
-            else if (!strcmp(val, "bf16"))
-                ep.dtype = SDX_BF16;
+                rc = s_bad("--threads: must be a positive integer, got %s", val);
             else
-                return s_bad("--dtype: must be fp32, fp16 or bf16, got %s", val);
+                ep.threads = (int)v;
         } else if (!strcmp(a, "--device")) {
             if (sdx_device_parse(val, &ep.device) != 0)
-                return s_bad("--device: must be cpu or cuda:N, got %s", val);
+                rc = s_bad("--device: must be cpu or cuda:N, got %s", val);
         } else if (!strcmp(a, "--channels-last")) {
             if (!strcmp(val, "on"))
                 ep.channels_last = 1;
@@ -215,35 +328,85 @@ int sdxl_gen_generate(int argc, char **argv)
             else if (!strcmp(val, "auto"))
                 ep.channels_last = -1;
             else
-                return s_bad("--channels-last: must be on, off or auto, got %s", val);
+                rc = s_bad("--channels-last: must be on, off or auto, got %s", val);
         } else if (!strcmp(a, "--out")) {
             out = val;
         } else if (!strcmp(a, "--latents-out")) {
             latents_out = val;
         } else {
             fputs(s_usage, stderr);
-            return s_bad("unknown option %s", a);
+            rc = s_bad("unknown option %s", a);
         }
         if (takes)
             i++;
     }
-    if (!ep.model_path)
-        return s_bad("%s", "--model is required");
-    if (!gp.prompt)
-        return s_bad("%s", "--prompt is required");
-    if (ep.device.type == SDX_CUDA && ep.device.index >= sdx_cuda_device_count())
-        return s_bad("--device: cuda:%s is not available (this libtorch sees no such CUDA device)",
-                     (snprintf(seed_dev, sizeof seed_dev, "%d", ep.device.index), seed_dev));
+    if (rc == 0 && !ep.model_path)
+        rc = s_bad("%s", "--model is required");
+    if (rc == 0 && !sdx_map_get(req, "prompt"))
+        rc = s_bad("%s", "--prompt is required");
+
+    /* the request rules: the schema fills the defaults and checks every
+       range, exactly as for a request through the broker */
+    char serr[512];
+    sdx_schema_set_t *schemas = NULL;
+    if (rc == 0) {
+        schemas = schemas_dir ? sdx_schema_set_load(schemas_dir, serr, sizeof serr)
+                              : sdx_schema_set_load_default(serr, sizeof serr);
+        if (!schemas) {
+            fprintf(stderr, "sdxl-gen generate: schemas%s: %s\n",
+                    schemas_dir ? " (--schemas-dir)" : "", serr);
+            rc = 2;
+        }
+    }
+    sdx_schema_error_t se;
+    int vrc =
+        rc == 0 ? sdx_schema_check_request(schemas, NULL, "inference.generate", &req, &se) : 0;
+    if (rc == 0 && vrc != 0) {
+        if (vrc == 1)
+            fprintf(stderr, "sdxl-gen generate: the schemas folder has no inference.generate "
+                            "schema\n");
+        else
+            fprintf(stderr, "sdxl-gen generate: %s: %s\n",
+                    se.field[0] ? s_flag_of(se.field) : "request", se.message);
+        rc = 2;
+    }
+    const char *dtype = NULL;
+    if (rc == 0)
+        rc = s_from_request(req, &gp, &dtype);
+    if (rc == 0) {
+        ep.dtype = !strcmp(dtype, "fp16") ? SDX_F16 : !strcmp(dtype, "bf16") ? SDX_BF16 : SDX_F32;
+        /* fp16, the schema's default, is for GPUs: on the CPU the default runs
+           fp32, as the inference worker runs it (an explicit --dtype fp16 is
+           tried below) */
+        if (ep.dtype == SDX_F16 && !dtype_given && ep.device.type == SDX_CPU)
+            ep.dtype = SDX_F32;
+    }
+    if (rc == 0 && ep.device.type == SDX_CUDA && ep.device.index >= sdx_cuda_device_count())
+        rc = s_bad("--device: cuda:%s is not available (this libtorch sees no such CUDA device)",
+                   (snprintf(seed_dev, sizeof seed_dev, "%d", ep.device.index), seed_dev));
     char why[512];
-    if (ep.dtype == SDX_F16 && ep.device.type == SDX_CPU &&
+    if (rc == 0 && ep.dtype == SDX_F16 && ep.device.type == SDX_CPU &&
         !s_half_works(ep.device, why, sizeof why)) {
         fprintf(stderr,
                 "sdxl-gen generate: --dtype fp16 on the CPU needs Half LayerNorm/matmul, which "
                 "libtorch %s lacks on the CPU (%s); use --dtype bf16 or fp32, or a CUDA device\n",
                 sdx_torch_version(), why);
-        return 2;
+        rc = 2;
     }
+    if (rc == 0)
+        rc = s_generate(&ep, &gp, out, latents_out, quiet);
+    sdx_schema_set_destroy(&schemas);
+    sdx_value_destroy(&req);
+    return rc;
+}
 
+/* Load, generate, write the files and the summary line. gp's strings
+   borrow from the caller's request. */
+static int s_generate(sdxl_engine_params_t *ep_in, sdxl_gen_params_t *gp_in, const char *out,
+                      const char *latents_out, bool quiet)
+{
+    sdxl_engine_params_t ep = *ep_in;
+    sdxl_gen_params_t gp = *gp_in;
     ep.log = s_log;
     ep.log_ud = &quiet;
     sdxl_engine_t *e = sdxl_engine_new(&ep);
@@ -316,10 +479,10 @@ int sdxl_gen_generate(int argc, char **argv)
         }
     }
     if (rc == 0)
-        printf("generated %d image(s) %dx%d -> %s  steps %d  encode %.0f ms  denoise %.0f ms "
-               "(%.1f ms/step)  decode %.0f ms  total %.0f ms\n",
+        printf("generated %d image(s) %dx%d -> %s  seed %llu  steps %d  encode %.0f ms  "
+               "denoise %.0f ms (%.1f ms/step)  decode %.0f ms  total %.0f ms\n",
                r.count, r.count ? r.images[0].width : 0, r.count ? r.images[0].height : 0, written,
-               r.steps_done, r.encode_ms, r.denoise_ms,
+               (unsigned long long)gp.seed, r.steps_done, r.encode_ms, r.denoise_ms,
                r.steps_done ? r.denoise_ms / r.steps_done : 0.0, r.decode_ms, r.total_ms);
     free(text);
     sdxl_result_clear(&r);

@@ -3,7 +3,11 @@
 
     inference.generate (and its alias inference.txt2img) takes the flat
     request the broker validated against schemas/prompt_submission_schema.json
-    (defaults filled, scheduler names canonical), loads the model on first use
+    (defaults filled, scheduler names canonical), checks it again against the
+    same schema files through the same validator (common/sdx_schema: a worker
+    does not trust the wire, and a request sent past the broker's validation
+    gets its defaults here), so no default or range of a request field is
+    written in this file; it loads the model on first use
     into an LRU cache (infer_cache.c), reports progress per denoising step,
     stops within a step on CANCEL or deadline, and answers the images as
     encoded bytes (PNG, or WebP) with the timings. Fields the engine cannot
@@ -25,6 +29,8 @@
 #include "out_save.h"
 #include "sdx_codec.h"
 #include "sdx_log.h"
+#include "sdx_schema.h"
+#include "sdx_semantic.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -42,6 +48,7 @@ typedef struct {
     char outputs_root[PATH_MAX];
     char config_dir[PATH_MAX]; /* "" for none */
     char upscalers_root[PATH_MAX]; /* "" for none: output.upscale uses Lanczos only */
+    char schemas_dir[PATH_MAX]; /* "": found as the broker finds it (sdx_schema_set_load_default) */
     int max_models;
     int threads; /* 0: libtorch's default */
 } s_settings_t;
@@ -58,6 +65,9 @@ static const sdx_option_t s_options[] = {
     {"threads", true, "N", "0", "SDXL_THREADS", "libtorch CPU threads, 0: its default (0..1024)"},
     {"upscalers-root", true, "DIR", "", "SDXL_UPSCALERS_ROOT",
      "RRDBNet upscalers for output.upscale (\"\": Lanczos only)"},
+    /* the broker's --schemas-dir: same default, same environment variable */
+    {"schemas-dir", true, "DIR", "", "SDXL_SCHEMAS_DIR",
+     "request schemas (\"\": <source>/schemas, then <datadir>/sdxl-fleet/schemas)"},
     {NULL, false, NULL, NULL, NULL, NULL},
 };
 
@@ -81,6 +91,7 @@ static const struct {
     {"max-models", S_INT, offsetof(s_settings_t, max_models), 1, 64},
     {"threads", S_INT, offsetof(s_settings_t, threads), 0, 1024},
     {"upscalers-root", S_DIR_OPTIONAL, offsetof(s_settings_t, upscalers_root), 0, 0},
+    {"schemas-dir", S_DIR_OPTIONAL, offsetof(s_settings_t, schemas_dir), 0, 0},
 };
 
 /* Check one option's value and store it in set. 0, or -1 with what is
@@ -151,12 +162,16 @@ typedef struct {
 #include <sys/random.h>
 #include <time.h>
 
-#define SEED_MAX 9007199254740991LL /* 2^53 - 1, the schema's maximum */
+/* A random seed (the request's -1) is drawn below 2^53, so that it survives
+   a JSON double; the schema's maximum is the same number. */
+#define SEED_BITS_MASK 9007199254740991ULL
 
 typedef struct {
     s_settings_t set;
     char device_note[256];
     infer_engine_t *engine;
+    sdx_schema_set_t *schemas; /* the request rules (owned) */
+    sdx_semantic_t *sem;       /* the worker's roots for x-path-root (owned) */
     atomic_long generated, images, cancelled_runs;
 } s_state_t;
 
@@ -226,6 +241,27 @@ static int s_init(sdx_worker_t *w, char *err, size_t err_len)
         return -1;
     }
     infer_set_log(s_log_sink);
+    /* the request rules, found as the broker finds them: a named folder that
+       is missing or does not load stops the worker (exit 2), no fallback */
+    char serr[512];
+    st->schemas = st->set.schemas_dir[0]
+                      ? sdx_schema_set_load(st->set.schemas_dir, serr, sizeof serr)
+                      : sdx_schema_set_load_default(serr, sizeof serr);
+    if (!st->schemas || !sdx_schema_set_for(st->schemas, "inference.generate")) {
+        snprintf(err, err_len, "schemas%s: %s", st->set.schemas_dir[0] ? " (--schemas-dir)" : "",
+                 st->schemas ? "no schema for inference.generate" : serr);
+        return -1; /* fini frees the state */
+    }
+    /* x-path-root names stay inside this worker's own folders */
+    st->sem = sdx_semantic_new();
+    if (!st->sem || sdx_semantic_set_root(st->sem, "models", st->set.models_root) != 0 ||
+        sdx_semantic_set_root(st->sem, "outputs", st->set.outputs_root) != 0 ||
+        (st->set.upscalers_root[0] &&
+         sdx_semantic_set_root(st->sem, "upscalers", st->set.upscalers_root) != 0)) {
+        snprintf(err, err_len, "%s",
+                 st->sem ? "cannot resolve the models/outputs/upscalers roots" : "out of memory");
+        return -1;
+    }
     infer_engine_config_t cfg = {
         .models_root = st->set.models_root,
         .config_dir = st->set.config_dir,
@@ -251,9 +287,12 @@ static void s_fini(sdx_worker_t *w)
     if (!st)
         return;
     infer_engine_destroy(&st->engine);
+    sdx_schema_set_destroy(&st->schemas);
+    sdx_semantic_destroy(&st->sem);
     free(st);
     sdx_worker_set_domain_state(w, NULL);
 }
+
 static void s_status(sdx_worker_t *w, sdx_value_t *out)
 {
     s_state_t *st = sdx_worker_domain_state(w);
@@ -267,6 +306,7 @@ static void s_status(sdx_worker_t *w, sdx_value_t *out)
         sdx_map_set_str(eng, "device_note", st->device_note);
     sdx_map_set_str(eng, "models_root", st->set.models_root);
     sdx_map_set_str(eng, "outputs_root", st->set.outputs_root);
+    sdx_map_set_str(eng, "schemas_dir", st->set.schemas_dir);
     sdx_map_set_int(eng, "max_models", st->set.max_models);
     sdx_map_set_int(eng, "threads", infer_engine_threads(st->engine));
     sdx_map_set_int(eng, "generations", atomic_load(&st->generated));
@@ -356,44 +396,71 @@ typedef struct {
     bool seed_random;
 } s_req_t;
 
-static bool s_int_in(const sdx_value_t *m, const char *key, int64_t dflt, int64_t lo, int64_t hi,
-                     int64_t *out)
+/* ---- reading the filled request. After the schema check every field that
+   has a default in schemas/ is present and of the schema's type; one that is
+   not is the schema's doing (a default removed there, a type changed) and is
+   answered `internal` naming the field, never replaced by a value from C. */
+
+static const sdx_value_t *s_field(sdx_job_t *job, const sdx_value_t *data, const char *path,
+                                  sdx_vtype_t type)
 {
-    const sdx_value_t *v = sdx_map_get(m, key);
-    if (!v || v->type == SDX_NIL) {
-        *out = dflt;
-        return true;
-    }
-    if (v->type != SDX_INT || v->u.i < lo || v->u.i > hi)
-        return false;
-    *out = v->u.i;
-    return true;
+    const sdx_value_t *v = sdx_map_get_path(data, path);
+    bool ok = v && (v->type == type || (type == SDX_FLOAT && v->type == SDX_INT));
+    if (!ok)
+        sdx_job_fail(job, "internal", path,
+                     "%s: the request schema gave it no %s default (check the schemas folder)",
+                     path, sdx_vtype_name(type));
+    return ok ? v : NULL;
 }
 
-static bool s_num_in(const sdx_value_t *m, const char *key, double dflt, double lo, double hi,
-                     double *out)
+static bool s_int(sdx_job_t *job, const sdx_value_t *data, const char *path, int64_t *out)
 {
-    const sdx_value_t *v = sdx_map_get(m, key);
-    if (!v || v->type == SDX_NIL) {
-        *out = dflt;
-        return true;
-    }
-    double d;
-    if (!sdx_value_as_double(v, &d) || !(d >= lo && d <= hi)) /* NaN fails too */
-        return false;
-    *out = d;
-    return true;
+    const sdx_value_t *v = s_field(job, data, path, SDX_INT);
+    if (v)
+        *out = v->u.i;
+    return v != NULL;
 }
 
-static const char *s_str(const sdx_value_t *m, const char *key, const char *dflt)
+static bool s_num(sdx_job_t *job, const sdx_value_t *data, const char *path, double *out)
 {
-    const sdx_value_t *v = sdx_map_get(m, key);
-    return v && v->type == SDX_STR ? v->u.str.ptr : dflt;
+    const sdx_value_t *v = s_field(job, data, path, SDX_FLOAT);
+    return v && sdx_value_as_double(v, out);
 }
 
-/* The flat request -> engine parameters. The broker validated it already;
-   this re-checks what the worker relies on (a worker must not trust its
-   input) and refuses what it cannot do. */
+static bool s_text(sdx_job_t *job, const sdx_value_t *data, const char *path, const char **out)
+{
+    const sdx_value_t *v = s_field(job, data, path, SDX_STR);
+    if (v)
+        *out = v->u.str.ptr;
+    return v != NULL;
+}
+
+/* A field that may be absent or null (no default in the schema): NULL then. */
+static const char *s_opt_text(const sdx_value_t *data, const char *path)
+{
+    const sdx_value_t *v = sdx_map_get_path(data, path);
+    return v && v->type == SDX_STR ? v->u.str.ptr : NULL;
+}
+
+/* Check *data_p against the request schema of this message type, with the
+   worker's roots for x-path-root, filling defaults in place: a refusal is
+   answered invalid_request naming the field, as the broker would. 0, or -1
+   after sdx_job_fail. */
+static int s_check(sdx_job_t *job, s_state_t *st, sdx_value_t **data_p)
+{
+    sdx_schema_error_t e;
+    int rc = sdx_schema_check_request(st->schemas, st->sem, sdx_job_message_type(job), data_p, &e);
+    if (rc == 1)
+        return sdx_job_fail(job, "internal", NULL, "no request schema for %s in the schemas folder",
+                            sdx_job_message_type(job));
+    if (rc != 0)
+        return sdx_job_fail(job, strcmp(e.rule, "internal") == 0 ? "internal" : "invalid_request",
+                            e.field[0] ? e.field : NULL, "%s", e.message);
+    return 0;
+}
+
+/* The filled, schema-checked request -> engine parameters; refuses what this
+   worker cannot do. Strings in r borrow from data. */
 static int s_parse(sdx_job_t *job, const sdx_value_t *data, s_req_t *r, s_state_t *st)
 {
     memset(r, 0, sizeof *r);
@@ -402,102 +469,64 @@ static int s_parse(sdx_job_t *job, const sdx_value_t *data, s_req_t *r, s_state_
             return sdx_job_fail(job, "not_available", s_unsupported[i].path,
                                 "%s is not supported by this worker yet: %s", s_unsupported[i].path,
                                 s_unsupported[i].what);
-    const char *attn = s_str(data, "prompt_attention", "none");
+    const char *attn, *neg;
+    if (!s_text(job, data, "prompt_attention", &attn))
+        return -1;
     if (strcmp(attn, "none") != 0)
         return sdx_job_fail(job, "not_available", "prompt_attention",
                             "prompt_attention '%s' is not supported yet: prompt weighting "
                             "(a1111/compel syntax) is not built into the engine; use 'none'",
                             attn);
-
-    r->gp.prompt = s_str(data, "prompt", NULL);
-    if (!r->gp.prompt)
-        return sdx_job_fail(job, "invalid_request", "prompt", "prompt (a string) is required");
-    /* "" (the schema's default) means no negative prompt, as in diffusers'
-       pipe(prompt): the model's force_zeros_for_empty_prompt applies. */
-    const char *neg = s_str(data, "negative_prompt", "");
-    r->gp.negative_prompt = *neg ? neg : NULL;
-    r->model_name = s_str(data, "model_name", NULL);
-    if (!r->model_name)
-        return sdx_job_fail(job, "invalid_request", "model_name", "model_name is required");
-
-    r->gp.scheduler = s_str(data, "scheduler", NULL);
-    /* epsilon / v_prediction overrides the model's (schema-checked enum) */
-    r->gp.prediction_type = s_str(data, "prediction_type", NULL);
-    const sdx_value_t *karras = sdx_map_get(data, "use_karras_sigmas");
-    /* true forces Karras sigmas; false keeps the scheduler config's choice */
-    r->gp.karras = karras && karras->type == SDX_BOOL && karras->u.b ? 1 : -1;
-
-    const sdx_value_t *hp = sdx_map_get(data, "hyperparameters");
     int64_t steps, seed, w, h, clip_skip, batch, quality;
     double cfg, rescale;
-    if (!s_int_in(hp, "num_inference_steps", 30, 1, 1000, &steps))
-        return sdx_job_fail(job, "invalid_request", "hyperparameters.num_inference_steps",
-                            "must be an integer in 1..1000");
-    if (!s_num_in(hp, "guidance_scale", 7.5, 0, 100, &cfg))
-        return sdx_job_fail(job, "invalid_request", "hyperparameters.guidance_scale",
-                            "must be a number in [0, 100]");
-    if (!s_num_in(hp, "guidance_rescale", 0, 0, 1, &rescale))
-        return sdx_job_fail(job, "invalid_request", "hyperparameters.guidance_rescale",
-                            "must be a number in [0, 1]");
-    if (!s_int_in(hp, "seed", -1, -1, SEED_MAX, &seed))
-        return sdx_job_fail(job, "invalid_request", "hyperparameters.seed",
-                            "must be an integer in -1..2^53-1");
-    const sdx_value_t *dim = sdx_map_get(data, "dimensions");
-    if (!s_int_in(dim, "width", 1024, 8, 8192, &w) || w % 8)
-        return sdx_job_fail(job, "invalid_request", "dimensions.width",
-                            "must be a multiple of 8 in 8..8192");
-    if (!s_int_in(dim, "height", 1024, 8, 8192, &h) || h % 8)
-        return sdx_job_fail(job, "invalid_request", "dimensions.height",
-                            "must be a multiple of 8 in 8..8192");
-    if (!s_int_in(data, "clip_skip", 0, 0, 11, &clip_skip))
-        return sdx_job_fail(job, "invalid_request", "clip_skip", "must be an integer in 0..11");
-    if (!s_int_in(sdx_map_get(data, "batch"), "size", 1, 1, 64, &batch))
-        return sdx_job_fail(job, "invalid_request", "batch.size", "must be an integer in 1..64");
-    const sdx_value_t *out = sdx_map_get(data, "output");
-    if (!s_int_in(out, "quality", 95, 1, 100, &quality))
-        return sdx_job_fail(job, "invalid_request", "output.quality",
-                            "must be an integer in 1..100");
-    r->format = s_str(out, "format", "png");
-    if (strcmp(r->format, "png") != 0 && strcmp(r->format, "jpeg") != 0 &&
-        strcmp(r->format, "webp") != 0)
-        return sdx_job_fail(job, "invalid_request", "output.format",
-                            "unknown format '%s'; accepted: png, jpeg, webp", r->format);
+    if (!s_text(job, data, "prompt", &r->gp.prompt) ||
+        !s_text(job, data, "negative_prompt", &neg) ||
+        !s_text(job, data, "model_name", &r->model_name) ||
+        !s_text(job, data, "scheduler", &r->gp.scheduler) ||
+        !s_field(job, data, "use_karras_sigmas", SDX_BOOL) ||
+        !s_int(job, data, "hyperparameters.num_inference_steps", &steps) ||
+        !s_num(job, data, "hyperparameters.guidance_scale", &cfg) ||
+        !s_num(job, data, "hyperparameters.guidance_rescale", &rescale) ||
+        !s_int(job, data, "hyperparameters.seed", &seed) ||
+        !s_int(job, data, "dimensions.width", &w) || !s_int(job, data, "dimensions.height", &h) ||
+        !s_int(job, data, "clip_skip", &clip_skip) || !s_int(job, data, "batch.size", &batch) ||
+        !s_text(job, data, "output.format", &r->format) ||
+        !s_int(job, data, "output.quality", &quality) ||
+        !s_text(job, data, "precision.dtype", &r->dtype_name))
+        return -1;
+    /* "" (the schema's default) means no negative prompt, as in diffusers'
+       pipe(prompt): the model's force_zeros_for_empty_prompt applies. */
+    r->gp.negative_prompt = *neg ? neg : NULL;
+    /* epsilon / v_prediction overrides the model's; absent: the model's */
+    r->gp.prediction_type = s_opt_text(data, "prediction_type");
+    /* true forces Karras sigmas; false keeps the scheduler config's choice */
+    r->gp.karras = sdx_map_get_path(data, "use_karras_sigmas")->u.b ? 1 : -1;
+
     if (!infer_engine_format_available(r->format))
         return sdx_job_fail(job, "not_available", "output.format",
                             "output.format %s: this worker was built without its encoder; use "
                             "png",
                             r->format);
-    const sdx_value_t *up = sdx_map_get(out, "upscale");
+    const sdx_value_t *up = sdx_map_get_path(data, "output.upscale");
     if (up && up->type == SDX_MAP) {
-        double f;
-        if (!s_num_in(up, "factor", 2.0, 1, 8, &f))
-            return sdx_job_fail(job, "invalid_request", "output.upscale.factor",
-                                "must be a number in [1, 8]");
-        r->gp.upscale_factor = f;
-        r->gp.upscale_model = s_str(up, "model", NULL);
+        if (!s_num(job, data, "output.upscale.factor", &r->gp.upscale_factor) ||
+            !s_text(job, data, "output.upscale.model", &r->gp.upscale_model))
+            return -1;
     }
     r->quality = (int)quality;
-    r->save_path = s_str(out, "save_path", NULL);
-    if (r->save_path && !*r->save_path)
-        r->save_path = NULL;
+    r->save_path = s_opt_text(data, "output.save_path");
 
-    r->dtype_name = s_str(sdx_map_get(data, "precision"), "dtype", "fp16");
-    if (strcmp(r->dtype_name, "fp16") == 0) {
-        /* fp16 is the schema's default, meant for GPUs; libtorch's CPU
-           kernels lack half precision for much of the UNet: run fp32 there
-           (the reply's dtype says so). */
-        if (!infer_engine_is_cuda(st->engine))
-            r->dtype_name = "fp32";
-    } else if (strcmp(r->dtype_name, "fp32") != 0 && strcmp(r->dtype_name, "bf16") != 0) {
-        return sdx_job_fail(job, "invalid_request", "precision.dtype",
-                            "unknown dtype '%s'; accepted: fp32, fp16, bf16", r->dtype_name);
-    }
+    /* fp16 (the schema's default) is meant for GPUs; libtorch's CPU kernels
+       lack half precision for much of the UNet: run fp32 there (the reply's
+       dtype says so). sdxl-gen generate does the same for its default. */
+    if (strcmp(r->dtype_name, "fp16") == 0 && !infer_engine_is_cuda(st->engine))
+        r->dtype_name = "fp32";
 
-    if (seed < 0) {
+    if (seed < 0) { /* the schema's "pick one for me" */
         uint64_t rnd = 0;
         if (getrandom(&rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
             rnd = (uint64_t)sdx_worker_now_ms() * 2654435761u;
-        seed = (int64_t)(rnd & (uint64_t)SEED_MAX);
+        seed = (int64_t)(rnd & SEED_BITS_MASK);
         r->seed_random = true;
     }
     r->seed = seed;
@@ -598,7 +627,7 @@ static int s_parse_embeds(sdx_job_t *job, const sdx_value_t *data, infer_tensor_
                                 "pooled_prompt_embeds, negative_prompt_embeds, "
                                 "negative_pooled_prompt_embeds",
                                 key);
-        const char *dt = s_str(t, "dtype", NULL);
+        const char *dt = s_opt_text(t, "dtype");
         size_t item = !dt                         ? 0
                       : !strcmp(dt, "float32")    ? 4
                       : !strcmp(dt, "float16")    ? 2
@@ -654,16 +683,38 @@ static int s_parse_embeds(sdx_job_t *job, const sdx_value_t *data, infer_tensor_
     return 0;
 }
 
-static int s_run(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply, bool denoise)
+static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value_t *data,
+                 const s_req_t *rp, sdx_value_t *reply, double t_start, bool denoise);
+
+/* inference.generate / inference.denoise: the request checked and filled by
+   the schema, parsed, run. */
+static int s_start(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply, bool denoise)
 {
     double t_start = s_ms();
     sdx_worker_t *w = sdx_job_worker(job);
     s_state_t *st = sdx_worker_domain_state(w);
     if (!st)
         return sdx_job_fail(job, "internal", NULL, "the inference engine is not initialised");
+    /* the request as the schema fills it: our own copy, which r borrows from
+       until the reply is built (req is freed on every path below) */
+    sdx_value_t *req = sdx_value_clone(data);
+    if (!req)
+        return sdx_job_fail(job, "out_of_memory", NULL, "out of host memory");
     s_req_t r;
-    if (s_parse(job, data, &r, st) != 0)
+    if (s_check(job, st, &req) != 0 || s_parse(job, req, &r, st) != 0) {
+        sdx_value_destroy(&req);
         return -1;
+    }
+    int rc = s_run(job, st, w, req, &r, reply, t_start, denoise);
+    sdx_value_destroy(&req);
+    return rc;
+}
+
+/* One generation of the parsed request r (borrowing from req) into reply. */
+static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value_t *data,
+                 const s_req_t *rp, sdx_value_t *reply, double t_start, bool denoise)
+{
+    s_req_t r = *rp;
     char seed_text[32], steps_text[16];
     snprintf(seed_text, sizeof seed_text, "%lld", (long long)r.seed);
     snprintf(steps_text, sizeof steps_text, "%d", r.gp.steps);
@@ -778,7 +829,7 @@ static int s_run(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply, bo
     sdx_map_set_int(reply, "seed", r.seed);
     sdx_map_set_bool(reply, "seed_random", r.seed_random);
     sdx_map_set_int(reply, "steps", t.steps_done);
-    sdx_map_set_str(reply, "scheduler", r.gp.scheduler ? r.gp.scheduler : "model default");
+    sdx_map_set_str(reply, "scheduler", r.gp.scheduler); /* always named once filled */
     sdx_map_set_bool(reply, "use_karras_sigmas", r.gp.karras == 1);
     sdx_map_set_str(reply, "model", r.model_name);
     sdx_map_set_str(reply, "model_name", r.model_name);
@@ -814,12 +865,12 @@ static int s_run(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply, bo
 
 static int s_generate(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply)
 {
-    return s_run(job, data, reply, false);
+    return s_start(job, data, reply, false);
 }
 
 static int s_denoise(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply)
 {
-    return s_run(job, data, reply, true);
+    return s_start(job, data, reply, true);
 }
 
 static const sdx_handler_t s_handlers[] = {

@@ -490,6 +490,7 @@ static void s_ext_vae_case(const char *lone, const char *model_dir, const sdx_te
         gp.prompt = "a photo of an astronaut riding a horse, highly detailed";
         gp.negative_prompt = "blurry, low quality";
         gp.steps = 5;
+        gp.guidance_scale = 5.0; /* the golden references' (README: "guidance") */
         gp.seed = 42;
         gp.scheduler = "EulerDiscreteScheduler";
         gp.width = gp.height = 128;

@@ -92,7 +92,7 @@ check "load log warns about the skipped key ($(head -1 "$tmp/err"))" 'grep -q "w
 "$gen" inspect "$tmp/lone.safetensors" >"$tmp/ins.json" 2>&1
 check "inspect: skipped 1, dtype F32, epsilon, configs from metadata" 'python3 -c "import json,sys; j=json.load(open(sys.argv[1])); sys.exit(not (j[\"skipped_keys\"]==1 and j[\"dtype\"]==\"F32\" and j[\"prediction_type\"]==\"epsilon\" and j[\"config_source\"]==\"checkpoint metadata\"))" "$tmp/ins.json"'
 "$gen" generate --model "$tmp/lone.safetensors" --prompt x --prediction-type sample >/dev/null 2>"$tmp/err"; rc=$?
-check "--prediction-type sample exits 2" '[ $rc -eq 2 ] && grep -q "epsilon or v_prediction" "$tmp/err"'
+check "--prediction-type sample exits 2" '[ $rc -eq 2 ] && grep -q "epsilon, v_prediction" "$tmp/err"'
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -69,8 +69,9 @@ void sdxl_engine_params_init(sdxl_engine_params_t *p)
 void sdxl_gen_params_init(sdxl_gen_params_t *p)
 {
     memset(p, 0, sizeof *p);
+    /* the defaults of schemas/prompt_submission_schema.json (see sdxl.h) */
     p->steps = 30;
-    p->guidance_scale = 5.0;
+    p->guidance_scale = 7.5;
     p->karras = -1;
     p->batch = 1;
     p->decode = true;
@@ -308,8 +309,8 @@ static int s_check_text(const sdxl_engine_t *e, const sdxl_gen_params_t *p)
 {
     if (!p->prompt)
         return sdx_set_error("prompt: required");
-    if (p->batch < 1 || p->batch > 64)
-        return sdx_set_error("batch: must be in 1..64, got %d", p->batch);
+    if (p->batch < 1 || p->batch > SDXL_MAX_BATCH)
+        return sdx_set_error("batch: must be in 1..%d, got %d", SDXL_MAX_BATCH, p->batch);
     if (p->clip_skip < 0)
         return sdx_set_error("clip_skip: must be >= 0, got %d", p->clip_skip);
     /* diffusers takes hidden_states[-(clip_skip + 2)]: at most layers - 1 */
@@ -335,10 +336,10 @@ static int s_check_params(const sdxl_engine_t *e, const sdxl_gen_params_t *p, in
     *h = p->height > 0 ? p->height : dflt;
     if (*w % 8 || *h % 8)
         return sdx_set_error("width/height: must be multiples of 8, got %dx%d", *w, *h);
-    if (*w > 8192 || *h > 8192)
-        return sdx_set_error("width/height: at most 8192, got %dx%d", *w, *h);
-    if (p->steps < 1 || p->steps > 1000)
-        return sdx_set_error("steps: must be in 1..1000, got %d", p->steps);
+    if (*w > SDXL_MAX_SIDE || *h > SDXL_MAX_SIDE)
+        return sdx_set_error("width/height: at most %d, got %dx%d", SDXL_MAX_SIDE, *w, *h);
+    if (p->steps < 1 || p->steps > SDXL_MAX_STEPS)
+        return sdx_set_error("steps: must be in 1..%d, got %d", SDXL_MAX_STEPS, p->steps);
     if (p->guidance_rescale < 0 || p->guidance_rescale > 1)
         return sdx_set_error("guidance_rescale: must be in [0, 1], got %g", p->guidance_rescale);
     return 0;

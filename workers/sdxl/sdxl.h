@@ -74,14 +74,31 @@ const sdx_tokenizer_t *sdxl_engine_tokenizer(const sdxl_engine_t *e, int which);
 /* Progress callback: once per denoising step (step counts from 1). */
 typedef void (*sdxl_progress_fn)(int step, int total, double elapsed_s, void *ud);
 
+/* The engine's hard limits: what sdxl_generate refuses as an input error.
+   They bound what the engine can do, not what a deployment allows: the
+   request rules (ranges and defaults) live in schemas/
+   prompt_submission_schema.json, whose ranges must lie inside these
+   (tests/pipeline/test_engine_defaults.c checks it). */
+#define SDXL_MAX_SIDE 8192
+#define SDXL_MAX_STEPS 1000
+#define SDXL_MAX_BATCH 64
+
+/* Generation parameters. The project's two callers, the inference worker and
+   sdxl-gen generate, set every field from the request as validated against
+   schemas/prompt_submission_schema.json (defaults filled there), so the
+   schema alone decides their defaults. sdxl_gen_params_init's defaults are
+   for other library users and equal the schema's (steps 30, guidance 7.5,
+   rescale 0, batch 1, clip_skip 0; test_engine_defaults fails when they
+   drift); width/height 0 is the model's native size (the UNet's
+   sample_size * 8: 1024 for SDXL, the schema's default). */
 typedef struct {
     const char *prompt;
     const char *negative_prompt; /* NULL: no negative prompt (zeros if the model
                                     says force_zeros_for_empty_prompt) */
-    int width, height;           /* multiples of 8; default 1024 (or the UNet's
-                                    sample_size * 8) when 0 */
-    int steps;                   /* default 30 */
-    double guidance_scale;       /* default 5.0; <= 1 disables CFG */
+    int width, height;           /* multiples of 8, at most SDXL_MAX_SIDE; 0: the
+                                    UNet's sample_size * 8 (1024 for SDXL) */
+    int steps;                   /* 1..SDXL_MAX_STEPS, default 30 */
+    double guidance_scale;       /* default 7.5 (the schema's); <= 1 disables CFG */
     double guidance_rescale;     /* default 0 */
     uint64_t seed;
     const char *scheduler;       /* any name of the alias table; NULL: the
@@ -91,7 +108,7 @@ typedef struct {
     const char *prediction_type; /* "epsilon" or "v_prediction" overrides the
                                     model's (its scheduler config, or the
                                     checkpoint's v_pred marker); NULL: the model's */
-    int batch;                   /* num_images_per_prompt, default 1 */
+    int batch;                   /* num_images_per_prompt, 1..SDXL_MAX_BATCH, default 1 */
     sdxl_progress_fn progress;
     void *progress_ud;
     const volatile int *cancel;  /* checked every step; non-zero -> stop with

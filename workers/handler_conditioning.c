@@ -8,8 +8,10 @@
                                   guidance_scale > 1) their negative pair, as
                                   tensors (proto/PROTOCOL.md "Tensors")
 
-    Both take the flat generation request the broker validated against
-    schemas/prompt_submission_schema.json (its x-message-types list them), so
+    encode_prompt takes the flat generation request, validated against
+    schemas/prompt_submission_schema.json (tokenize has its own,
+    conditioning_tokenize_schema.json) by the broker and again here, with the
+    same files (--schemas-dir) through the same validator (domain_schema.h):
     the defaults are the schema's and the same fields mean the same thing as
     in inference.generate: prompt, negative_prompt ("" = none, the model's
     force_zeros_for_empty_prompt applies), model_name, clip_skip,
@@ -21,7 +23,7 @@
     (infer_cache.c, text side only: no UNet, no VAE).
 
     Settings (flags, --config keys, environment): models-root, config-dir,
-    max-models, threads, as for the inference domain.
+    max-models, threads, schemas-dir, as for the inference domain.
 
     Built without the engine the domain answers not_available for both. */
 #include "sdx_worker.h"
@@ -46,6 +48,7 @@ const sdx_domain_t sdx_domain_conditioning = {
 #else /* SDX_WITH_ENGINE */
 
 #include "domain_opts.h"
+#include "domain_schema.h"
 #include "infer_engine.h"
 #include "sdx_log.h"
 
@@ -60,6 +63,7 @@ const sdx_domain_t sdx_domain_conditioning = {
 typedef struct {
     char models_root[PATH_MAX];
     char config_dir[PATH_MAX];
+    char schemas_dir[PATH_MAX]; /* "": found as the broker finds it */
     int max_models;
     int threads;
 } s_settings_t;
@@ -72,6 +76,8 @@ static const sdx_option_t s_options[] = {
     {"max-models", true, "N", "2", "SDXL_MAX_MODELS",
      "text encoders kept loaded, least recently used out (1..64)"},
     {"threads", true, "N", "0", "SDXL_THREADS", "libtorch CPU threads, 0: its default (0..1024)"},
+    {"schemas-dir", true, "DIR", "", "SDXL_SCHEMAS_DIR",
+     "request schemas (\"\": <source>/schemas, then <datadir>/sdxl-fleet/schemas)"},
     {NULL, false, NULL, NULL, NULL, NULL},
 };
 
@@ -80,11 +86,13 @@ static const domain_opt_field_t s_fields[] = {
     {"config-dir", DOMAIN_OPT_DIR_OPTIONAL, offsetof(s_settings_t, config_dir), 0, 0},
     {"max-models", DOMAIN_OPT_INT, offsetof(s_settings_t, max_models), 1, 64},
     {"threads", DOMAIN_OPT_INT, offsetof(s_settings_t, threads), 0, 1024},
+    {"schemas-dir", DOMAIN_OPT_DIR_OPTIONAL, offsetof(s_settings_t, schemas_dir), 0, 0},
 };
 
 typedef struct {
     s_settings_t set;
     char device_note[256];
+    domain_schema_t rules; /* the request rules and the models root */
     infer_engine_t *engine;
     atomic_long encoded, tokenized;
 } s_state_t;
@@ -125,6 +133,10 @@ static int s_init(sdx_worker_t *w, char *err, size_t err_len)
         return -1;
     }
     infer_set_log(s_log_sink);
+    static const char *const need[] = {"conditioning.encode_prompt", "conditioning.tokenize", NULL};
+    const char *roots[] = {"models", st->set.models_root, NULL};
+    if (domain_schema_load(&st->rules, st->set.schemas_dir, need, roots, err, err_len) != 0)
+        return -1;
     infer_engine_config_t cfg = {
         .models_root = st->set.models_root,
         .config_dir = st->set.config_dir,
@@ -151,6 +163,7 @@ static void s_fini(sdx_worker_t *w)
     if (!st)
         return;
     infer_engine_destroy(&st->engine);
+    domain_schema_fini(&st->rules);
     free(st);
     sdx_worker_set_domain_state(w, NULL);
 }
@@ -327,16 +340,25 @@ static int s_encode_prompt(sdx_job_t *job, const sdx_value_t *data, sdx_value_t 
     s_state_t *st = sdx_worker_domain_state(w);
     if (!st || !st->engine)
         return sdx_job_fail(job, "internal", NULL, "the text encoders are not initialised");
+    /* our own copy, checked and filled by the schema; req borrows from it */
+    sdx_value_t *filled = sdx_value_clone(data);
+    if (!filled)
+        return sdx_job_fail(job, "out_of_memory", NULL, "out of host memory");
     infer_request_t req;
-    if (s_parse(job, data, st, &req) != 0)
+    if (domain_schema_check(job, &st->rules, &filled) != 0 || s_parse(job, filled, st, &req) != 0) {
+        sdx_value_destroy(&filled);
         return -1;
+    }
     infer_embeds_t out;
     char err[768];
     infer_status_t rc = infer_engine_encode(st->engine, &req, &out, err, sizeof err);
     if (out.models_changed)
         s_publish_models(w, st);
-    if (rc != INFER_OK)
-        return s_fail_status(job, rc, req.model_name, err);
+    if (rc != INFER_OK) {
+        int frc = s_fail_status(job, rc, req.model_name, err);
+        sdx_value_destroy(&filled);
+        return frc;
+    }
     sdx_value_t *tensors = sdx_value_map_new();
     int bad = !tensors;
     for (int i = 0; !bad && i < out.count; i++) {
@@ -347,6 +369,7 @@ static int s_encode_prompt(sdx_job_t *job, const sdx_value_t *data, sdx_value_t 
     infer_embeds_clear(&out);
     if (bad) {
         sdx_value_destroy(&tensors);
+        sdx_value_destroy(&filled);
         return sdx_job_fail(job, "out_of_memory", NULL, "out of host memory");
     }
     sdx_map_set(reply, "tensors", tensors);
@@ -365,6 +388,7 @@ static int s_encode_prompt(sdx_job_t *job, const sdx_value_t *data, sdx_value_t 
     atomic_fetch_add(&st->encoded, 1);
     log_info("%s: encoded %d prompt tensor(s) with %s in %.1f ms", sdx_job_request_id(job),
              kept.count, req.model_name, s_ms() - t0);
+    sdx_value_destroy(&filled);
     return 0;
 }
 
@@ -374,19 +398,33 @@ static int s_tokenize(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *repl
     s_state_t *st = sdx_worker_domain_state(w);
     if (!st || !st->engine)
         return sdx_job_fail(job, "internal", NULL, "the tokenizers are not initialised");
-    const char *prompt = s_str(data, "prompt");
-    if (!prompt)
-        return sdx_job_fail(job, "invalid_request", "prompt", "prompt (a string) is required");
+    sdx_value_t *filled = sdx_value_clone(data);
+    if (!filled)
+        return sdx_job_fail(job, "out_of_memory", NULL, "out of host memory");
+    if (domain_schema_check(job, &st->rules, &filled) != 0) {
+        sdx_value_destroy(&filled);
+        return -1;
+    }
+    const char *prompt = s_str(filled, "prompt");
     /* no model_name: the engine's built-in CLIP tokenizers */
-    const char *model = s_str(data, "model_name");
+    const char *model = s_str(filled, "model_name");
     infer_tokens_t out;
     char err[768];
-    infer_status_t rc = infer_engine_tokenize(st->engine, model, prompt, &out, err, sizeof err);
+    infer_status_t rc =
+        prompt ? infer_engine_tokenize(st->engine, model, prompt, &out, err, sizeof err)
+               : INFER_BAD_INPUT;
+    if (!prompt) {
+        memset(&out, 0, sizeof out);
+        snprintf(err, sizeof err, "prompt (a string) is required");
+    }
     if (out.models_changed)
         s_publish_models(w, st);
-    if (rc != INFER_OK)
-        return rc == INFER_BAD_INPUT ? sdx_job_fail(job, "invalid_request", "prompt", "%s", err)
-                                     : s_fail_status(job, rc, model, err);
+    if (rc != INFER_OK) {
+        int frc = rc == INFER_BAD_INPUT ? sdx_job_fail(job, "invalid_request", "prompt", "%s", err)
+                                        : s_fail_status(job, rc, model, err);
+        sdx_value_destroy(&filled);
+        return frc;
+    }
     sdx_value_t *toks = sdx_value_array_new();
     bool truncated = false;
     for (int i = 0; toks && i < out.count; i++) {
@@ -408,6 +446,7 @@ static int s_tokenize(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *repl
     }
     if (!toks || sdx_array_len(toks) != (size_t)out.count) {
         sdx_value_destroy(&toks);
+        sdx_value_destroy(&filled);
         return sdx_job_fail(job, "out_of_memory", NULL, "out of host memory");
     }
     sdx_map_set(reply, "tokenizers", toks);
@@ -415,6 +454,7 @@ static int s_tokenize(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *repl
     sdx_map_set_int(reply, "max_length", 77);
     sdx_map_set_bool(reply, "truncated", truncated);
     atomic_fetch_add(&st->tokenized, 1);
+    sdx_value_destroy(&filled);
     return 0;
 }
 

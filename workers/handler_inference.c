@@ -26,11 +26,10 @@
     Not for: the runtime (sdx_worker.c), model management verbs (model.*). */
 #include "sdx_worker.h"
 
+#include "domain_schema.h"
 #include "out_save.h"
 #include "sdx_codec.h"
 #include "sdx_log.h"
-#include "sdx_schema.h"
-#include "sdx_semantic.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -170,8 +169,7 @@ typedef struct {
     s_settings_t set;
     char device_note[256];
     infer_engine_t *engine;
-    sdx_schema_set_t *schemas; /* the request rules (owned) */
-    sdx_semantic_t *sem;       /* the worker's roots for x-path-root (owned) */
+    domain_schema_t rules;     /* the request rules and this worker's roots */
     atomic_long generated, images, cancelled_runs;
 } s_state_t;
 
@@ -242,26 +240,13 @@ static int s_init(sdx_worker_t *w, char *err, size_t err_len)
     }
     infer_set_log(s_log_sink);
     /* the request rules, found as the broker finds them: a named folder that
-       is missing or does not load stops the worker (exit 2), no fallback */
-    char serr[512];
-    st->schemas = st->set.schemas_dir[0]
-                      ? sdx_schema_set_load(st->set.schemas_dir, serr, sizeof serr)
-                      : sdx_schema_set_load_default(serr, sizeof serr);
-    if (!st->schemas || !sdx_schema_set_for(st->schemas, "inference.generate")) {
-        snprintf(err, err_len, "schemas%s: %s", st->set.schemas_dir[0] ? " (--schemas-dir)" : "",
-                 st->schemas ? "no schema for inference.generate" : serr);
+       is missing or does not load stops the worker (exit 2), no fallback;
+       x-path-root names stay inside this worker's own folders */
+    static const char *const need[] = {"inference.generate", NULL};
+    const char *roots[] = {"models",    st->set.models_root,    "outputs", st->set.outputs_root,
+                           "upscalers", st->set.upscalers_root, NULL};
+    if (domain_schema_load(&st->rules, st->set.schemas_dir, need, roots, err, err_len) != 0)
         return -1; /* fini frees the state */
-    }
-    /* x-path-root names stay inside this worker's own folders */
-    st->sem = sdx_semantic_new();
-    if (!st->sem || sdx_semantic_set_root(st->sem, "models", st->set.models_root) != 0 ||
-        sdx_semantic_set_root(st->sem, "outputs", st->set.outputs_root) != 0 ||
-        (st->set.upscalers_root[0] &&
-         sdx_semantic_set_root(st->sem, "upscalers", st->set.upscalers_root) != 0)) {
-        snprintf(err, err_len, "%s",
-                 st->sem ? "cannot resolve the models/outputs/upscalers roots" : "out of memory");
-        return -1;
-    }
     infer_engine_config_t cfg = {
         .models_root = st->set.models_root,
         .config_dir = st->set.config_dir,
@@ -287,8 +272,7 @@ static void s_fini(sdx_worker_t *w)
     if (!st)
         return;
     infer_engine_destroy(&st->engine);
-    sdx_schema_set_destroy(&st->schemas);
-    sdx_semantic_destroy(&st->sem);
+    domain_schema_fini(&st->rules);
     free(st);
     sdx_worker_set_domain_state(w, NULL);
 }
@@ -448,15 +432,7 @@ static const char *s_opt_text(const sdx_value_t *data, const char *path)
    after sdx_job_fail. */
 static int s_check(sdx_job_t *job, s_state_t *st, sdx_value_t **data_p)
 {
-    sdx_schema_error_t e;
-    int rc = sdx_schema_check_request(st->schemas, st->sem, sdx_job_message_type(job), data_p, &e);
-    if (rc == 1)
-        return sdx_job_fail(job, "internal", NULL, "no request schema for %s in the schemas folder",
-                            sdx_job_message_type(job));
-    if (rc != 0)
-        return sdx_job_fail(job, strcmp(e.rule, "internal") == 0 ? "internal" : "invalid_request",
-                            e.field[0] ? e.field : NULL, "%s", e.message);
-    return 0;
+    return domain_schema_check(job, &st->rules, data_p);
 }
 
 /* The filled, schema-checked request -> engine parameters; refuses what this

@@ -18,7 +18,10 @@ tiny model:
   inference.denoise give the PNG of inference.generate for the same request,
   byte for byte, over msgpack and over JSON (base64); bad embeddings (a
   missing negative pair, a wrong size, embeddings given to
-  inference.generate) are refused naming the field.
+  inference.generate) are refused naming the field;
+- with the broker's validation off, the worker checks and fills the request
+  with the same schema files itself (same tensors; clip_skip 99 refused on
+  clip_skip; an unknown key refused).
 Skips (77) without the golden data."""
 import array
 import base64
@@ -158,6 +161,32 @@ def split_path(t, fleet, P, NEG):
             "the inference worker still serves, same image", r.get("error"))
 
 
+def worker_checks(t, P, NEG, want):
+    fleet = fl.Fleet("ipc", "cond-nv")
+    try:
+        fleet.start_broker(["--validate=false"])
+        w = fleet.start_worker("conditioning", ["--models-root", GOLDEN], wid="cond-nv")
+        fleet.wait_registered([w.wid], 20)
+        base = {"prompt": P, "negative_prompt": NEG, "model_name": "model",
+                "precision": {"dtype": "fp32"}}
+        r = call(fleet, "conditioning.encode_prompt", base)
+        ts = (r.get("data") or {}).get("tensors") or {}
+        t.check(r.get("success") and all(ts[n]["data"] == want[n]["data"] for n in want),
+                "validation off in the broker: the worker fills the schema's defaults itself "
+                "(same tensors)", r.get("error"))
+        r = call(fleet, "conditioning.encode_prompt", dict(base, clip_skip=99))
+        t.check(err(r) == ("invalid_request", "clip_skip"),
+                "validation off in the broker: the worker's schema refuses clip_skip 99",
+                r.get("error"))
+        r = call(fleet, "conditioning.tokenize", {"prompt": "x", "bogus": True})
+        t.check(err(r)[0] == "invalid_request", "validation off: the worker refuses an unknown "
+                "tokenize key", r.get("error"))
+    finally:
+        if t.failed:
+            fleet.dump_logs()
+        fleet.close()
+
+
 def main():
     fl.require_binaries(fl.BROKER_BIN, fl.WORKER_BIN)
     if not os.path.isdir(os.path.join(GOLDEN, "model")):
@@ -195,6 +224,7 @@ def main():
                 "precision": {"dtype": "fp32"}}
         r = call(fleet, "conditioning.encode_prompt", base)
         compare(t, "encode_prompt default", r, ref, "default")
+        default_tensors = (r.get("data") or {}).get("tensors") or {}
         d = r.get("data") or {}
         t.check(d.get("do_classifier_free_guidance") is True and d.get("truncated") is False and
                 d.get("model_name") == "model" and "encode_ms" in (d.get("timings") or {}),
@@ -252,6 +282,7 @@ def main():
                 eng.get("encoded", 0) >= 6, "conditioning.status: the text side of 'model' "
                 "loaded, requests counted", eng)
         split_path(t, fleet, P, NEG)
+        worker_checks(t, P, NEG, default_tensors)
     except Exception as e:  # noqa: BLE001
         t.check(False, "fleet", repr(e))
     finally:

@@ -1,0 +1,57 @@
+/*  domain_schema.c - see domain_schema.h. */
+#include "domain_schema.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int domain_schema_load(domain_schema_t *ds, const char *dir, const char *const *need_types,
+                       const char *const *roots, char *err, size_t err_len)
+{
+    memset(ds, 0, sizeof *ds);
+    char serr[512];
+    bool named = dir && *dir;
+    ds->set = named ? sdx_schema_set_load(dir, serr, sizeof serr)
+                    : sdx_schema_set_load_default(serr, sizeof serr);
+    if (!ds->set) {
+        snprintf(err, err_len, "schemas%s: %s", named ? " (--schemas-dir)" : "", serr);
+        return -1;
+    }
+    for (const char *const *t = need_types; t && *t; t++) {
+        if (!sdx_schema_set_for(ds->set, *t)) {
+            snprintf(err, err_len, "schemas%s: no schema for %s", named ? " (--schemas-dir)" : "",
+                     *t);
+            return -1;
+        }
+    }
+    ds->sem = sdx_semantic_new();
+    if (!ds->sem) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    for (const char *const *r = roots; r && r[0] && r[1]; r += 2) {
+        if (r[1][0] && sdx_semantic_set_root(ds->sem, r[0], r[1]) != 0) {
+            snprintf(err, err_len, "cannot resolve the %s root %s", r[0], r[1]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void domain_schema_fini(domain_schema_t *ds)
+{
+    sdx_schema_set_destroy(&ds->set);
+    sdx_semantic_destroy(&ds->sem);
+}
+
+int domain_schema_check(sdx_job_t *job, const domain_schema_t *ds, sdx_value_t **data_p)
+{
+    sdx_schema_error_t e;
+    int rc = sdx_schema_check_request(ds->set, ds->sem, sdx_job_message_type(job), data_p, &e);
+    if (rc == 1)
+        return sdx_job_fail(job, "internal", NULL, "no request schema for %s in the schemas folder",
+                            sdx_job_message_type(job));
+    if (rc != 0)
+        return sdx_job_fail(job, strcmp(e.rule, "internal") == 0 ? "internal" : "invalid_request",
+                            e.field[0] ? e.field : NULL, "%s", e.message);
+    return 0;
+}

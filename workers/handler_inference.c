@@ -155,6 +155,7 @@ typedef struct {
 #else /* SDX_WITH_ENGINE */
 
 #include "infer_engine.h"
+#include "model_catalog.h"
 
 #include <fcntl.h>
 #include <stdatomic.h>
@@ -170,6 +171,7 @@ typedef struct {
     char device_note[256];
     infer_engine_t *engine;
     domain_schema_t rules;     /* the request rules and this worker's roots */
+    model_catalog_t *catalog;  /* the checkpoints under models_root, for near matches */
     atomic_long generated, images, cancelled_runs;
 } s_state_t;
 
@@ -247,6 +249,12 @@ static int s_init(sdx_worker_t *w, char *err, size_t err_len)
                            "upscalers", st->set.upscalers_root, NULL};
     if (domain_schema_load(&st->rules, st->set.schemas_dir, need, roots, err, err_len) != 0)
         return -1; /* fini frees the state */
+    /* the checkpoints' catalogue (headers only; in memory): a model_name that
+       is not there is answered with the names near it */
+    model_catalog_config_t mc = {.detect = NULL};
+    mc.roots[MODEL_CHECKPOINT] = st->set.models_root;
+    if (!(st->catalog = model_catalog_new(&mc, err, err_len)))
+        return -1;
     infer_engine_config_t cfg = {
         .models_root = st->set.models_root,
         .config_dir = st->set.config_dir,
@@ -273,6 +281,7 @@ static void s_fini(sdx_worker_t *w)
         return;
     infer_engine_destroy(&st->engine);
     domain_schema_fini(&st->rules);
+    model_catalog_destroy(&st->catalog);
     free(st);
     sdx_worker_set_domain_state(w, NULL);
 }
@@ -571,6 +580,23 @@ static const char *const s_status_code[] = {
     [INFER_BAD_UPSCALE] = "invalid_request",
 };
 
+/* A model_name with nothing under the models root: the catalogue (rescanned,
+   so a model copied in since is seen) names the checkpoints near it, or
+   what is there, after the resolver's message in err. */
+static void s_near_models(s_state_t *st, const char *name, char *err, size_t err_len)
+{
+    char cerr[512] = "";
+    model_entry_t e;
+    if (model_catalog_rescan(st->catalog, NULL, cerr, sizeof cerr) != 0 ||
+        model_catalog_find(st->catalog, MODEL_CHECKPOINT, name, &e, cerr, sizeof cerr) !=
+            MODEL_NOT_FOUND)
+        return;
+    const char *near = strstr(cerr, "; ");
+    size_t n = strlen(err);
+    if (near && n + 2 < err_len)
+        snprintf(err + n, err_len - n, "%s", near);
+}
+
 /* inference.denoise's data.embeddings: conditioning.encode_prompt's tensors
    {name: {dtype, shape, data}}, checked (dtype, rank, sizes) and borrowed
    into out (bin bytes stay in the request; base64 text from a JSON client is
@@ -744,6 +770,8 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
         if (rc == INFER_LOAD_FAILED)
             return sdx_job_fail(job, "internal", field, "cannot load model '%s': %s", r.model_name,
                                 err);
+        if (rc == INFER_NOT_FOUND)
+            s_near_models(st, r.model_name, err, sizeof err);
         return sdx_job_fail(job, s_status_code[rc], field, "%s", err);
     }
 

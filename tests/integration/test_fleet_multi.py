@@ -9,8 +9,9 @@ SDXL `model` and the project's own `sdxl-tiny` from sdxl-gen make-tiny):
 - a worker SIGKILLed in the middle of a generation (after its progress
   reached step 2): the broker re-dispatches the request to the other worker,
   which completes it with the identical image (timing.attempts 2);
-- bad model names, sizes and schedulers get clear errors and both workers
-  keep serving.
+- bad model names (a misspelt one lists the near match from the worker's
+  catalogue), sizes and schedulers get clear errors and the surviving worker
+  keeps serving.
 Skips (77) without the golden data or without sdxl-gen."""
 import os
 import shutil
@@ -127,6 +128,10 @@ def main():
             e = r.get("error") or {}
             t.check(not r.get("success") and e.get("field") == field and e.get("message"),
                     "%s: %s on %s (%s)" % (what, e.get("code"), field, e.get("message")), e)
+        r, _, _ = ask(fleet, gen("sdxl-tiyn"))
+        e = r.get("error") or {}
+        t.check(e.get("field") == "model_name" and "near: sdxl-tiny" in e.get("message", ""),
+                "a misspelt model name: the error lists the near match (%s)" % e.get("message"), e)
         r, img, wid = ask(fleet, gen("model"))
         t.check(img == img_a and wid == alive.wid and alive.alive(),
                 "the surviving worker still serves after the errors", r.get("error"))

@@ -292,7 +292,12 @@ static void s_print_progress(const sdx_value_t *m)
     int64_t step = sdx_map_int(d, "step", 0), total = sdx_map_int(d, "total", 0);
     const char *msg = sdx_map_str(d, "message", "");
     const char *rid = sdx_map_str(m, "request_id", "");
-    if (total > 0)
+    double rate = 0;
+    const sdx_value_t *rv = sdx_map_get(d, "it_per_s");
+    if (rv && sdx_value_as_double(rv, &rate) && rate > 0 && total > 0)
+        printf("progress %s %" PRId64 "/%" PRId64 " (%.0f%%)%s%s %.2f it/s\n", rid, step, total,
+               100.0 * (double)step / (double)total, *msg ? " " : "", msg, rate);
+    else if (total > 0)
         printf("progress %s %" PRId64 "/%" PRId64 " (%.0f%%)%s%s\n", rid, step, total,
                100.0 * (double)step / (double)total, *msg ? " " : "", msg);
     else

@@ -557,10 +557,10 @@ typedef struct {
 
 /* Engine progress -> PROGRESS; a CANCEL or a passed deadline sets the flag
    the engine checks before the next step. */
-static void s_on_progress(int step, int total, const char *msg, void *ud)
+static void s_on_progress(int step, int total, double it_per_s, const char *msg, void *ud)
 {
     s_run_t *run = ud;
-    sdx_worker_progress(run->job, step, total, msg);
+    sdx_worker_progress_rate(run->job, step, total, msg, it_per_s);
     if (sdx_worker_cancelled(run->job))
         run->cancel = 1;
 }

@@ -132,7 +132,7 @@ static bool s_upscale_progress(void *ctx, int done, int total)
 {
     const infer_request_t *req = ctx;
     if (req->progress)
-        req->progress(done, total, "upscaling", req->progress_ud);
+        req->progress(done, total, 0, "upscaling", req->progress_ud);
     return !(req->cancel && *req->cancel);
 }
 
@@ -181,7 +181,8 @@ static void s_on_step(int step, int total, double elapsed_s, void *ud)
 {
     const infer_request_t *req = ((s_step_t *)ud)->req;
     if (req->progress)
-        req->progress(step, total, "denoising", req->progress_ud);
+        req->progress(step, total, elapsed_s > 0 ? step / elapsed_s : 0, "denoising",
+                      req->progress_ud);
 }
 
 /* What a failed sdxl_generate means for the client: the engine says whether
@@ -257,7 +258,7 @@ infer_status_t infer_engine_generate(infer_engine_t *e, const infer_request_t *r
     ep.threads = e->threads;
 
     if (req->progress && !infer_cache_has(e->cache, &ref, ep.dtype))
-        req->progress(0, req->steps, "loading model", req->progress_ud);
+        req->progress(0, req->steps, 0, "loading model", req->progress_ud);
     bool loaded;
     double load_ms;
     infer_entry_t *entry =

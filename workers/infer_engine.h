@@ -92,8 +92,9 @@ typedef struct {
     /* the images carry the A1111 parameters text (prompt, Steps, Sampler,
        CFG scale, Seed, Size, Model) built from the fields above */
     /* step 0 with msg "loading model" before a load, then 1..steps
-       "denoising"; called on the calling thread */
-    void (*progress)(int step, int total, const char *msg, void *ud);
+       "denoising", with the denoising loop's steps per second (0 when not
+       known: loading, upscaling); called on the calling thread */
+    void (*progress)(int step, int total, double it_per_s, const char *msg, void *ud);
     void *progress_ud;
     const volatile int *cancel; /* checked every step */
     /* inference.denoise: precomputed conditioning (conditioning.encode_prompt's

@@ -540,12 +540,20 @@ static int s_push(void *push, uint8_t cmd, sdx_job_t *job, const sdx_value_t *bo
 
 int sdx_worker_progress(sdx_job_t *job, int64_t step, int64_t total, const char *msg)
 {
+    return sdx_worker_progress_rate(job, step, total, msg, 0);
+}
+
+int sdx_worker_progress_rate(sdx_job_t *job, int64_t step, int64_t total, const char *msg,
+                             double it_per_s)
+{
     sdx_value_t *b = sdx_value_map_new();
     if (!b)
         return -1;
     sdx_map_set_int(b, "step", step);
     sdx_map_set_int(b, "total", total);
     sdx_map_set_int(b, "elapsed_ms", sdx_worker_mono_ms() - job->started_mono);
+    if (it_per_s > 0)
+        sdx_map_set_float(b, "it_per_s", it_per_s);
     if (msg)
         sdx_map_set_str(b, "message", msg);
     int rc;

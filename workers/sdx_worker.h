@@ -107,6 +107,12 @@ typedef struct {
    msg may be NULL. Call it from the thread that runs the handler (it uses
    that thread's socket). Cheap: returns 0, or -1 if the request is gone. */
 int sdx_worker_progress(sdx_job_t *job, int64_t step, int64_t total, const char *msg);
+/* The same with the rate of the steps (it_per_s in the PROGRESS body, left
+   out when <= 0): the denoising loop's steps per second, which the handler
+   knows better than the runtime (the job's elapsed time includes a model
+   load). */
+int sdx_worker_progress_rate(sdx_job_t *job, int64_t step, int64_t total, const char *msg,
+                             double it_per_s);
 
 /* True once the broker sent CANCEL for this request, its deadline passed, or
    the worker is stopping hard. Long handlers poll it and return soon after

@@ -122,7 +122,7 @@ def test_msgpack_stream(t, fleet, first_png):
     req = gen_request()
     req["stream"] = True
     s.send(msgpack.packb(req, use_bin_type=True))
-    steps, reply = [], None
+    steps, rates, reply = [], [], None
     while reply is None:
         if not s.poll(120000):
             raise TimeoutError("no reply on the DEALER")
@@ -130,11 +130,14 @@ def test_msgpack_stream(t, fleet, first_png):
         if m.get("message_type") == "progress":
             if m.get("message") == "denoising":
                 steps.append(m.get("step"))
+                rates.append(m.get("it_per_s"))
         else:
             reply = m
     s.close()
     t.check(steps == list(range(1, STEPS + 1)), "progress for every step (msgpack DEALER)",
             steps)
+    t.check(all(isinstance(r, float) and r > 0 for r in rates),
+            "every denoising progress carries the loop's it_per_s", rates)
     t.check(reply.get("success") is True, "msgpack generate succeeds", reply.get("error"))
     img = reply["data"]["images"][0]["image"]
     t.check(isinstance(img, bytes), "msgpack reply carries the image as bin")

@@ -73,12 +73,9 @@ static const struct {
     sdx_nm_comp_t comp;
     s_naming_t naming;
 } s_prefixes[] = {
-    {"lora_unet_", SDX_NM_UNET, N_KOHYA},
-    {"lora_te1_", SDX_NM_TE1, N_KOHYA},
-    {"lora_te2_", SDX_NM_TE2, N_KOHYA},
-    {"unet.", SDX_NM_UNET, N_DIFFUSERS},
-    {"text_encoder.", SDX_NM_TE1, N_DIFFUSERS},
-    {"text_encoder_2.", SDX_NM_TE2, N_DIFFUSERS},
+    {"lora_unet_", SDX_NM_UNET, N_KOHYA},       {"lora_te1_", SDX_NM_TE1, N_KOHYA},
+    {"lora_te2_", SDX_NM_TE2, N_KOHYA},         {"unet.", SDX_NM_UNET, N_DIFFUSERS},
+    {"text_encoder.", SDX_NM_TE1, N_DIFFUSERS}, {"text_encoder_2.", SDX_NM_TE2, N_DIFFUSERS},
 };
 
 /* Module names that contain '_' (kohya writes every '.' as '_'): SGM UNet,
@@ -86,24 +83,56 @@ static const struct {
    one new row. */
 static const char *const s_compounds[] = {
     /* SGM openaimodel */
-    "input_blocks", "middle_block", "output_blocks", "in_layers", "out_layers", "emb_layers",
-    "skip_connection", "time_embed", "label_emb",
+    "input_blocks",
+    "middle_block",
+    "output_blocks",
+    "in_layers",
+    "out_layers",
+    "emb_layers",
+    "skip_connection",
+    "time_embed",
+    "label_emb",
     /* diffusers UNet (some SDXL LoRAs name modules this way) */
-    "down_blocks", "mid_block", "up_blocks", "conv_shortcut", "time_emb_proj", "conv_in",
-    "conv_out", "conv_norm_out", "time_embedding", "add_embedding", "linear_1", "linear_2",
+    "down_blocks",
+    "mid_block",
+    "up_blocks",
+    "conv_shortcut",
+    "time_emb_proj",
+    "conv_in",
+    "conv_out",
+    "conv_norm_out",
+    "time_embedding",
+    "add_embedding",
+    "linear_1",
+    "linear_2",
     /* both UNet namings: transformer blocks */
-    "transformer_blocks", "proj_in", "proj_out", "to_q", "to_k", "to_v", "to_out",
+    "transformer_blocks",
+    "proj_in",
+    "proj_out",
+    "to_q",
+    "to_k",
+    "to_v",
+    "to_out",
     /* HF CLIP */
-    "text_model", "self_attn", "q_proj", "k_proj", "v_proj", "out_proj", "layer_norm1",
-    "layer_norm2", "final_layer_norm", "token_embedding", "position_embedding",
+    "text_model",
+    "self_attn",
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "out_proj",
+    "layer_norm1",
+    "layer_norm2",
+    "final_layer_norm",
+    "token_embedding",
+    "position_embedding",
     "text_projection",
 };
 
 /* diffusers UNet module roots: a kohya UNet name starting with one of these
    is already in diffusers naming (no SGM mapping). */
 static const char *const s_diffusers_roots[] = {
-    "down_blocks.", "mid_block.", "up_blocks.", "conv_in", "conv_out", "conv_norm_out",
-    "time_embedding.", "add_embedding.",
+    "down_blocks.", "mid_block.",    "up_blocks.",      "conv_in",
+    "conv_out",     "conv_norm_out", "time_embedding.", "add_embedding.",
 };
 
 #define S_N(a) (sizeof(a) / sizeof((a)[0]))
@@ -260,8 +289,7 @@ static int s_map_module(const char *path, const char *module, const sdx_model_t 
     if (nt != 1 || t[0].op != SDX_NM_COPY || !sdx_weights_has(w, t[0].name))
         return sdx_set_error("%s: key '%s' matches no module of the model (no %s weight "
                              "'%s')",
-                             path, module, sdx_nm_comp_name(*comp),
-                             nt == 1 ? t[0].name : wname);
+                             path, module, sdx_nm_comp_name(*comp), nt == 1 ? t[0].name : wname);
     if (strlen(t[0].name) >= tlen)
         return sdx_set_error("%s: module name too long: '%.100s...'", path, module);
     strcpy(target, t[0].name);
@@ -279,8 +307,8 @@ static void s_shape_str(char *buf, size_t len, const int64_t *shape, int ndim)
 
 /* Check down/up against the target weight w; the rank in *rank. */
 static int s_check_shapes(const char *path, const char *module, const char *target,
-                          const sdx_tensor_t *w, const sdx_st_tensor_t *d,
-                          const sdx_st_tensor_t *u, int64_t *rank)
+                          const sdx_tensor_t *w, const sdx_st_tensor_t *d, const sdx_st_tensor_t *u,
+                          int64_t *rank)
 {
     int64_t ws[SDX_MAX_DIMS];
     int wn = sdx_tensor_shape(w, ws);
@@ -328,8 +356,8 @@ static int s_read_keys(sdx_safetensors_t *st, const char *path, s_key_t **out, s
         for (j = 0; j < S_N(s_refused); j++)
             if (s_refused[j].end ? s_ends(t->name, len, s_refused[j].needle)
                                  : strstr(t->name, s_refused[j].needle) != NULL) {
-                sdx_set_error("%s: %s (key '%s'), only LoRA (lora_down/lora_up) is supported",
-                              path, s_refused[j].what, t->name);
+                sdx_set_error("%s: %s (key '%s'), only LoRA (lora_down/lora_up) is supported", path,
+                              s_refused[j].what, t->name);
                 goto fail;
             }
         j = 0;
@@ -390,8 +418,8 @@ done:
 }
 
 /* down/up as 2-D f32 tensors on dev (caller-owned). */
-static int s_convert(sdx_safetensors_t *st, const sdx_st_tensor_t *t, int64_t d0,
-                     sdx_device_t dev, sdx_tensor_t **out)
+static int s_convert(sdx_safetensors_t *st, const sdx_st_tensor_t *t, int64_t d0, sdx_device_t dev,
+                     sdx_tensor_t **out)
 {
     sdx_scope_t *S = sdx_scope_new();
     sdx_tensor_t *x;
@@ -477,7 +505,9 @@ sdx_lora_t *sdx_lora_load(const char *path, const sdx_model_t *m)
         i = j;
         if (!role[R_DOWN] || !role[R_UP]) {
             sdx_set_error("%s: module '%s' has %s but no %s", path, module,
-                          role[R_DOWN] ? "lora_down" : role[R_UP] ? "lora_up" : "only an alpha",
+                          role[R_DOWN] ? "lora_down"
+                          : role[R_UP] ? "lora_up"
+                                       : "only an alpha",
                           role[R_DOWN] ? "lora_up" : "lora_down");
             goto fail;
         }
@@ -677,7 +707,8 @@ static void s_restore(sdx_model_t *m, sdx_weights_t **maps)
 {
     for (int c = 0; c < SDX_NM_NCOMP; c++)
         for (size_t i = 0; i < sdx_weights_count(maps[c]); i++) {
-            sdx_tensor_t *w = sdx_weights_get(s_comp_weights(m, c), sdx_weights_name_at(maps[c], i));
+            sdx_tensor_t *w =
+                sdx_weights_get(s_comp_weights(m, c), sdx_weights_name_at(maps[c], i));
             if (w)
                 sdx_copy_(w, sdx_weights_tensor_at(maps[c], i));
         }
@@ -752,10 +783,10 @@ int sdx_lora_state_set(sdx_lora_state_t *s, const sdx_lora_spec_t *specs, int n)
                 continue;
             sdx_tensor_t *o = sdx_weights_get(s->orig[e->comp], e->name), *copy = NULL;
             sdx_tensor_t *w = sdx_weights_get(s_comp_weights(m, e->comp), e->name);
-            int r = o                                     ? sdx_alias(NULL, &copy, o)
-                    : sdx_tensor_device(w).type == SDX_CPU ? sdx_clone(NULL, &copy, w)
-                                                           : sdx_to_device(NULL, &copy, w,
-                                                                           (sdx_device_t){SDX_CPU, 0});
+            int r = o ? sdx_alias(NULL, &copy, o)
+                    : sdx_tensor_device(w).type == SDX_CPU
+                        ? sdx_clone(NULL, &copy, w)
+                        : sdx_to_device(NULL, &copy, w, (sdx_device_t){SDX_CPU, 0});
             if (r != 0 || sdx_weights_put(next[e->comp], e->name, copy) != 0) {
                 sdx_tensor_free(&copy);
                 goto done;
@@ -798,7 +829,7 @@ int sdx_lora_state_set(sdx_lora_state_t *s, const sdx_lora_spec_t *specs, int n)
     stamps = NULL;
     rc = 0;
     goto done;
-undo: {
+undo : {
     /* back to the unmodified model: every original we hold goes back */
     char why[1024];
     snprintf(why, sizeof why, "%s", sdx_last_error());

@@ -275,6 +275,84 @@ done:
     return rc;
 }
 
+/* golden/src_rel rewritten to dst with every key renamed by `rename` (a
+   NULL result drops the tensor). */
+typedef bool (*s_rename_fn)(const char *in, char *out, size_t outlen);
+
+static int s_rewrite(const char *src_rel, const char *dst, s_rename_fn rename)
+{
+    char err[512];
+    sdx_weights_t *w = sdx_test_weights(src_rel, SDX_DTYPE_COUNT, err, sizeof err);
+    if (!w)
+        return sdx_set_error("%s", err);
+    size_t n = sdx_weights_count(w), k = 0;
+    char **names = calloc(n, sizeof *names);
+    sdx_tensor_t **ts = calloc(n, sizeof *ts);
+    int rc = -1;
+    for (size_t i = 0; names && ts && i < n; i++) {
+        char buf[512];
+        if (!rename(sdx_weights_name_at(w, i), buf, sizeof buf))
+            continue;
+        names[k] = strdup(buf);
+        ts[k++] = sdx_weights_tensor_at(w, i);
+    }
+    if (names && ts)
+        rc = sdx_safetensors_write(dst, (const char *const *)names, ts, k, NULL);
+    for (size_t i = 0; names && i < k; i++)
+        free(names[i]);
+    free(names);
+    free(ts);
+    sdx_weights_free(&w);
+    return rc;
+}
+
+static bool s_replace_suffix(const char *in, char *out, size_t outlen, const char *from,
+                             const char *to)
+{
+    size_t n = strlen(in), f = strlen(from);
+    if (n < f || strcmp(in + n - f, from) != 0)
+        return false;
+    snprintf(out, outlen, "%.*s%s", (int)(n - f), in, to);
+    return true;
+}
+
+/* diffusers naming -> PEFT (lora_A / lora_B) */
+static bool s_to_peft(const char *in, char *out, size_t outlen)
+{
+    return s_replace_suffix(in, out, outlen, ".lora.down.weight", ".lora_A.weight") ||
+           s_replace_suffix(in, out, outlen, ".lora.up.weight", ".lora_B.weight") ||
+           s_replace_suffix(in, out, outlen, ".lora_linear_layer.down.weight", ".lora_A.weight") ||
+           s_replace_suffix(in, out, outlen, ".lora_linear_layer.up.weight", ".lora_B.weight");
+}
+
+/* kohya without its .alpha tensors (alpha then defaults to the rank) */
+static bool s_drop_alpha(const char *in, char *out, size_t outlen)
+{
+    if (strlen(in) > 6 && strcmp(in + strlen(in) - 6, ".alpha") == 0)
+        return false;
+    snprintf(out, outlen, "%s", in);
+    return true;
+}
+
+/* Fusing `a` must give bit for bit the weights of fusing `b`. */
+static void s_same_fusion_case(sdxl_engine_t *e, const sdxl_lora_t *a, const sdxl_lora_t *b,
+                               const char *what)
+{
+    const sdx_model_t *m = sdxl_engine_model(e);
+    char ref[256];
+    snprintf(ref, sizeof ref, "%s (reference)", what);
+    if (!s_set(e, b, 1, ref))
+        return;
+    sdx_weights_t *want = s_snapshot(m);
+    if (s_set(e, a, 1, what)) {
+        char ex[256] = "";
+        size_t changed = s_count_changed(m, want, NULL, ex, sizeof ex);
+        sdx_test_check(changed == 0, "%s: the same fused weights bit for bit (%zu differ%s%s)",
+                       what, changed, changed ? ", e.g. " : "", ex);
+    }
+    sdx_weights_free(&want);
+}
+
 #define PI "lora_unet_input_blocks_4_1_proj_in" /* down_blocks.1.attentions.0.proj_in [24, 24] */
 
 static void s_bad_files_case(sdxl_engine_t *e, const char *dir)
@@ -449,6 +527,28 @@ int main(void)
     sdx_tensor_free(&lat_c1);
     sdx_tensor_free(&lat_c2);
 
+    /* other spellings of the same adapters */
+    char dir[] = "/tmp/sdx_lora_test_XXXXXX";
+    bool have_dir = sdx_test_check(mkdtemp(dir) != NULL, "temp folder");
+    if (have_dir) {
+        char peft[4200], noalpha[4200];
+        snprintf(peft, sizeof peft, "%s/peft.safetensors", dir);
+        snprintf(noalpha, sizeof noalpha, "%s/noalpha.safetensors", dir);
+        if (sdx_test_check(s_rewrite("lora/lora_diffusers.safetensors", peft, s_to_peft) == 0,
+                           "write the diffusers LoRA with PEFT names")) {
+            sdxl_lora_t a = {peft, 0.8};
+            s_same_fusion_case(e, &a, &diff, "PEFT lora_A/lora_B == diffusers lora.down/up");
+            unlink(peft);
+        }
+        if (sdx_test_check(s_rewrite("lora/lora_kohya.safetensors", noalpha, s_drop_alpha) == 0,
+                           "write the kohya LoRA without alphas")) {
+            /* alpha 2 / rank 4 at 0.8 is the default alpha (= rank) at 0.4 */
+            sdxl_lora_t a = {noalpha, 0.4};
+            s_same_fusion_case(e, &a, &kohya, "kohya without alpha at 0.4 == kohya at 0.8");
+            unlink(noalpha);
+        }
+    }
+
     /* un-fuse: the originals come back bit for bit */
     if (s_set(e, NULL, 0, "none")) {
         char ex[256] = "";
@@ -472,8 +572,7 @@ int main(void)
     }
 
     /* refusals leave everything as it was */
-    char dir[] = "/tmp/sdx_lora_test_XXXXXX";
-    if (sdx_test_check(mkdtemp(dir) != NULL, "temp folder")) {
+    if (have_dir) {
         s_bad_files_case(e, dir);
         rmdir(dir);
     }
@@ -494,6 +593,34 @@ int main(void)
     }
 
     s_bf16_case(model);
+
+    /* a text-only engine (the conditioning worker) fuses the text encoders'
+       part and skips the UNet's */
+    ep.model_path = model;
+    ep.config_dir = NULL;
+    ep.text_only = true;
+    e = sdxl_engine_new(&ep);
+    if (sdx_test_check(e != NULL, "load text-only (%s)", e ? "ok" : sdx_last_error())) {
+        sdx_lora_t *l = sdx_lora_load(s_kohya, sdxl_engine_model(e));
+        sdx_test_check(l && sdx_lora_count(l) == 66 && sdx_lora_skipped(l) == 202,
+                       "text-only: kohya has 66 text-encoder targets, 202 UNet modules skipped "
+                       "(%zu, %zu)",
+                       sdx_lora_count(l), sdx_lora_skipped(l));
+        sdx_lora_free(&l);
+        if (s_set(e, &kohya, 1, "kohya 0.8 (text-only engine)")) {
+            char err[512];
+            sdx_weights_t *ref = sdx_test_weights("lora/lora_kohya_fused_weights_08.safetensors",
+                                                  SDX_F32, err, sizeof err);
+            const char *name = "text_model.encoder.layers.0.self_attn.q_proj.weight";
+            char key[128];
+            snprintf(key, sizeof key, "text_encoder_2.%s", name);
+            sdx_tensor_t *w = sdx_weights_get(sdxl_engine_model(e)->te2, name);
+            double d = ref && w ? sdx_test_rel_l2(w, sdx_weights_get(ref, key)) : INFINITY;
+            sdx_test_check(d <= 1e-6, "text-only: text_encoder_2 q_proj fused (rel L2 %.2e)", d);
+            sdx_weights_free(&ref);
+        }
+        sdxl_engine_free(&e);
+    }
 
     sdx_test_check(sdx_tensor_live_count() == live0, "no tensor handles leaked (%lld live)",
                    (long long)(sdx_tensor_live_count() - live0));

@@ -325,6 +325,25 @@ static bool s_to_peft(const char *in, char *out, size_t outlen)
            s_replace_suffix(in, out, outlen, ".lora_linear_layer.up.weight", ".lora_B.weight");
 }
 
+/* diffusers naming -> diffusers' old attention-processor naming for the
+   UNet (unet.M.attn1.to_q.lora.down.weight -> unet.M.attn1.processor.to_q_lora.down.weight) */
+static bool s_to_attn_procs(const char *in, char *out, size_t outlen)
+{
+    static const char *const mods[] = {"to_q", "to_k", "to_v", "to_out.0"};
+    static const char *const procs[] = {"to_q", "to_k", "to_v", "to_out"};
+    static const char *const roles[] = {"down", "up"};
+    for (int m = 0; m < 4; m++)
+        for (int r = 0; r < 2; r++) {
+            char from[64], to[64];
+            snprintf(from, sizeof from, ".%s.lora.%s.weight", mods[m], roles[r]);
+            snprintf(to, sizeof to, ".processor.%s_lora.%s.weight", procs[m], roles[r]);
+            if (strncmp(in, "unet.", 5) == 0 && s_replace_suffix(in, out, outlen, from, to))
+                return true;
+        }
+    snprintf(out, outlen, "%s", in);
+    return true;
+}
+
 /* kohya without its .alpha tensors (alpha then defaults to the rank) */
 static bool s_drop_alpha(const char *in, char *out, size_t outlen)
 {
@@ -539,6 +558,22 @@ int main(void)
             sdxl_lora_t a = {peft, 0.8};
             s_same_fusion_case(e, &a, &diff, "PEFT lora_A/lora_B == diffusers lora.down/up");
             unlink(peft);
+        }
+        char procs[4200];
+        snprintf(procs, sizeof procs, "%s/attn_procs.safetensors", dir);
+        if (sdx_test_check(s_rewrite("lora/lora_diffusers.safetensors", procs, s_to_attn_procs) ==
+                               0,
+                           "write the diffusers LoRA with attention-processor names")) {
+            sdx_safetensors_t *st = sdx_safetensors_open(procs);
+            size_t renamed = 0;
+            for (size_t i = 0; st && i < sdx_safetensors_count(st); i++)
+                renamed += strstr(sdx_safetensors_at(st, i)->name, ".processor.") != NULL;
+            sdx_safetensors_close(&st);
+            sdx_test_check(renamed == 272, "attn-processor file: 272 UNet keys renamed (%zu)",
+                           renamed);
+            sdxl_lora_t a = {procs, 0.8};
+            s_same_fusion_case(e, &a, &diff, "attn-processor names == diffusers lora.down/up");
+            unlink(procs);
         }
         if (sdx_test_check(s_rewrite("lora/lora_kohya.safetensors", noalpha, s_drop_alpha) == 0,
                            "write the kohya LoRA without alphas")) {

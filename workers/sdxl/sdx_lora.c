@@ -62,7 +62,20 @@ static const struct {
     {".lora_B.weight", R_UP},
     {".lora_A.default.weight", R_DOWN},
     {".lora_B.default.weight", R_UP},
+    /* diffusers' attention-processor files (before 0.21): attn1.processor.to_q_lora */
+    {"_lora.down.weight", R_DOWN},
+    {"_lora.up.weight", R_UP},
     {".alpha", R_ALPHA},
+};
+
+/* Module renames at the end of a diffusers name (attention-processor files). */
+static const struct {
+    const char *from, *to;
+} s_module_renames[] = {
+    {".processor.to_q", ".to_q"},
+    {".processor.to_k", ".to_k"},
+    {".processor.to_v", ".to_v"},
+    {".processor.to_out", ".to_out.0"},
 };
 
 typedef enum { N_KOHYA = 0, N_DIFFUSERS } s_naming_t;
@@ -262,9 +275,18 @@ static int s_map_module(const char *path, const char *module, const sdx_model_t 
         if (s_unkohya(rest, dotted, sizeof dotted) != 0)
             return sdx_set_error("%s: module '%s' is not a kohya module name", path, module);
     } else {
-        if (strlen(rest) >= sizeof dotted)
+        size_t len = strlen(rest);
+        if (len >= sizeof dotted)
             return sdx_set_error("%s: module name too long: '%.100s...'", path, module);
         strcpy(dotted, rest);
+        for (size_t i = 0; i < S_N(s_module_renames); i++)
+            if (s_ends(dotted, len, s_module_renames[i].from)) {
+                size_t f = strlen(s_module_renames[i].from);
+                if (len - f + strlen(s_module_renames[i].to) >= sizeof dotted)
+                    return sdx_set_error("%s: module name too long: '%.100s...'", path, module);
+                strcpy(dotted + len - f, s_module_renames[i].to);
+                break;
+            }
     }
     snprintf(wname, sizeof wname, "%s.weight", dotted);
 

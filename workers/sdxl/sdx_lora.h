@@ -8,7 +8,8 @@
                                 an optional .alpha
       diffusers / PEFT          unet.<module>, text_encoder.<module>, text_encoder_2.<module>
                                 with .lora.down/.lora.up, .lora_linear_layer.down/up or
-                                .lora_A/.lora_B (.weight), optional .alpha
+                                .lora_A/.lora_B (.weight), optional .alpha; and diffusers'
+                                older attention-processor names (attn1.processor.to_q_lora.down)
     Linear targets ([out, in] weights) and convolutions ([out, in, kh, kw]:
     down a kh x kw conv, up a 1x1 conv) are fused as
         W += weight * (alpha / rank) * up @ down        (alpha defaults to rank)

@@ -265,7 +265,9 @@ static int s_write(const char *path, const s_spec_t *specs, int n)
     int rc = -1;
     for (int i = 0; i < n && i < 16; i++) {
         names[i] = specs[i].name;
-        if (sdx_full(S, &ts[i], specs[i].shape, specs[i].ndim, 0.01 * (i + 1), SDX_F32,
+        double v =
+            strcmp(strrchr(path, '/'), "/nan.safetensors") == 0 && i == 1 ? NAN : 0.01 * (i + 1);
+        if (sdx_full(S, &ts[i], specs[i].shape, specs[i].ndim, v, SDX_F32,
                      (sdx_device_t){SDX_CPU, 0}) != 0)
             goto done;
     }
@@ -413,6 +415,10 @@ static void s_bad_files_case(sdxl_engine_t *e, const char *dir)
           {PI ".lora_up.weight", 2, {24, 4}},
           {PI ".scale_of_things", 1, {4}}},
          3},
+        {"nan.safetensors",
+         "NaN or infinite",
+         {{PI ".lora_down.weight", 2, {4, 24}}, {PI ".lora_up.weight", 2, {24, 4}}},
+         2},
         {"sd15.safetensors",
          "SD1.x",
          {{"lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight", 2, {4, 768}},

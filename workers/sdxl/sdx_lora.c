@@ -449,10 +449,19 @@ static int s_convert(sdx_safetensors_t *st, const sdx_st_tensor_t *t, int64_t d0
     int rc = -1;
     if (!S)
         return sdx_set_error("lora: out of memory");
-    if (sdx_safetensors_tensor(S, &x, st, t) == 0 && sdx_to(S, &x, x, SDX_F32, dev) == 0 &&
-        sdx_reshape(S, &x, x, shape, 2) == 0 && sdx_contiguous(S, &x, x) == 0 &&
+    bool finite = false;
+    if (sdx_safetensors_tensor(S, &x, st, t) != 0 || sdx_to(S, &x, x, SDX_F32, dev) != 0 ||
+        sdx_isfinite_all(x, &finite) != 0)
+        goto done;
+    if (!finite) {
+        /* one NaN would spread through every fused weight it touches */
+        sdx_set_error("'%s' holds NaN or infinite values", t->name);
+        goto done;
+    }
+    if (sdx_reshape(S, &x, x, shape, 2) == 0 && sdx_contiguous(S, &x, x) == 0 &&
         sdx_clone(NULL, out, x) == 0)
         rc = 0;
+done:
     sdx_scope_free(&S);
     return rc;
 }

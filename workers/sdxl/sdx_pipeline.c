@@ -7,7 +7,8 @@
     rescale as rescale_noise_cfg, VAE decode of latents / scaling_factor.
     The denoising loop runs entirely here: one UNet call per model step, no
     round trips to anyone; temporaries of a step die in that step's scope.
-    Not here: LoRA, ControlNet, img2img, refiner hand-off (later issues).
+    LoRA sets are fused by sdx_lora.c (sdxl_engine_set_loras only holds the state).
+    Not here: ControlNet, img2img, refiner hand-off (later issues).
 */
 #include "sdxl.h"
 
@@ -35,6 +36,7 @@ struct sdxl_engine {
     sdx_clip_t *te1, *te2;
     sdx_tokenizer_t *tok1, *tok2;
     char scheduler_class[128]; /* the model's scheduler (_class_name) */
+    sdx_lora_state_t *loras;   /* fused LoRAs; NULL until the first set */
 };
 
 static double s_now_ms(void)
@@ -232,6 +234,7 @@ void sdxl_engine_free(sdxl_engine_t **ep)
     if (!ep || !*ep)
         return;
     sdxl_engine_t *e = *ep;
+    sdx_lora_state_free(&e->loras); /* the model goes too: nothing to restore */
     sdx_unet_free(&e->unet);
     sdx_vae_free(&e->vae);
     sdx_clip_destroy(&e->te1);
@@ -252,6 +255,26 @@ const sdx_model_t *sdxl_engine_model(const sdxl_engine_t *e)
 const sdx_tokenizer_t *sdxl_engine_tokenizer(const sdxl_engine_t *e, int which)
 {
     return !e ? NULL : which == 1 ? e->tok1 : which == 2 ? e->tok2 : NULL;
+}
+
+int sdxl_engine_set_loras(sdxl_engine_t *e, const sdxl_lora_t *loras, int n)
+{
+    if (!e)
+        return sdx_set_error("engine: NULL");
+    if (!e->loras && !(e->loras = sdx_lora_state_new(e->model)))
+        return -1;
+    double t0 = s_now_ms();
+    size_t before = sdx_lora_state_touched(e->loras);
+    if (sdx_lora_state_set(e->loras, loras, n) != 0)
+        return -1;
+    s_log(e, 3, "LoRA set: %d file(s), %zu weight(s) fused (%zu before), %.1f ms", n,
+          sdx_lora_state_touched(e->loras), before, s_now_ms() - t0);
+    return 0;
+}
+
+const sdxl_lora_t *sdxl_engine_loras(const sdxl_engine_t *e, int *n)
+{
+    return sdx_lora_state_current(e ? e->loras : NULL, n);
 }
 
 void sdxl_result_clear(sdxl_result_t *r)

@@ -20,6 +20,7 @@
 #define SDXL_H
 
 #include "sdx_image.h"
+#include "sdx_lora.h"
 #include "sdx_model.h"
 #include "sdx_prompt.h"
 #include "sdx_tokenizer.h"
@@ -70,6 +71,23 @@ const sdx_model_t *sdxl_engine_model(const sdxl_engine_t *e);
 /* The tokenizer of text_encoder (which 1; NULL for a refiner) or
    text_encoder_2 (which 2), borrowed. */
 const sdx_tokenizer_t *sdxl_engine_tokenizer(const sdxl_engine_t *e, int which);
+
+/* LoRA: one adapter file (kohya/sd-scripts or diffusers/PEFT naming) and
+   the weight its delta is multiplied by (1.0: as trained). */
+typedef sdx_lora_spec_t sdxl_lora_t;
+
+/* Make exactly loras[0..n-1] fused into the UNet and text encoders (n == 0
+   removes all). The same set as now (paths, order, weights, files unchanged
+   on disk) is a no-op; otherwise the old set comes out exactly (the
+   originals of touched weights are kept, never re-read from disk) and the
+   new one goes in, computed in float32 and cast to the engine's dtype.
+   Every file is checked first: a bad or unsupported file (LyCORIS, SD1.x,
+   a key matching no module, shapes that do not fit) returns -1 with the
+   reason in sdx_last_error() and leaves the engine as it was. Paths are
+   copied. Not thread-safe against a running sdxl_generate on e. */
+int sdxl_engine_set_loras(sdxl_engine_t *e, const sdxl_lora_t *loras, int n);
+/* The set now fused (borrowed, valid until the next set call); *n its size. */
+const sdxl_lora_t *sdxl_engine_loras(const sdxl_engine_t *e, int *n);
 
 /* Progress callback: once per denoising step (step counts from 1). */
 typedef void (*sdxl_progress_fn)(int step, int total, double elapsed_s, void *ud);

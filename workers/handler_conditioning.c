@@ -228,7 +228,7 @@ static const char *const s_status_code[] = {
     [INFER_BAD_INPUT] = "invalid_request",
     [INFER_OOM] = "out_of_memory",
     [INFER_FAILED] = "internal",
-    [INFER_BAD_UPSCALE] = "invalid_request",
+    [INFER_BAD_UPSCALE] = "invalid_request", [INFER_BAD_LORA] = "invalid_request",
 };
 
 static int s_fail_status(sdx_job_t *job, infer_status_t rc, const char *model, const char *err)
@@ -277,6 +277,11 @@ static int s_num(sdx_job_t *job, const sdx_value_t *m, const char *path, double 
 static int s_parse(sdx_job_t *job, const sdx_value_t *data, s_state_t *st, infer_request_t *req)
 {
     memset(req, 0, sizeof *req);
+    if (sdx_array_len(sdx_map_get_path(data, "lora.models")) > 0)
+        return sdx_job_fail(job, "not_available", "lora.models",
+                            "lora.models is not applied by the conditioning worker yet (its "
+                            "text-encoder part would change the embeddings): use "
+                            "inference.generate, which applies the whole LoRA");
     req->prompt = s_str(data, "prompt");
     if (!req->prompt)
         return sdx_job_fail(job, "invalid_request", "prompt", "prompt (a string) is required");

@@ -47,6 +47,7 @@ typedef struct {
     char outputs_root[PATH_MAX];
     char config_dir[PATH_MAX]; /* "" for none */
     char upscalers_root[PATH_MAX]; /* "" for none: output.upscale uses Lanczos only */
+    char loras_root[PATH_MAX];     /* "": <models_root>/lora */
     char schemas_dir[PATH_MAX]; /* "": found as the broker finds it (sdx_schema_set_load_default) */
     int max_models;
     int threads; /* 0: libtorch's default */
@@ -64,6 +65,8 @@ static const sdx_option_t s_options[] = {
     {"threads", true, "N", "0", "SDXL_THREADS", "libtorch CPU threads, 0: its default (0..1024)"},
     {"upscalers-root", true, "DIR", "", "SDXL_UPSCALERS_ROOT",
      "RRDBNet upscalers for output.upscale (\"\": Lanczos only)"},
+    {"loras-root", true, "DIR", "", "SDXL_LORAS_ROOT",
+     "LoRA files that lora.models names (\"\": <models-root>/lora)"},
     /* the broker's --schemas-dir: same default, same environment variable */
     {"schemas-dir", true, "DIR", "", "SDXL_SCHEMAS_DIR",
      "request schemas (\"\": <source>/schemas, then <datadir>/sdxl-fleet/schemas)"},
@@ -90,6 +93,7 @@ static const struct {
     {"max-models", S_INT, offsetof(s_settings_t, max_models), 1, 64},
     {"threads", S_INT, offsetof(s_settings_t, threads), 0, 1024},
     {"upscalers-root", S_DIR_OPTIONAL, offsetof(s_settings_t, upscalers_root), 0, 0},
+    {"loras-root", S_DIR_OPTIONAL, offsetof(s_settings_t, loras_root), 0, 0},
     {"schemas-dir", S_DIR_OPTIONAL, offsetof(s_settings_t, schemas_dir), 0, 0},
 };
 
@@ -171,7 +175,8 @@ typedef struct {
     char device_note[256];
     infer_engine_t *engine;
     domain_schema_t rules;     /* the request rules and this worker's roots */
-    model_catalog_t *catalog;  /* the checkpoints under models_root, for near matches */
+    model_catalog_t *catalog;  /* checkpoints and LoRAs under their roots (names, near matches) */
+    char loras_dir[PATH_MAX];  /* --loras-root, else <models_root>/lora */
     atomic_long generated, images, cancelled_runs;
 } s_state_t;
 
@@ -244,15 +249,24 @@ static int s_init(sdx_worker_t *w, char *err, size_t err_len)
     /* the request rules, found as the broker finds them: a named folder that
        is missing or does not load stops the worker (exit 2), no fallback;
        x-path-root names stay inside this worker's own folders */
+    if (st->set.loras_root[0])
+        snprintf(st->loras_dir, sizeof st->loras_dir, "%s", st->set.loras_root);
+    else if ((size_t)snprintf(st->loras_dir, sizeof st->loras_dir, "%s/lora",
+                              st->set.models_root) >= sizeof st->loras_dir)
+        st->loras_dir[0] = '\0';
+    struct stat lsb;
+    bool have_loras = st->loras_dir[0] && stat(st->loras_dir, &lsb) == 0 && S_ISDIR(lsb.st_mode);
     static const char *const need[] = {"inference.generate", NULL};
     const char *roots[] = {"models",    st->set.models_root,    "outputs", st->set.outputs_root,
-                           "upscalers", st->set.upscalers_root, NULL};
+                           "upscalers", st->set.upscalers_root, "loras",
+                           have_loras ? st->loras_dir : "",     NULL};
     if (domain_schema_load(&st->rules, st->set.schemas_dir, need, roots, err, err_len) != 0)
         return -1; /* fini frees the state */
     /* the checkpoints' catalogue (headers only; in memory): a model_name that
        is not there is answered with the names near it */
     model_catalog_config_t mc = {.detect = NULL};
     mc.roots[MODEL_CHECKPOINT] = st->set.models_root;
+    mc.roots[MODEL_LORA] = st->loras_dir;
     if (!(st->catalog = model_catalog_new(&mc, err, err_len)))
         return -1;
     infer_engine_config_t cfg = {
@@ -364,7 +378,6 @@ static const struct {
 } s_unsupported[] = {
     {"refiner_model", "the SDXL refiner stage is not built into the engine yet"},
     {"vae_model", "loading a separate VAE is not built into the engine yet"},
-    {"lora.models", "LoRA loading is not built into the engine yet"},
     {"controlnet", "ControlNet is not built into the engine yet"},
     {"textual_inversions", "textual inversion embeddings are not built into the engine yet"},
     {"init_image", "image-to-image (init_image) is not built into the engine yet"},
@@ -577,7 +590,7 @@ static const char *const s_status_code[] = {
     [INFER_NOT_FOUND] = "not_found", [INFER_LOAD_FAILED] = "internal",
     [INFER_CANCELLED] = "cancelled", [INFER_BAD_INPUT] = "invalid_request",
     [INFER_OOM] = "out_of_memory",   [INFER_FAILED] = "internal",
-    [INFER_BAD_UPSCALE] = "invalid_request",
+    [INFER_BAD_UPSCALE] = "invalid_request", [INFER_BAD_LORA] = "invalid_request",
 };
 
 /* A model_name with nothing under the models root: the catalogue (rescanned,
@@ -595,6 +608,46 @@ static void s_near_models(s_state_t *st, const char *name, char *err, size_t err
     size_t n = strlen(err);
     if (near && n + 2 < err_len)
         snprintf(err + n, err_len - n, "%s", near);
+}
+
+/* lora.models -> files under the LoRA root, by catalogue name (the
+   catalogue is rescanned when a name is not there yet); names the
+   catalogue lacks are answered with the near ones. paths[i] backs
+   out[i].path. 0, or -1 after sdx_job_fail. */
+static int s_resolve_loras(sdx_job_t *job, s_state_t *st, const sdx_value_t *data,
+                           infer_lora_t out[8], char (*paths)[PATH_MAX], int *n)
+{
+    *n = 0;
+    const sdx_value_t *models = sdx_map_get_path(data, "lora.models");
+    size_t count = sdx_array_len(models);
+    if (count > 8)
+        return sdx_job_fail(job, "invalid_request", "lora.models", "at most 8 LoRAs");
+    for (size_t i = 0; i < count; i++) {
+        const sdx_value_t *m = sdx_array_at(models, i);
+        char field[48];
+        snprintf(field, sizeof field, "lora.models[%zu].name", i);
+        const char *name = s_opt_text(m, "name");
+        const sdx_value_t *wv = sdx_map_get(m, "weight");
+        double weight;
+        if (!name || !wv || !sdx_value_as_double(wv, &weight))
+            return sdx_job_fail(job, "invalid_request", field,
+                                "a LoRA needs a name and a weight (the schema fills 1.0)");
+        model_entry_t e;
+        char cerr[512];
+        model_status_t ms = model_catalog_find(st->catalog, MODEL_LORA, name, &e, cerr,
+                                               sizeof cerr);
+        if (ms == MODEL_NOT_FOUND &&
+            model_catalog_rescan(st->catalog, NULL, cerr, sizeof cerr) == 0)
+            ms = model_catalog_find(st->catalog, MODEL_LORA, name, &e, cerr, sizeof cerr);
+        if (ms != MODEL_OK)
+            return sdx_job_fail(job, ms == MODEL_NOT_FOUND ? "not_found" : "invalid_request",
+                                field, "%s (LoRA root %s)", cerr, st->loras_dir);
+        if ((size_t)snprintf(paths[i], PATH_MAX, "%s/%s", st->loras_dir, e.path) >= PATH_MAX)
+            return sdx_job_fail(job, "invalid_request", field, "the path is too long");
+        out[i] = (infer_lora_t){paths[i], weight};
+        (*n)++;
+    }
+    return 0;
 }
 
 /* inference.denoise's data.embeddings: conditioning.encode_prompt's tensors
@@ -750,9 +803,20 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
                             "embeddings are for inference.denoise; inference.generate encodes "
                             "the prompt itself");
     }
+    infer_lora_t loras[8];
+    char(*lora_paths)[PATH_MAX] = calloc(8, PATH_MAX);
+    if (!lora_paths || s_resolve_loras(job, st, data, loras, lora_paths, &r.gp.n_loras) != 0) {
+        for (int i = 0; i < 4; i++)
+            free(owned[i]);
+        int frc = lora_paths ? -1 : sdx_job_fail(job, "out_of_memory", NULL, "out of memory");
+        free(lora_paths);
+        return frc;
+    }
+    r.gp.loras = loras;
     infer_output_t res;
     char err[768];
     infer_status_t rc = infer_engine_generate(st->engine, &r.gp, &res, err, sizeof err);
+    free(lora_paths);
     for (int i = 0; i < 4; i++)
         free(owned[i]); /* base64-decoded embeddings, done with */
     if (res.models_changed)
@@ -766,6 +830,7 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
         const char *field = rc == INFER_BAD_NAME || rc == INFER_NOT_FOUND || rc == INFER_LOAD_FAILED
                                 ? "model_name"
                             : rc == INFER_BAD_UPSCALE ? "output.upscale.model"
+                            : rc == INFER_BAD_LORA    ? "lora.models"
                                                       : NULL;
         if (rc == INFER_LOAD_FAILED)
             return sdx_job_fail(job, "internal", field, "cannot load model '%s': %s", r.model_name,
@@ -838,6 +903,12 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
     sdx_map_set_str(reply, "model", r.model_name);
     sdx_map_set_str(reply, "model_name", r.model_name);
     sdx_map_set_str(reply, "dtype", r.dtype_name);
+    const sdx_value_t *lm = sdx_map_get_path(data, "lora.models");
+    if (sdx_array_len(lm) > 0) {
+        sdx_value_t *lc = sdx_value_clone(lm);
+        if (lc)
+            sdx_map_set(reply, "loras", lc);
+    }
     sdx_map_set_str(reply, "device", infer_engine_device(st->engine));
     sdx_value_t *ignored = sdx_value_array_new();
     for (size_t i = 0; ignored && i < sizeof s_no_effect / sizeof s_no_effect[0]; i++) {
@@ -852,6 +923,7 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
     sdx_value_t *tm = sdx_value_map_new();
     if (tm) {
         sdx_map_set_float(tm, "load_ms", t.load_ms);
+        sdx_map_set_float(tm, "lora_ms", t.lora_ms);
         sdx_map_set_float(tm, "encode_ms", t.encode_ms);
         sdx_map_set_float(tm, "denoise_ms", t.denoise_ms);
         sdx_map_set_float(tm, "decode_ms", t.decode_ms);

@@ -293,6 +293,20 @@ infer_status_t infer_engine_generate(infer_engine_t *e, const infer_request_t *r
     gp.progress = s_on_step;
     gp.progress_ud = &step;
     gp.cancel = req->cancel;
+    /* the request's LoRA set (the same set as last time costs nothing) */
+    {
+        sdxl_lora_t specs[16];
+        int n = req->n_loras < 16 ? req->n_loras : 16;
+        for (int i = 0; i < n; i++)
+            specs[i] = (sdxl_lora_t){req->loras[i].path, req->loras[i].weight};
+        double t0 = s_ms();
+        if (sdxl_engine_set_loras(infer_entry_engine(entry), specs, n) != 0) {
+            snprintf(err, err_len, "lora.models: %s", sdx_last_error());
+            infer_cache_release(e->cache, &entry);
+            return strstr(err, "out of memory") ? INFER_OOM : INFER_BAD_LORA;
+        }
+        out->lora_ms = s_ms() - t0;
+    }
     sdx_scope_t *ES = NULL; /* the given embeddings, as tensors over their bytes */
     sdx_prompt_embeds_t given = {0};
     if (req->embeds) {

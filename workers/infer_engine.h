@@ -55,6 +55,7 @@ typedef enum {
     INFER_OOM,
     INFER_FAILED,
     INFER_BAD_UPSCALE, /* output.upscale: no such upscaler, or a file that is none */
+    INFER_BAD_LORA,    /* lora.models: a file that is no LoRA this engine applies */
 } infer_status_t;
 
 /* One tensor crossing the boundary: raw little-endian bytes on the host, in
@@ -69,6 +70,13 @@ typedef struct {
     uint8_t *data; /* malloc'd, nbytes */
     size_t nbytes;
 } infer_tensor_t;
+
+/* One LoRA of a request: a file (resolved by the caller under its LoRA
+   root) and its weight. */
+typedef struct {
+    const char *path;
+    double weight;
+} infer_lora_t;
 
 /* One generation. Strings are borrowed for the call. */
 typedef struct {
@@ -102,6 +110,11 @@ typedef struct {
        negative pair) used instead of encoding the prompt; NULL: encode. */
     const infer_tensor_t *embeds;
     int n_embeds;
+    /* lora.models: fused into the model for this request (a set already
+       fused is kept; another set is swapped in from the kept originals, no
+       reload; none removes them) */
+    const infer_lora_t *loras;
+    int n_loras;
 } infer_request_t;
 
 typedef struct {
@@ -116,7 +129,7 @@ typedef struct {
     int steps_done;
     bool loaded; /* this call loaded the model */
     char upscale_method[320]; /* what output.upscale ran, "" if nothing */
-    double load_ms, encode_ms, denoise_ms, decode_ms, image_ms;
+    double load_ms, lora_ms, encode_ms, denoise_ms, decode_ms, image_ms;
     /* the loaded models changed (publish them): set on a load or eviction */
     bool models_changed;
 } infer_output_t;

@@ -199,11 +199,17 @@ def test_csharp(t, fleet):
 
 
 def test_refusals(t, fleet):
+    r = fleet.request(gen_request({"textual_inversions": [{"name": "x", "token": "<x>"}]}),
+                      timeout=60)
+    e = r.get("error") or {}
+    t.check(e.get("code") in ("not_available", "invalid_request") and
+            "textual_inversions" in (e.get("field") or ""),
+            "textual inversion (not built) is refused naming it (%s)" % e.get("code"), e)
     r = fleet.request(gen_request({"lora": {"models": [{"name": "x", "weight": 0.5}]}}),
                       timeout=60)
     e = r.get("error") or {}
-    t.check(e.get("code") == "not_available" and "lora" in (e.get("field") or "") +
-            e.get("message", ""), "a LoRA gets not_available naming it", e)
+    t.check(e.get("code") == "not_found" and e.get("field") == "lora.models[0].name",
+            "a LoRA that is not there gets not_found naming it", e)
     r = fleet.request(gen_request({"model_name": "../golden/model"}), timeout=60)
     e = r.get("error") or {}
     t.check(e.get("code") == "invalid_request", "model_name with .. gets invalid_request", e)

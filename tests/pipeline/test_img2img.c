@@ -14,6 +14,8 @@
         generator's next draw is rng_draw_2 (exactly two draws, in diffusers'
         order: posterior sample, then the noise); a batch of 2 shares one
         posterior sample and draws [2, ...] noise;
+      - bf16: the encode runs in f32 (diffusers upcasts for force_upcast
+        whatever the dtype) and the posterior draw is f32, the noise bf16;
       - strength 1: begin index 0, all steps run, and the start is
         init + sigmas[0] * noise (diffusers' img2img still adds noise to the
         image at strength 1; txt2img would start from noise *
@@ -211,7 +213,7 @@ static void s_start_checks(const sdxl_engine_t *e, const sdx_image_t *img, const
     sdx_test_check(begin == 2 && sdx_scheduler_begin_index(sch) == 2,
                    "strength 0.6 of 5 steps begins at index 2 (got %d)", begin);
     gen = sdx_generator_new(SEED);
-    int rc = sdx_img2img_latents(v, sch, gen, img, 1, SDX_F32, cpu, &lat);
+    int rc = sdx_img2img_latents(v, m->vae, sch, gen, img, 1, SDX_F32, cpu, &lat);
     if (sdx_test_check(rc == 0, "img2img start latents (%s)", rc ? sdx_last_error() : "ok") &&
         s_expected_start(S, &want, v, ref->pre, ref->d0, ref->d1, sig[2], 1) == 0) {
         sdx_test_close(lat, want, 1e-5,
@@ -229,7 +231,7 @@ static void s_start_checks(const sdxl_engine_t *e, const sdx_image_t *img, const
     begin = sdx_img2img_begin(sch, 1.0);
     sdx_test_check(begin == 0, "strength 1 begins at index 0 (got %d)", begin);
     gen = sdx_generator_new(SEED);
-    rc = sdx_img2img_latents(v, sch, gen, img, 1, SDX_F32, cpu, &lat);
+    rc = sdx_img2img_latents(v, m->vae, sch, gen, img, 1, SDX_F32, cpu, &lat);
     if (sdx_test_check(rc == 0, "strength 1 start latents (%s)", rc ? sdx_last_error() : "ok") &&
         s_expected_start(S, &want, v, ref->pre, ref->d0, ref->d1, sig[0], 1) == 0) {
         sdx_test_close(lat, want, 1e-5,
@@ -247,7 +249,7 @@ static void s_start_checks(const sdxl_engine_t *e, const sdx_image_t *img, const
     /* batch 2: one posterior sample [1, ...] shared, then [2, ...] noise */
     sdx_img2img_begin(sch, 0.6);
     gen = sdx_generator_new(SEED);
-    rc = sdx_img2img_latents(v, sch, gen, img, 2, SDX_F32, cpu, &lat);
+    rc = sdx_img2img_latents(v, m->vae, sch, gen, img, 2, SDX_F32, cpu, &lat);
     sdx_generator_t *g2 = sdx_generator_new(SEED);
     sdx_tensor_t *e0 = NULL, *e1 = NULL;
     int64_t s1[4] = {1, 4, 16, 16}, s2[4] = {2, 4, 16, 16};
@@ -264,6 +266,91 @@ done:
     sdx_scope_free(&S);
     sdx_scheduler_destroy(&sch);
     sdx_vae_free(&v);
+}
+
+/* A start made by hand: encode img (in dt) with enc, draw the posterior
+   sample in enc's output dtype, to dt, scale, draw noise in dt, add_noise at
+   the begin index. */
+static int s_manual_start(sdx_scope_t *S, sdx_tensor_t **out, const sdx_vae_t *enc,
+                          sdx_scheduler_t *sch, const sdx_image_t *img, sdx_dtype_t dt)
+{
+    sdx_device_t cpu = {SDX_CPU, 0};
+    sdx_generator_t *g = sdx_generator_new(SEED);
+    sdx_tensor_t *x, *mean, *std, *d0, *z, *d1;
+    int64_t shape[4];
+    if (!g)
+        return -1;
+    SDX_TRY(sdx_image_to_tensor(S, &x, img, dt, cpu));
+    SDX_TRY(sdx_vae_encode(enc, S, &mean, NULL, &std, x));
+    sdx_tensor_shape(mean, shape);
+    SDX_TRY(sdx_randn(S, &d0, g, shape, 4, sdx_tensor_dtype(mean), cpu));
+    SDX_TRY(sdx_mul(S, &z, std, d0));
+    SDX_TRY(sdx_add(S, &z, mean, z));
+    SDX_TRY(sdx_to(S, &z, z, dt, cpu));
+    SDX_TRY(sdx_mul_scalar(S, &z, z, sdx_vae_config(enc)->scaling_factor));
+    SDX_TRY(sdx_randn(S, &d1, g, shape, 4, dt, cpu));
+    SDX_TRY(sdx_scheduler_add_noise(sch, S, out, z, d1, sdx_scheduler_begin_index(sch)));
+    sdx_generator_free(&g);
+    return 0;
+fail:
+    sdx_generator_free(&g);
+    return -1;
+}
+
+/* bf16: diffusers' prepare_latents upcasts the VAE for the encode whenever
+   force_upcast (the golden VAE config says true), even for bf16, where
+   decode keeps bf16. A small strength (1 of 5 steps, sigma ~0.03) keeps the
+   image term dominant so that an encode in bf16 would show. */
+static void s_bf16_checks(const char *model, const sdx_image_t *img)
+{
+    sdxl_engine_params_t ep;
+    sdxl_engine_params_init(&ep);
+    ep.model_path = model;
+    ep.dtype = SDX_BF16;
+    sdxl_engine_t *e = sdxl_engine_new(&ep);
+    if (!sdx_test_check(e != NULL, "load bf16 (%s)", e ? "ok" : sdx_last_error()))
+        return;
+    const sdx_model_t *m = sdxl_engine_model(e);
+    sdx_vae_t *vb = sdx_vae_new(&m->vae_cfg, m->vae),
+              *v32 = sdx_vae_new_f32(&m->vae_cfg, m->vae, true);
+    sdx_scheduler_t *sch = sdx_scheduler_new("EulerDiscreteScheduler", NULL);
+    sdx_scope_t *S = sdx_scope_new();
+    sdx_generator_t *gen = sdx_generator_new(SEED);
+    sdx_tensor_t *lat = NULL, *want_up, *want_bf;
+    sdx_device_t cpu = {SDX_CPU, 0};
+    bool ready = sdx_test_check(
+        vb && v32 && sch && S && gen && m->vae_cfg.force_upcast && sdx_vae_dtype(vb) == SDX_BF16 &&
+            sdx_scheduler_set_timesteps(sch, 5) == 0 && sdx_img2img_begin(sch, 0.2) == 4,
+        "bf16 VAE (force_upcast in its config), strength 0.2 begins at 4");
+    int rc = ready ? sdx_img2img_latents(vb, m->vae, sch, gen, img, 1, SDX_BF16, cpu, &lat) : -1;
+    if (ready && sdx_test_check(rc == 0, "bf16 start latents (%s)", rc ? sdx_last_error() : "ok") &&
+        s_manual_start(S, &want_up, v32, sch, img, SDX_BF16) == 0 &&
+        s_manual_start(S, &want_bf, vb, sch, img, SDX_BF16) == 0) {
+        sdx_test_check(sdx_tensor_dtype(lat) == SDX_BF16, "bf16 start latents are bf16");
+        sdx_test_close(lat, want_up, 1e-5,
+                       "bf16 start = f32 encode + f32 posterior draw, then bf16");
+        sdx_test_check(sdx_test_rel_l2(want_bf, want_up) > 1e-3,
+                       "(an encode in bf16 would differ: rel L2 %.3g)",
+                       sdx_test_rel_l2(want_bf, want_up));
+    }
+    sdx_tensor_free(&lat);
+    sdx_generator_free(&gen);
+    sdx_scope_free(&S);
+    sdx_scheduler_destroy(&sch);
+    sdx_vae_free(&vb);
+    sdx_vae_free(&v32);
+
+    sdxl_gen_params_t gp;
+    s_params(&gp, img, 0.6);
+    sdxl_result_t r;
+    rc = sdxl_generate(e, &gp, &r);
+    sdx_test_check(rc == 0 && r.steps_done == 3 && sdx_tensor_dtype(r.latents) == SDX_BF16 &&
+                       r.images && r.images[0].width == 128,
+                   "bf16 engine: img2img runs 3 steps, bf16 latents, a 128x128 image (%s)",
+                   rc ? sdx_last_error() : "ok");
+    if (rc == 0)
+        sdxl_result_clear(&r);
+    sdxl_engine_free(&e);
 }
 
 static void s_refused(sdxl_engine_t *e, const sdx_image_t *img, double strength, int w, int h,
@@ -381,6 +468,8 @@ int main(void)
         s_refused(e, &empty, 0.6, 0, 0, "init_image", "an init image without pixels");
         sdxl_engine_free(&e);
     }
+
+    s_bf16_checks(model, &img);
 
     e = s_engine(single, model);
     if (e) {

@@ -30,21 +30,30 @@ int sdx_img2img_begin(sdx_scheduler_t *sch, double strength)
     return sdx_scheduler_strength_begin(sch, strength);
 }
 
-int sdx_img2img_latents(const sdx_vae_t *vae, sdx_scheduler_t *sch, sdx_generator_t *gen,
-                        const sdx_image_t *img, int batch, sdx_dtype_t dt, sdx_device_t dev,
-                        sdx_tensor_t **latents)
+int sdx_img2img_latents(sdx_vae_t *vae, const sdx_weights_t *vae_weights, sdx_scheduler_t *sch,
+                        sdx_generator_t *gen, const sdx_image_t *img, int batch, sdx_dtype_t dt,
+                        sdx_device_t dev, sdx_tensor_t **latents)
 {
     if (!sdx_vae_has_encoder(vae))
         return sdx_set_error("init_image: this model's VAE has no encoder");
     sdx_scope_t *S = sdx_scope_new();
     if (!S)
         return sdx_set_error("img2img: out of memory");
+    sdx_vae_t *up = NULL; /* the transient f32 encoder, when upcast */
     sdx_tensor_t *x, *mean, *std, *eps, *z, *noise, *out;
     int64_t shape[4];
+    if (vae_weights && sdx_vae_config(vae)->force_upcast && sdx_vae_dtype(vae) != SDX_F32) {
+        up = sdx_vae_new_f32(sdx_vae_config(vae), vae_weights, true);
+        if (!up)
+            goto fail;
+        *sdx_vae_options(up) = *sdx_vae_options(vae);
+    }
+    const sdx_vae_t *enc = up ? up : vae;
     /* image.to(device, dtype) first, as diffusers does; the VAE converts to
        its own dtype (f32 when upcast) on entry */
     SDX_TRY(sdx_image_to_tensor(S, &x, img, dt, dev));
-    SDX_TRY(sdx_vae_encode(vae, S, &mean, NULL, &std, x));
+    SDX_TRY(sdx_vae_encode(enc, S, &mean, NULL, &std, x));
+    sdx_vae_free(&up);
     /* latent_dist.sample(generator): draw 1, in the distribution's dtype */
     sdx_tensor_shape(mean, shape);
     SDX_TRY(sdx_randn(S, &eps, gen, shape, 4, sdx_tensor_dtype(mean), sdx_vae_device(vae)));
@@ -65,6 +74,7 @@ int sdx_img2img_latents(const sdx_vae_t *vae, sdx_scheduler_t *sch, sdx_generato
     *latents = out;
     return 0;
 fail:
+    sdx_vae_free(&up);
     sdx_scope_free(&S);
     return -1;
 }

@@ -43,11 +43,17 @@ int sdx_img2img_begin(sdx_scheduler_t *sch, double strength);
 /* prepare_latents for img (checked with sdx_img2img_check) and a batch of
    `batch`: encode with vae (its encoder is required), sample the posterior
    and draw the noise from gen in diffusers' order, noise to the level of the
-   scheduler's begin index (call sdx_img2img_begin first). *latents
-   [batch, C, H/8, W/8] in dt on dev, new and owned by the caller
+   scheduler's begin index (call sdx_img2img_begin first).
+   Upcast: diffusers encodes in float32 whenever the VAE config says
+   force_upcast, whatever the dtype (bf16 included, unlike decode, which
+   upcasts f16 only). When vae computes in another dtype and its config says
+   force_upcast, a transient f32 VAE over vae_weights (vae's own weights,
+   borrowed) does the encoding, as diffusers' vae.to(float32) ... .to(dtype)
+   does; vae_weights NULL: encode with vae as it is.
+   *latents [batch, C, H/8, W/8] in dt on dev, new and owned by the caller
    (sdx_tensor_free). 0, or -1 with sdx_last_error(). */
-int sdx_img2img_latents(const sdx_vae_t *vae, sdx_scheduler_t *sch, sdx_generator_t *gen,
-                        const sdx_image_t *img, int batch, sdx_dtype_t dt, sdx_device_t dev,
-                        sdx_tensor_t **latents);
+int sdx_img2img_latents(sdx_vae_t *vae, const sdx_weights_t *vae_weights, sdx_scheduler_t *sch,
+                        sdx_generator_t *gen, const sdx_image_t *img, int batch, sdx_dtype_t dt,
+                        sdx_device_t dev, sdx_tensor_t **latents);
 
 #endif

@@ -550,7 +550,8 @@ int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r
     int64_t lshape[4] = {B, uc->in_channels, height / 8, width / 8};
     if (p->init_image) {
         /* img2img: the encoded image noised to the first kept timestep */
-        SDX_TRY(sdx_img2img_latents(e->vae, sch, gen, p->init_image, B, dt, dev, &latents));
+        const sdx_weights_t *vw = e->ext_vae ? e->ext_vae->vae : m->vae;
+        SDX_TRY(sdx_img2img_latents(e->vae, vw, sch, gen, p->init_image, B, dt, dev, &latents));
     } else {
         sdx_tensor_t *noise;
         SDX_TRY(sdx_randn(S, &noise, gen, lshape, 4, dt, dev));

@@ -24,6 +24,9 @@
         test_pipeline.c: final latents rel L2 < 1e-3, image_np within 1/255
         on >= 99.9% of values, 8-bit images within one level on >= 99.9%;
         3 progress callbacks of total 3; both model layouts;
+      - smoke runs of other scheduler families (Euler a, DPM++ 2M Karras,
+        DDIM, UniPC, Heun, LMS, PNDM, DPM2 a): model calls = the table's
+        length from t_start * order, finite latents (no reference data);
       - refused as input errors: strength 0, < 0, > 1, NaN, a strength that
         leaves no step, an init image of another size than width/height,
         one whose size is not a multiple of 8;
@@ -451,6 +454,29 @@ int main(void)
                        s_total_seen);
         if (rc == 0)
             sdxl_result_clear(&r);
+
+        /* every scheduler family starts mid-schedule: the count of model
+           calls is the table's length from t_start * order */
+        static const char *const scheds[] = {
+            "Euler a", "DPM++ 2M Karras", "DDIM", "UniPC", "Heun", "LMS", "PNDM", "DPM2 a"};
+        for (size_t k = 0; k < sizeof scheds / sizeof *scheds; k++) {
+            s_params(&gp, &img, 0.6);
+            gp.scheduler = scheds[k];
+            sdx_scheduler_t *sch = sdx_scheduler_new(scheds[k], NULL);
+            int want = -1;
+            if (sch && sdx_scheduler_set_timesteps(sch, 5) == 0 &&
+                sdx_scheduler_strength_begin(sch, 0.6) >= 0)
+                want = sdx_scheduler_count(sch) - sdx_scheduler_begin_index(sch);
+            sdx_scheduler_destroy(&sch);
+            rc = sdxl_generate(e, &gp, &r);
+            /* rel_l2 is +inf when a value is NaN: a finiteness probe */
+            double norm = rc == 0 ? sdx_test_rel_l2(r.latents, r.latents) : INFINITY;
+            sdx_test_check(rc == 0 && r.steps_done == want && isfinite(norm),
+                           "img2img with %s: %d model calls (want %d), finite latents (%s)",
+                           scheds[k], rc ? -1 : r.steps_done, want, rc ? sdx_last_error() : "ok");
+            if (rc == 0)
+                sdxl_result_clear(&r);
+        }
 
         s_refused(e, &img, 0.0, 0, 0, "strength", "strength 0");
         s_refused(e, &img, -0.5, 0, 0, "strength", "strength -0.5");

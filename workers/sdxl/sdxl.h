@@ -137,7 +137,8 @@ typedef struct {
     bool input_error;       /* on failure: true when the parameters were refused
                                before any work (size, steps, batch, clip_skip
                                beyond the model's layers, unknown scheduler or
-                               an option it lacks): the caller's mistake, not
+                               an option it lacks, strength, an init image of
+                               the wrong size): the caller's mistake, not
                                a run-time failure */
 } sdxl_result_t;
 

@@ -15,6 +15,7 @@
     model or dtype that cannot be used / parameters the engine refuses
     (sdxl_result_t.input_error), 1 a failure while generating. */
 #include "sdxl.h"
+#include "sdx_upscale.h"
 #include "sdxl_gen.h"
 #include "sdxl_gen_util.h"
 
@@ -39,10 +40,13 @@ static const char s_usage[] =
     "         [--channels-last on|off|auto] [--vae-f32] [--vae PATH] [--threads N]\n"
     "         [--out FILE.png]\n"
     "         [--latents-out FILE.safetensors] [--schemas-dir DIR] [--quiet]\n"
+    "         [--init-image FILE [--strength F]]\n"
     "  --batch N writes FILE-0.png .. FILE-(N-1).png; --channels-last auto: on for CUDA\n"
     "  defaults and ranges are those of an inference.generate request\n"
     "  (schemas/prompt_submission_schema.json): --seed -1 (the default) draws one,\n"
-    "  --dtype fp16 (the default) runs fp32 on the CPU, as the inference worker does\n";
+    "  --dtype fp16 (the default) runs fp32 on the CPU, as the inference worker does\n"
+    "  --init-image: img2img from a PNG/JPEG/WebP (the request's init_image), resized to\n"
+    "  --width x --height with Lanczos when its size differs, as the worker does\n";
 
 /* The options that are request fields: each goes to its place in an
    inference.generate request (kind 'i' integer, 'n' number, 's' text,
@@ -66,6 +70,7 @@ static const struct {
     {"--prediction-type", "prediction_type", 's'},
     {"--batch", "batch.size", 'i'},
     {"--dtype", "precision.dtype", 's'},
+    {"--strength", "hyperparameters.strength", 'n'},
 };
 #define S_NFIELDS (sizeof s_fields / sizeof s_fields[0])
 
@@ -207,6 +212,33 @@ static int s_write_bytes(const char *path, const void *buf, size_t len)
 static int s_generate(sdxl_engine_params_t *ep_in, sdxl_gen_params_t *gp_in, const char *out,
                       const char *latents_out, bool quiet);
 
+/* --init-image FILE: its bytes as the request's init_image (bin), checked by
+   the schema like a client's. 0, or 2 (reason printed). */
+static int s_put_file(sdx_value_t *req, const char *path, const char *file)
+{
+    FILE *f = fopen(file, "rb");
+    uint8_t *buf = NULL;
+    long n = -1;
+    if (f && fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) > 0 && fseek(f, 0, SEEK_SET) == 0 &&
+        (buf = malloc((size_t)n)) && fread(buf, 1, (size_t)n, f) != (size_t)n)
+        n = -1;
+    int e = errno;
+    if (f)
+        fclose(f);
+    if (!buf || n <= 0) {
+        free(buf);
+        fprintf(stderr, "sdxl-gen generate: --init-image: cannot read %s: %s\n", file,
+                strerror(e ? e : EIO));
+        return 2;
+    }
+    sdx_value_t *bin = sdx_value_bin_take(buf, (size_t)n);
+    if (!bin) {
+        free(buf);
+        return s_bad("%s", "out of memory");
+    }
+    return s_put(req, path, bin) == 0 ? 0 : s_bad("%s", "out of memory");
+}
+
 /* The request's seed, or a drawn one for -1 (the schema's "pick one"),
    below 2^53 like the inference worker's. */
 static uint64_t s_seed(int64_t seed)
@@ -252,6 +284,9 @@ static int s_from_request(const sdx_value_t *req, sdxl_gen_params_t *gp, const c
     gp->clip_skip = (int)clip_skip->u.i;
     gp->batch = (int)batch->u.i;
     gp->prediction_type = sdx_map_str(req, "prediction_type", NULL);
+    const sdx_value_t *strength = s_get(req, "hyperparameters.strength", SDX_FLOAT);
+    if (strength)
+        sdx_value_as_double(strength, &gp->strength);
     *dtype = dt->u.str.ptr;
     return 0;
 }
@@ -333,6 +368,8 @@ int sdxl_gen_generate(int argc, char **argv)
             out = val;
         } else if (!strcmp(a, "--latents-out")) {
             latents_out = val;
+        } else if (!strcmp(a, "--init-image")) {
+            rc = s_put_file(req, "init_image", val);
         } else {
             fputs(s_usage, stderr);
             rc = s_bad("unknown option %s", a);
@@ -393,8 +430,17 @@ int sdxl_gen_generate(int argc, char **argv)
                 sdx_torch_version(), why);
         rc = 2;
     }
+    sdx_image_t init = {0};
+    const sdx_value_t *iv = sdx_map_get(req, "init_image");
+    if (rc == 0 && iv && iv->type == SDX_BIN) {
+        if (sdx_image_decode_fit(iv->u.bin.ptr, iv->u.bin.len, gp.width, gp.height, &init) != 0)
+            rc = s_bad("--init-image: %s", sdx_last_error());
+        else
+            gp.init_image = &init;
+    }
     if (rc == 0)
         rc = s_generate(&ep, &gp, out, latents_out, quiet);
+    sdx_image_clear(&init);
     sdx_schema_set_destroy(&schemas);
     sdx_value_destroy(&req);
     return rc;

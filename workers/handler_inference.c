@@ -380,7 +380,6 @@ static const struct {
     {"vae_model", "loading a separate VAE is not built into the engine yet"},
     {"controlnet", "ControlNet is not built into the engine yet"},
     {"textual_inversions", "textual inversion embeddings are not built into the engine yet"},
-    {"init_image", "image-to-image (init_image) is not built into the engine yet"},
 };
 
 /* Memory/speed switches with no effect on the image: reported in the
@@ -540,6 +539,17 @@ static int s_parse(sdx_job_t *job, const sdx_value_t *data, s_req_t *r, s_state_
     r->gp.height = (int)h;
     r->gp.clip_skip = (int)clip_skip;
     r->gp.batch = (int)batch;
+    /* img2img: the image's bytes (the schema turned base64 text into bin) */
+    const sdx_value_t *init = sdx_map_get_path(data, "init_image");
+    if (init && init->type == SDX_BIN) {
+        if (!s_num(job, data, "hyperparameters.strength", &r->gp.strength))
+            return -1;
+        r->gp.init_image = init->u.bin.ptr;
+        r->gp.init_image_len = init->u.bin.len;
+    } else if (init && init->type != SDX_NIL) {
+        return sdx_job_fail(job, "invalid_request", "init_image",
+                            "init_image must be image bytes (bin, or base64 text in JSON)");
+    }
     return 0;
 }
 
@@ -591,6 +601,7 @@ static const char *const s_status_code[] = {
     [INFER_CANCELLED] = "cancelled", [INFER_BAD_INPUT] = "invalid_request",
     [INFER_OOM] = "out_of_memory",   [INFER_FAILED] = "internal",
     [INFER_BAD_UPSCALE] = "invalid_request", [INFER_BAD_LORA] = "invalid_request",
+    [INFER_BAD_IMAGE] = "invalid_request",
 };
 
 /* A model_name with nothing under the models root: the catalogue (rescanned,
@@ -831,6 +842,7 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
                                 ? "model_name"
                             : rc == INFER_BAD_UPSCALE ? "output.upscale.model"
                             : rc == INFER_BAD_LORA    ? "lora.models"
+                            : rc == INFER_BAD_IMAGE   ? "init_image"
                                                       : NULL;
         if (rc == INFER_LOAD_FAILED)
             return sdx_job_fail(job, "internal", field, "cannot load model '%s': %s", r.model_name,

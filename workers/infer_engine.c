@@ -9,6 +9,7 @@
 #include "infer_cache.h"
 #include "post_upscale.h"
 #include "sdx_imgcodec.h"
+#include "sdx_upscale.h"
 #include "sdxl.h"
 
 #include <stdio.h>
@@ -307,11 +308,23 @@ infer_status_t infer_engine_generate(infer_engine_t *e, const infer_request_t *r
         }
         out->lora_ms = s_ms() - t0;
     }
+    sdx_image_t init = {0}; /* init_image decoded (and resized), owned */
+    if (req->init_image) {
+        if (sdx_image_decode_fit(req->init_image, req->init_image_len, req->width, req->height,
+                                 &init) != 0) {
+            snprintf(err, err_len, "init_image: %s", sdx_last_error());
+            infer_cache_release(e->cache, &entry);
+            return INFER_BAD_IMAGE;
+        }
+        gp.init_image = &init;
+        gp.strength = req->strength;
+    }
     sdx_scope_t *ES = NULL; /* the given embeddings, as tensors over their bytes */
     sdx_prompt_embeds_t given = {0};
     if (req->embeds) {
         infer_status_t est = s_embeds_in(req, &ES, &given, err, err_len);
         if (est != INFER_OK) {
+            sdx_image_clear(&init);
             sdx_scope_free(&ES);
             infer_cache_release(e->cache, &entry);
             return est;
@@ -322,6 +335,7 @@ infer_status_t infer_engine_generate(infer_engine_t *e, const infer_request_t *r
     int rc = sdxl_generate(infer_entry_engine(entry), &gp, &r);
     if (rc != 0)
         snprintf(err, err_len, "%s", sdx_last_error());
+    sdx_image_clear(&init);
     sdx_scope_free(&ES);
     infer_cache_release(e->cache, &entry);
     if (rc != 0)

@@ -56,6 +56,7 @@ typedef enum {
     INFER_FAILED,
     INFER_BAD_UPSCALE, /* output.upscale: no such upscaler, or a file that is none */
     INFER_BAD_LORA,    /* lora.models: a file that is no LoRA this engine applies */
+    INFER_BAD_IMAGE,   /* init_image: not a PNG/JPEG/WebP this build decodes */
 } infer_status_t;
 
 /* One tensor crossing the boundary: raw little-endian bytes on the host, in
@@ -115,6 +116,13 @@ typedef struct {
        reload; none removes them) */
     const infer_lora_t *loras;
     int n_loras;
+    /* init_image: img2img from these encoded bytes (PNG, JPEG, WebP;
+       borrowed), resized to width x height with Lanczos-3 when its size
+       differs (as diffusers' image processor does), with strength in (0, 1];
+       NULL: text-to-image */
+    const uint8_t *init_image;
+    size_t init_image_len;
+    double strength;
 } infer_request_t;
 
 typedef struct {

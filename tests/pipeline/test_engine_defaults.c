@@ -63,8 +63,10 @@ int main(void)
         {"hyperparameters.guidance_rescale", "guidance_rescale"},
         {"batch.size", "batch"},
         {"clip_skip", "clip_skip"},
+        {"hyperparameters.strength", "strength"},
     };
-    double engine[] = {gp.steps, gp.guidance_scale, gp.guidance_rescale, gp.batch, gp.clip_skip};
+    double engine[] = {gp.steps,     gp.guidance_scale, gp.guidance_rescale,
+                       gp.batch,     gp.clip_skip,      gp.strength};
     for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++) {
         double want = s_num(req, defaults[i].path);
         sdx_test_check(want == engine[i], "engine default %s %g = the schema's %s default %g",

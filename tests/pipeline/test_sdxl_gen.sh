@@ -94,5 +94,19 @@ check "inspect: skipped 1, dtype F32, epsilon, configs from metadata" 'python3 -
 "$gen" generate --model "$tmp/lone.safetensors" --prompt x --prediction-type sample >/dev/null 2>"$tmp/err"; rc=$?
 check "--prediction-type sample exits 2" '[ $rc -eq 2 ] && grep -q "epsilon, v_prediction" "$tmp/err"'
 
+# img2img: --init-image with --strength (the golden img2img case: 3 of 5 steps)
+out=$("$gen" generate --model "$g/model" --prompt "a photo of an astronaut riding a horse, highly detailed" \
+      --negative "blurry, low quality" --seed 51 --steps 5 --cfg 5 --scheduler Euler --width 128 --height 128 \
+      --init-image "$g/inputs/init_image.png" --strength 0.6 --out "$tmp/i2i.png" --quiet 2>"$tmp/err"); rc=$?
+check "--init-image --strength 0.6 runs 3 of 5 steps at the image's 128x128 (rc $rc: $out)" \
+  '[ $rc -eq 0 ] && [[ "$out" == *128x128*steps\ 3\ * ]] && [ -s "$tmp/i2i.png" ]'
+"$gen" generate --model "$g/model" --prompt x --init-image "$g/inputs/init_image.png" --strength 0 >/dev/null 2>"$tmp/err"; rc=$?
+check "--strength 0 exits 2" '[ $rc -eq 2 ] && grep -q "strength" "$tmp/err"'
+out=$("$gen" generate --model "$g/model" --prompt x --init-image "$g/inputs/init_image.png" --width 64 --height 64 \
+   --steps 2 --out "$tmp/i2i64.png" 2>"$tmp/err"); rc=$?
+check "--init-image of another size than --width/--height is resized (Lanczos), as the worker does (rc $rc)" '[ $rc -eq 0 ] && [[ "$out" == *64x64* ]]'
+"$gen" generate --model "$g/model" --prompt x --init-image "$tmp/missing.png" >/dev/null 2>"$tmp/err"; rc=$?
+check "a missing --init-image exits 2" '[ $rc -eq 2 ] && grep -q "cannot read" "$tmp/err"'
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

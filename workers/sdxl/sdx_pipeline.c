@@ -8,11 +8,14 @@
     The denoising loop runs entirely here: one UNet call per model step, no
     round trips to anyone; temporaries of a step die in that step's scope.
     LoRA sets are fused by sdx_lora.c (sdxl_engine_set_loras only holds the state).
-    Not here: ControlNet, img2img, refiner hand-off (later issues).
+    img2img (init_image, strength) as StableDiffusionXLImg2ImgPipeline: its
+    start is in sdx_img2img.c, the loop below runs from the cut index.
+    Not here: ControlNet, refiner hand-off (later issues).
 */
 #include "sdxl.h"
 
 #include "sdx_clip.h"
+#include "sdx_img2img.h"
 #include "sdx_imgcodec.h"
 #include "sdx_prompt.h"
 #include "sdx_scheduler.h"
@@ -77,6 +80,7 @@ void sdxl_gen_params_init(sdxl_gen_params_t *p)
     p->karras = -1;
     p->batch = 1;
     p->decode = true;
+    p->strength = 0.8; /* the schema's hyperparameters.strength default */
 }
 
 /* The scheduler class named by a scheduler_config.json, "" if unreadable. */
@@ -463,7 +467,9 @@ int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r
 {
     memset(r, 0, sizeof *r);
     int width = 0, height = 0;
-    if (s_check_params(e, p, &width, &height) != 0) {
+    if (s_check_params(e, p, &width, &height) != 0 ||
+        (p->init_image && sdx_img2img_check(e->vae, p->init_image, p->strength, p->width, p->height,
+                                            &width, &height))) {
         r->input_error = true;
         return -1;
     }
@@ -506,7 +512,8 @@ int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r
     }
     so.config_json = sjson[0] ? sjson : NULL;
     sch = sdx_scheduler_new(p->scheduler ? p->scheduler : e->scheduler_class, &so);
-    if (!sch || sdx_scheduler_set_timesteps(sch, p->steps) != 0) {
+    if (!sch || sdx_scheduler_set_timesteps(sch, p->steps) != 0 ||
+        (p->init_image && sdx_img2img_begin(sch, p->strength) < 0)) {
         input_error = true;
         goto fail;
     }
@@ -560,7 +567,11 @@ int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r
         goto fail;
     }
     int64_t lshape[4] = {B, uc->in_channels, height / 8, width / 8};
-    {
+    if (p->init_image) {
+        /* img2img: the encoded image noised to the first kept timestep */
+        const sdx_weights_t *vw = e->ext_vae ? e->ext_vae->vae : m->vae;
+        SDX_TRY(sdx_img2img_latents(e->vae, vw, sch, gen, p->init_image, B, dt, dev, &latents));
+    } else {
         sdx_tensor_t *noise;
         SDX_TRY(sdx_randn(S, &noise, gen, lshape, 4, dt, dev));
         SDX_TRY(sdx_mul_scalar(NULL, &latents, noise, sdx_scheduler_init_noise_sigma(sch)));
@@ -661,5 +672,7 @@ char *sdxl_infotext(const sdxl_gen_params_t *p, const sdxl_result_t *r, const ch
     it.height = r->count > 0 ? r->images[0].height : p->height;
     it.model_name = model_name;
     it.clip_skip = p->clip_skip;
+    if (p->init_image)
+        it.denoising_strength = p->strength;
     return sdx_infotext_format(&it);
 }

@@ -2,6 +2,8 @@
     See sdx_upscale.h. */
 #include "sdx_upscale.h"
 
+#include "sdx_imgcodec.h"
+
 #include "sdx_model.h"
 #include "sdx_nn.h"
 #include "sdx_safetensors.h"
@@ -484,4 +486,19 @@ int sdx_lanczos_resize(const sdx_image_t *in, int out_w, int out_h, sdx_image_t 
     s_plan_free(ty, out_h);
     free(mid);
     return 0;
+}
+
+int sdx_image_decode_fit(const void *data, size_t len, int w, int h, sdx_image_t *out)
+{
+    memset(out, 0, sizeof *out);
+    sdx_image_t dec = {0};
+    if (sdx_image_decode(data, len, (uint64_t)8192 * 8192, &dec) != 0)
+        return -1;
+    if (dec.width == w && dec.height == h) {
+        *out = dec;
+        return 0;
+    }
+    int rc = sdx_lanczos_resize(&dec, w, h, out);
+    sdx_image_clear(&dec);
+    return rc;
 }

@@ -64,4 +64,12 @@ int sdx_rrdb_upscale(const sdx_rrdb_t *m, const sdx_image_t *in, const sdx_upsca
    Caller clears out. */
 int sdx_lanczos_resize(const sdx_image_t *in, int out_w, int out_h, sdx_image_t *out);
 
+/* An encoded image (PNG, JPEG, WebP) decoded and fitted to w x h: resized
+   with Lanczos-3 when its size differs, as diffusers' image processor
+   resizes an img2img input to the requested size. The one way both
+   sdxl-gen and the inference worker read an init_image, so one request
+   gives one image whichever door it enters by. 0, or -1 with
+   sdx_last_error() and *out empty. */
+int sdx_image_decode_fit(const void *data, size_t len, int w, int h, sdx_image_t *out);
+
 #endif

@@ -140,6 +140,22 @@ typedef struct {
                                     UNet and batch (an input error), the
                                     negative pair is required when
                                     guidance_scale > 1. Borrowed. */
+    const sdx_image_t *init_image; /* img2img (diffusers'
+                                    StableDiffusionXLImg2ImgPipeline): start
+                                    from this 8-bit RGB (or RGBA, alpha
+                                    ignored) image instead of pure noise.
+                                    Not resized: its size is the output
+                                    size, so width/height must be 0 or equal
+                                    to it, and multiples of 8 (else an input
+                                    error). NULL: txt2img. Borrowed. */
+    double strength;             /* with init_image: how much of the
+                                    schedule is run, in (0, 1] (default 0.8,
+                                    the schema's): int(steps * strength) steps
+                                    from the noise level of the first kept
+                                    timestep; 1 runs every step but still
+                                    starts from the image noised to the
+                                    highest level (not pure noise). Ignored
+                                    without init_image. */
 } sdxl_gen_params_t;
 
 void sdxl_gen_params_init(sdxl_gen_params_t *p);
@@ -156,7 +172,8 @@ typedef struct {
     bool input_error;       /* on failure: true when the parameters were refused
                                before any work (size, steps, batch, clip_skip
                                beyond the model's layers, unknown scheduler or
-                               an option it lacks): the caller's mistake, not
+                               an option it lacks, strength, an init image of
+                               the wrong size): the caller's mistake, not
                                a run-time failure */
 } sdxl_result_t;
 

@@ -48,6 +48,7 @@ typedef struct {
     char config_dir[PATH_MAX]; /* "" for none */
     char upscalers_root[PATH_MAX]; /* "" for none: output.upscale uses Lanczos only */
     char loras_root[PATH_MAX];     /* "": <models_root>/lora */
+    char vaes_root[PATH_MAX];      /* "": <models_root>/vae */
     char schemas_dir[PATH_MAX]; /* "": found as the broker finds it (sdx_schema_set_load_default) */
     int max_models;
     int threads; /* 0: libtorch's default */
@@ -67,6 +68,8 @@ static const sdx_option_t s_options[] = {
      "RRDBNet upscalers for output.upscale (\"\": Lanczos only)"},
     {"loras-root", true, "DIR", "", "SDXL_LORAS_ROOT",
      "LoRA files that lora.models names (\"\": <models-root>/lora)"},
+    {"vaes-root", true, "DIR", "", "SDXL_VAES_ROOT",
+     "VAE files or folders that vae_model names (\"\": <models-root>/vae)"},
     /* the broker's --schemas-dir: same default, same environment variable */
     {"schemas-dir", true, "DIR", "", "SDXL_SCHEMAS_DIR",
      "request schemas (\"\": <source>/schemas, then <datadir>/sdxl-fleet/schemas)"},
@@ -94,6 +97,7 @@ static const struct {
     {"threads", S_INT, offsetof(s_settings_t, threads), 0, 1024},
     {"upscalers-root", S_DIR_OPTIONAL, offsetof(s_settings_t, upscalers_root), 0, 0},
     {"loras-root", S_DIR_OPTIONAL, offsetof(s_settings_t, loras_root), 0, 0},
+    {"vaes-root", S_DIR_OPTIONAL, offsetof(s_settings_t, vaes_root), 0, 0},
     {"schemas-dir", S_DIR_OPTIONAL, offsetof(s_settings_t, schemas_dir), 0, 0},
 };
 
@@ -177,6 +181,7 @@ typedef struct {
     domain_schema_t rules;     /* the request rules and this worker's roots */
     model_catalog_t *catalog;  /* checkpoints and LoRAs under their roots (names, near matches) */
     char loras_dir[PATH_MAX];  /* --loras-root, else <models_root>/lora */
+    char vaes_dir[PATH_MAX];   /* --vaes-root, else <models_root>/vae */
     atomic_long generated, images, cancelled_runs;
 } s_state_t;
 
@@ -254,12 +259,19 @@ static int s_init(sdx_worker_t *w, char *err, size_t err_len)
     else if ((size_t)snprintf(st->loras_dir, sizeof st->loras_dir, "%s/lora",
                               st->set.models_root) >= sizeof st->loras_dir)
         st->loras_dir[0] = '\0';
+    if (st->set.vaes_root[0])
+        snprintf(st->vaes_dir, sizeof st->vaes_dir, "%s", st->set.vaes_root);
+    else if ((size_t)snprintf(st->vaes_dir, sizeof st->vaes_dir, "%s/vae", st->set.models_root) >=
+             sizeof st->vaes_dir)
+        st->vaes_dir[0] = '\0';
     struct stat lsb;
     bool have_loras = st->loras_dir[0] && stat(st->loras_dir, &lsb) == 0 && S_ISDIR(lsb.st_mode);
+    bool have_vaes = st->vaes_dir[0] && stat(st->vaes_dir, &lsb) == 0 && S_ISDIR(lsb.st_mode);
     static const char *const need[] = {"inference.generate", NULL};
     const char *roots[] = {"models",    st->set.models_root,    "outputs", st->set.outputs_root,
                            "upscalers", st->set.upscalers_root, "loras",
-                           have_loras ? st->loras_dir : "",     NULL};
+                           have_loras ? st->loras_dir : "",     "vaes",
+                           have_vaes ? st->vaes_dir : "",       NULL};
     if (domain_schema_load(&st->rules, st->set.schemas_dir, need, roots, err, err_len) != 0)
         return -1; /* fini frees the state */
     /* the checkpoints' catalogue (headers only; in memory): a model_name that
@@ -267,6 +279,7 @@ static int s_init(sdx_worker_t *w, char *err, size_t err_len)
     model_catalog_config_t mc = {.detect = NULL};
     mc.roots[MODEL_CHECKPOINT] = st->set.models_root;
     mc.roots[MODEL_LORA] = st->loras_dir;
+    mc.roots[MODEL_VAE] = st->vaes_dir;
     if (!(st->catalog = model_catalog_new(&mc, err, err_len)))
         return -1;
     infer_engine_config_t cfg = {
@@ -377,7 +390,6 @@ static const struct {
     const char *what;
 } s_unsupported[] = {
     {"refiner_model", "the SDXL refiner stage is not built into the engine yet"},
-    {"vae_model", "loading a separate VAE is not built into the engine yet"},
     {"controlnet", "ControlNet is not built into the engine yet"},
     {"textual_inversions", "textual inversion embeddings are not built into the engine yet"},
 };
@@ -601,7 +613,7 @@ static const char *const s_status_code[] = {
     [INFER_CANCELLED] = "cancelled", [INFER_BAD_INPUT] = "invalid_request",
     [INFER_OOM] = "out_of_memory",   [INFER_FAILED] = "internal",
     [INFER_BAD_UPSCALE] = "invalid_request", [INFER_BAD_LORA] = "invalid_request",
-    [INFER_BAD_IMAGE] = "invalid_request",
+    [INFER_BAD_IMAGE] = "invalid_request",   [INFER_BAD_VAE] = "invalid_request",
 };
 
 /* A model_name with nothing under the models root: the catalogue (rescanned,
@@ -658,6 +670,24 @@ static int s_resolve_loras(sdx_job_t *job, s_state_t *st, const sdx_value_t *dat
         out[i] = (infer_lora_t){paths[i], weight};
         (*n)++;
     }
+    return 0;
+}
+
+/* vae_model -> the VAE file or folder under the VAE root, by catalogue name
+   (rescanned on a miss; near matches when unknown). 0, or -1 after
+   sdx_job_fail. */
+static int s_resolve_vae(sdx_job_t *job, s_state_t *st, const char *name, char path[PATH_MAX])
+{
+    model_entry_t e;
+    char cerr[512];
+    model_status_t ms = model_catalog_find(st->catalog, MODEL_VAE, name, &e, cerr, sizeof cerr);
+    if (ms == MODEL_NOT_FOUND && model_catalog_rescan(st->catalog, NULL, cerr, sizeof cerr) == 0)
+        ms = model_catalog_find(st->catalog, MODEL_VAE, name, &e, cerr, sizeof cerr);
+    if (ms != MODEL_OK)
+        return sdx_job_fail(job, ms == MODEL_NOT_FOUND ? "not_found" : "invalid_request",
+                            "vae_model", "%s (VAE root %s)", cerr, st->vaes_dir);
+    if ((size_t)snprintf(path, PATH_MAX, "%s/%s", st->vaes_dir, e.path) >= PATH_MAX)
+        return sdx_job_fail(job, "invalid_request", "vae_model", "the path is too long");
     return 0;
 }
 
@@ -824,6 +854,15 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
         return frc;
     }
     r.gp.loras = loras;
+    char vae_path[PATH_MAX];
+    const char *vae_name = s_opt_text(data, "vae_model");
+    if (vae_name && s_resolve_vae(job, st, vae_name, vae_path) != 0) {
+        for (int i = 0; i < 4; i++)
+            free(owned[i]);
+        free(lora_paths);
+        return -1;
+    }
+    r.gp.vae_path = vae_name ? vae_path : NULL;
     infer_output_t res;
     char err[768];
     infer_status_t rc = infer_engine_generate(st->engine, &r.gp, &res, err, sizeof err);
@@ -843,6 +882,7 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
                             : rc == INFER_BAD_UPSCALE ? "output.upscale.model"
                             : rc == INFER_BAD_LORA    ? "lora.models"
                             : rc == INFER_BAD_IMAGE   ? "init_image"
+                            : rc == INFER_BAD_VAE     ? "vae_model"
                                                       : NULL;
         if (rc == INFER_LOAD_FAILED)
             return sdx_job_fail(job, "internal", field, "cannot load model '%s': %s", r.model_name,
@@ -915,6 +955,8 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
     sdx_map_set_str(reply, "model", r.model_name);
     sdx_map_set_str(reply, "model_name", r.model_name);
     sdx_map_set_str(reply, "dtype", r.dtype_name);
+    if (vae_name)
+        sdx_map_set_str(reply, "vae_model", vae_name);
     const sdx_value_t *lm = sdx_map_get_path(data, "lora.models");
     if (sdx_array_len(lm) > 0) {
         sdx_value_t *lc = sdx_value_clone(lm);

@@ -294,6 +294,12 @@ infer_status_t infer_engine_generate(infer_engine_t *e, const infer_request_t *r
     gp.progress = s_on_step;
     gp.progress_ud = &step;
     gp.cancel = req->cancel;
+    /* the request's VAE (the same as last time costs nothing) */
+    if (sdxl_engine_set_vae(infer_entry_engine(entry), req->vae_path) != 0) {
+        snprintf(err, err_len, "vae_model: %s", sdx_last_error());
+        infer_cache_release(e->cache, &entry);
+        return strstr(err, "out of memory") ? INFER_OOM : INFER_BAD_VAE;
+    }
     /* the request's LoRA set (the same set as last time costs nothing) */
     {
         sdxl_lora_t specs[16];

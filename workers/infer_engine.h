@@ -57,6 +57,7 @@ typedef enum {
     INFER_BAD_UPSCALE, /* output.upscale: no such upscaler, or a file that is none */
     INFER_BAD_LORA,    /* lora.models: a file that is no LoRA this engine applies */
     INFER_BAD_IMAGE,   /* init_image: not a PNG/JPEG/WebP this build decodes */
+    INFER_BAD_VAE,     /* vae_model: no VAE this engine loads */
 } infer_status_t;
 
 /* One tensor crossing the boundary: raw little-endian bytes on the host, in
@@ -116,6 +117,9 @@ typedef struct {
        reload; none removes them) */
     const infer_lora_t *loras;
     int n_loras;
+    /* vae_model: this VAE file or folder instead of the checkpoint's (the
+       engine keeps both; NULL: the checkpoint's) */
+    const char *vae_path;
     /* init_image: img2img from these encoded bytes (PNG, JPEG, WebP;
        borrowed), resized to width x height with Lanczos-3 when its size
        differs (as diffusers' image processor does), with strength in (0, 1];

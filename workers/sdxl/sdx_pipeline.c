@@ -34,6 +34,8 @@ struct sdxl_engine {
     sdxl_engine_params_t params;
     sdx_model_t *model;
     sdx_model_t *ext_vae; /* --vae, NULL when the checkpoint's VAE is used */
+    sdx_vae_t *vae_ckpt;  /* the checkpoint's VAE while an external one runs (set_vae) */
+    char ext_vae_path[SDX_PATH_MAX]; /* what ext_vae was loaded from */
     sdx_unet_t *unet;
     sdx_vae_t *vae;
     sdx_clip_t *te1, *te2;
@@ -155,6 +157,7 @@ sdxl_engine_t *sdxl_engine_new(const sdxl_engine_params_t *p)
         e->ext_vae = sdx_model_load(&vo);
         if (!e->ext_vae)
             goto fail;
+        snprintf(e->ext_vae_path, sizeof e->ext_vae_path, "%s", p->vae_path);
         if (!e->ext_vae->vae) {
             sdx_set_error("%s: --vae holds no VAE (%s)", p->vae_path,
                           sdx_arch_name(e->ext_vae->arch));
@@ -241,6 +244,7 @@ void sdxl_engine_free(sdxl_engine_t **ep)
     sdx_lora_state_free(&e->loras); /* the model goes too: nothing to restore */
     sdx_unet_free(&e->unet);
     sdx_vae_free(&e->vae);
+    sdx_vae_free(&e->vae_ckpt);
     sdx_clip_destroy(&e->te1);
     sdx_clip_destroy(&e->te2);
     sdx_tokenizer_destroy(&e->tok1);
@@ -675,4 +679,65 @@ char *sdxl_infotext(const sdxl_gen_params_t *p, const sdxl_result_t *r, const ch
     if (p->init_image)
         it.denoising_strength = p->strength;
     return sdx_infotext_format(&it);
+}
+
+/* A VAE network over vm's VAE weights with the engine's settings. */
+static sdx_vae_t *s_vae_for(const sdxl_engine_t *e, const sdx_model_t *vm)
+{
+    sdx_vae_config_t vc = vm->vae_cfg;
+    if (e->params.vae_upcast)
+        vc.force_upcast = e->params.vae_upcast > 0;
+    sdx_vae_t *v = sdx_vae_new_f32(&vc, vm->vae, e->params.vae_f32);
+    if (v) {
+        bool cl = e->params.channels_last < 0 ? e->params.device.type == SDX_CUDA
+                                               : e->params.channels_last == 1;
+        sdx_vae_options(v)->channels_last = cl;
+    }
+    return v;
+}
+
+int sdxl_engine_set_vae(sdxl_engine_t *e, const char *vae_path)
+{
+    bool ext = vae_path && *vae_path;
+    if (!e->unet)
+        return sdx_set_error("engine: loaded for text encoding only, it has no VAE");
+    if (ext && e->ext_vae && strcmp(e->ext_vae_path, vae_path) == 0)
+        return 0; /* already running it */
+    if (!ext && !e->ext_vae)
+        return 0; /* the checkpoint's, already */
+    sdx_inference_guard_t *guard = sdx_inference_guard_new();
+    sdx_model_t *nm = NULL;
+    sdx_vae_t *nv = NULL;
+    if (ext) {
+        sdx_load_opts_t vo;
+        sdx_load_opts_init(&vo);
+        vo.path = vae_path;
+        vo.dtype = e->params.dtype;
+        vo.device = e->params.device;
+        vo.components = SDX_COMP_VAE;
+        nm = sdx_model_load(&vo);
+        if (nm && !nm->vae) {
+            sdx_set_error("%s: holds no VAE (%s)", vae_path, sdx_arch_name(nm->arch));
+            sdx_model_free(&nm);
+        }
+        if (nm && !(nv = s_vae_for(e, nm)))
+            sdx_model_free(&nm);
+    } else {
+        nv = e->vae_ckpt ? e->vae_ckpt : s_vae_for(e, e->model);
+        e->vae_ckpt = NULL;
+    }
+    sdx_inference_guard_free(&guard);
+    if (!nv)
+        return -1; /* the running VAE is untouched */
+    if (!e->ext_vae) {
+        e->vae_ckpt = e->vae; /* kept: going back costs nothing */
+    } else {
+        sdx_vae_free(&e->vae);
+        sdx_model_free(&e->ext_vae);
+    }
+    e->vae = nv;
+    e->ext_vae = nm;
+    snprintf(e->ext_vae_path, sizeof e->ext_vae_path, "%s", ext ? vae_path : "");
+    s_log(e, 2, "VAE: %s", ext ? vae_path : "the checkpoint's");
+    return 0;
 }

@@ -68,6 +68,14 @@ sdxl_engine_t *sdxl_engine_new(const sdxl_engine_params_t *p);
 void sdxl_engine_free(sdxl_engine_t **e);
 /* The loaded model (borrowed). */
 const sdx_model_t *sdxl_engine_model(const sdxl_engine_t *e);
+/* Run the VAE of vae_path (a VAE file or a diffusers vae/ folder, with its
+   own config as for params.vae_path) from now on, or the checkpoint's again
+   (NULL or ""). The same VAE as now costs nothing; the checkpoint's is kept
+   while an external one runs, so going back costs nothing either; another
+   external VAE replaces the previous one (which is freed). On failure the
+   running VAE is untouched: -1 with sdx_last_error(). Not while a
+   generation runs on e. */
+int sdxl_engine_set_vae(sdxl_engine_t *e, const char *vae_path);
 /* The tokenizer of text_encoder (which 1; NULL for a refiner) or
    text_encoder_2 (which 2), borrowed. */
 const sdx_tokenizer_t *sdxl_engine_tokenizer(const sdxl_engine_t *e, int which);

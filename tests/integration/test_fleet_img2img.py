@@ -13,12 +13,9 @@ hyperparameters.strength:
 - strength 0 is refused by the schema (hyperparameters.strength), bytes
   that are no image on init_image, and the worker keeps serving.
 Skips (77) without the golden data."""
-import array
 import base64
-import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -26,29 +23,12 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fleetlib as fl  # noqa: E402
 import pngutil  # noqa: E402
+from goldenref import close_to, ref_image  # noqa: E402
 
 GOLDEN = os.environ.get("SDXL_GOLDEN_DIR") or os.environ.get("SDXL_GOLDEN_DIR_DEFAULT", "")
 GEN_BIN = os.path.join(fl.BUILD_ROOT, "tools", "sdxl-gen")
 P = "a photo of an astronaut riding a horse, highly detailed"
 NEG = "blurry, low quality"
-
-
-def ref_image(name):
-    with open(os.path.join(GOLDEN, "ref", "pipeline", name + ".safetensors"), "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        h = json.loads(f.read(n))
-        body = f.read()
-    a, b = h["image_np"]["data_offsets"]
-    v = array.array("f")
-    v.frombytes(body[a:b])
-    return v
-
-
-def close_to(png, ref):
-    _, _, bpp, px = pngutil.pixels(png)
-    if bpp != 3 or len(px) != len(ref):
-        return 0.0
-    return sum(1 for p, r in zip(px, ref) if abs(p - r * 255.0) <= 1.0) / len(ref)
 
 
 def req(init, size=128, strength=0.6):

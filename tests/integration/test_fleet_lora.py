@@ -16,39 +16,17 @@ LoRA root:
 - an unknown LoRA name is not_found on lora.models[0].name listing the near
   match; a file that is no LoRA is refused on lora.models; the worker keeps
   serving. Skips (77) without the golden data."""
-import array
 import base64
-import json
 import os
 import shutil
-import struct
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fleetlib as fl  # noqa: E402
 import pngutil  # noqa: E402
+from goldenref import close_to, ref_image  # noqa: E402
 
 GOLDEN = os.environ.get("SDXL_GOLDEN_DIR") or os.environ.get("SDXL_GOLDEN_DIR_DEFAULT", "")
-
-
-def ref_image(name):
-    """The golden image_np [1, H, W, 3] float32 in [0, 1], as a flat array."""
-    with open(os.path.join(GOLDEN, "ref", "pipeline", name + ".safetensors"), "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        h = json.loads(f.read(n))
-        body = f.read()
-    a, b = h["image_np"]["data_offsets"]
-    v = array.array("f")
-    v.frombytes(body[a:b])
-    return v
-
-
-def close_to(png, ref):
-    w, h, bpp, px = pngutil.pixels(png)
-    if bpp != 3 or len(px) != len(ref):
-        return 0.0
-    ok = sum(1 for p, r in zip(px, ref) if abs(p - r * 255.0) <= 1.0)
-    return ok / len(ref)
 
 
 def gen(loras=None):

@@ -19,6 +19,7 @@
 #include "dheap.h"
 #include "hooks.h"
 #include "idmap.h"
+#include "metrics.h"
 #include "queue.h"
 #include "registry.h"
 
@@ -102,6 +103,8 @@ struct broker {
     int subscriptions; /* distinct topics subscribed on the events socket */
     int64_t started_ms, started_unix_ms, next_heartbeat_ms;
     stats_t st;
+    metrics_t *metrics;
+    void *http; /* ZMQ_STREAM for GET /metrics, NULL when off */
 };
 
 static inline breq_t *s_from_qn(qnode_t *n)
@@ -124,6 +127,10 @@ const sdx_option_t broker_options[] = {
      "worker endpoint (ROUTER, bind, SDXW01)", OFF(backend), 0, 0},
     {"events", "--events", SDX_OPT_STR, "tcp://127.0.0.1:5557",
      "lifecycle events (PUB, bind); \"\" disables", OFF(events), 0, 0},
+    {"metrics_endpoint", "--metrics-endpoint", SDX_OPT_STR, "",
+     "Prometheus metrics over HTTP (GET /metrics) on this tcp endpoint, e.g. "
+     "tcp://127.0.0.1:9464; \"\" off (system.metrics answers either way)",
+     OFF(metrics_endpoint), 0, 0},
     {"log_level", "--log-level", SDX_OPT_LEVEL, "info", "error|warn|info|debug", OFF(log_level), 0,
      0},
     {"max_frame_bytes", "--max-frame-bytes", SDX_OPT_SIZE, "16MiB",
@@ -392,10 +399,11 @@ static sdx_value_t *s_local_timing(int64_t t0_us)
 
 /* The one info line every request ends with, whoever answered it:
    "<id> <type> worker=<id|broker|-> attempt=<n> <ms>ms <ok|code>[ field=<f>][: <message>]". */
-static void s_log_final(const broker_t *b, const char *request_id, const char *message_type,
+static void s_log_final(broker_t *b, const char *request_id, const char *message_type,
                         const char *worker, int attempt, double ms, const char *outcome,
                         const char *field, const char *detail)
 {
+    metrics_request_done(b->metrics, message_type, outcome, ms);
     if (!b->cfg.log_requests || sdx_log_level_current < SDX_LOG_INFO)
         return;
     log_info("%s %s worker=%s attempt=%d %.2fms %s%s%s%s%s", request_id ? request_id : "-",
@@ -861,6 +869,124 @@ static sdx_value_t *s_sys_status(broker_t *b, const sdx_envelope_t *env, sdx_fau
     return d;
 }
 
+/* The Prometheus exposition of the broker's state now (malloc'd). */
+static char *s_metrics_text(broker_t *b, size_t *len)
+{
+    metrics_domain_t doms[MAX_DOMAINS];
+    memset(doms, 0, sizeof doms);
+    for (int i = 0; i < b->ndomains; i++) {
+        doms[i].name = b->domains[i].name;
+        for (size_t k = 0; k < b->reg.len; k++) {
+            const worker_t *w = b->reg.items[k];
+            if (w->domain != i)
+                continue;
+            doms[i].workers++;
+            doms[i].capacity += w->capacity;
+            doms[i].in_flight += w->in_flight;
+        }
+        for (int p = 0; p < QUEUE_LEVELS && p < 4; p++)
+            doms[i].queued[p] = b->domains[i].queue.len_level[p];
+    }
+    metrics_gauges_t g = {
+        .uptime_s = (double)(sdx_clock_mono_ms() - b->started_ms) / 1000.0,
+        .accepted = b->st.accepted,
+        .rejected = b->st.rejected,
+        .retries = b->st.retries,
+        .worker_lost = b->st.lost,
+        .timeouts = b->st.timeouts,
+        .late_replies = b->st.late_replies,
+        .in_broker = b->live_requests,
+        .domains = doms,
+        .ndomains = b->ndomains,
+    };
+    return metrics_render(b->metrics, &g, len);
+}
+
+/* system.metrics: the same text as GET /metrics, for clients without HTTP. */
+static sdx_value_t *s_sys_metrics(broker_t *b, const sdx_envelope_t *env, sdx_fault_t *f)
+{
+    (void)env;
+    (void)f;
+    size_t len = 0;
+    char *text = s_metrics_text(b, &len);
+    sdx_value_t *d = text ? sdx_value_map_new() : NULL;
+    if (d) {
+        sdx_map_set_str(d, "format", "prometheus-text-0.0.4");
+        sdx_map_set(d, "text", sdx_value_strn_new(text, len));
+    }
+    free(text);
+    return d;
+}
+
+/* One HTTP request on the metrics STREAM socket: [id][bytes]. GET /metrics
+   (or /) is answered with the exposition, anything else 404/405, and the
+   connection is closed after the answer (HTTP/1.0 style). An empty frame is
+   libzmq's connect/disconnect notice. Bytes past the first read are not
+   needed: the request line comes first. */
+static void s_http_one(broker_t *b)
+{
+    zmq_msg_t id, body;
+    zmq_msg_init(&id);
+    zmq_msg_init(&body);
+    if (zmq_msg_recv(&id, b->http, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&id);
+        zmq_msg_close(&body);
+        return;
+    }
+    if (!zmq_msg_more(&id) || zmq_msg_recv(&body, b->http, 0) < 0 || zmq_msg_size(&body) == 0) {
+        zmq_msg_close(&id);
+        zmq_msg_close(&body);
+        return;
+    }
+    const char *req = zmq_msg_data(&body);
+    size_t n = zmq_msg_size(&body);
+    char line[128];
+    size_t k = 0;
+    while (k < n && k < sizeof line - 1 && req[k] != '\r' && req[k] != '\n')
+        line[k] = req[k], k++;
+    line[k] = '\0';
+    char *text = NULL;
+    size_t tlen = 0;
+    const char *status = "404 Not Found", *ctype = "text/plain; charset=utf-8";
+    if (strncmp(line, "GET ", 4) != 0) {
+        status = "405 Method Not Allowed";
+    } else if (!strncmp(line + 4, "/metrics ", 9) || !strncmp(line + 4, "/ ", 2) ||
+               !strcmp(line + 4, "/metrics") || !strcmp(line + 4, "/")) {
+        text = s_metrics_text(b, &tlen);
+        status = text ? "200 OK" : "500 Internal Server Error";
+        ctype = "text/plain; version=0.0.4; charset=utf-8";
+    }
+    const char *fallback = text ? NULL : status;
+    char head[256];
+    size_t blen = text ? tlen : strlen(fallback) + 1;
+    int hl = snprintf(head, sizeof head,
+                      "HTTP/1.0 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                      "Connection: close\r\n\r\n",
+                      status, ctype, blen);
+    size_t total = (size_t)hl + blen;
+    char *out = malloc(total);
+    if (out) {
+        memcpy(out, head, (size_t)hl);
+        if (text)
+            memcpy(out + hl, text, tlen);
+        else
+            snprintf(out + hl, blen + 1, "%s\n", fallback);
+        /* never block the broker on a slow or gone scraper: what cannot be
+           sent now is dropped (the scraper retries) */
+        if (zmq_send(b->http, zmq_msg_data(&id), zmq_msg_size(&id), ZMQ_SNDMORE | ZMQ_DONTWAIT) >=
+            0)
+            zmq_send(b->http, out, total, ZMQ_DONTWAIT);
+        /* an empty frame closes the connection */
+        if (zmq_send(b->http, zmq_msg_data(&id), zmq_msg_size(&id), ZMQ_SNDMORE | ZMQ_DONTWAIT) >=
+            0)
+            zmq_send(b->http, "", 0, ZMQ_DONTWAIT);
+    }
+    free(out);
+    free(text);
+    zmq_msg_close(&id);
+    zmq_msg_close(&body);
+}
+
 static sdx_value_t *s_sys_workers(broker_t *b, const sdx_envelope_t *env, sdx_fault_t *f)
 {
     (void)f;
@@ -953,6 +1079,7 @@ static const struct {
     sys_fn fn;
 } s_sys_table[] = {
     {"system.cancel", s_sys_cancel},
+    {"system.metrics", s_sys_metrics},
     {"system.ping", s_sys_ping},
     {"system.status", s_sys_status},
     {"system.workers", s_sys_workers},
@@ -1430,10 +1557,16 @@ static void s_on_reply(broker_t *b, worker_t *w, sdx_mdp_msg_t *msg)
     s_send_tree(b, &r->route, &reply.map, r->env.encoding, &r->hook);
     sdx_value_destroy(&own_err);
 
-    if (ok)
+    if (ok) {
         b->st.ok++;
-    else
+        const sdx_value_t *data = sdx_map_get(body, "data");
+        const sdx_value_t *cnt = sdx_map_get(data, "count");
+        int64_t images = cnt && cnt->type == SDX_INT ? cnt->u.i
+                                                     : (int64_t)sdx_array_len(sdx_map_get(data, "images"));
+        metrics_images(b->metrics, r->env.message_type, images);
+    } else {
         b->st.failed++;
+    }
     const char *outcome = ok ? "ok" : code;
     const char *detail = ok ? NULL : sdx_map_str(err, "message", NULL);
     s_log_done(b, r, outcome, ok ? NULL : sdx_map_str(err, "field", NULL), detail);
@@ -1703,6 +1836,15 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t err_len)
             goto fail;
         s_sockopt_int(b->pub, ZMQ_LINGER, 0);
     }
+    if (!(b->metrics = metrics_new())) {
+        snprintf(err, err_len, "out of memory");
+        goto fail;
+    }
+    if (cfg->metrics_endpoint[0]) {
+        if (!(b->http = s_bind(b, ZMQ_STREAM, cfg->metrics_endpoint, "metrics", err, err_len)))
+            goto fail;
+        s_sockopt_int(b->http, ZMQ_LINGER, 0);
+    }
     b->started_ms = sdx_clock_mono_ms();
     b->started_unix_ms = sdx_clock_unix_ms();
     b->next_heartbeat_ms = b->started_ms + cfg->heartbeat_ms;
@@ -1745,12 +1887,18 @@ static void s_shutdown(broker_t *b)
 
 int broker_run(broker_t *b, volatile sig_atomic_t *stop)
 {
-    zmq_pollitem_t items[3] = {
+    zmq_pollitem_t items[4] = {
         {b->front, 0, ZMQ_POLLIN, 0},
         {b->back, 0, ZMQ_POLLIN, 0},
         {b->pub, 0, ZMQ_POLLIN, 0},
+        {b->http, 0, ZMQ_POLLIN, 0},
     };
     int nitems = b->pub ? 3 : 2;
+    int http_at = -1;
+    if (b->http) {
+        http_at = nitems;
+        items[nitems++] = (zmq_pollitem_t){b->http, 0, ZMQ_POLLIN, 0};
+    }
     int rc = 0;
     while (!*stop) {
         int64_t now = sdx_clock_mono_ms();
@@ -1785,8 +1933,11 @@ int broker_run(broker_t *b, volatile sig_atomic_t *stop)
                 if (r)
                     break;
             }
-        if (nitems > 2 && (items[2].revents & ZMQ_POLLIN))
+        if (b->pub && (items[2].revents & ZMQ_POLLIN))
             s_events_one(b);
+        if (http_at >= 0 && (items[http_at].revents & ZMQ_POLLIN))
+            for (int i = 0; i < 16; i++)
+                s_http_one(b);
         now = sdx_clock_mono_ms();
         s_expire(b, now);
         s_heartbeat(b, now);
@@ -1825,8 +1976,11 @@ void broker_destroy(broker_t **bp)
         zmq_close(b->back);
     if (b->pub)
         zmq_close(b->pub);
+    if (b->http)
+        zmq_close(b->http);
     if (b->ctx)
         zmq_ctx_term(b->ctx);
+    metrics_destroy(&b->metrics);
     hooks_shutdown();
     sdx_catalog_destroy(&b->cat);
     free(b);

@@ -14,6 +14,7 @@ typedef struct {
     char frontend[SDX_CONFIG_STR_MAX];
     char backend[SDX_CONFIG_STR_MAX];
     char events[SDX_CONFIG_STR_MAX];
+    char metrics_endpoint[SDX_CONFIG_STR_MAX]; /* HTTP GET /metrics ("" off) */
     int log_level;
     int64_t max_frame_bytes;
     int64_t heartbeat_ms;

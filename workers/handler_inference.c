@@ -26,6 +26,7 @@
     Not for: the runtime (sdx_worker.c), model management verbs (model.*). */
 #include "sdx_worker.h"
 
+#include "domain_opts.h"
 #include "domain_schema.h"
 #include "out_save.h"
 #include "sdx_codec.h"
@@ -76,29 +77,17 @@ static const sdx_option_t s_options[] = {
     {NULL, false, NULL, NULL, NULL, NULL},
 };
 
-/* How each option is checked, and where it is kept. */
-typedef enum {
-    S_DIR,          /* an existing folder */
-    S_DIR_CREATE,   /* a folder, made (mkdir -p) when missing, writable */
-    S_DIR_OPTIONAL, /* "" or an existing folder */
-    S_INT,          /* an integer in lo..hi */
-} s_kind_t;
-
-static const struct {
-    const char *key; /* the s_options row */
-    s_kind_t kind;
-    size_t offset; /* in s_settings_t */
-    int lo, hi;
-} s_fields[] = {
-    {"models-root", S_DIR, offsetof(s_settings_t, models_root), 0, 0},
-    {"outputs-root", S_DIR_CREATE, offsetof(s_settings_t, outputs_root), 0, 0},
-    {"config-dir", S_DIR_OPTIONAL, offsetof(s_settings_t, config_dir), 0, 0},
-    {"max-models", S_INT, offsetof(s_settings_t, max_models), 1, 64},
-    {"threads", S_INT, offsetof(s_settings_t, threads), 0, 1024},
-    {"upscalers-root", S_DIR_OPTIONAL, offsetof(s_settings_t, upscalers_root), 0, 0},
-    {"loras-root", S_DIR_OPTIONAL, offsetof(s_settings_t, loras_root), 0, 0},
-    {"vaes-root", S_DIR_OPTIONAL, offsetof(s_settings_t, vaes_root), 0, 0},
-    {"schemas-dir", S_DIR_OPTIONAL, offsetof(s_settings_t, schemas_dir), 0, 0},
+/* How each option is checked (domain_opts.h), and where it is kept. */
+static const domain_opt_field_t s_fields[] = {
+    {"models-root", DOMAIN_OPT_DIR, offsetof(s_settings_t, models_root), 0, 0},
+    {"outputs-root", DOMAIN_OPT_DIR_CREATE, offsetof(s_settings_t, outputs_root), 0, 0},
+    {"config-dir", DOMAIN_OPT_DIR_OPTIONAL, offsetof(s_settings_t, config_dir), 0, 0},
+    {"max-models", DOMAIN_OPT_INT, offsetof(s_settings_t, max_models), 1, 64},
+    {"threads", DOMAIN_OPT_INT, offsetof(s_settings_t, threads), 0, 1024},
+    {"upscalers-root", DOMAIN_OPT_DIR_OPTIONAL, offsetof(s_settings_t, upscalers_root), 0, 0},
+    {"loras-root", DOMAIN_OPT_DIR_OPTIONAL, offsetof(s_settings_t, loras_root), 0, 0},
+    {"vaes-root", DOMAIN_OPT_DIR_OPTIONAL, offsetof(s_settings_t, vaes_root), 0, 0},
+    {"schemas-dir", DOMAIN_OPT_DIR_OPTIONAL, offsetof(s_settings_t, schemas_dir), 0, 0},
 };
 
 /* Check one option's value and store it in set. 0, or -1 with what is
@@ -106,52 +95,8 @@ static const struct {
 static int s_settings_set(s_settings_t *set, const char *key, const char *value, char *err,
                           size_t err_len)
 {
-    size_t i = 0;
-    while (i < sizeof s_fields / sizeof s_fields[0] && strcmp(s_fields[i].key, key) != 0)
-        i++;
-    if (i == sizeof s_fields / sizeof s_fields[0]) {
-        snprintf(err, err_len, "not an option of the inference domain");
-        return -1;
-    }
-    void *field = (char *)set + s_fields[i].offset;
-    s_kind_t kind = s_fields[i].kind;
-    if (kind == S_INT) {
-        char *end;
-        errno = 0;
-        long n = strtol(value, &end, 10);
-        if (!*value || *end || errno || n < s_fields[i].lo || n > s_fields[i].hi) {
-            snprintf(err, err_len, "must be an integer in %d..%d", s_fields[i].lo, s_fields[i].hi);
-            return -1;
-        }
-        *(int *)field = (int)n;
-        return 0;
-    }
-    if (strlen(value) >= PATH_MAX) {
-        snprintf(err, err_len, "the path is too long");
-        return -1;
-    }
-    struct stat sb;
-    if (kind == S_DIR_OPTIONAL && !*value) {
-        /* none */
-    } else if (!*value) {
-        snprintf(err, err_len, "must name a folder");
-        return -1;
-    } else if (kind == S_DIR_CREATE && stat(value, &sb) != 0 && errno == ENOENT &&
-               out_mkdirs(value) != 0) {
-        snprintf(err, err_len, "the folder cannot be created: %s", strerror(errno));
-        return -1;
-    } else if (stat(value, &sb) != 0) {
-        snprintf(err, err_len, "not a folder: %s", strerror(errno));
-        return -1;
-    } else if (!S_ISDIR(sb.st_mode)) {
-        snprintf(err, err_len, "not a folder");
-        return -1;
-    } else if (kind == S_DIR_CREATE && access(value, W_OK) != 0) {
-        snprintf(err, err_len, "the folder is not writable: %s", strerror(errno));
-        return -1;
-    }
-    snprintf(field, PATH_MAX, "%s", value);
-    return 0;
+    return domain_opts_set(s_fields, sizeof s_fields / sizeof s_fields[0], "inference", set, key,
+                           value, err, err_len);
 }
 
 #ifndef SDX_WITH_ENGINE

@@ -52,6 +52,7 @@ typedef struct {
     char vaes_root[PATH_MAX];      /* "": <models_root>/vae */
     char schemas_dir[PATH_MAX]; /* "": found as the broker finds it (sdx_schema_set_load_default) */
     int max_models;
+    int max_model_mb; /* 0: no memory budget */
     int threads; /* 0: libtorch's default */
 } s_settings_t;
 
@@ -64,6 +65,8 @@ static const sdx_option_t s_options[] = {
      "configs for single files without <name>.config/"},
     {"max-models", true, "N", "1", "SDXL_MAX_MODELS",
      "engines kept loaded, least recently used out (1..64)"},
+    {"max-model-mb", true, "MB", "0", "SDXL_MAX_MODEL_MB",
+     "memory budget of the loaded models' weights, least recently used out (0: none)"},
     {"threads", true, "N", "0", "SDXL_THREADS", "libtorch CPU threads, 0: its default (0..1024)"},
     {"upscalers-root", true, "DIR", "", "SDXL_UPSCALERS_ROOT",
      "RRDBNet upscalers for output.upscale (\"\": Lanczos only)"},
@@ -83,6 +86,7 @@ static const domain_opt_field_t s_fields[] = {
     {"outputs-root", DOMAIN_OPT_DIR_CREATE, offsetof(s_settings_t, outputs_root), 0, 0},
     {"config-dir", DOMAIN_OPT_DIR_OPTIONAL, offsetof(s_settings_t, config_dir), 0, 0},
     {"max-models", DOMAIN_OPT_INT, offsetof(s_settings_t, max_models), 1, 64},
+    {"max-model-mb", DOMAIN_OPT_INT, offsetof(s_settings_t, max_model_mb), 0, 1 << 30},
     {"threads", DOMAIN_OPT_INT, offsetof(s_settings_t, threads), 0, 1024},
     {"upscalers-root", DOMAIN_OPT_DIR_OPTIONAL, offsetof(s_settings_t, upscalers_root), 0, 0},
     {"loras-root", DOMAIN_OPT_DIR_OPTIONAL, offsetof(s_settings_t, loras_root), 0, 0},
@@ -234,6 +238,7 @@ static int s_init(sdx_worker_t *w, char *err, size_t err_len)
         .gpu = sdx_worker_gpu(w),
         .threads = st->set.threads,
         .upscalers_root = st->set.upscalers_root,
+        .max_model_bytes = (int64_t)st->set.max_model_mb << 20,
     };
     st->engine = infer_engine_new(&cfg, st->device_note, sizeof st->device_note, err, err_len);
     if (!st->engine)
@@ -273,6 +278,7 @@ static void s_status(sdx_worker_t *w, sdx_value_t *out)
     sdx_map_set_str(eng, "outputs_root", st->set.outputs_root);
     sdx_map_set_str(eng, "schemas_dir", st->set.schemas_dir);
     sdx_map_set_int(eng, "max_models", st->set.max_models);
+    sdx_map_set_int(eng, "max_model_mb", st->set.max_model_mb);
     sdx_map_set_int(eng, "threads", infer_engine_threads(st->engine));
     sdx_map_set_int(eng, "generations", atomic_load(&st->generated));
     sdx_map_set_int(eng, "images", atomic_load(&st->images));
@@ -292,6 +298,7 @@ static void s_status(sdx_worker_t *w, sdx_value_t *out)
         sdx_map_set_bool(m, "in_use", info[i].in_use);
         sdx_map_set_int(m, "uses", info[i].uses);
         sdx_map_set_float(m, "load_ms", info[i].load_ms);
+        sdx_map_set_float(m, "mb", (double)info[i].bytes / (1 << 20));
         sdx_array_push(loaded, m);
     }
     if (loaded)

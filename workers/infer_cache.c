@@ -54,6 +54,7 @@ struct infer_entry {
     uint64_t last_used;
     int64_t uses;
     double load_ms;
+    int64_t bytes; /* its weights; before the load, its files' size */
     infer_entry_t *next;
 };
 
@@ -62,6 +63,7 @@ struct infer_cache {
     infer_entry_t *head;
     int count;
     int max_models;
+    int64_t max_bytes; /* 0: no memory bound */
     uint64_t tick;
 };
 
@@ -244,19 +246,61 @@ static void s_unlink(infer_cache_t *c, infer_entry_t *e)
         }
 }
 
-/* Under lock: unlink idle entries (LRU first) until one more fits; returns
-   them as a list for the caller to free outside the lock. */
-static infer_entry_t *s_evict_for_one(infer_cache_t *c)
+void infer_cache_set_budget(infer_cache_t *c, int64_t max_bytes)
+{
+    pthread_mutex_lock(&c->lock);
+    c->max_bytes = max_bytes > 0 ? max_bytes : 0;
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* Bytes of the .safetensors files of a model (a file, or a folder's files
+   one level down: unet/, vae/, ...): the estimate of a model not loaded yet. */
+static int64_t s_disk_bytes(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return 0;
+    if (S_ISREG(st.st_mode))
+        return (int64_t)st.st_size;
+    int64_t n = 0;
+    static const char *const parts[] = {
+        "unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
+        "text_encoder/model.safetensors", "text_encoder_2/model.safetensors"};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        char p[PATH_MAX];
+        if ((size_t)snprintf(p, sizeof p, "%s/%s", path, parts[i]) < sizeof p && stat(p, &st) == 0)
+            n += (int64_t)st.st_size;
+    }
+    return n;
+}
+
+static int64_t s_loaded_bytes(const infer_cache_t *c)
+{
+    int64_t n = 0;
+    for (const infer_entry_t *e = c->head; e; e = e->next)
+        n += e->bytes;
+    return n;
+}
+
+/* Under lock: unlink idle entries (LRU first) until one more of `need`
+   bytes fits (count and budget); returns them as a list for the caller to
+   free outside the lock. */
+static infer_entry_t *s_evict_for_one(infer_cache_t *c, int64_t need)
 {
     infer_entry_t *out = NULL;
-    while (c->count >= c->max_models) {
+    while (c->count >= c->max_models ||
+           (c->max_bytes && c->count > 0 && s_loaded_bytes(c) + need > c->max_bytes)) {
         infer_entry_t *lru = NULL;
         for (infer_entry_t *e = c->head; e; e = e->next)
             if (e->refs == 0 && (!lru || e->last_used < lru->last_used))
                 lru = e;
         if (!lru) {
-            log_warn("every loaded model is in use: loading one more than max_models (%d)",
-                     c->max_models);
+            if (c->count >= c->max_models)
+                log_warn("every loaded model is in use: loading one more than max_models (%d)",
+                         c->max_models);
+            else
+                log_warn("every loaded model is in use: going over the memory budget (%lld MB)",
+                         (long long)(c->max_bytes >> 20));
             break;
         }
         s_unlink(c, lru);
@@ -293,7 +337,11 @@ infer_entry_t *infer_cache_acquire(infer_cache_t *c, const char *name, const inf
         e->refs = 1;
         pthread_mutex_init(&e->run, NULL);
         pthread_mutex_lock(&e->run);
-        infer_entry_t *gone = s_evict_for_one(c);
+        e->bytes = s_disk_bytes(ref->path);
+        if (c->max_bytes && e->bytes > c->max_bytes)
+            log_warn("model %s (%lld MB on disk) is larger than the memory budget (%lld MB) alone",
+                     name, (long long)(e->bytes >> 20), (long long)(c->max_bytes >> 20));
+        infer_entry_t *gone = s_evict_for_one(c, e->bytes);
         e->next = c->head;
         c->head = e;
         c->count++;
@@ -314,6 +362,8 @@ infer_entry_t *infer_cache_acquire(infer_cache_t *c, const char *name, const inf
         pthread_mutex_lock(&c->lock);
         e->engine = eng;
         e->load_ms = ms;
+        if (eng)
+            e->bytes = sdxl_engine_weight_bytes(eng); /* the real size replaces the estimate */
         if (!eng) {
             e->failed = true;
             snprintf(e->err, sizeof e->err, "%s", sdx_last_error());
@@ -408,6 +458,7 @@ int infer_cache_describe(infer_cache_t *c, infer_model_info_t *out, int max)
         m->state = e->engine ? "loaded" : e->failed ? "failed" : "loading";
         m->in_use = e->refs > 0;
         m->uses = e->uses;
+        m->bytes = e->bytes;
         m->load_ms = e->load_ms;
     }
     pthread_mutex_unlock(&c->lock);

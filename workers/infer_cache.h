@@ -41,6 +41,12 @@ int infer_model_resolve(const char *root, const char *name, const char *default_
 /* A new, empty cache holding at most max_models engines (>= 1). Caller
    destroys it. */
 infer_cache_t *infer_cache_new(int max_models);
+/* Bound the cache by memory too: idle engines are evicted, least recently
+   used first, while the loaded weights (sdxl_engine_weight_bytes; a model
+   not loaded yet counts as its files' size on disk) would exceed max_bytes.
+   0: no bound (the default). A model larger than the budget alone is still
+   loaded (with a warning). */
+void infer_cache_set_budget(infer_cache_t *c, int64_t max_bytes);
 /* Free every engine (none may be in use) and the cache. */
 void infer_cache_destroy(infer_cache_t **c_p);
 

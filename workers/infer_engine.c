@@ -58,6 +58,8 @@ infer_engine_t *infer_engine_new(const infer_engine_config_t *cfg, char *note, s
     if (e->threads > 0 && sdx_set_num_threads(e->threads) != 0)
         infer_log(1, "cannot set %d CPU threads: %s", e->threads, sdx_last_error());
     e->cache = infer_cache_new(cfg->max_models);
+    if (e->cache)
+        infer_cache_set_budget(e->cache, cfg->max_model_bytes);
     e->upscaler = post_upscaler_new(cfg->upscalers_root, e->device, 512, 10);
     if (!e->cache || !e->upscaler) {
         infer_cache_destroy(&e->cache);

@@ -29,6 +29,7 @@ typedef struct {
     int gpu;                 /* the worker's GPU (host index), -1: CPU */
     int threads;             /* CPU threads, 0: libtorch's default */
     const char *upscalers_root; /* output.upscale models ("" or NULL: Lanczos only) */
+    int64_t max_model_bytes;    /* memory budget of the loaded models, 0: none */
     bool text_only;             /* load tokenizers and text encoders only (the conditioning
                                    worker): infer_engine_encode/tokenize, no generation */
 } infer_engine_config_t;
@@ -168,6 +169,7 @@ typedef struct {
     bool in_use;
     int64_t uses;
     double load_ms;
+    int64_t bytes; /* its weights (the files' size while it loads) */
 } infer_model_info_t;
 
 /* Up to max cache entries into out; returns how many. Never blocks on a

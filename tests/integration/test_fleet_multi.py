@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 
@@ -50,6 +51,33 @@ def models_seen(fleet):
             for w in fleet.workers()}
 
 
+def budget(t, root):
+    """--max-model-mb: a second model evicts the first when both would not
+    fit, though --max-models would allow four."""
+    fleet = fl.Fleet("ipc", "budget")
+    try:
+        fleet.start_broker(["--models-root", root])
+        w = fleet.start_worker("inference", ["--models-root", root, "--outputs-root",
+                                             os.path.join(fleet.dir, "out"), "--max-models", "4",
+                                             "--max-model-mb", "20"], wid="inf-budget")
+        fleet.wait_registered([w.wid], 20)
+        r1, _, _ = ask(fleet, gen("model"))
+        st1 = fleet.request({"message_type": "inference.status"}, timeout=5)["data"]["engine"]
+        r2, _, _ = ask(fleet, gen("sdxl-tiny"))
+        st2 = fleet.request({"message_type": "inference.status"}, timeout=5)["data"]["engine"]
+        one = [(m["name"], round(m["mb"], 1)) for m in st1.get("loaded_models", [])]
+        two = [(m["name"], round(m["mb"], 1)) for m in st2.get("loaded_models", [])]
+        t.check(r1.get("success") and r2.get("success") and [n for n, _ in one] == ["model"] and
+                [n for n, _ in two] == ["sdxl-tiny"] and st2.get("max_model_mb") == 20 and
+                all(0 < mb <= 20 for _, mb in one + two),
+                "memory budget 20 MB: the second model (%s) evicts the first (%s)" % (two, one),
+                (st1, st2))
+    finally:
+        if t.failed:
+            fleet.dump_logs()
+        fleet.close()
+
+
 def main():
     fl.require_binaries(fl.BROKER_BIN, fl.WORKER_BIN)
     if not os.path.isdir(os.path.join(GOLDEN, "model")) or not os.access(GEN_BIN, os.X_OK):
@@ -57,7 +85,7 @@ def main():
         return 77
     t = fl.Tally("fleet_multi")
     fleet = fl.Fleet("ipc", "multi")
-    root = os.path.join(fleet.dir, "models")
+    root = os.path.join(tempfile.mkdtemp(prefix="sdxl-multi-models-"), "models")
     os.makedirs(root)
     shutil.copytree(os.path.join(GOLDEN, "model"), os.path.join(root, "model"))  # no symlinks out
     subprocess.run([GEN_BIN, "make-tiny", os.path.join(root, "sdxl-tiny"), "--seed", "3"],
@@ -141,6 +169,11 @@ def main():
         if t.failed:
             fleet.dump_logs()
         fleet.close()
+    try:
+        budget(t, root)
+    except Exception as e:  # noqa: BLE001
+        t.check(False, "budget fleet", repr(e))
+    shutil.rmtree(os.path.dirname(root), ignore_errors=True)
     return t.finish()
 
 

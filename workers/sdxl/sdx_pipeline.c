@@ -741,3 +741,25 @@ int sdxl_engine_set_vae(sdxl_engine_t *e, const char *vae_path)
     s_log(e, 2, "VAE: %s", ext ? vae_path : "the checkpoint's");
     return 0;
 }
+
+static int64_t s_weights_bytes(const sdx_weights_t *w)
+{
+    int64_t n = 0;
+    for (size_t i = 0; w && i < sdx_weights_count(w); i++) {
+        const sdx_tensor_t *t = sdx_weights_tensor_at((sdx_weights_t *)w, i);
+        n += sdx_tensor_numel(t) * (int64_t)sdx_dtype_size(sdx_tensor_dtype(t));
+    }
+    return n;
+}
+
+int64_t sdxl_engine_weight_bytes(const sdxl_engine_t *e)
+{
+    if (!e || !e->model)
+        return 0;
+    const sdx_model_t *m = e->model;
+    int64_t n = s_weights_bytes(m->unet) + s_weights_bytes(m->vae) + s_weights_bytes(m->te1) +
+                s_weights_bytes(m->te2);
+    if (e->ext_vae)
+        n += s_weights_bytes(e->ext_vae->vae);
+    return n;
+}

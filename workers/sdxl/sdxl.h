@@ -76,6 +76,9 @@ const sdx_model_t *sdxl_engine_model(const sdxl_engine_t *e);
    running VAE is untouched: -1 with sdx_last_error(). Not while a
    generation runs on e. */
 int sdxl_engine_set_vae(sdxl_engine_t *e, const char *vae_path);
+/* Bytes of the weights the engine holds (every loaded component in its
+   dtype, an external VAE included): what a worker's memory budget counts. */
+int64_t sdxl_engine_weight_bytes(const sdxl_engine_t *e);
 /* The tokenizer of text_encoder (which 1; NULL for a refiner) or
    text_encoder_2 (which 2), borrowed. */
 const sdx_tokenizer_t *sdxl_engine_tokenizer(const sdxl_engine_t *e, int which);

@@ -262,8 +262,6 @@ static sdx_tensor_t *s_t2i(const char *model, const char *config_dir)
     return s_t2i_ex(model, config_dir, NULL, NULL);
 }
 
-
-
 /* v_pred / ztsnr markers reach the scheduler; the request overrides them. */
 static void s_marker_case(const s_set_t *g, const char *lone, const sdx_tensor_t *ref)
 {
@@ -292,9 +290,9 @@ static void s_marker_case(const s_set_t *g, const char *lone, const sdx_tensor_t
     irc = sdx_model_inspect(z, NULL, &info);
     sdx_test_check(irc == 0 && info.zero_terminal_snr, "ztsnr key: inspect says zero terminal SNR");
 
-    sdx_tensor_t *lv = s_t2i(p, NULL);                            /* marker */
+    sdx_tensor_t *lv = s_t2i(p, NULL);                             /* marker */
     sdx_tensor_t *lo = s_t2i_ex(lone, NULL, "v_prediction", NULL); /* request override */
-    sdx_tensor_t *le = s_t2i_ex(p, NULL, "epsilon", NULL);        /* override back */
+    sdx_tensor_t *le = s_t2i_ex(p, NULL, "epsilon", NULL);         /* override back */
     sdx_tensor_t *lz = s_t2i(z, NULL);
     if (lv && lo && le && lz) {
         double d_eps = sdx_test_rel_l2(lv, ref), d_same = sdx_test_rel_l2(lv, lo);
@@ -349,8 +347,8 @@ static void s_variant_case(const s_set_t *unet)
     snprintf(p, sizeof p, "%s/unet", dir);
     if (mkdir(dir, 0700) || mkdir(p, 0700))
         return;
-    snprintf(p, sizeof p, "ln -s '%s' '%s/unet/config.json'", sdx_test_path("model/unet/config.json"),
-             dir);
+    snprintf(p, sizeof p, "ln -s '%s' '%s/unet/config.json'",
+             sdx_test_path("model/unet/config.json"), dir);
     if (system(p) != 0)
         return;
     const char *saved = s_meta[0];
@@ -410,7 +408,8 @@ static void s_precision_case(const char *model, const sdx_tensor_t *ref32)
         char p[4096];
         snprintf(p, sizeof p, "%s/tests/load/refs/t2i_euler_%s.safetensors", root, c[i].name);
         sdx_safetensors_t *st = sdx_safetensors_open(p);
-        if (!sdx_test_check(st != NULL, "%s reference %s", c[i].name, st ? "read" : sdx_last_error()))
+        if (!sdx_test_check(st != NULL, "%s reference %s", c[i].name,
+                            st ? "read" : sdx_last_error()))
             continue;
         sdx_tensor_t *want = sdx_test_get(st, "latents_final");
         sdx_safetensors_close(&st);
@@ -453,7 +452,8 @@ static void s_precision_case(const char *model, const sdx_tensor_t *ref32)
             snprintf(w, sizeof w, "%s engine vs %s diffusers t2i_euler latents", c[i].name,
                      c[i].name);
             sdx_test_close(g32, want, c[i].tol, w);
-            printf("%s engine vs f32 golden: rel L2 %.4g\n", c[i].name, sdx_test_rel_l2(g32, ref32));
+            printf("%s engine vs f32 golden: rel L2 %.4g\n", c[i].name,
+                   sdx_test_rel_l2(g32, ref32));
             sdx_tensor_free(&g32);
         }
         sdx_tensor_free(&got);
@@ -518,9 +518,10 @@ static void s_ext_vae_case(const char *lone, const char *model_dir, const sdx_te
         FILE *f = fopen(p, "w");
         fputs(cfg, f);
         fclose(f);
-        snprintf(p, sizeof p, "ln -s '%s/diffusion_pytorch_model.safetensors' '%s/fixvae/'", vdir,
-                 s_dir);
-        if (system(p) == 0) {
+        int pn =
+            snprintf(p, sizeof p, "ln -s '%s/diffusion_pytorch_model.safetensors' '%s/fixvae/'",
+                     vdir, s_dir);
+        if (pn > 0 && (size_t)pn < sizeof p && system(p) == 0) {
             const char *dirs[2] = {vdir, NULL};
             snprintf(p, sizeof p, "%s/fixvae", s_dir);
             dirs[1] = p;
@@ -534,8 +535,8 @@ static void s_ext_vae_case(const char *lone, const char *model_dir, const sdx_te
                 e = sdxl_engine_new(&ep);
                 const char *want = k ? "VAE f16" : "VAE f32";
                 sdx_test_check(e && strstr(s_log_line, want), "f16 engine, %s: %s (%s)",
-                               k ? "fp16-fix config (force_upcast false)" : "SDXL VAE config",
-                               want, s_log_line);
+                               k ? "fp16-fix config (force_upcast false)" : "SDXL VAE config", want,
+                               s_log_line);
                 sdxl_engine_free(&e);
             }
         }
@@ -560,7 +561,8 @@ int main(void)
     sdx_tensor_t *ref = sdx_test_get(rst, "latents_final");
     sdx_safetensors_close(&rst);
     s_set_t g;
-    if (!sdx_test_check(ref && s_cfg_text[3] && s_read_set("model_single_file/tiny_sdxl.safetensors", &g),
+    if (!sdx_test_check(ref && s_cfg_text[3] &&
+                            s_read_set("model_single_file/tiny_sdxl.safetensors", &g),
                         "golden single file and t2i_euler reference read"))
         return sdx_test_done();
     char p[8192], q[8192];
@@ -627,20 +629,21 @@ int main(void)
     fclose(f);
     sdx_model_info_t info;
     int irc = sdx_model_inspect(q, NULL, &info);
-    sdx_test_check(irc == 0 && info.n_files == 3 &&
-                       info.arch == SDX_ARCH_SDXL_BASE && strcmp(info.config_check, "ok") == 0,
-                   "sharded single file: inspect sees 3 files, sdxl_base, %s",
-                   info.config_check);
+    sdx_test_check(irc == 0 && info.n_files == 3 && info.arch == SDX_ARCH_SDXL_BASE &&
+                       strcmp(info.config_check, "ok") == 0,
+                   "sharded single file: inspect sees 3 files, sdxl_base, %s", info.config_check);
     s_vs_golden("3 shards + index.json", q, NULL, ref, 1e-4);
 
     /* 4. a diffusers folder with a sharded UNet */
     char dd[1024];
     snprintf(dd, sizeof dd, "%s/pipe", s_dir);
-    snprintf(p, sizeof p,
-             "mkdir -p '%s/unet' && for c in model_index.json scheduler text_encoder "
-             "text_encoder_2 tokenizer tokenizer_2 vae; do ln -s '%s/'$c '%s/'$c; done && "
-             "ln -s '%s/unet/config.json' '%s/unet/config.json'",
-             dd, cfgdir, dd, cfgdir, dd);
+    int qn = snprintf(p, sizeof p,
+                      "mkdir -p '%s/unet' && for c in model_index.json scheduler text_encoder "
+                      "text_encoder_2 tokenizer tokenizer_2 vae; do ln -s '%s/'$c '%s/'$c; done && "
+                      "ln -s '%s/unet/config.json' '%s/unet/config.json'",
+                      dd, cfgdir, dd, cfgdir, dd);
+    if (qn < 0 || (size_t)qn >= sizeof p)
+        snprintf(p, sizeof p, "false"); /* a path too long: the command fails, the check says so */
     if (sdx_test_check(system(p) == 0, "diffusers folder with links made")) {
         s_set_t u;
         if (s_read_set("model/unet/diffusion_pytorch_model.safetensors", &u)) {
@@ -673,8 +676,7 @@ int main(void)
     snprintf(q, sizeof q, "%s/fp8_dequantised.safetensors", s_dir);
     if (s_write_fp8(p, &g, &deq) && s_write(q, &deq, 0, deq.n, 1)) {
         irc = sdx_model_inspect(p, NULL, &info);
-        sdx_test_check(irc == 0 && info.f8_counts[0] == g.n &&
-                           strcmp(info.dtype, "F8_E4M3") == 0 &&
+        sdx_test_check(irc == 0 && info.f8_counts[0] == g.n && strcmp(info.dtype, "F8_E4M3") == 0 &&
                            strcmp(info.config_check, "ok") == 0,
                        "FP8 file: inspect reads %zu F8_E4M3 tensors, dtype %s, %s",
                        info.f8_counts[0], info.dtype, info.config_check);
@@ -703,9 +705,11 @@ int main(void)
         if (l8) {
             double e = sdx_test_rel_l2(l8, ref);
             printf("FP8 (E4M3) t2i_euler latents vs f32 diffusers: rel L2 %.4g\n", e);
-            sdx_test_check(isfinite(e) && e < 0.5, "FP8 generates finite latents, rel L2 %.4g vs "
-                                                   "f32 (< 0.5: random tiny weights, 3-bit "
-                                                   "mantissas)", e);
+            sdx_test_check(isfinite(e) && e < 0.5,
+                           "FP8 generates finite latents, rel L2 %.4g vs "
+                           "f32 (< 0.5: random tiny weights, 3-bit "
+                           "mantissas)",
+                           e);
         }
         sdx_tensor_free(&l8);
         s_set_free(&deq);

@@ -71,6 +71,7 @@ typedef struct breq {
     int64_t t_dispatch_us; /* last dispatch */
     int64_t deadline_unix_ms;
     int64_t progress_count;
+    struct client *client; /* counted in its in-flight limit, NULL otherwise */
     qnode_t qn;
     dnode_t dn;
     struct breq *free_next;
@@ -88,6 +89,16 @@ typedef struct {
     uint64_t accepted, ok, failed, timeouts, retries, lost, late_replies, rejected, progress;
 } stats_t;
 
+/* One client connection (its ROUTER routing id) while per-client limits are
+   on: requests it has in the broker and its token bucket. */
+typedef struct client {
+    uint8_t id[ROUTE_BYTES];
+    size_t id_len;
+    int64_t in_flight;
+    double tokens;
+    int64_t refill_ms, seen_ms;
+} client_t;
+
 struct broker {
     broker_config_t cfg;
     void *ctx, *front, *back, *pub;
@@ -104,7 +115,8 @@ struct broker {
     int64_t started_ms, started_unix_ms, next_heartbeat_ms;
     stats_t st;
     metrics_t *metrics;
-    void *http; /* ZMQ_STREAM for GET /metrics, NULL when off */
+    void *http;      /* ZMQ_STREAM for GET /metrics, NULL when off */
+    idmap_t clients; /* routing id -> client_t, when per-client limits are on */
 };
 
 static inline breq_t *s_from_qn(qnode_t *n)
@@ -150,6 +162,14 @@ const sdx_option_t broker_options[] = {
      "queued requests per domain before queue_full", OFF(max_queue), 0, 10000000},
     {"max_requests", "--max-requests", SDX_OPT_INT, "100000",
      "requests in the broker at once before queue_full", OFF(max_requests), 1, 100000000},
+    {"client_max_in_flight", "--client-max-in-flight", SDX_OPT_INT, "0",
+     "requests one client connection may have queued or running; more get rate_limited (0: no "
+     "limit)",
+     OFF(client_max_in_flight), 0, 100000000},
+    {"client_max_rps", "--client-max-rps", SDX_OPT_INT, "0",
+     "requests per second one client connection may send (a token bucket of that many, refilled "
+     "continuously); more get rate_limited (0: no limit)",
+     OFF(client_max_rps), 0, 100000000},
     {"cancel_grace_ms", "--cancel-grace-ms", SDX_OPT_INT, "10000",
      "how long a cancelled request keeps its worker slot", OFF(cancel_grace_ms), 0, 3600000},
     {"no_worker_grace_ms", "--no-worker-grace-ms", SDX_OPT_INT, "10000",
@@ -542,6 +562,7 @@ static breq_t *s_req_alloc(broker_t *b)
     r->worker = NULL;
     r->attempt = 0;
     r->progress_count = 0;
+    r->client = NULL;
     memset(&r->qn, 0, sizeof r->qn);
     dnode_init(&r->dn);
     r->free_next = NULL;
@@ -562,6 +583,10 @@ static void s_req_release(broker_t *b, breq_t *r)
         if (r->worker->in_flight > 0)
             r->worker->in_flight--;
         r->worker = NULL;
+    }
+    if (r->client) {
+        r->client->in_flight--;
+        r->client = NULL;
     }
     hooks_request_done(&r->hook);
     sdx_envelope_clear(&r->env);
@@ -1078,11 +1103,8 @@ static const struct {
     const char *type;
     sys_fn fn;
 } s_sys_table[] = {
-    {"system.cancel", s_sys_cancel},
-    {"system.metrics", s_sys_metrics},
-    {"system.ping", s_sys_ping},
-    {"system.status", s_sys_status},
-    {"system.workers", s_sys_workers},
+    {"system.cancel", s_sys_cancel}, {"system.metrics", s_sys_metrics}, {"system.ping", s_sys_ping},
+    {"system.status", s_sys_status}, {"system.workers", s_sys_workers},
 };
 
 /* processing.* and system.*: answered here, at once. */
@@ -1142,6 +1164,74 @@ static int s_domain_index(const broker_t *b, const char *name)
 }
 
 /* One client message: route frames + one body frame. */
+/* ------------------------------------------------------ per-client limits */
+
+static bool s_client_limits(const broker_t *b)
+{
+    return b->cfg.client_max_in_flight > 0 || b->cfg.client_max_rps > 0;
+}
+
+/* The client of a route (its first frame: the ROUTER routing id), made on
+   first sight; NULL when limits are off or out of memory (not limited). */
+static client_t *s_client(broker_t *b, const route_t *rt, int64_t now_ms)
+{
+    if (!s_client_limits(b) || rt->n < 1 || rt->len[0] == 0 || rt->len[0] > ROUTE_BYTES)
+        return NULL;
+    client_t *c = idmap_get(&b->clients, rt->buf, rt->len[0]);
+    if (!c) {
+        c = calloc(1, sizeof *c);
+        if (!c)
+            return NULL;
+        memcpy(c->id, rt->buf, rt->len[0]);
+        c->id_len = rt->len[0];
+        c->tokens = (double)b->cfg.client_max_rps;
+        c->refill_ms = now_ms;
+        if (idmap_put(&b->clients, c->id, c->id_len, c) != 0) {
+            free(c);
+            return NULL;
+        }
+    }
+    c->seen_ms = now_ms;
+    return c;
+}
+
+/* The rate limit: a token bucket of client_max_rps tokens refilled at that
+   rate. 0 when the request may pass (a token taken), -1 with f set. */
+static int s_client_rate(const broker_t *b, client_t *c, int64_t now_ms, sdx_fault_t *f)
+{
+    if (!c || b->cfg.client_max_rps <= 0)
+        return 0;
+    double cap = (double)b->cfg.client_max_rps;
+    c->tokens += (double)(now_ms - c->refill_ms) * cap / 1000.0;
+    if (c->tokens > cap)
+        c->tokens = cap;
+    c->refill_ms = now_ms;
+    if (c->tokens < 1.0) {
+        sdx_fault_set(f, SDX_ERR_RATE_LIMITED, NULL,
+                      "this client sent more than %" PRId64
+                      " requests in the last second (client_max_rps); back off and retry",
+                      b->cfg.client_max_rps);
+        return -1;
+    }
+    c->tokens -= 1.0;
+    return 0;
+}
+
+/* Forget idle clients (no request in the broker, not seen for a minute). */
+static void s_clients_sweep(broker_t *b, int64_t now_ms)
+{
+    for (size_t i = 0; i < b->clients.cap; i++) {
+        idmap_slot_t *sl = &b->clients.slots[i];
+        if (sl->hash < 2)
+            continue;
+        client_t *c = sl->val;
+        if (c->in_flight <= 0 && now_ms - c->seen_ms > 60000) {
+            idmap_del(&b->clients, c->id, c->id_len);
+            free(c);
+        }
+    }
+}
+
 static void s_handle_request(broker_t *b, const route_t *rt, const uint8_t *data, size_t len)
 {
     int64_t t0 = sdx_clock_mono_us();
@@ -1203,6 +1293,13 @@ static void s_handle_request(broker_t *b, const route_t *rt, const uint8_t *data
         s_req_release(b, r);
         return;
     }
+    int64_t now_ms = sdx_clock_mono_ms();
+    client_t *client = s_client(b, rt, now_ms);
+    if (s_client_rate(b, client, now_ms, &f) != 0) {
+        s_reply_fault_raw(b, rt, enc, &rid, r->env.message_type, &f, &r->hook, t0);
+        s_req_release(b, r);
+        return;
+    }
 
     /* VALIDATION HOOK: schema validation and C#-dialect mapping of the
        decoded tree (r->env.root / r->env.data, encoding r->env.encoding);
@@ -1253,6 +1350,21 @@ static void s_handle_request(broker_t *b, const route_t *rt, const uint8_t *data
         s_reply_fault_raw(b, rt, enc, &rid, r->env.message_type, &f, &r->hook, t0);
         s_req_release(b, r);
         return;
+    }
+
+    if (client && b->cfg.client_max_in_flight > 0 &&
+        client->in_flight >= b->cfg.client_max_in_flight) {
+        sdx_fault_set(&f, SDX_ERR_RATE_LIMITED, NULL,
+                      "this client has %" PRId64 " requests in the broker (client_max_in_flight); "
+                      "wait for their replies and retry",
+                      client->in_flight);
+        s_reply_fault_raw(b, rt, enc, &rid, r->env.message_type, &f, &r->hook, t0);
+        s_req_release(b, r);
+        return;
+    }
+    if (client) {
+        client->in_flight++;
+        r->client = client;
     }
 
     /* Backend key: the client's id when free, made unique otherwise. */
@@ -1561,8 +1673,9 @@ static void s_on_reply(broker_t *b, worker_t *w, sdx_mdp_msg_t *msg)
         b->st.ok++;
         const sdx_value_t *data = sdx_map_get(body, "data");
         const sdx_value_t *cnt = sdx_map_get(data, "count");
-        int64_t images = cnt && cnt->type == SDX_INT ? cnt->u.i
-                                                     : (int64_t)sdx_array_len(sdx_map_get(data, "images"));
+        int64_t images = cnt && cnt->type == SDX_INT
+                             ? cnt->u.i
+                             : (int64_t)sdx_array_len(sdx_map_get(data, "images"));
         metrics_images(b->metrics, r->env.message_type, images);
     } else {
         b->st.failed++;
@@ -1699,6 +1812,8 @@ static void s_expire(broker_t *b, int64_t now_ms)
 
 static void s_heartbeat(broker_t *b, int64_t now_ms)
 {
+    if (now_ms >= b->next_heartbeat_ms && b->clients.len)
+        s_clients_sweep(b, now_ms);
     if (now_ms < b->next_heartbeat_ms)
         return;
     b->next_heartbeat_ms = now_ms + b->cfg.heartbeat_ms;
@@ -1781,6 +1896,7 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t err_len)
     b->cfg = *cfg;
     registry_init(&b->reg);
     idmap_init(&b->reqs);
+    idmap_init(&b->clients);
     dheap_init(&b->deadlines);
     char e[512];
     if (cfg->actions_file[0] ? sdx_actions_load(cfg->actions_file, e, sizeof e)
@@ -1981,6 +2097,10 @@ void broker_destroy(broker_t **bp)
     if (b->ctx)
         zmq_ctx_term(b->ctx);
     metrics_destroy(&b->metrics);
+    for (size_t i = 0; i < b->clients.cap; i++)
+        if (b->clients.slots[i].hash >= 2)
+            free(b->clients.slots[i].val);
+    idmap_free(&b->clients);
     hooks_shutdown();
     sdx_catalog_destroy(&b->cat);
     free(b);

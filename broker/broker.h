@@ -24,6 +24,8 @@ typedef struct {
     int64_t max_retries;
     int64_t max_queue;
     int64_t max_requests;
+    int64_t client_max_in_flight; /* per client connection, 0: no limit */
+    int64_t client_max_rps;       /* per client connection, 0: no limit */
     int64_t cancel_grace_ms;
     int64_t no_worker_grace_ms;
     int64_t hwm;

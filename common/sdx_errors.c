@@ -48,6 +48,10 @@ static const sdx_error_info_t s_table[SDX_ERR__COUNT] = {
                                "or retry once other work has finished"},
     [SDX_ERR_SHUTTING_DOWN] = {SDX_ERR_SHUTTING_DOWN, "shutting_down", true,
                                "the broker is stopping; retry against it (or another) shortly"},
+    [SDX_ERR_RATE_LIMITED] = {SDX_ERR_RATE_LIMITED, "rate_limited", true,
+                              "this client has too many requests in flight or sends faster than "
+                              "the broker's per-client limit; wait for replies (or back off) and "
+                              "retry"},
 };
 
 const sdx_error_info_t *sdx_error_info(sdx_error_t code)

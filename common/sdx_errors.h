@@ -32,6 +32,7 @@ typedef enum {
     SDX_ERR_NOT_FOUND,            /* a named model/file/resource does not exist */
     SDX_ERR_OUT_OF_MEMORY,        /* the worker ran out of GPU/host memory */
     SDX_ERR_SHUTTING_DOWN,        /* the broker is stopping */
+    SDX_ERR_RATE_LIMITED,         /* this client is over its in-flight or rate limit */
     SDX_ERR__COUNT
 } sdx_error_t;
 

@@ -49,6 +49,7 @@ const sdx_domain_t sdx_domain_conditioning = {
 
 #include "domain_opts.h"
 #include "domain_schema.h"
+#include "infer_domain.h"
 #include "infer_engine.h"
 #include "sdx_log.h"
 
@@ -116,14 +117,6 @@ static int s_option(sdx_worker_t *w, const char *key, const char *value, char *e
                            key, value, err, err_len);
 }
 
-static void s_log_sink(int level, const char *msg)
-{
-    sdx_log(level <= 0   ? SDX_LOG_ERROR
-            : level == 1 ? SDX_LOG_WARN
-            : level == 2 ? SDX_LOG_INFO
-                         : SDX_LOG_DEBUG,
-            "%s", msg);
-}
 
 static int s_init(sdx_worker_t *w, char *err, size_t err_len)
 {
@@ -132,7 +125,7 @@ static int s_init(sdx_worker_t *w, char *err, size_t err_len)
         snprintf(err, err_len, "out of memory");
         return -1;
     }
-    infer_set_log(s_log_sink);
+    infer_set_log(infer_domain_log_sink);
     static const char *const need[] = {"conditioning.encode_prompt", "conditioning.tokenize", NULL};
     const char *roots[] = {"models", st->set.models_root, NULL};
     if (domain_schema_load(&st->rules, st->set.schemas_dir, need, roots, err, err_len) != 0)
@@ -184,19 +177,7 @@ static void s_status(sdx_worker_t *w, sdx_value_t *out)
     sdx_map_set_int(eng, "threads", infer_engine_threads(st->engine));
     sdx_map_set_int(eng, "encoded", atomic_load(&st->encoded));
     sdx_map_set_int(eng, "tokenized", atomic_load(&st->tokenized));
-    infer_model_info_t info[16];
-    int n = infer_engine_describe(st->engine, info, 16);
-    sdx_value_t *loaded = sdx_value_array_new();
-    for (int i = 0; loaded && i < n; i++) {
-        sdx_value_t *m = sdx_value_map_new();
-        if (!m)
-            break;
-        sdx_map_set_str(m, "name", info[i].name);
-        sdx_map_set_str(m, "dtype", info[i].dtype);
-        sdx_map_set_str(m, "state", info[i].state);
-        sdx_map_set_int(m, "uses", info[i].uses);
-        sdx_array_push(loaded, m);
-    }
+    sdx_value_t *loaded = infer_domain_loaded_models(st->engine);
     if (loaded)
         sdx_map_set(eng, "loaded_models", loaded);
     sdx_map_set(out, "engine", eng);
@@ -204,33 +185,10 @@ static void s_status(sdx_worker_t *w, sdx_value_t *out)
 
 static void s_publish_models(sdx_worker_t *w, s_state_t *st)
 {
-    size_t n = 0;
-    char **names = infer_engine_models(st->engine, &n);
-    sdx_worker_set_models(w, (const char *const *)names, n);
-    for (size_t i = 0; i < n; i++)
-        free(names[i]);
-    free(names);
+    infer_domain_publish_models(w, st->engine);
 }
 
-static double s_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
-}
 
-static const char *const s_status_code[] = {
-    [INFER_OK] = "internal",
-    [INFER_BAD_NAME] = "invalid_request",
-    [INFER_NOT_FOUND] = "not_found",
-    [INFER_LOAD_FAILED] = "internal",
-    [INFER_CANCELLED] = "cancelled",
-    [INFER_BAD_INPUT] = "invalid_request",
-    [INFER_OOM] = "out_of_memory",
-    [INFER_FAILED] = "internal",
-    [INFER_BAD_UPSCALE] = "invalid_request", [INFER_BAD_LORA] = "invalid_request",
-    [INFER_BAD_IMAGE] = "invalid_request",   [INFER_BAD_VAE] = "invalid_request",
-};
 
 static int s_fail_status(sdx_job_t *job, infer_status_t rc, const char *model, const char *err)
 {
@@ -239,7 +197,7 @@ static int s_fail_status(sdx_job_t *job, infer_status_t rc, const char *model, c
                             : NULL;
     if (rc == INFER_LOAD_FAILED)
         return sdx_job_fail(job, "internal", field, "cannot load model '%s': %s", model, err);
-    return sdx_job_fail(job, s_status_code[rc], field, "%s", err);
+    return sdx_job_fail(job, infer_domain_code(rc), field, "%s", err);
 }
 
 /* ---------------------------------------------------------- the fields */
@@ -341,7 +299,7 @@ static sdx_value_t *s_tensor_value(infer_tensor_t *t)
 
 static int s_encode_prompt(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply)
 {
-    double t0 = s_ms();
+    double t0 = infer_domain_ms();
     sdx_worker_t *w = sdx_job_worker(job);
     s_state_t *st = sdx_worker_domain_state(w);
     if (!st || !st->engine)
@@ -388,12 +346,12 @@ static int s_encode_prompt(sdx_job_t *job, const sdx_value_t *data, sdx_value_t 
     if (tm) {
         sdx_map_set_float(tm, "load_ms", kept.load_ms);
         sdx_map_set_float(tm, "encode_ms", kept.encode_ms);
-        sdx_map_set_float(tm, "total_ms", s_ms() - t0);
+        sdx_map_set_float(tm, "total_ms", infer_domain_ms() - t0);
         sdx_map_set(reply, "timings", tm);
     }
     atomic_fetch_add(&st->encoded, 1);
     log_info("%s: encoded %d prompt tensor(s) with %s in %.1f ms", sdx_job_request_id(job),
-             kept.count, req.model_name, s_ms() - t0);
+             kept.count, req.model_name, infer_domain_ms() - t0);
     sdx_value_destroy(&filled);
     return 0;
 }

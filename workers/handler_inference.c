@@ -111,6 +111,7 @@ typedef struct {
 
 #else /* SDX_WITH_ENGINE */
 
+#include "infer_domain.h"
 #include "infer_engine.h"
 #include "model_catalog.h"
 
@@ -183,14 +184,6 @@ const sdx_domain_t sdx_domain_inference = {
 
 #else /* SDX_WITH_ENGINE */
 
-static void s_log_sink(int level, const char *msg)
-{
-    sdx_log(level <= 0   ? SDX_LOG_ERROR
-            : level == 1 ? SDX_LOG_WARN
-            : level == 2 ? SDX_LOG_INFO
-                         : SDX_LOG_DEBUG,
-            "%s", msg);
-}
 
 static int s_init(sdx_worker_t *w, char *err, size_t err_len)
 {
@@ -199,7 +192,7 @@ static int s_init(sdx_worker_t *w, char *err, size_t err_len)
         snprintf(err, err_len, "out of memory");
         return -1;
     }
-    infer_set_log(s_log_sink);
+    infer_set_log(infer_domain_log_sink);
     /* the request rules, found as the broker finds them: a named folder that
        is missing or does not load stops the worker (exit 2), no fallback;
        x-path-root names stay inside this worker's own folders */
@@ -283,24 +276,7 @@ static void s_status(sdx_worker_t *w, sdx_value_t *out)
     sdx_map_set_int(eng, "generations", atomic_load(&st->generated));
     sdx_map_set_int(eng, "images", atomic_load(&st->images));
     sdx_map_set_int(eng, "cancelled_runs", atomic_load(&st->cancelled_runs));
-    infer_model_info_t info[16];
-    int n = infer_engine_describe(st->engine, info, 16);
-    sdx_value_t *loaded = sdx_value_array_new();
-    for (int i = 0; loaded && i < n; i++) {
-        sdx_value_t *m = sdx_value_map_new();
-        if (!m)
-            break;
-        sdx_map_set_str(m, "name", info[i].name);
-        sdx_map_set_str(m, "path", info[i].path);
-        sdx_map_set_str(m, "format", info[i].format);
-        sdx_map_set_str(m, "dtype", info[i].dtype);
-        sdx_map_set_str(m, "state", info[i].state);
-        sdx_map_set_bool(m, "in_use", info[i].in_use);
-        sdx_map_set_int(m, "uses", info[i].uses);
-        sdx_map_set_float(m, "load_ms", info[i].load_ms);
-        sdx_map_set_float(m, "mb", (double)info[i].bytes / (1 << 20));
-        sdx_array_push(loaded, m);
-    }
+    sdx_value_t *loaded = infer_domain_loaded_models(st->engine);
     if (loaded)
         sdx_map_set(eng, "loaded_models", loaded);
     sdx_map_set(out, "engine", eng);
@@ -309,12 +285,7 @@ static void s_status(sdx_worker_t *w, sdx_value_t *out)
 /* Tell the runtime (READY/HEARTBEAT/status) which models are loaded. */
 static void s_publish_models(sdx_worker_t *w, s_state_t *st)
 {
-    size_t n = 0;
-    char **names = infer_engine_models(st->engine, &n);
-    sdx_worker_set_models(w, (const char *const *)names, n);
-    for (size_t i = 0; i < n; i++)
-        free(names[i]);
-    free(names);
+    infer_domain_publish_models(w, st->engine);
 }
 
 /* ------------------------------------------------- the request's fields */
@@ -552,21 +523,7 @@ static void s_on_progress(int step, int total, double it_per_s, const char *msg,
         run->cancel = 1;
 }
 
-static double s_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
-}
 
-static const char *const s_status_code[] = {
-    [INFER_OK] = "internal",         [INFER_BAD_NAME] = "invalid_request",
-    [INFER_NOT_FOUND] = "not_found", [INFER_LOAD_FAILED] = "internal",
-    [INFER_CANCELLED] = "cancelled", [INFER_BAD_INPUT] = "invalid_request",
-    [INFER_OOM] = "out_of_memory",   [INFER_FAILED] = "internal",
-    [INFER_BAD_UPSCALE] = "invalid_request", [INFER_BAD_LORA] = "invalid_request",
-    [INFER_BAD_IMAGE] = "invalid_request",   [INFER_BAD_VAE] = "invalid_request",
-};
 
 /* A model_name with nothing under the models root: the catalogue (rescanned,
    so a model copied in since is seen) names the checkpoints near it, or
@@ -738,7 +695,7 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
    the schema, parsed, run. */
 static int s_start(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply, bool denoise)
 {
-    double t_start = s_ms();
+    double t_start = infer_domain_ms();
     sdx_worker_t *w = sdx_job_worker(job);
     s_state_t *st = sdx_worker_domain_state(w);
     if (!st)
@@ -841,7 +798,7 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
                                 err);
         if (rc == INFER_NOT_FOUND)
             s_near_models(st, r.model_name, err, sizeof err);
-        return sdx_job_fail(job, s_status_code[rc], field, "%s", err);
+        return sdx_job_fail(job, infer_domain_code(rc), field, "%s", err);
     }
 
     /* the images, and the files when output.save_path asks for them */
@@ -934,14 +891,14 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
         sdx_map_set_float(tm, "denoise_ms", t.denoise_ms);
         sdx_map_set_float(tm, "decode_ms", t.decode_ms);
         sdx_map_set_float(tm, "image_ms", t.image_ms);
-        sdx_map_set_float(tm, "total_ms", s_ms() - t_start);
+        sdx_map_set_float(tm, "total_ms", infer_domain_ms() - t_start);
         sdx_map_set(reply, "timings", tm);
     }
     atomic_fetch_add(&st->generated, 1);
     atomic_fetch_add(&st->images, count);
     log_info("%s: %d image(s) %dx%d, %d steps, model %s, seed %lld, %.0f ms",
              sdx_job_request_id(job), count, r.gp.width, r.gp.height, t.steps_done, r.model_name,
-             (long long)r.seed, s_ms() - t_start);
+             (long long)r.seed, infer_domain_ms() - t_start);
     return 0;
 }
 

@@ -1,0 +1,74 @@
+/*  infer_domain.c - see infer_domain.h. */
+#include "infer_domain.h"
+
+#include "sdx_log.h"
+
+#include <stdlib.h>
+#include <time.h>
+
+void infer_domain_log_sink(int level, const char *msg)
+{
+    sdx_log(level <= 0   ? SDX_LOG_ERROR
+            : level == 1 ? SDX_LOG_WARN
+            : level == 2 ? SDX_LOG_INFO
+                         : SDX_LOG_DEBUG,
+            "%s", msg);
+}
+
+const char *infer_domain_code(infer_status_t rc)
+{
+    switch (rc) {
+    case INFER_NOT_FOUND:
+        return "not_found";
+    case INFER_CANCELLED:
+        return "cancelled";
+    case INFER_OOM:
+        return "out_of_memory";
+    case INFER_OK:
+    case INFER_LOAD_FAILED:
+    case INFER_FAILED:
+        return "internal";
+    default: /* the request's fault: a bad name, parameter, file or image */
+        return "invalid_request";
+    }
+}
+
+void infer_domain_publish_models(sdx_worker_t *w, infer_engine_t *e)
+{
+    size_t n = 0;
+    char **names = infer_engine_models(e, &n);
+    sdx_worker_set_models(w, (const char *const *)names, n);
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+sdx_value_t *infer_domain_loaded_models(infer_engine_t *e)
+{
+    infer_model_info_t info[16];
+    int n = infer_engine_describe(e, info, 16);
+    sdx_value_t *loaded = sdx_value_array_new();
+    for (int i = 0; loaded && i < n; i++) {
+        sdx_value_t *m = sdx_value_map_new();
+        if (!m)
+            break;
+        sdx_map_set_str(m, "name", info[i].name);
+        sdx_map_set_str(m, "path", info[i].path);
+        sdx_map_set_str(m, "format", info[i].format);
+        sdx_map_set_str(m, "dtype", info[i].dtype);
+        sdx_map_set_str(m, "state", info[i].state);
+        sdx_map_set_bool(m, "in_use", info[i].in_use);
+        sdx_map_set_int(m, "uses", info[i].uses);
+        sdx_map_set_float(m, "load_ms", info[i].load_ms);
+        sdx_map_set_float(m, "mb", (double)info[i].bytes / (1 << 20));
+        sdx_array_push(loaded, m);
+    }
+    return loaded;
+}
+
+double infer_domain_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}

@@ -55,6 +55,7 @@ const sdx_domain_t sdx_domain_conditioning = {
 
 #include <limits.h>
 #include <stdatomic.h>
+#include <sys/stat.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,6 +66,7 @@ typedef struct {
     char models_root[PATH_MAX];
     char config_dir[PATH_MAX];
     char schemas_dir[PATH_MAX]; /* "": found as the broker finds it */
+    char loras_root[PATH_MAX];  /* "": <models_root>/lora */
     int max_models;
     int threads;
 } s_settings_t;
@@ -79,6 +81,8 @@ static const sdx_option_t s_options[] = {
     {"threads", true, "N", "0", "SDXL_THREADS", "libtorch CPU threads, 0: its default (0..1024)"},
     {"schemas-dir", true, "DIR", "", "SDXL_SCHEMAS_DIR",
      "request schemas (\"\": <source>/schemas, then <datadir>/sdxl-fleet/schemas)"},
+    {"loras-root", true, "DIR", "", "SDXL_LORAS_ROOT",
+     "LoRA files that lora.models names (\"\": <models-root>/lora; their text-encoder part)"},
     {NULL, false, NULL, NULL, NULL, NULL},
 };
 
@@ -88,12 +92,15 @@ static const domain_opt_field_t s_fields[] = {
     {"max-models", DOMAIN_OPT_INT, offsetof(s_settings_t, max_models), 1, 64},
     {"threads", DOMAIN_OPT_INT, offsetof(s_settings_t, threads), 0, 1024},
     {"schemas-dir", DOMAIN_OPT_DIR_OPTIONAL, offsetof(s_settings_t, schemas_dir), 0, 0},
+    {"loras-root", DOMAIN_OPT_DIR_OPTIONAL, offsetof(s_settings_t, loras_root), 0, 0},
 };
 
 typedef struct {
     s_settings_t set;
     char device_note[256];
     domain_schema_t rules; /* the request rules and the models root */
+    model_catalog_t *catalog; /* the LoRAs under loras_dir (names, near matches) */
+    char loras_dir[PATH_MAX];
     infer_engine_t *engine;
     atomic_long encoded, tokenized;
 } s_state_t;
@@ -127,8 +134,20 @@ static int s_init(sdx_worker_t *w, char *err, size_t err_len)
     }
     infer_set_log(infer_domain_log_sink);
     static const char *const need[] = {"conditioning.encode_prompt", "conditioning.tokenize", NULL};
-    const char *roots[] = {"models", st->set.models_root, NULL};
+    if (st->set.loras_root[0])
+        snprintf(st->loras_dir, sizeof st->loras_dir, "%s", st->set.loras_root);
+    else if ((size_t)snprintf(st->loras_dir, sizeof st->loras_dir, "%s/lora",
+                              st->set.models_root) >= sizeof st->loras_dir)
+        st->loras_dir[0] = '\0';
+    struct stat lsb;
+    bool have_loras = st->loras_dir[0] && stat(st->loras_dir, &lsb) == 0 && S_ISDIR(lsb.st_mode);
+    const char *roots[] = {"models", st->set.models_root, "loras",
+                           have_loras ? st->loras_dir : "", NULL};
     if (domain_schema_load(&st->rules, st->set.schemas_dir, need, roots, err, err_len) != 0)
+        return -1;
+    model_catalog_config_t mc = {.detect = NULL};
+    mc.roots[MODEL_LORA] = st->loras_dir;
+    if (!(st->catalog = model_catalog_new(&mc, err, err_len)))
         return -1;
     infer_engine_config_t cfg = {
         .models_root = st->set.models_root,
@@ -157,6 +176,7 @@ static void s_fini(sdx_worker_t *w)
         return;
     infer_engine_destroy(&st->engine);
     domain_schema_fini(&st->rules);
+    model_catalog_destroy(&st->catalog);
     free(st);
     sdx_worker_set_domain_state(w, NULL);
 }
@@ -236,11 +256,6 @@ static int s_num(sdx_job_t *job, const sdx_value_t *m, const char *path, double 
 static int s_parse(sdx_job_t *job, const sdx_value_t *data, s_state_t *st, infer_request_t *req)
 {
     memset(req, 0, sizeof *req);
-    if (sdx_array_len(sdx_map_get_path(data, "lora.models")) > 0)
-        return sdx_job_fail(job, "not_available", "lora.models",
-                            "lora.models is not applied by the conditioning worker yet (its "
-                            "text-encoder part would change the embeddings): use "
-                            "inference.generate, which applies the whole LoRA");
     req->prompt = s_str(data, "prompt");
     if (!req->prompt)
         return sdx_job_fail(job, "invalid_request", "prompt", "prompt (a string) is required");
@@ -313,9 +328,21 @@ static int s_encode_prompt(sdx_job_t *job, const sdx_value_t *data, sdx_value_t 
         sdx_value_destroy(&filled);
         return -1;
     }
+    /* lora.models: their text-encoder part changes the embeddings */
+    infer_lora_t loras[8];
+    char(*lora_paths)[PATH_MAX] = calloc(8, PATH_MAX);
+    if (!lora_paths || infer_domain_loras(job, st->catalog, st->loras_dir, filled, loras,
+                                          lora_paths, &req.n_loras) != 0) {
+        int frc = lora_paths ? -1 : sdx_job_fail(job, "out_of_memory", NULL, "out of memory");
+        free(lora_paths);
+        sdx_value_destroy(&filled);
+        return frc;
+    }
+    req.loras = loras;
     infer_embeds_t out;
     char err[768];
     infer_status_t rc = infer_engine_encode(st->engine, &req, &out, err, sizeof err);
+    free(lora_paths);
     if (out.models_changed)
         s_publish_models(w, st);
     if (rc != INFER_OK) {

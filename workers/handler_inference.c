@@ -542,45 +542,6 @@ static void s_near_models(s_state_t *st, const char *name, char *err, size_t err
         snprintf(err + n, err_len - n, "%s", near);
 }
 
-/* lora.models -> files under the LoRA root, by catalogue name (the
-   catalogue is rescanned when a name is not there yet); names the
-   catalogue lacks are answered with the near ones. paths[i] backs
-   out[i].path. 0, or -1 after sdx_job_fail. */
-static int s_resolve_loras(sdx_job_t *job, s_state_t *st, const sdx_value_t *data,
-                           infer_lora_t out[8], char (*paths)[PATH_MAX], int *n)
-{
-    *n = 0;
-    const sdx_value_t *models = sdx_map_get_path(data, "lora.models");
-    size_t count = sdx_array_len(models);
-    if (count > 8)
-        return sdx_job_fail(job, "invalid_request", "lora.models", "at most 8 LoRAs");
-    for (size_t i = 0; i < count; i++) {
-        const sdx_value_t *m = sdx_array_at(models, i);
-        char field[48];
-        snprintf(field, sizeof field, "lora.models[%zu].name", i);
-        const char *name = s_opt_text(m, "name");
-        const sdx_value_t *wv = sdx_map_get(m, "weight");
-        double weight;
-        if (!name || !wv || !sdx_value_as_double(wv, &weight))
-            return sdx_job_fail(job, "invalid_request", field,
-                                "a LoRA needs a name and a weight (the schema fills 1.0)");
-        model_entry_t e;
-        char cerr[512];
-        model_status_t ms = model_catalog_find(st->catalog, MODEL_LORA, name, &e, cerr,
-                                               sizeof cerr);
-        if (ms == MODEL_NOT_FOUND &&
-            model_catalog_rescan(st->catalog, NULL, cerr, sizeof cerr) == 0)
-            ms = model_catalog_find(st->catalog, MODEL_LORA, name, &e, cerr, sizeof cerr);
-        if (ms != MODEL_OK)
-            return sdx_job_fail(job, ms == MODEL_NOT_FOUND ? "not_found" : "invalid_request",
-                                field, "%s (LoRA root %s)", cerr, st->loras_dir);
-        if ((size_t)snprintf(paths[i], PATH_MAX, "%s/%s", st->loras_dir, e.path) >= PATH_MAX)
-            return sdx_job_fail(job, "invalid_request", field, "the path is too long");
-        out[i] = (infer_lora_t){paths[i], weight};
-        (*n)++;
-    }
-    return 0;
-}
 
 /* vae_model -> the VAE file or folder under the VAE root, by catalogue name
    (rescanned on a miss; near matches when unknown). 0, or -1 after
@@ -755,7 +716,7 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
     }
     infer_lora_t loras[8];
     char(*lora_paths)[PATH_MAX] = calloc(8, PATH_MAX);
-    if (!lora_paths || s_resolve_loras(job, st, data, loras, lora_paths, &r.gp.n_loras) != 0) {
+    if (!lora_paths || infer_domain_loras(job, st->catalog, st->loras_dir, data, loras, lora_paths, &r.gp.n_loras) != 0) {
         for (int i = 0; i < 4; i++)
             free(owned[i]);
         int frc = lora_paths ? -1 : sdx_job_fail(job, "out_of_memory", NULL, "out of memory");

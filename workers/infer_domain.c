@@ -3,6 +3,9 @@
 
 #include "sdx_log.h"
 
+#include <limits.h>
+#include <stdio.h>
+
 #include <stdlib.h>
 #include <time.h>
 
@@ -71,4 +74,51 @@ double infer_domain_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+static const char *s_text(const sdx_value_t *m, const char *key)
+{
+    const sdx_value_t *v = sdx_map_get(m, key);
+    return v && v->type == SDX_STR ? v->u.str.ptr : NULL;
+}
+
+/* lora.models -> files under the LoRA root, by catalogue name (the
+   catalogue is rescanned when a name is not there yet); names the
+   catalogue lacks are answered with the near ones. paths[i] backs
+   out[i].path. 0, or -1 after sdx_job_fail. */
+int infer_domain_loras(sdx_job_t *job, model_catalog_t *catalog, const char *root,
+                       const sdx_value_t *data, infer_lora_t out[8], char (*paths)[PATH_MAX],
+                       int *n)
+{
+    *n = 0;
+    const sdx_value_t *models = sdx_map_get_path(data, "lora.models");
+    size_t count = sdx_array_len(models);
+    if (count > 8)
+        return sdx_job_fail(job, "invalid_request", "lora.models", "at most 8 LoRAs");
+    for (size_t i = 0; i < count; i++) {
+        const sdx_value_t *m = sdx_array_at(models, i);
+        char field[48];
+        snprintf(field, sizeof field, "lora.models[%zu].name", i);
+        const char *name = s_text(m, "name");
+        const sdx_value_t *wv = sdx_map_get(m, "weight");
+        double weight;
+        if (!name || !wv || !sdx_value_as_double(wv, &weight))
+            return sdx_job_fail(job, "invalid_request", field,
+                                "a LoRA needs a name and a weight (the schema fills 1.0)");
+        model_entry_t e;
+        char cerr[512];
+        model_status_t ms = model_catalog_find(catalog, MODEL_LORA, name, &e, cerr,
+                                               sizeof cerr);
+        if (ms == MODEL_NOT_FOUND &&
+            model_catalog_rescan(catalog, NULL, cerr, sizeof cerr) == 0)
+            ms = model_catalog_find(catalog, MODEL_LORA, name, &e, cerr, sizeof cerr);
+        if (ms != MODEL_OK)
+            return sdx_job_fail(job, ms == MODEL_NOT_FOUND ? "not_found" : "invalid_request",
+                                field, "%s (LoRA root %s)", cerr, root);
+        if ((size_t)snprintf(paths[i], PATH_MAX, "%s/%s", root, e.path) >= PATH_MAX)
+            return sdx_job_fail(job, "invalid_request", field, "the path is too long");
+        out[i] = (infer_lora_t){paths[i], weight};
+        (*n)++;
+    }
+    return 0;
 }

@@ -202,6 +202,24 @@ static infer_status_t s_engine_status(const char *why, bool input_error)
     return INFER_FAILED;
 }
 
+/* Fuse req's LoRA set into the entry's engine (a text-only engine takes the
+   text encoders' part). */
+static infer_status_t s_apply_loras(infer_entry_t *entry, const infer_request_t *req, double *ms,
+                                    char *err, size_t err_len)
+{
+    sdxl_lora_t specs[16];
+    int n = req->n_loras < 16 ? req->n_loras : 16;
+    for (int i = 0; i < n; i++)
+        specs[i] = (sdxl_lora_t){req->loras[i].path, req->loras[i].weight};
+    double t0 = s_ms();
+    if (sdxl_engine_set_loras(infer_entry_engine(entry), specs, n) != 0) {
+        snprintf(err, err_len, "lora.models: %s", sdx_last_error());
+        return strstr(err, "out of memory") ? INFER_OOM : INFER_BAD_LORA;
+    }
+    *ms = s_ms() - t0;
+    return INFER_OK;
+}
+
 static void s_borrowed(void *ctx) { (void)ctx; }
 
 /* req->embeds as engine tensors that borrow the request's bytes (no copy;
@@ -303,18 +321,10 @@ infer_status_t infer_engine_generate(infer_engine_t *e, const infer_request_t *r
         return strstr(err, "out of memory") ? INFER_OOM : INFER_BAD_VAE;
     }
     /* the request's LoRA set (the same set as last time costs nothing) */
-    {
-        sdxl_lora_t specs[16];
-        int n = req->n_loras < 16 ? req->n_loras : 16;
-        for (int i = 0; i < n; i++)
-            specs[i] = (sdxl_lora_t){req->loras[i].path, req->loras[i].weight};
-        double t0 = s_ms();
-        if (sdxl_engine_set_loras(infer_entry_engine(entry), specs, n) != 0) {
-            snprintf(err, err_len, "lora.models: %s", sdx_last_error());
-            infer_cache_release(e->cache, &entry);
-            return strstr(err, "out of memory") ? INFER_OOM : INFER_BAD_LORA;
-        }
-        out->lora_ms = s_ms() - t0;
+    infer_status_t lst = s_apply_loras(entry, req, &out->lora_ms, err, err_len);
+    if (lst != INFER_OK) {
+        infer_cache_release(e->cache, &entry);
+        return lst;
     }
     sdx_image_t init = {0}; /* init_image decoded (and resized), owned */
     if (req->init_image) {
@@ -459,6 +469,12 @@ infer_status_t infer_engine_encode(infer_engine_t *e, const infer_request_t *req
     out->models_changed = loaded || !entry;
     if (!entry)
         return st;
+    double lora_ms = 0;
+    infer_status_t lst = s_apply_loras(entry, req, &lora_ms, err, err_len);
+    if (lst != INFER_OK) {
+        infer_cache_release(e->cache, &entry);
+        return lst;
+    }
     sdxl_gen_params_t gp;
     sdxl_gen_params_init(&gp);
     gp.prompt = req->prompt;

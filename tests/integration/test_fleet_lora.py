@@ -121,6 +121,25 @@ def main():
                 "a file that is no LoRA: invalid_request (%s)" % e.get("message"), e)
         r, img = run(None)
         t.check(img == plain, "the worker still serves, the plain image", r.get("error"))
+
+        # the split path: the conditioning worker fuses the LoRA's text-encoder
+        # part, the inference worker its UNet part: the one-hop image
+        c = fleet.start_worker("conditioning", ["--models-root", models], wid="cond-lora")
+        fleet.wait_registered([c.wid], 20)
+        req = gen([("lora_kohya", 0.8), ("lora_diffusers", 0.5)])
+        e = fleet.request(dict(req, message_type="conditioning.encode_prompt"), timeout=120,
+                          enc="msgpack")
+        d = dict(req["data"], embeddings=(e.get("data") or {}).get("tensors"))
+        r = fleet.request({"message_type": "inference.denoise", "timeout_ms": 120000, "data": d},
+                          timeout=120, enc="msgpack")
+        split = r["data"]["images"][0]["image"] if r.get("success") else b""
+        t.check(split == comb, "split path with two LoRAs (encode_prompt -> denoise): the "
+                "one-hop image byte for byte", (e.get("error"), r.get("error")))
+        e = fleet.request({"message_type": "conditioning.encode_prompt",
+                           "data": gen([("lora_kohay", 1.0)])["data"]}, timeout=60)
+        err = e.get("error") or {}
+        t.check(err.get("code") == "not_found" and err.get("field") == "lora.models[0].name",
+                "conditioning: an unknown LoRA is not_found naming the field", err)
     except Exception as e:  # noqa: BLE001
         t.check(False, "fleet", repr(e))
     finally:

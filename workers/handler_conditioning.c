@@ -41,8 +41,7 @@ const sdx_domain_t sdx_domain_conditioning = {
     .capacity = 1,
     .handlers = NULL,
     .planned = s_planned_all,
-    .planned_issue = "issue #10 (this sdxl-worker was built without the libtorch engine, "
-                     "-Dengine=disabled)",
+    .planned_issue = "this sdxl-worker was built without the libtorch engine (-Dengine=disabled)",
 };
 
 #else /* SDX_WITH_ENGINE */

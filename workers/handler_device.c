@@ -302,7 +302,8 @@ const sdx_domain_t sdx_domain_device = {
     .capacity = 32, /* device queries are cheap (no GPU work) */
     .handlers = s_handlers,
     .planned = s_planned,
-    .planned_issue = "issue #5 (engine part 2: CUDA device use by the engine)",
+    .planned_issue = "the engine does not switch or tune CUDA devices on request yet (a worker is pinned "
+                     "to its --gpu at start)",
     .init = s_init,
     .fini = s_fini,
 };

@@ -175,8 +175,7 @@ const sdx_domain_t sdx_domain_inference = {
     .capacity = 1, /* one denoising run at a time per GPU */
     .handlers = NULL,
     .planned = s_planned,
-    .planned_issue = "issue #5 (engine part 2: this sdxl-worker was built without the "
-                     "libtorch engine, -Dengine=disabled)",
+    .planned_issue = "this sdxl-worker was built without the libtorch engine (-Dengine=disabled)",
     .options = s_options,
     .option = s_option,
     .fini = s_fini,
@@ -873,16 +872,27 @@ static int s_denoise(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply
     return s_start(job, data, reply, true);
 }
 
+/* inference.img2img: inference.generate whose init_image is required. */
+static int s_img2img(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply)
+{
+    const sdx_value_t *init = sdx_map_get(data, "init_image");
+    if (!init || init->type == SDX_NIL)
+        return sdx_job_fail(job, "invalid_request", "init_image",
+                            "inference.img2img needs init_image (PNG, JPEG or WebP bytes, or base64 "
+                            "text in JSON) and takes hyperparameters.strength");
+    return s_start(job, data, reply, false);
+}
+
 static const sdx_handler_t s_handlers[] = {
     {"inference.generate", s_generate, 0, "text-to-image: PNG/WebP bytes, seed, timings"},
     {"inference.txt2img", s_generate, 0, "same as inference.generate"},
     {"inference.denoise", s_denoise, 0,
      "inference.generate from given embeddings (conditioning.encode_prompt's tensors)"},
+    {"inference.img2img", s_img2img, 0, "inference.generate from init_image with strength"},
     {NULL, NULL, 0, NULL},
 };
 
 static const char *const s_planned[] = {
-    "inference.img2img",
     "inference.inpaint",
     NULL,
 };
@@ -891,8 +901,7 @@ const sdx_domain_t sdx_domain_inference = {
     .name = "inference",
     .handlers = s_handlers,
     .planned = s_planned,
-    .planned_issue = "issue #5 (engine part 2: image-to-image, inpainting and the bare "
-                     "denoising loop are not built yet)",
+    .planned_issue = "inpainting (a mask) is not built into the engine yet",
     .options = s_options,
     .option = s_option,
     .init = s_init,

@@ -829,10 +829,10 @@ static void s_handle_request(sdx_worker_t *w, sdx_mdp_msg_t *msg)
         for (const char *const *p = w->domain->planned; p && *p && !planned; p++)
             planned = strcmp(*p, type) == 0;
         if (planned)
-            s_send_error(w, rid, "not_available",
-                         "%s is not available yet: the %s worker's real handlers come with %s",
+            s_send_error(w, rid, "not_available", "%s is not available on the %s worker: %s",
                          type, w->domain->name,
-                         w->domain->planned_issue ? w->domain->planned_issue : "a later issue");
+                         w->domain->planned_issue ? w->domain->planned_issue
+                                                  : "it is not built yet");
         else
             s_send_error(w, rid, "unknown_message_type",
                          "%s is not a message type of the %s domain (see %s.status: "

@@ -12,8 +12,8 @@
     options (sdx_option_t: flags and config keys the runtime parses for it,
     flag > config > environment > default). The runtime adds
     `<domain>.ping` and `<domain>.status` to every domain; message types of
-    the domain without a handler answer `not_available`, naming the issue that
-    brings them (sdx_domain_t.planned_issue).
+    the domain without a handler answer `not_available`, saying what is missing
+    (sdx_domain_t.planned_issue).
 
     Not for: anything engine-specific (that lives in the handler modules).
 */
@@ -70,7 +70,8 @@ typedef struct {
     const char *name;              /* "device" */
     const sdx_handler_t *handlers; /* NULL-terminated table (may be NULL) */
     const char *const *planned;    /* NULL-terminated message types that come later */
-    const char *planned_issue;     /* "issue #5 (...)": named in not_available errors */
+    const char *planned_issue;     /* why the planned types are not served (what is
+                                      missing), said in their not_available errors */
     /* Default credit: requests the broker may keep in flight on one worker of
        the domain (READY `capacity`; --capacity / config key `capacity`
        override it; never below --concurrency). 0 means 1. Cheap domains

@@ -102,6 +102,18 @@ def main():
                     "sdxl-gen generate --init-image, the same fields: the same pixels",
                     g.stderr[-300:])
 
+        ri = fleet.request(dict(req(init), message_type="inference.img2img"), timeout=120,
+                           enc="msgpack")
+        t.check(ri.get("success") and ri["data"]["images"][0]["image"] == png,
+                "inference.img2img: the same image as inference.generate with init_image",
+                ri.get("error"))
+        no_init = req(init)
+        del no_init["data"]["init_image"]
+        ri = fleet.request(dict(no_init, message_type="inference.img2img"), timeout=60,
+                           enc="msgpack")
+        e = ri.get("error") or {}
+        t.check(e.get("code") == "invalid_request" and e.get("field") == "init_image",
+                "inference.img2img without init_image: invalid_request on init_image", e)
         r = fleet.request(req(init, size=64), timeout=120, enc="msgpack")
         d = r.get("data") or {}
         t.check(r.get("success") and (d.get("width"), d.get("height")) == (64, 64),

@@ -48,10 +48,10 @@ int domain_schema_check(sdx_job_t *job, const domain_schema_t *ds, sdx_value_t *
     sdx_schema_error_t e;
     int rc = sdx_schema_check_request(ds->set, ds->sem, sdx_job_message_type(job), data_p, &e);
     if (rc == 1)
-        return sdx_job_fail(job, "internal", NULL, "no request schema for %s in the schemas folder",
+        return sdx_job_fail(job, SDX_ERR_INTERNAL, NULL, "no request schema for %s in the schemas folder",
                             sdx_job_message_type(job));
     if (rc != 0)
-        return sdx_job_fail(job, strcmp(e.rule, "internal") == 0 ? "internal" : "invalid_request",
+        return sdx_job_fail(job, strcmp(e.rule, "internal") == 0 ? SDX_ERR_INTERNAL : SDX_ERR_INVALID_REQUEST,
                             e.field[0] ? e.field : NULL, "%s", e.message);
     return 0;
 }

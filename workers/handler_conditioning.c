@@ -215,7 +215,7 @@ static int s_fail_status(sdx_job_t *job, infer_status_t rc, const char *model, c
                             ? "model_name"
                             : NULL;
     if (rc == INFER_LOAD_FAILED)
-        return sdx_job_fail(job, "internal", field, "cannot load model '%s': %s", model, err);
+        return sdx_job_fail(job, SDX_ERR_INTERNAL, field, "cannot load model '%s': %s", model, err);
     return sdx_job_fail(job, infer_domain_code(rc), field, "%s", err);
 }
 
@@ -234,7 +234,7 @@ static int s_int(sdx_job_t *job, const sdx_value_t *m, const char *path, int64_t
 {
     const sdx_value_t *v = sdx_map_get_path(m, path);
     if (!v || v->type != SDX_INT)
-        return sdx_job_fail(job, "invalid_request", path,
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, path,
                             "%s: an integer is required (the broker fills the schema's default)",
                             path);
     *out = v->u.i;
@@ -245,7 +245,7 @@ static int s_num(sdx_job_t *job, const sdx_value_t *m, const char *path, double 
 {
     const sdx_value_t *v = sdx_map_get_path(m, path);
     if (!v || !sdx_value_as_double(v, out) || *out != *out)
-        return sdx_job_fail(job, "invalid_request", path,
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, path,
                             "%s: a number is required (the broker fills the schema's default)",
                             path);
     return 0;
@@ -257,31 +257,31 @@ static int s_parse(sdx_job_t *job, const sdx_value_t *data, s_state_t *st, infer
     memset(req, 0, sizeof *req);
     req->prompt = s_str(data, "prompt");
     if (!req->prompt)
-        return sdx_job_fail(job, "invalid_request", "prompt", "prompt (a string) is required");
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "prompt", "prompt (a string) is required");
     const char *neg = s_str(data, "negative_prompt");
     req->negative_prompt = neg && *neg ? neg : NULL;
     req->model_name = s_str(data, "model_name");
     if (!req->model_name || !*req->model_name)
-        return sdx_job_fail(job, "invalid_request", "model_name", "model_name is required");
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "model_name", "model_name is required");
     int64_t clip_skip = 0, batch = 0;
     if (s_int(job, data, "clip_skip", &clip_skip) || s_int(job, data, "batch.size", &batch) ||
         s_num(job, data, "hyperparameters.guidance_scale", &req->guidance_scale))
         return -1;
     if (clip_skip < 0 || clip_skip > 64)
-        return sdx_job_fail(job, "invalid_request", "clip_skip", "must be in 0..64");
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "clip_skip", "must be in 0..64");
     if (batch < 1 || batch > 64)
-        return sdx_job_fail(job, "invalid_request", "batch.size", "must be in 1..64");
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "batch.size", "must be in 1..64");
     req->clip_skip = (int)clip_skip;
     req->batch = (int)batch;
     req->dtype = s_str(data, "precision.dtype");
     if (!req->dtype)
-        return sdx_job_fail(job, "invalid_request", "precision.dtype",
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "precision.dtype",
                             "precision.dtype is required (the broker fills the schema's default)");
     if (strcmp(req->dtype, "fp16") == 0 && !infer_engine_is_cuda(st->engine))
         req->dtype = "fp32"; /* as the inference worker: no Half kernels on the CPU */
     else if (strcmp(req->dtype, "fp16") != 0 && strcmp(req->dtype, "fp32") != 0 &&
              strcmp(req->dtype, "bf16") != 0)
-        return sdx_job_fail(job, "invalid_request", "precision.dtype",
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "precision.dtype",
                             "unknown dtype '%s'; accepted: fp32, fp16, bf16", req->dtype);
     return 0;
 }
@@ -317,11 +317,11 @@ static int s_encode_prompt(sdx_job_t *job, const sdx_value_t *data, sdx_value_t 
     sdx_worker_t *w = sdx_job_worker(job);
     s_state_t *st = sdx_worker_domain_state(w);
     if (!st || !st->engine)
-        return sdx_job_fail(job, "internal", NULL, "the text encoders are not initialised");
+        return sdx_job_fail(job, SDX_ERR_INTERNAL, NULL, "the text encoders are not initialised");
     /* our own copy, checked and filled by the schema; req borrows from it */
     sdx_value_t *filled = sdx_value_clone(data);
     if (!filled)
-        return sdx_job_fail(job, "out_of_memory", NULL, "out of host memory");
+        return sdx_job_fail(job, SDX_ERR_OUT_OF_MEMORY, NULL, "out of host memory");
     infer_request_t req;
     if (domain_schema_check(job, &st->rules, &filled) != 0 || s_parse(job, filled, st, &req) != 0) {
         sdx_value_destroy(&filled);
@@ -332,7 +332,7 @@ static int s_encode_prompt(sdx_job_t *job, const sdx_value_t *data, sdx_value_t 
     char(*lora_paths)[PATH_MAX] = calloc(8, PATH_MAX);
     if (!lora_paths || infer_domain_loras(job, st->catalog, st->loras_dir, filled, loras,
                                           lora_paths, &req.n_loras) != 0) {
-        int frc = lora_paths ? -1 : sdx_job_fail(job, "out_of_memory", NULL, "out of memory");
+        int frc = lora_paths ? -1 : sdx_job_fail(job, SDX_ERR_OUT_OF_MEMORY, NULL, "out of memory");
         free(lora_paths);
         sdx_value_destroy(&filled);
         return frc;
@@ -360,7 +360,7 @@ static int s_encode_prompt(sdx_job_t *job, const sdx_value_t *data, sdx_value_t 
     if (bad) {
         sdx_value_destroy(&tensors);
         sdx_value_destroy(&filled);
-        return sdx_job_fail(job, "out_of_memory", NULL, "out of host memory");
+        return sdx_job_fail(job, SDX_ERR_OUT_OF_MEMORY, NULL, "out of host memory");
     }
     sdx_map_set(reply, "tensors", tensors);
     sdx_map_set_str(reply, "model_name", req.model_name);
@@ -387,10 +387,10 @@ static int s_tokenize(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *repl
     sdx_worker_t *w = sdx_job_worker(job);
     s_state_t *st = sdx_worker_domain_state(w);
     if (!st || !st->engine)
-        return sdx_job_fail(job, "internal", NULL, "the tokenizers are not initialised");
+        return sdx_job_fail(job, SDX_ERR_INTERNAL, NULL, "the tokenizers are not initialised");
     sdx_value_t *filled = sdx_value_clone(data);
     if (!filled)
-        return sdx_job_fail(job, "out_of_memory", NULL, "out of host memory");
+        return sdx_job_fail(job, SDX_ERR_OUT_OF_MEMORY, NULL, "out of host memory");
     if (domain_schema_check(job, &st->rules, &filled) != 0) {
         sdx_value_destroy(&filled);
         return -1;
@@ -410,7 +410,7 @@ static int s_tokenize(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *repl
     if (out.models_changed)
         s_publish_models(w, st);
     if (rc != INFER_OK) {
-        int frc = rc == INFER_BAD_INPUT ? sdx_job_fail(job, "invalid_request", "prompt", "%s", err)
+        int frc = rc == INFER_BAD_INPUT ? sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "prompt", "%s", err)
                                         : s_fail_status(job, rc, model, err);
         sdx_value_destroy(&filled);
         return frc;
@@ -437,7 +437,7 @@ static int s_tokenize(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *repl
     if (!toks || sdx_array_len(toks) != (size_t)out.count) {
         sdx_value_destroy(&toks);
         sdx_value_destroy(&filled);
-        return sdx_job_fail(job, "out_of_memory", NULL, "out of host memory");
+        return sdx_job_fail(job, SDX_ERR_OUT_OF_MEMORY, NULL, "out of host memory");
     }
     sdx_map_set(reply, "tokenizers", toks);
     sdx_map_set_str(reply, "model_name", model && *model ? model : "built-in CLIP tokenizer");

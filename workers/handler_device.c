@@ -247,10 +247,10 @@ static int s_memory(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply)
     s_host_to(w, reply);
     sdx_value_t *sys = sdx_value_map_new();
     if (!sys)
-        return sdx_job_fail(job, "internal", NULL, "out of memory");
+        return sdx_job_fail(job, SDX_ERR_INTERNAL, NULL, "out of memory");
     if (s_mem_to(sys, true) != 0) {
         sdx_value_destroy(&sys);
-        return sdx_job_fail(job, "internal", NULL, "cannot read /proc/meminfo");
+        return sdx_job_fail(job, SDX_ERR_INTERNAL, NULL, "cannot read /proc/meminfo");
     }
     sdx_map_set(reply, "system", sys);
     s_gpus_to(w, reply, false);

@@ -346,7 +346,7 @@ static const sdx_value_t *s_field(sdx_job_t *job, const sdx_value_t *data, const
     const sdx_value_t *v = sdx_map_get_path(data, path);
     bool ok = v && (v->type == type || (type == SDX_FLOAT && v->type == SDX_INT));
     if (!ok)
-        sdx_job_fail(job, "internal", path,
+        sdx_job_fail(job, SDX_ERR_INTERNAL, path,
                      "%s: the request schema gave it no %s default (check the schemas folder)",
                      path, sdx_vtype_name(type));
     return ok ? v : NULL;
@@ -397,14 +397,14 @@ static int s_parse(sdx_job_t *job, const sdx_value_t *data, s_req_t *r, s_state_
     memset(r, 0, sizeof *r);
     for (size_t i = 0; i < sizeof s_unsupported / sizeof s_unsupported[0]; i++)
         if (s_given(sdx_map_get_path(data, s_unsupported[i].path)))
-            return sdx_job_fail(job, "not_available", s_unsupported[i].path,
+            return sdx_job_fail(job, SDX_ERR_NOT_AVAILABLE, s_unsupported[i].path,
                                 "%s is not supported by this worker yet: %s", s_unsupported[i].path,
                                 s_unsupported[i].what);
     const char *attn, *neg;
     if (!s_text(job, data, "prompt_attention", &attn))
         return -1;
     if (strcmp(attn, "none") != 0)
-        return sdx_job_fail(job, "not_available", "prompt_attention",
+        return sdx_job_fail(job, SDX_ERR_NOT_AVAILABLE, "prompt_attention",
                             "prompt_attention '%s' is not supported yet: prompt weighting "
                             "(a1111/compel syntax) is not built into the engine; use 'none'",
                             attn);
@@ -434,7 +434,7 @@ static int s_parse(sdx_job_t *job, const sdx_value_t *data, s_req_t *r, s_state_
     r->gp.karras = sdx_map_get_path(data, "use_karras_sigmas")->u.b ? 1 : -1;
 
     if (!infer_engine_format_available(r->format))
-        return sdx_job_fail(job, "not_available", "output.format",
+        return sdx_job_fail(job, SDX_ERR_NOT_AVAILABLE, "output.format",
                             "output.format %s: this worker was built without its encoder; use "
                             "png",
                             r->format);
@@ -481,7 +481,7 @@ static int s_parse(sdx_job_t *job, const sdx_value_t *data, s_req_t *r, s_state_
         r->gp.init_image = init->u.bin.ptr;
         r->gp.init_image_len = init->u.bin.len;
     } else if (init && init->type != SDX_NIL) {
-        return sdx_job_fail(job, "invalid_request", "init_image",
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "init_image",
                             "init_image must be image bytes (bin, or base64 text in JSON)");
     }
     return 0;
@@ -501,7 +501,7 @@ static int s_save_paths(sdx_job_t *job, s_state_t *st, const s_req_t *r, int cou
     char err[PATH_MAX + 128];
     if (out_save_paths(st->set.outputs_root, r->save_path, sdx_job_request_id(job), ext, count,
                        paths, err, sizeof err) != 0)
-        return sdx_job_fail(job, "invalid_request", "output.save_path", "%s", err);
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "output.save_path", "%s", err);
     return 0;
 }
 
@@ -553,10 +553,10 @@ static int s_resolve_vae(sdx_job_t *job, s_state_t *st, const char *name, char p
     if (ms == MODEL_NOT_FOUND && model_catalog_rescan(st->catalog, NULL, cerr, sizeof cerr) == 0)
         ms = model_catalog_find(st->catalog, MODEL_VAE, name, &e, cerr, sizeof cerr);
     if (ms != MODEL_OK)
-        return sdx_job_fail(job, ms == MODEL_NOT_FOUND ? "not_found" : "invalid_request",
+        return sdx_job_fail(job, ms == MODEL_NOT_FOUND ? SDX_ERR_NOT_FOUND : SDX_ERR_INVALID_REQUEST,
                             "vae_model", "%s (VAE root %s)", cerr, st->vaes_dir);
     if ((size_t)snprintf(path, PATH_MAX, "%s/%s", st->vaes_dir, e.path) >= PATH_MAX)
-        return sdx_job_fail(job, "invalid_request", "vae_model", "the path is too long");
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "vae_model", "the path is too long");
     return 0;
 }
 
@@ -574,7 +574,7 @@ static int s_parse_embeds(sdx_job_t *job, const sdx_value_t *data, infer_tensor_
     *n = 0;
     const sdx_value_t *emb = sdx_map_get(data, "embeddings");
     if (!emb || emb->type != SDX_MAP || emb->u.map.len == 0)
-        return sdx_job_fail(job, "invalid_request", "embeddings",
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "embeddings",
                             "inference.denoise needs embeddings: the tensors of "
                             "conditioning.encode_prompt (prompt_embeds, pooled_prompt_embeds, "
                             "and with guidance_scale > 1 the negative pair)");
@@ -587,7 +587,7 @@ static int s_parse_embeds(sdx_job_t *job, const sdx_value_t *data, infer_tensor_
         char field[96];
         snprintf(field, sizeof field, "embeddings.%.40s", key);
         if (k == 4)
-            return sdx_job_fail(job, "invalid_request", field,
+            return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, field,
                                 "unknown tensor '%s'; accepted: prompt_embeds, "
                                 "pooled_prompt_embeds, negative_prompt_embeds, "
                                 "negative_pooled_prompt_embeds",
@@ -599,12 +599,12 @@ static int s_parse_embeds(sdx_job_t *job, const sdx_value_t *data, infer_tensor_
                       : !strcmp(dt, "bfloat16")   ? 2
                                                   : 0;
         if (!item)
-            return sdx_job_fail(job, "invalid_request", field,
+            return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, field,
                                 "%s.dtype must be float32, float16 or bfloat16", field);
         const sdx_value_t *shape = sdx_map_get(t, "shape");
         size_t nd = sdx_array_len(shape);
         if (nd < 1 || nd > 4)
-            return sdx_job_fail(job, "invalid_request", field,
+            return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, field,
                                 "%s.shape must be an array of 1 to 4 sizes", field);
         infer_tensor_t *o = &out[*n];
         memset(o, 0, sizeof *o);
@@ -612,7 +612,7 @@ static int s_parse_embeds(sdx_job_t *job, const sdx_value_t *data, infer_tensor_
         for (size_t d = 0; d < nd; d++) {
             const sdx_value_t *v = sdx_array_at(shape, d);
             if (!v || v->type != SDX_INT || v->u.i < 1 || v->u.i > (1 << 24))
-                return sdx_job_fail(job, "invalid_request", field,
+                return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, field,
                                     "%s.shape[%zu] must be an integer in 1..2^24", field, d);
             o->shape[d] = v->u.i;
             numel *= (uint64_t)v->u.i;
@@ -626,18 +626,18 @@ static int s_parse_embeds(sdx_job_t *job, const sdx_value_t *data, infer_tensor_
         } else if (bytes && bytes->type == SDX_STR) { /* a JSON client's base64 */
             uint8_t *dec = NULL;
             if (sdx_base64_decode(bytes->u.str.ptr, bytes->u.str.len, &dec, &len) != 0)
-                return sdx_job_fail(job, "invalid_request", field, "%s.data is not base64",
+                return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, field, "%s.data is not base64",
                                     field);
             owned[*n] = dec;
             ptr = dec;
         }
         if (!ptr || numel > (1ULL << 32) || len != numel * item)
-            return sdx_job_fail(job, "invalid_request", field,
+            return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, field,
                                 "%s.data must be %llu bytes of %s (shape x item size), got %zu",
                                 field, (unsigned long long)(numel * item), dt, len);
         for (int j = 0; j < *n; j++)
             if (!strcmp(out[j].name, names[k]))
-                return sdx_job_fail(job, "invalid_request", field, "given twice");
+                return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, field, "given twice");
         o->name = names[k];
         o->dtype = dt;
         o->ndim = (int)nd;
@@ -659,12 +659,12 @@ static int s_start(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply, 
     sdx_worker_t *w = sdx_job_worker(job);
     s_state_t *st = sdx_worker_domain_state(w);
     if (!st)
-        return sdx_job_fail(job, "internal", NULL, "the inference engine is not initialised");
+        return sdx_job_fail(job, SDX_ERR_INTERNAL, NULL, "the inference engine is not initialised");
     /* the request as the schema fills it: our own copy, which r borrows from
        until the reply is built (req is freed on every path below) */
     sdx_value_t *req = sdx_value_clone(data);
     if (!req)
-        return sdx_job_fail(job, "out_of_memory", NULL, "out of host memory");
+        return sdx_job_fail(job, SDX_ERR_OUT_OF_MEMORY, NULL, "out of host memory");
     s_req_t r;
     if (s_check(job, st, &req) != 0 || s_parse(job, req, &r, st) != 0) {
         sdx_value_destroy(&req);
@@ -709,7 +709,7 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
             return -1;
         }
     } else if (s_given(sdx_map_get(data, "embeddings"))) {
-        return sdx_job_fail(job, "invalid_request", "embeddings",
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "embeddings",
                             "embeddings are for inference.denoise; inference.generate encodes "
                             "the prompt itself");
     }
@@ -718,7 +718,7 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
     if (!lora_paths || infer_domain_loras(job, st->catalog, st->loras_dir, data, loras, lora_paths, &r.gp.n_loras) != 0) {
         for (int i = 0; i < 4; i++)
             free(owned[i]);
-        int frc = lora_paths ? -1 : sdx_job_fail(job, "out_of_memory", NULL, "out of memory");
+        int frc = lora_paths ? -1 : sdx_job_fail(job, SDX_ERR_OUT_OF_MEMORY, NULL, "out of memory");
         free(lora_paths);
         return frc;
     }
@@ -754,7 +754,7 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
                             : rc == INFER_BAD_VAE     ? "vae_model"
                                                       : NULL;
         if (rc == INFER_LOAD_FAILED)
-            return sdx_job_fail(job, "internal", field, "cannot load model '%s': %s", r.model_name,
+            return sdx_job_fail(job, SDX_ERR_INTERNAL, field, "cannot load model '%s': %s", r.model_name,
                                 err);
         if (rc == INFER_NOT_FOUND)
             s_near_models(st, r.model_name, err, sizeof err);
@@ -772,7 +772,7 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
         infer_image_t *img = &res.images[i];
         char werr[PATH_MAX + 128];
         if (paths && out_save_atomic(paths[i], img->data, img->len, werr, sizeof werr) != 0) {
-            fail = sdx_job_fail(job, "internal", "output.save_path", "%s", werr);
+            fail = sdx_job_fail(job, SDX_ERR_INTERNAL, "output.save_path", "%s", werr);
             for (int k = 0; k < i; k++) /* no file of a failed request stays behind */
                 unlink(paths[k]);
             break;
@@ -804,7 +804,7 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
     if (fail != 0) {
         sdx_value_destroy(&images);
         sdx_value_destroy(&saved);
-        return fail == -2 ? sdx_job_fail(job, "out_of_memory", NULL, "out of host memory") : -1;
+        return fail == -2 ? sdx_job_fail(job, SDX_ERR_OUT_OF_MEMORY, NULL, "out of host memory") : -1;
     }
 
     sdx_map_set(reply, "images", images);
@@ -877,7 +877,7 @@ static int s_img2img(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply
 {
     const sdx_value_t *init = sdx_map_get(data, "init_image");
     if (!init || init->type == SDX_NIL)
-        return sdx_job_fail(job, "invalid_request", "init_image",
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "init_image",
                             "inference.img2img needs init_image (PNG, JPEG or WebP bytes, or base64 "
                             "text in JSON) and takes hyperparameters.strength");
     return s_start(job, data, reply, false);

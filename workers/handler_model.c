@@ -245,7 +245,7 @@ static int s_kind_arg(sdx_job_t *job, const sdx_value_t *data)
         return -1;
     int k = v->type == SDX_STR ? model_kind_parse(v->u.str.ptr) : -1;
     if (k < 0) {
-        sdx_job_fail(job, "invalid_request", "kind",
+        sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "kind",
                      "kind must be one of checkpoints, vae, lora, controlnet, embeddings, "
                      "upscalers");
         return -2;
@@ -278,7 +278,7 @@ static int s_hash(sdx_job_t *job, model_catalog_t *cat, model_entry_t *e, bool *
         return 0;
     if (rc == MODEL_CANCELLED)
         return -1; /* the runtime answers cancelled / timeout */
-    return sdx_job_fail(job, "internal", NULL, "hashing %s: %s", e->name, err);
+    return sdx_job_fail(job, SDX_ERR_INTERNAL, NULL, "hashing %s: %s", e->name, err);
 }
 
 static int s_h_list(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply)
@@ -289,7 +289,7 @@ static int s_h_list(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply)
         return -1;
     const sdx_value_t *hv = sdx_map_get(data, "hash");
     if (hv && hv->type != SDX_BOOL && hv->type != SDX_NIL)
-        return sdx_job_fail(job, "invalid_request", "hash", "hash must be true or false");
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "hash", "hash must be true or false");
     bool hash = sdx_map_bool(data, "hash", false);
     size_t n = 0;
     model_entry_t *v = model_catalog_list(st->cat, kind, &n);
@@ -328,13 +328,13 @@ static int s_h_inspect(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *rep
     const char *field = sdx_map_get(data, "name") ? "name" : "model_name";
     const sdx_value_t *nv = sdx_map_get(data, field);
     if (!nv || nv->type != SDX_STR)
-        return sdx_job_fail(job, "invalid_request", "name",
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "name",
                             "name is required: a catalogue name (model.list shows them)");
     model_entry_t e;
     char err[2048];
     model_status_t rc = model_catalog_find(st->cat, kind, nv->u.str.ptr, &e, err, sizeof err);
     if (rc != MODEL_OK)
-        return sdx_job_fail(job, "invalid_request", field, "%s", err);
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, field, "%s", err);
     bool cached = false, hashed = false;
     if (sdx_map_bool(data, "hash", true) && !e.error[0] && e.hash_file[0]) {
         if (s_hash(job, st->cat, &e, &cached) != 0)
@@ -373,7 +373,7 @@ static int s_h_rescan(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *repl
     model_scan_report_t r;
     char err[512];
     if (model_catalog_rescan(st->cat, &r, err, sizeof err) != 0)
-        return sdx_job_fail(job, "internal", NULL, "rescan: %s", err);
+        return sdx_job_fail(job, SDX_ERR_INTERNAL, NULL, "rescan: %s", err);
     sdx_map_set(reply, "added", s_str_array(r.added, r.n_added));
     sdx_map_set(reply, "removed", s_str_array(r.removed, r.n_removed));
     sdx_map_set_int(reply, "count", (int64_t)r.total);

@@ -238,16 +238,16 @@ static int s_image_in(sdx_job_t *job, const sdx_value_t *data, sdx_image_t *img)
         if (comma)
             s = comma + 1;
         if (sdx_base64_decode(s, strlen(s), &owned, &len) != 0)
-            return sdx_job_fail(job, "invalid_request", "image", "image is not valid base64");
+            return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "image", "image is not valid base64");
         bytes = owned;
     } else {
-        return sdx_job_fail(job, "invalid_request", "image",
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "image",
                             "image is required: PNG, JPEG or WebP bytes (bin, or base64 text)");
     }
     int rc = sdx_image_decode(bytes, len, 0, img);
     free(owned);
     if (rc != 0)
-        return sdx_job_fail(job, "invalid_request", "image", "%s", sdx_last_error());
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "image", "%s", sdx_last_error());
     return 0;
 }
 
@@ -271,15 +271,15 @@ static int s_upscale(sdx_job_t *job, s_post_t *st, sdx_image_t *img, double fact
     case POST_OK:
         return 0;
     case POST_NOT_FOUND:
-        return sdx_job_fail(job, "not_found", mfield, "%s", err);
+        return sdx_job_fail(job, SDX_ERR_NOT_FOUND, mfield, "%s", err);
     case POST_BAD_REQUEST:
-        return sdx_job_fail(job, "invalid_request",
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST,
                             strstr(err, "factor") || strstr(err, "pixels") ? "factor" : mfield,
                             "%s", err);
     case POST_CANCELLED:
         return -1; /* the runtime answers cancelled / timeout */
     default:
-        return sdx_job_fail(job, "internal", NULL, "%s", err);
+        return sdx_job_fail(job, SDX_ERR_INTERNAL, NULL, "%s", err);
     }
 }
 
@@ -325,19 +325,19 @@ static int s_encode(sdx_job_t *job, const sdx_value_t *data, const sdx_image_t *
     sdx_encode_opts_init(&o);
     o.format = sdx_img_format_parse(fname);
     if (o.format == SDX_FMT_UNKNOWN)
-        return sdx_job_fail(job, "invalid_request", "format",
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "format",
                             "unknown format '%s'; accepted: png, jpeg, webp", fname);
     if (!sdx_img_format_available(o.format))
-        return sdx_job_fail(job, "not_available", "format",
+        return sdx_job_fail(job, SDX_ERR_NOT_AVAILABLE, "format",
                             "this worker was built without a %s encoder", fname);
     int64_t q = sdx_map_int(data, "quality", 95);
     if (q < 1 || q > 100)
-        return sdx_job_fail(job, "invalid_request", "quality", "quality must be in 1..100");
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "quality", "quality must be in 1..100");
     o.quality = (int)q;
     o.lossless = sdx_map_bool(data, "lossless", false);
     int side = sdx_img_format_max_side(o.format);
     if (img->width > side || img->height > side)
-        return sdx_job_fail(job, "invalid_request", "format",
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "format",
                             "%s holds at most %d pixels a side; the image is %dx%d", fname, side,
                             img->width, img->height);
     char *text = s_parameters(data, meta_w, meta_h);
@@ -345,7 +345,7 @@ static int s_encode(sdx_job_t *job, const sdx_value_t *data, const sdx_image_t *
     int rc = sdx_image_encode(img, &o, buf, len);
     free(text);
     if (rc != 0)
-        return sdx_job_fail(job, "internal", "format", "%s", sdx_last_error());
+        return sdx_job_fail(job, SDX_ERR_INTERNAL, "format", "%s", sdx_last_error());
     *fmt = o.format;
     return 0;
 }
@@ -453,9 +453,9 @@ static int s_h_finalize(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *re
             base = dflt;
         }
         if (out_save_paths(st->outputs_root, sp, base, ext, 1, paths, err, sizeof err) != 0)
-            rc = sdx_job_fail(job, "invalid_request", "save_path", "%s", err);
+            rc = sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "save_path", "%s", err);
         else if (out_save_atomic(paths[0], buf, len, err, sizeof err) != 0)
-            rc = sdx_job_fail(job, "internal", "save_path", "%s", err);
+            rc = sdx_job_fail(job, SDX_ERR_INTERNAL, "save_path", "%s", err);
         else {
             sdx_map_set_str(reply, "path", paths[0]);
             pthread_mutex_lock(&e->mu);

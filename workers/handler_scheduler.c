@@ -289,7 +289,7 @@ static int s_unknown(sdx_job_t *job, const s_sched_t *st, const char *asked)
         if (best[k].dist <= limit)
             off += (size_t)snprintf(near + off, sizeof near - off, "%s'%s'", off ? ", " : "",
                                     best[k].name);
-    return sdx_job_fail(job, "invalid_request", "scheduler",
+    return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "scheduler",
                         "unknown scheduler '%s'%s%s%s; scheduler.list lists every name", asked,
                         near[0] ? " (near: " : "", near, near[0] ? ")" : "");
 }
@@ -467,13 +467,13 @@ static int s_resolve(sdx_job_t *job, const s_sched_t *st, const sdx_value_t *dat
     memset(r, 0, sizeof *r);
     const sdx_value_t *name = sdx_map_get(data, "scheduler");
     if (!name)
-        return sdx_job_fail(job, "invalid_request", "scheduler",
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "scheduler",
                             "scheduler is required: a class name or an alias (scheduler.list)");
     if (name->type != SDX_STR || name->u.str.len == 0 || name->u.str.len > 128)
-        return sdx_job_fail(job, "invalid_request", "scheduler",
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "scheduler",
                             "scheduler must be a non-empty string of at most 128 bytes");
     if (!(r->data = sdx_value_clone(data)))
-        return sdx_job_fail(job, "internal", NULL, "out of memory");
+        return sdx_job_fail(job, SDX_ERR_INTERNAL, NULL, "out of memory");
     s_strip_meta(r->data);
     sdx_schema_error_t e;
     r->generate_name = true;
@@ -489,12 +489,12 @@ static int s_resolve(sdx_job_t *job, const s_sched_t *st, const sdx_value_t *dat
         r->generate_name = false;
         sdx_value_destroy(&r->data);
         if (!(r->data = sdx_value_clone(data)))
-            return sdx_job_fail(job, "internal", NULL, "out of memory");
+            return sdx_job_fail(job, SDX_ERR_INTERNAL, NULL, "out of memory");
         s_strip_meta(r->data);
         sdx_value_t *raw = sdx_map_take(r->data, "scheduler");
         int rc = sdx_schema_validate(st->request, &r->data, NULL, &e);
         if (rc == 0 && sdx_map_set(r->data, "scheduler", raw) != 0)
-            return sdx_job_fail(job, "internal", NULL, "out of memory");
+            return sdx_job_fail(job, SDX_ERR_INTERNAL, NULL, "out of memory");
         if (rc != 0) {
             sdx_value_destroy(&raw);
             goto invalid;
@@ -509,19 +509,19 @@ static int s_resolve(sdx_job_t *job, const s_sched_t *st, const sdx_value_t *dat
     char pjson[160];
     if (sdx_scheduler_model_json(pjson, sizeof pjson, sdx_map_str(r->data, "prediction_type", NULL),
                                  false) != 0)
-        return sdx_job_fail(job, "invalid_request", "prediction_type", "too long");
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "prediction_type", "too long");
     so.config_json = pjson[0] ? pjson : NULL;
     uint8_t *cfg_text = NULL;
     size_t cfg_len = 0;
     const sdx_value_t *cfg = sdx_map_get(r->data, "config");
     if (cfg && sdx_json_encode(cfg, &cfg_text, &cfg_len) != 0)
-        return sdx_job_fail(job, "internal", NULL, "out of memory");
+        return sdx_job_fail(job, SDX_ERR_INTERNAL, NULL, "out of memory");
     so.model_config_json = (const char *)cfg_text;
     r->sch = sdx_scheduler_new(r->name, &so);
     free(cfg_text);
     char fbuf[96];
     if (!r->sch)
-        return sdx_job_fail(job, "invalid_request",
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST,
                             s_engine_field(r, sdx_last_error(), fbuf, sizeof fbuf), "%s",
                             sdx_last_error());
     const char *cls = sdx_scheduler_class_name(r->sch);
@@ -536,7 +536,7 @@ static int s_resolve(sdx_job_t *job, const s_sched_t *st, const sdx_value_t *dat
     /* the families check part of the config when they build the tables */
     if (sdx_scheduler_set_timesteps(r->sch, steps) != 0) {
         const char *msg = sdx_last_error();
-        return sdx_job_fail(job, "invalid_request",
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST,
                             strstr(msg, "num_inference_steps")
                                 ? "num_inference_steps"
                                 : s_engine_field(r, msg, fbuf, sizeof fbuf),
@@ -546,10 +546,10 @@ static int s_resolve(sdx_job_t *job, const s_sched_t *st, const sdx_value_t *dat
     double sv = 0;
     if (strength && sdx_value_as_double(strength, &sv) &&
         sdx_scheduler_strength_begin(r->sch, sv) < 0)
-        return sdx_job_fail(job, "invalid_request", "strength", "%s", sdx_last_error());
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "strength", "%s", sdx_last_error());
     return 0;
 invalid:
-    return sdx_job_fail(job, "invalid_request", e.field[0] ? e.field : NULL, "%s (%s)", e.message,
+    return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, e.field[0] ? e.field : NULL, "%s (%s)", e.message,
                         e.rule);
 }
 
@@ -583,7 +583,7 @@ static int s_h_list(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply)
     const s_sched_t *st = sdx_worker_domain_state(sdx_job_worker(job));
     sdx_value_t *arr = sdx_value_array_new();
     if (!arr)
-        return sdx_job_fail(job, "internal", NULL, "out of memory");
+        return sdx_job_fail(job, SDX_ERR_INTERNAL, NULL, "out of memory");
     for (int i = 0; i < sdx_scheduler_class_count(); i++) {
         sdx_scheduler_class_info_t ci;
         sdx_scheduler_class_at(i, &ci);
@@ -591,7 +591,7 @@ static int s_h_list(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply)
         if (!one || s_describe(st, &ci, one) != 0) {
             sdx_value_destroy(&one);
             sdx_value_destroy(&arr);
-            return sdx_job_fail(job, "internal", NULL, "scheduler %s: %s", ci.name,
+            return sdx_job_fail(job, SDX_ERR_INTERNAL, NULL, "scheduler %s: %s", ci.name,
                                 sdx_last_error());
         }
         sdx_array_push(arr, one);
@@ -629,7 +629,7 @@ static int s_h_info(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply)
         s_put_config(reply, &r);
         s_put_ignored(reply, &r);
     } else {
-        rc = sdx_job_fail(job, "internal", NULL, "%s", sdx_last_error());
+        rc = sdx_job_fail(job, SDX_ERR_INTERNAL, NULL, "%s", sdx_last_error());
     }
     s_req_clear(&r);
     return rc;

@@ -19,7 +19,7 @@ static int s_echo(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply)
         const sdx_kv_t *kv = &data->u.map.items[i];
         sdx_value_t *copy = sdx_value_clone(kv->val);
         if (!copy || sdx_map_set(reply, kv->key, copy) != 0)
-            return sdx_job_fail(job, "internal", NULL, "out of memory");
+            return sdx_job_fail(job, SDX_ERR_INTERNAL, NULL, "out of memory");
     }
     return 0;
 }
@@ -30,10 +30,10 @@ static int s_sleep(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply)
     const sdx_value_t *msv = sdx_map_get(data, "ms");
     double ms = 1000;
     if (msv && (!sdx_value_as_double(msv, &ms) || ms < 0 || ms > 3600e3))
-        return sdx_job_fail(job, "invalid_request", "data.ms", "ms must be 0..3600000");
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "data.ms", "ms must be 0..3600000");
     int64_t steps = sdx_map_int(data, "steps", 10);
     if (steps < 1 || steps > 100000)
-        return sdx_job_fail(job, "invalid_request", "data.steps", "steps must be 1..100000");
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "data.steps", "steps must be 1..100000");
     int64_t t0 = sdx_worker_mono_ms();
     for (int64_t s = 1; s <= steps; s++) {
         int64_t until = (int64_t)(ms * s / steps);
@@ -54,10 +54,14 @@ static int s_sleep(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply)
     return 0;
 }
 
-/* data: {code, message, field?}: answers that error */
+/* data: {code, message, field?}: answers that error (a code the protocol's
+   table does not know is answered internal) */
 static int s_fail(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply)
 {
-    return sdx_job_fail(job, sdx_map_str(data, "code", "internal"),
+    (void)reply;
+    bool known = false;
+    sdx_error_t code = sdx_error_parse(sdx_map_str(data, "code", "internal"), &known);
+    return sdx_job_fail(job, known ? code : SDX_ERR_INTERNAL,
                         sdx_map_str(data, "field", NULL), "%s",
                         sdx_map_str(data, "message", "test.fail asked for this error"));
 }

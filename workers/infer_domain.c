@@ -18,21 +18,21 @@ void infer_domain_log_sink(int level, const char *msg)
             "%s", msg);
 }
 
-const char *infer_domain_code(infer_status_t rc)
+sdx_error_t infer_domain_code(infer_status_t rc)
 {
     switch (rc) {
     case INFER_NOT_FOUND:
-        return "not_found";
+        return SDX_ERR_NOT_FOUND;
     case INFER_CANCELLED:
-        return "cancelled";
+        return SDX_ERR_CANCELLED;
     case INFER_OOM:
-        return "out_of_memory";
+        return SDX_ERR_OUT_OF_MEMORY;
     case INFER_OK:
     case INFER_LOAD_FAILED:
     case INFER_FAILED:
-        return "internal";
+        return SDX_ERR_INTERNAL;
     default: /* the request's fault: a bad name, parameter, file or image */
-        return "invalid_request";
+        return SDX_ERR_INVALID_REQUEST;
     }
 }
 
@@ -94,7 +94,7 @@ int infer_domain_loras(sdx_job_t *job, model_catalog_t *catalog, const char *roo
     const sdx_value_t *models = sdx_map_get_path(data, "lora.models");
     size_t count = sdx_array_len(models);
     if (count > 8)
-        return sdx_job_fail(job, "invalid_request", "lora.models", "at most 8 LoRAs");
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "lora.models", "at most 8 LoRAs");
     for (size_t i = 0; i < count; i++) {
         const sdx_value_t *m = sdx_array_at(models, i);
         char field[48];
@@ -103,7 +103,7 @@ int infer_domain_loras(sdx_job_t *job, model_catalog_t *catalog, const char *roo
         const sdx_value_t *wv = sdx_map_get(m, "weight");
         double weight;
         if (!name || !wv || !sdx_value_as_double(wv, &weight))
-            return sdx_job_fail(job, "invalid_request", field,
+            return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, field,
                                 "a LoRA needs a name and a weight (the schema fills 1.0)");
         model_entry_t e;
         char cerr[512];
@@ -113,10 +113,10 @@ int infer_domain_loras(sdx_job_t *job, model_catalog_t *catalog, const char *roo
             model_catalog_rescan(catalog, NULL, cerr, sizeof cerr) == 0)
             ms = model_catalog_find(catalog, MODEL_LORA, name, &e, cerr, sizeof cerr);
         if (ms != MODEL_OK)
-            return sdx_job_fail(job, ms == MODEL_NOT_FOUND ? "not_found" : "invalid_request",
+            return sdx_job_fail(job, ms == MODEL_NOT_FOUND ? SDX_ERR_NOT_FOUND : SDX_ERR_INVALID_REQUEST,
                                 field, "%s (LoRA root %s)", cerr, root);
         if ((size_t)snprintf(paths[i], PATH_MAX, "%s/%s", root, e.path) >= PATH_MAX)
-            return sdx_job_fail(job, "invalid_request", field, "the path is too long");
+            return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, field, "the path is too long");
         out[i] = (infer_lora_t){paths[i], weight};
         (*n)++;
     }

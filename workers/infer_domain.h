@@ -18,7 +18,7 @@
 void infer_domain_log_sink(int level, const char *msg);
 
 /* The protocol's error code for a failed engine call. */
-const char *infer_domain_code(infer_status_t rc);
+sdx_error_t infer_domain_code(infer_status_t rc);
 
 /* Tell the runtime (READY, HEARTBEAT, status) which models are loaded. */
 void infer_domain_publish_models(sdx_worker_t *w, infer_engine_t *e);

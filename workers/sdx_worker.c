@@ -279,10 +279,11 @@ bool sdx_job_sleep(sdx_job_t *job, int64_t ms)
     }
 }
 
-int sdx_job_fail(sdx_job_t *job, const char *code, const char *field, const char *fmt, ...)
+int sdx_job_fail(sdx_job_t *job, sdx_error_t code, const char *field, const char *fmt, ...)
 {
     job->failed = true;
-    snprintf(job->err_code, sizeof job->err_code, "%s", code ? code : "internal");
+    snprintf(job->err_code, sizeof job->err_code, "%s",
+             sdx_error_name(code > SDX_ERR_NONE && code < SDX_ERR__COUNT ? code : SDX_ERR_INTERNAL));
     snprintf(job->err_field, sizeof job->err_field, "%s", field ? field : "");
     va_list ap;
     va_start(ap, fmt);
@@ -338,7 +339,7 @@ static sdx_value_t *s_run_handler(sdx_job_t *job)
     if (!sdx_worker_cancelled(job)) {
         reply = sdx_value_map_new();
         if (!reply) {
-            sdx_job_fail(job, "internal", NULL, "out of memory");
+            sdx_job_fail(job, SDX_ERR_INTERNAL, NULL, "out of memory");
         } else {
             const sdx_value_t *data = sdx_map_get(job->request, "data");
             if (!data || data->type != SDX_MAP)
@@ -361,12 +362,12 @@ static sdx_value_t *s_run_handler(sdx_job_t *job)
         sdx_value_destroy(&reply);
         if (!job->failed) {
             if (atomic_load(&job->cancel))
-                sdx_job_fail(job, "cancelled", NULL, "request %s was cancelled", job->request_id);
+                sdx_job_fail(job, SDX_ERR_CANCELLED, NULL, "request %s was cancelled", job->request_id);
             else if (s_deadline_passed(job))
-                sdx_job_fail(job, "timeout", NULL, "request %s passed its deadline on the worker",
+                sdx_job_fail(job, SDX_ERR_TIMEOUT, NULL, "request %s passed its deadline on the worker",
                              job->request_id);
             else
-                sdx_job_fail(job, "internal", NULL, "handler for %s failed without a reason",
+                sdx_job_fail(job, SDX_ERR_INTERNAL, NULL, "handler for %s failed without a reason",
                              job->message_type);
         }
         body = s_error_body(job->err_code, job->err_field, job->err_msg);

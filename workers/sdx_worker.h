@@ -20,6 +20,7 @@
 #ifndef SDX_WORKER_H
 #define SDX_WORKER_H
 
+#include "sdx_errors.h"
 #include "sdx_value.h"
 
 #include <stdbool.h>
@@ -124,10 +125,10 @@ bool sdx_worker_cancelled(const sdx_job_t *job);
    Returns true if it slept the whole time. */
 bool sdx_job_sleep(sdx_job_t *job, int64_t ms);
 
-/* Record an error reply: code from the protocol's list (invalid_request,
-   not_available, internal, ...), field may be NULL. Returns -1 so a handler
-   can `return sdx_job_fail(...)`. */
-int sdx_job_fail(sdx_job_t *job, const char *code, const char *field, const char *fmt, ...)
+/* Record an error reply: a code of the protocol's table (common/sdx_errors.h:
+   SDX_ERR_INVALID_REQUEST, SDX_ERR_NOT_AVAILABLE, ...), field may be NULL.
+   Returns -1 so a handler can `return sdx_job_fail(...)`. */
+int sdx_job_fail(sdx_job_t *job, sdx_error_t code, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 const char *sdx_job_request_id(const sdx_job_t *job);

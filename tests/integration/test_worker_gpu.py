@@ -49,10 +49,10 @@ def test_gpu(t, fake_dir):
         t.check(st.get("gpu") == 1 and st.get("cuda_visible_devices", "").endswith("000000000001")
                 and (st.get("gpu_memory") or {}).get("total") == 80 << 30,
                 "inference.status: gpu, CUDA_VISIBLE_DEVICES = its UUID, GPU memory", st)
-        fb.request("g1", "inference.img2img", {"prompt": "x"})
-        m = fb.pump(lambda m: m["cmd"] == REPLY and m["rid"] == "g1", 5, "img2img")
+        fb.request("g1", "inference.inpaint", {"prompt": "x"})
+        m = fb.pump(lambda m: m["cmd"] == REPLY and m["rid"] == "g1", 5, "inpaint")
         t.check(m["body"]["error"]["code"] == "not_available",
-                "inference.img2img (planned): not_available", m["body"])
+                "inference.inpaint (planned): not_available", m["body"])
         w.stop()
 
         d = fl.Proc("device", [fl.WORKER_BIN, "--domain", "device", "--broker", ep,

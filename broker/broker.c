@@ -989,22 +989,19 @@ static void s_http_one(broker_t *b)
                       "Connection: close\r\n\r\n",
                       status, ctype, blen);
     size_t total = (size_t)hl + blen;
-    char *out = malloc(total);
+    char *out = malloc(total + 1); /* + the NUL snprintf writes after a fallback text */
     if (out) {
         memcpy(out, head, (size_t)hl);
         if (text)
             memcpy(out + hl, text, tlen);
         else
             snprintf(out + hl, blen + 1, "%s\n", fallback);
-        /* never block the broker on a slow or gone scraper: what cannot be
-           sent now is dropped (the scraper retries) */
-        if (zmq_send(b->http, zmq_msg_data(&id), zmq_msg_size(&id), ZMQ_SNDMORE | ZMQ_DONTWAIT) >=
-            0)
-            zmq_send(b->http, out, total, ZMQ_DONTWAIT);
-        /* an empty frame closes the connection */
-        if (zmq_send(b->http, zmq_msg_data(&id), zmq_msg_size(&id), ZMQ_SNDMORE | ZMQ_DONTWAIT) >=
-            0)
-            zmq_send(b->http, "", 0, ZMQ_DONTWAIT);
+        /* a slow or gone scraper holds the broker at most ZMQ_SNDTIMEO
+           (100 ms) per frame: then the answer is dropped (it retries) */
+        if (zmq_send(b->http, zmq_msg_data(&id), zmq_msg_size(&id), ZMQ_SNDMORE) >= 0 &&
+            zmq_send(b->http, out, total, 0) >= 0 &&
+            zmq_send(b->http, zmq_msg_data(&id), zmq_msg_size(&id), ZMQ_SNDMORE) >= 0)
+            zmq_send(b->http, "", 0, 0); /* an empty frame closes the connection */
     }
     free(out);
     free(text);
@@ -1960,6 +1957,7 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t err_len)
         if (!(b->http = s_bind(b, ZMQ_STREAM, cfg->metrics_endpoint, "metrics", err, err_len)))
             goto fail;
         s_sockopt_int(b->http, ZMQ_LINGER, 0);
+        s_sockopt_int(b->http, ZMQ_SNDTIMEO, 100);
     }
     b->started_ms = sdx_clock_mono_ms();
     b->started_unix_ms = sdx_clock_unix_ms();

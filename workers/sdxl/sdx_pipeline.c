@@ -10,7 +10,10 @@
     LoRA sets are fused by sdx_lora.c (sdxl_engine_set_loras only holds the state).
     img2img (init_image, strength) as StableDiffusionXLImg2ImgPipeline: its
     start is in sdx_img2img.c, the loop below runs from the cut index.
-    Not here: ControlNet, refiner hand-off (later issues).
+    Base + refiner (denoising_end / denoising_start, init_latents): the
+    checks and the handoff start are in sdx_refiner.c; the loop below runs
+    from the begin index to the end count.
+    Not here: ControlNet (a later issue).
 */
 #include "sdxl.h"
 
@@ -18,6 +21,7 @@
 #include "sdx_img2img.h"
 #include "sdx_imgcodec.h"
 #include "sdx_prompt.h"
+#include "sdx_refiner.h"
 #include "sdx_scheduler.h"
 #include "sdx_tokenizer.h"
 #include "sdx_unet.h"
@@ -83,6 +87,8 @@ void sdxl_gen_params_init(sdxl_gen_params_t *p)
     p->batch = 1;
     p->decode = true;
     p->strength = 0.8; /* the schema's hyperparameters.strength default */
+    p->aesthetic_score = 6.0; /* diffusers' StableDiffusionXLImg2ImgPipeline */
+    p->negative_aesthetic_score = 2.5;
 }
 
 /* The scheduler class named by a scheduler_config.json, "" if unreadable. */
@@ -128,7 +134,7 @@ sdxl_engine_t *sdxl_engine_new(const sdxl_engine_params_t *p)
     if (p->text_only)
         lo.components = SDX_COMP_TE1 | SDX_COMP_TE2;
     e->model = sdx_model_load(&lo);
-    if (!e->model)
+    if (!e->model || sdx_refiner_complete(e->model, p->components_path) != 0)
         goto fail;
     const sdx_model_t *m = e->model;
     if (m->arch != SDX_ARCH_SDXL_BASE && m->arch != SDX_ARCH_SDXL_REFINER) {
@@ -473,7 +479,8 @@ int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r
     int width = 0, height = 0;
     if (s_check_params(e, p, &width, &height) != 0 ||
         (p->init_image && sdx_img2img_check(e->vae, p->init_image, p->strength, p->width, p->height,
-                                            &width, &height))) {
+                                            &width, &height)) ||
+        sdx_refiner_check(p, e->model->unet_cfg.in_channels, width, height) != 0) {
         r->input_error = true;
         return -1;
     }
@@ -491,7 +498,7 @@ int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r
     sdx_generator_t *gen = NULL;
     sdx_prompt_embeds_t pe = {0};
     sdx_tensor_t *latents = NULL; /* caller-owned while looping */
-    int rc = -1;
+    int rc = -1, n_end = 0;
     bool input_error = false;
 
     /* 0. the scheduler first: a name or option it refuses is the caller's
@@ -517,7 +524,8 @@ int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r
     so.config_json = sjson[0] ? sjson : NULL;
     sch = sdx_scheduler_new(p->scheduler ? p->scheduler : e->scheduler_class, &so);
     if (!sch || sdx_scheduler_set_timesteps(sch, p->steps) != 0 ||
-        (p->init_image && sdx_img2img_begin(sch, p->strength) < 0)) {
+        (p->init_image && sdx_img2img_begin(sch, p->strength) < 0) ||
+        sdx_refiner_schedule(sch, p, &n_end) != 0) {
         input_error = true;
         goto fail;
     }
@@ -546,9 +554,9 @@ int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r
                     ? (uc->projection_class_embeddings_input_dim - pooled_dim) /
                           uc->addition_time_embed_dim
                     : 6;
-    SDX_TRY(s_time_ids(S, &tid1, n_ids, height, width, 6.0, dt, dev));
+    SDX_TRY(s_time_ids(S, &tid1, n_ids, height, width, p->aesthetic_score, dt, dev));
     if (cfg) {
-        SDX_TRY(s_time_ids(S, &tid_neg, n_ids, height, width, 2.5, dt, dev));
+        SDX_TRY(s_time_ids(S, &tid_neg, n_ids, height, width, p->negative_aesthetic_score, dt, dev));
         sdx_tensor_t *pair[2] = {E->negative_prompt_embeds, E->prompt_embeds};
         SDX_TRY(sdx_cat(S, &ehs, pair, 2, 0));
         sdx_tensor_t *pp2[2] = {E->negative_pooled_prompt_embeds, E->pooled_prompt_embeds};
@@ -571,7 +579,10 @@ int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r
         goto fail;
     }
     int64_t lshape[4] = {B, uc->in_channels, height / 8, width / 8};
-    if (p->init_image) {
+    if (p->init_latents) {
+        /* the refiner's handoff: the base's latents as they are */
+        SDX_TRY(sdx_refiner_latents(p->init_latents, dt, dev, &latents));
+    } else if (p->init_image) {
         /* img2img: the encoded image noised to the first kept timestep */
         const sdx_weights_t *vw = e->ext_vae ? e->ext_vae->vae : m->vae;
         SDX_TRY(sdx_img2img_latents(e->vae, vw, sch, gen, p->init_image, B, dt, dev, &latents));
@@ -583,7 +594,7 @@ int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r
 
     /* 3. denoising loop */
     double t_loop = s_now_ms();
-    int n = sdx_scheduler_count(sch), first = sdx_scheduler_begin_index(sch);
+    int n = n_end, first = sdx_scheduler_begin_index(sch);
     for (int i = first; i < n; i++) {
         if (p->cancel && *p->cancel) {
             sdx_set_error("cancelled");

@@ -54,6 +54,13 @@ typedef struct {
                                    VAE: -1 auto (default: on for CUDA, off
                                    for CPU), 0 off, 1 on */
     int threads;                /* CPU threads, 0: libtorch's default */
+    const char *components_path; /* a base SDXL model (folder or file) whose
+                                   text_encoder_2, tokenizer_2, VAE and
+                                   scheduler config a refiner checkpoint
+                                   that lacks them takes (a UNet-only
+                                   refiner folder); loaded (copied) into
+                                   this engine, nothing is shared. NULL:
+                                   none, the checkpoint must be complete */
     bool text_only;             /* load only the tokenizers and the text
                                    encoders (the conditioning worker):
                                    sdxl_encode_prompt works, sdxl_generate
@@ -167,6 +174,22 @@ typedef struct {
                                     starts from the image noised to the
                                     highest level (not pure noise). Ignored
                                     without init_image. */
+    /* Ensemble of experts (diffusers' denoising_end / denoising_start; both
+       fractions of the training schedule, 0: unused; cut at timestep
+       round(1000 - frac * 1000) as diffusers does). */
+    double denoising_end;        /* base: in (0, 1), run only the timesteps
+                                    >= the cut; set decode false to hand the
+                                    latents to a refiner */
+    double denoising_start;      /* refiner: in (0, 1), with init_latents:
+                                    run only the timesteps < the cut (one
+                                    more for 2nd-order schedulers) */
+    const sdx_tensor_t *init_latents; /* the handoff [batch, C, H/8, W/8]
+                                    (unscaled, as r->latents of the base):
+                                    used as they are (no VAE encode, no
+                                    noise added); requires denoising_start,
+                                    excludes init_image. Borrowed. */
+    double aesthetic_score;      /* refiner UNets (5 time ids): default 6.0 */
+    double negative_aesthetic_score; /* default 2.5 */
 } sdxl_gen_params_t;
 
 void sdxl_gen_params_init(sdxl_gen_params_t *p);

@@ -17,9 +17,10 @@ int sdx_sched_ddim_set_timesteps(sdx_scheduler_t *s, int n)
         return -1;
     for (int i = 0; i < s->n_timesteps; i++)
         if (ts[i] < 0 || ts[i] >= s->T) {
+            double bad = ts[i];
             free(ts);
             return sdx_set_error("scheduler %s: timestep %g outside [0, %d) (steps_offset?)",
-                                 s->cls->name, ts[i], s->T);
+                                 s->cls->name, bad, s->T);
         }
     sdx_sched_set_tables(s, ts, s->n_timesteps, NULL, 0);
     s->init_noise_sigma = 1.0f;

@@ -121,12 +121,13 @@ static int s_int_sigma_tables(sdx_scheduler_t *s, double *ts, int nt, int n, dou
         sigmas[nt] = (float)final_interp;
     for (int i = 0; i < nt; i++)
         if (ts[i] < 0 || ts[i] >= s->T) {
+            double bad = ts[i];
             free(train);
             free(logs);
             free(sg);
             free(sigmas);
             free(ts);
-            return sdx_set_error("scheduler %s: timestep %g outside [0, %d)", s->cls->name, ts[i],
+            return sdx_set_error("scheduler %s: timestep %g outside [0, %d)", s->cls->name, bad,
                                  s->T);
         }
     free(train);

@@ -229,7 +229,7 @@ static const char *const s_status_code[] = {
     [INFER_OOM] = "out_of_memory",
     [INFER_FAILED] = "internal",
     [INFER_BAD_UPSCALE] = "invalid_request", [INFER_BAD_LORA] = "invalid_request",
-    [INFER_BAD_IMAGE] = "invalid_request",
+    [INFER_BAD_IMAGE] = "invalid_request", [INFER_BAD_TI] = "invalid_request",
 };
 
 static int s_fail_status(sdx_job_t *job, infer_status_t rc, const char *model, const char *err)

@@ -48,6 +48,7 @@ typedef struct {
     char config_dir[PATH_MAX]; /* "" for none */
     char upscalers_root[PATH_MAX]; /* "" for none: output.upscale uses Lanczos only */
     char loras_root[PATH_MAX];     /* "": <models_root>/lora */
+    char embeddings_root[PATH_MAX]; /* "": <models_root>/embeddings */
     char schemas_dir[PATH_MAX]; /* "": found as the broker finds it (sdx_schema_set_load_default) */
     int max_models;
     int threads; /* 0: libtorch's default */
@@ -67,6 +68,8 @@ static const sdx_option_t s_options[] = {
      "RRDBNet upscalers for output.upscale (\"\": Lanczos only)"},
     {"loras-root", true, "DIR", "", "SDXL_LORAS_ROOT",
      "LoRA files that lora.models names (\"\": <models-root>/lora)"},
+    {"embeddings-root", true, "DIR", "", "SDXL_EMBEDDINGS_ROOT",
+     "textual-inversion files that textual_inversions names (\"\": <models-root>/embeddings)"},
     /* the broker's --schemas-dir: same default, same environment variable */
     {"schemas-dir", true, "DIR", "", "SDXL_SCHEMAS_DIR",
      "request schemas (\"\": <source>/schemas, then <datadir>/sdxl-fleet/schemas)"},
@@ -94,6 +97,7 @@ static const struct {
     {"threads", S_INT, offsetof(s_settings_t, threads), 0, 1024},
     {"upscalers-root", S_DIR_OPTIONAL, offsetof(s_settings_t, upscalers_root), 0, 0},
     {"loras-root", S_DIR_OPTIONAL, offsetof(s_settings_t, loras_root), 0, 0},
+    {"embeddings-root", S_DIR_OPTIONAL, offsetof(s_settings_t, embeddings_root), 0, 0},
     {"schemas-dir", S_DIR_OPTIONAL, offsetof(s_settings_t, schemas_dir), 0, 0},
 };
 
@@ -177,6 +181,7 @@ typedef struct {
     domain_schema_t rules;     /* the request rules and this worker's roots */
     model_catalog_t *catalog;  /* checkpoints and LoRAs under their roots (names, near matches) */
     char loras_dir[PATH_MAX];  /* --loras-root, else <models_root>/lora */
+    char emb_dir[PATH_MAX];    /* --embeddings-root, else <models_root>/embeddings */
     atomic_long generated, images, cancelled_runs;
 } s_state_t;
 
@@ -254,12 +259,19 @@ static int s_init(sdx_worker_t *w, char *err, size_t err_len)
     else if ((size_t)snprintf(st->loras_dir, sizeof st->loras_dir, "%s/lora",
                               st->set.models_root) >= sizeof st->loras_dir)
         st->loras_dir[0] = '\0';
+    if (st->set.embeddings_root[0])
+        snprintf(st->emb_dir, sizeof st->emb_dir, "%s", st->set.embeddings_root);
+    else if ((size_t)snprintf(st->emb_dir, sizeof st->emb_dir, "%s/embeddings",
+                              st->set.models_root) >= sizeof st->emb_dir)
+        st->emb_dir[0] = '\0';
     struct stat lsb;
     bool have_loras = st->loras_dir[0] && stat(st->loras_dir, &lsb) == 0 && S_ISDIR(lsb.st_mode);
+    bool have_emb = st->emb_dir[0] && stat(st->emb_dir, &lsb) == 0 && S_ISDIR(lsb.st_mode);
     static const char *const need[] = {"inference.generate", NULL};
     const char *roots[] = {"models",    st->set.models_root,    "outputs", st->set.outputs_root,
                            "upscalers", st->set.upscalers_root, "loras",
-                           have_loras ? st->loras_dir : "",     NULL};
+                           have_loras ? st->loras_dir : "",     "embeddings",
+                           have_emb ? st->emb_dir : "",         NULL};
     if (domain_schema_load(&st->rules, st->set.schemas_dir, need, roots, err, err_len) != 0)
         return -1; /* fini frees the state */
     /* the checkpoints' catalogue (headers only; in memory): a model_name that
@@ -267,6 +279,7 @@ static int s_init(sdx_worker_t *w, char *err, size_t err_len)
     model_catalog_config_t mc = {.detect = NULL};
     mc.roots[MODEL_CHECKPOINT] = st->set.models_root;
     mc.roots[MODEL_LORA] = st->loras_dir;
+    mc.roots[MODEL_EMBEDDING] = st->emb_dir;
     if (!(st->catalog = model_catalog_new(&mc, err, err_len)))
         return -1;
     infer_engine_config_t cfg = {
@@ -379,7 +392,6 @@ static const struct {
     {"refiner_model", "the SDXL refiner stage is not built into the engine yet"},
     {"vae_model", "loading a separate VAE is not built into the engine yet"},
     {"controlnet", "ControlNet is not built into the engine yet"},
-    {"textual_inversions", "textual inversion embeddings are not built into the engine yet"},
 };
 
 /* Memory/speed switches with no effect on the image: reported in the
@@ -601,7 +613,7 @@ static const char *const s_status_code[] = {
     [INFER_CANCELLED] = "cancelled", [INFER_BAD_INPUT] = "invalid_request",
     [INFER_OOM] = "out_of_memory",   [INFER_FAILED] = "internal",
     [INFER_BAD_UPSCALE] = "invalid_request", [INFER_BAD_LORA] = "invalid_request",
-    [INFER_BAD_IMAGE] = "invalid_request",
+    [INFER_BAD_IMAGE] = "invalid_request", [INFER_BAD_TI] = "invalid_request",
 };
 
 /* A model_name with nothing under the models root: the catalogue (rescanned,
@@ -656,6 +668,45 @@ static int s_resolve_loras(sdx_job_t *job, s_state_t *st, const sdx_value_t *dat
         if ((size_t)snprintf(paths[i], PATH_MAX, "%s/%s", st->loras_dir, e.path) >= PATH_MAX)
             return sdx_job_fail(job, "invalid_request", field, "the path is too long");
         out[i] = (infer_lora_t){paths[i], weight};
+        (*n)++;
+    }
+    return 0;
+}
+
+/* textual_inversions -> files under the embeddings root, by catalogue name
+   (rescanned when a name is not there yet; near names when unknown).
+   paths[i] backs out[i].path; tokens are borrowed from the request. 0, or
+   -1 after sdx_job_fail. */
+static int s_resolve_tis(sdx_job_t *job, s_state_t *st, const sdx_value_t *data,
+                         infer_ti_t out[16], char (*paths)[PATH_MAX], int *n)
+{
+    *n = 0;
+    const sdx_value_t *list = sdx_map_get(data, "textual_inversions");
+    size_t count = sdx_array_len(list);
+    if (count > 16)
+        return sdx_job_fail(job, "invalid_request", "textual_inversions",
+                            "at most 16 embeddings");
+    for (size_t i = 0; i < count; i++) {
+        const sdx_value_t *m = sdx_array_at(list, i);
+        char field[48];
+        snprintf(field, sizeof field, "textual_inversions[%zu].name", i);
+        const char *name = s_opt_text(m, "name"), *token = s_opt_text(m, "token");
+        if (!name || !token)
+            return sdx_job_fail(job, "invalid_request", field,
+                                "an embedding needs a name and a token");
+        model_entry_t e;
+        char cerr[512];
+        model_status_t ms = model_catalog_find(st->catalog, MODEL_EMBEDDING, name, &e, cerr,
+                                               sizeof cerr);
+        if (ms == MODEL_NOT_FOUND &&
+            model_catalog_rescan(st->catalog, NULL, cerr, sizeof cerr) == 0)
+            ms = model_catalog_find(st->catalog, MODEL_EMBEDDING, name, &e, cerr, sizeof cerr);
+        if (ms != MODEL_OK)
+            return sdx_job_fail(job, ms == MODEL_NOT_FOUND ? "not_found" : "invalid_request",
+                                field, "%s (embeddings root %s)", cerr, st->emb_dir);
+        if ((size_t)snprintf(paths[i], PATH_MAX, "%s/%s", st->emb_dir, e.path) >= PATH_MAX)
+            return sdx_job_fail(job, "invalid_request", field, "the path is too long");
+        out[i] = (infer_ti_t){paths[i], token};
         (*n)++;
     }
     return 0;
@@ -824,10 +875,22 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
         return frc;
     }
     r.gp.loras = loras;
+    infer_ti_t tis[16];
+    char(*ti_paths)[PATH_MAX] = calloc(16, PATH_MAX);
+    if (!ti_paths || s_resolve_tis(job, st, data, tis, ti_paths, &r.gp.n_tis) != 0) {
+        for (int i = 0; i < 4; i++)
+            free(owned[i]);
+        int frc = ti_paths ? -1 : sdx_job_fail(job, "out_of_memory", NULL, "out of memory");
+        free(ti_paths);
+        free(lora_paths);
+        return frc;
+    }
+    r.gp.tis = tis;
     infer_output_t res;
     char err[768];
     infer_status_t rc = infer_engine_generate(st->engine, &r.gp, &res, err, sizeof err);
     free(lora_paths);
+    free(ti_paths);
     for (int i = 0; i < 4; i++)
         free(owned[i]); /* base64-decoded embeddings, done with */
     if (res.models_changed)
@@ -842,6 +905,7 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
                                 ? "model_name"
                             : rc == INFER_BAD_UPSCALE ? "output.upscale.model"
                             : rc == INFER_BAD_LORA    ? "lora.models"
+                            : rc == INFER_BAD_TI      ? "textual_inversions"
                             : rc == INFER_BAD_IMAGE   ? "init_image"
                                                       : NULL;
         if (rc == INFER_LOAD_FAILED)

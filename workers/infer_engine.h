@@ -57,6 +57,7 @@ typedef enum {
     INFER_BAD_UPSCALE, /* output.upscale: no such upscaler, or a file that is none */
     INFER_BAD_LORA,    /* lora.models: a file that is no LoRA this engine applies */
     INFER_BAD_IMAGE,   /* init_image: not a PNG/JPEG/WebP this build decodes */
+    INFER_BAD_TI,      /* textual_inversions: a file that is no SDXL embedding */
 } infer_status_t;
 
 /* One tensor crossing the boundary: raw little-endian bytes on the host, in
@@ -78,6 +79,13 @@ typedef struct {
     const char *path;
     double weight;
 } infer_lora_t;
+
+/* One textual-inversion embedding of a request: a file (resolved by the
+   caller under its embeddings root) and the token prompts call it by. */
+typedef struct {
+    const char *path;
+    const char *token;
+} infer_ti_t;
 
 /* One generation. Strings are borrowed for the call. */
 typedef struct {
@@ -116,6 +124,10 @@ typedef struct {
        reload; none removes them) */
     const infer_lora_t *loras;
     int n_loras;
+    /* textual_inversions: registered for this request (the same set as
+       last time costs nothing; none removes them, the tables restored) */
+    const infer_ti_t *tis;
+    int n_tis;
     /* init_image: img2img from these encoded bytes (PNG, JPEG, WebP;
        borrowed), resized to width x height with Lanczos-3 when its size
        differs (as diffusers' image processor does), with strength in (0, 1];

@@ -283,6 +283,10 @@ static int s_parse(sdx_job_t *job, const sdx_value_t *data, s_state_t *st, infer
                             "lora.models is not applied by the conditioning worker yet (its "
                             "text-encoder part would change the embeddings): use "
                             "inference.generate, which applies the whole LoRA");
+    if (sdx_array_len(sdx_map_get(data, "textual_inversions")) > 0)
+        return sdx_job_fail(job, "not_available", "textual_inversions",
+                            "textual_inversions are not applied by the conditioning worker yet: "
+                            "use inference.generate");
     req->prompt = s_str(data, "prompt");
     if (!req->prompt)
         return sdx_job_fail(job, "invalid_request", "prompt", "prompt (a string) is required");

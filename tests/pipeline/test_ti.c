@@ -198,7 +198,7 @@ int main(void)
     const sdxl_embedding_t bad_sd1 = {sd1, "<sd1>"}, bad_wide = {wide, "<wide>"},
                            missing = {"/nonexistent/x.safetensors", "<x>"},
                            vocab = {ti, "photo</w>"};
-    s_refuse(e, &bad_sd1, "SD1.x single-tensor file", "not an SDXL textual-inversion");
+    s_refuse(e, &bad_sd1, "SD1.x single-tensor file", "does not fit SDXL");
     s_refuse(e, &bad_wide, "clip_g of the wrong width", "must be [n, ");
     s_refuse(e, &missing, "missing file", "/nonexistent/x.safetensors");
     s_refuse(e, &vocab, "a vocabulary token", "already in the vocabulary");

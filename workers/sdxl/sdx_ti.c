@@ -70,9 +70,14 @@ static int s_read(const sdx_ti_spec_t *sp, int64_t h1, int64_t h2, sdx_tensor_t 
         return -1;
     int rc = -1;
     if (!sdx_safetensors_find(f, "clip_l") || !sdx_safetensors_find(f, "clip_g")) {
-        sdx_set_error("%s: not an SDXL textual-inversion embedding (no clip_l/clip_g tensors; "
-                      "an SD1.x embedding such as emb_params/string_to_param does not fit "
-                      "SDXL's two text encoders)",
+        /* the rule: SD1.x forms (one 768-wide table) have nothing for
+           text_encoder_2, so they are refused rather than half applied */
+        bool sd1 = sdx_safetensors_find(f, "emb_params") || sdx_safetensors_find(f, "*") ||
+                   sdx_safetensors_find(f, "string_to_param.*");
+        sdx_set_error(sd1 ? "%s: an SD1.x textual-inversion embedding (one text encoder's "
+                            "vectors, no clip_g): it does not fit SDXL"
+                          : "%s: not an SDXL textual-inversion embedding (no clip_l and clip_g "
+                            "tensors)",
                       sp->path);
         goto out;
     }

@@ -98,9 +98,10 @@ static sdx_tensor_t *s_generate(sdxl_engine_t *e, const char *label, bool compar
         snprintf(what, sizeof what, "%s vs textual_inversion: final latents", label);
         sdx_test_close(r.latents, ref_lat, 1e-3, what);
         double frac = ref_np ? s_pixel_match(r.decoded, ref_np) : -1;
-        sdx_test_check(frac >= 0.999,
-                       "%s vs textual_inversion: image within 1/255 on %.4f%% of values (>= 99.9%%)",
-                       label, frac * 100);
+        sdx_test_check(
+            frac >= 0.999,
+            "%s vs textual_inversion: image within 1/255 on %.4f%% of values (>= 99.9%%)", label,
+            frac * 100);
         sdx_tensor_free(&ref_lat);
         sdx_tensor_free(&ref_np);
         sdx_safetensors_close(&st);
@@ -117,13 +118,14 @@ static bool s_write_st(const char *path, const char *n1, int r1, int c1, const c
 {
     char hdr[512];
     size_t b1 = (size_t)r1 * c1 * 4, b2 = n2 ? (size_t)r2 * c2 * 4 : 0;
-    int len = n2 ? snprintf(hdr, sizeof hdr,
-                            "{\"%s\":{\"dtype\":\"F32\",\"shape\":[%d,%d],\"data_offsets\":[0,%zu]},"
-                            "\"%s\":{\"dtype\":\"F32\",\"shape\":[%d,%d],\"data_offsets\":[%zu,%zu]}}",
-                            n1, r1, c1, b1, n2, r2, c2, b1, b1 + b2)
-                 : snprintf(hdr, sizeof hdr,
-                            "{\"%s\":{\"dtype\":\"F32\",\"shape\":[%d,%d],\"data_offsets\":[0,%zu]}}",
-                            n1, r1, c1, b1);
+    int len =
+        n2 ? snprintf(hdr, sizeof hdr,
+                      "{\"%s\":{\"dtype\":\"F32\",\"shape\":[%d,%d],\"data_offsets\":[0,%zu]},"
+                      "\"%s\":{\"dtype\":\"F32\",\"shape\":[%d,%d],\"data_offsets\":[%zu,%zu]}}",
+                      n1, r1, c1, b1, n2, r2, c2, b1, b1 + b2)
+           : snprintf(hdr, sizeof hdr,
+                      "{\"%s\":{\"dtype\":\"F32\",\"shape\":[%d,%d],\"data_offsets\":[0,%zu]}}", n1,
+                      r1, c1, b1);
     while (len % 8)
         hdr[len++] = ' ';
     FILE *f = fopen(path, "wb");

@@ -104,8 +104,7 @@ out:
    dtype/device; put into w (which owns it). */
 static int s_retable(sdx_weights_t *w, int64_t base, sdx_tensor_t *rows)
 {
-    sdx_tensor_t *cur = sdx_weights_get(w, S_TOKEN_EMB), *head = NULL,
-                 *r = NULL, *out = NULL;
+    sdx_tensor_t *cur = sdx_weights_get(w, S_TOKEN_EMB), *head = NULL, *r = NULL, *out = NULL;
     if (!cur)
         return sdx_set_error("textual inversion: model has no token embedding table");
     int rc = -1;
@@ -131,8 +130,7 @@ done:
 }
 
 int sdx_ti_state_set(sdx_ti_state_t *st, sdx_model_t *m, sdx_clip_t **te1, sdx_clip_t **te2,
-                     sdx_tokenizer_t *tok1, sdx_tokenizer_t *tok2, const sdx_ti_spec_t *list,
-                     int n)
+                     sdx_tokenizer_t *tok1, sdx_tokenizer_t *tok2, const sdx_ti_spec_t *list, int n)
 {
     assert(st && m && te1 && te2 && tok1 && tok2 && (n == 0 || list));
     if (s_same(st, list, n))

@@ -255,6 +255,10 @@ static int s_num(sdx_job_t *job, const sdx_value_t *m, const char *path, double 
 static int s_parse(sdx_job_t *job, const sdx_value_t *data, s_state_t *st, infer_request_t *req)
 {
     memset(req, 0, sizeof *req);
+    if (sdx_array_len(sdx_map_get(data, "textual_inversions")) > 0)
+        return sdx_job_fail(job, SDX_ERR_NOT_AVAILABLE, "textual_inversions",
+                            "textual_inversions are not applied by the conditioning worker yet: "
+                            "use inference.generate");
     req->prompt = s_str(data, "prompt");
     if (!req->prompt)
         return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "prompt", "prompt (a string) is required");

@@ -50,6 +50,7 @@ typedef struct {
     char upscalers_root[PATH_MAX]; /* "" for none: output.upscale uses Lanczos only */
     char loras_root[PATH_MAX];     /* "": <models_root>/lora */
     char vaes_root[PATH_MAX];      /* "": <models_root>/vae */
+    char embeddings_root[PATH_MAX]; /* "": <models_root>/embeddings */
     char schemas_dir[PATH_MAX]; /* "": found as the broker finds it (sdx_schema_set_load_default) */
     int max_models;
     int max_model_mb; /* 0: no memory budget */
@@ -74,6 +75,8 @@ static const sdx_option_t s_options[] = {
      "LoRA files that lora.models names (\"\": <models-root>/lora)"},
     {"vaes-root", true, "DIR", "", "SDXL_VAES_ROOT",
      "VAE files or folders that vae_model names (\"\": <models-root>/vae)"},
+    {"embeddings-root", true, "DIR", "", "SDXL_EMBEDDINGS_ROOT",
+     "textual-inversion files that textual_inversions names (\"\": <models-root>/embeddings)"},
     /* the broker's --schemas-dir: same default, same environment variable */
     {"schemas-dir", true, "DIR", "", "SDXL_SCHEMAS_DIR",
      "request schemas (\"\": <source>/schemas, then <datadir>/sdxl-fleet/schemas)"},
@@ -92,6 +95,7 @@ static const domain_opt_field_t s_fields[] = {
     {"loras-root", DOMAIN_OPT_DIR_OPTIONAL, offsetof(s_settings_t, loras_root), 0, 0},
     {"vaes-root", DOMAIN_OPT_DIR_OPTIONAL, offsetof(s_settings_t, vaes_root), 0, 0},
     {"schemas-dir", DOMAIN_OPT_DIR_OPTIONAL, offsetof(s_settings_t, schemas_dir), 0, 0},
+    {"embeddings-root", DOMAIN_OPT_DIR_OPTIONAL, offsetof(s_settings_t, embeddings_root), 0, 0},
 };
 
 /* Check one option's value and store it in set. 0, or -1 with what is
@@ -132,6 +136,7 @@ typedef struct {
     model_catalog_t *catalog;  /* checkpoints and LoRAs under their roots (names, near matches) */
     char loras_dir[PATH_MAX];  /* --loras-root, else <models_root>/lora */
     char vaes_dir[PATH_MAX];   /* --vaes-root, else <models_root>/vae */
+    char emb_dir[PATH_MAX];    /* --embeddings-root, else <models_root>/embeddings */
     atomic_long generated, images, cancelled_runs;
 } s_state_t;
 
@@ -205,14 +210,23 @@ static int s_init(sdx_worker_t *w, char *err, size_t err_len)
     else if ((size_t)snprintf(st->vaes_dir, sizeof st->vaes_dir, "%s/vae", st->set.models_root) >=
              sizeof st->vaes_dir)
         st->vaes_dir[0] = '\0';
+    if (st->set.embeddings_root[0])
+        snprintf(st->emb_dir, sizeof st->emb_dir, "%s", st->set.embeddings_root);
+    else if ((size_t)snprintf(st->emb_dir, sizeof st->emb_dir, "%s/embeddings",
+                              st->set.models_root) >= sizeof st->emb_dir)
+        st->emb_dir[0] = '\0';
     struct stat lsb;
     bool have_loras = st->loras_dir[0] && stat(st->loras_dir, &lsb) == 0 && S_ISDIR(lsb.st_mode);
     bool have_vaes = st->vaes_dir[0] && stat(st->vaes_dir, &lsb) == 0 && S_ISDIR(lsb.st_mode);
+    bool have_emb = st->emb_dir[0] && stat(st->emb_dir, &lsb) == 0 && S_ISDIR(lsb.st_mode);
     static const char *const need[] = {"inference.generate", NULL};
-    const char *roots[] = {"models",    st->set.models_root,    "outputs", st->set.outputs_root,
-                           "upscalers", st->set.upscalers_root, "loras",
-                           have_loras ? st->loras_dir : "",     "vaes",
-                           have_vaes ? st->vaes_dir : "",       NULL};
+    const char *roots[] = {"models",     st->set.models_root,
+                           "outputs",    st->set.outputs_root,
+                           "upscalers",  st->set.upscalers_root,
+                           "loras",      have_loras ? st->loras_dir : "",
+                           "vaes",       have_vaes ? st->vaes_dir : "",
+                           "embeddings", have_emb ? st->emb_dir : "",
+                           NULL};
     if (domain_schema_load(&st->rules, st->set.schemas_dir, need, roots, err, err_len) != 0)
         return -1; /* fini frees the state */
     /* the checkpoints' catalogue (headers only; in memory): a model_name that
@@ -221,6 +235,7 @@ static int s_init(sdx_worker_t *w, char *err, size_t err_len)
     mc.roots[MODEL_CHECKPOINT] = st->set.models_root;
     mc.roots[MODEL_LORA] = st->loras_dir;
     mc.roots[MODEL_VAE] = st->vaes_dir;
+    mc.roots[MODEL_EMBEDDING] = st->emb_dir;
     if (!(st->catalog = model_catalog_new(&mc, err, err_len)))
         return -1;
     infer_engine_config_t cfg = {
@@ -313,7 +328,6 @@ static const struct {
 } s_unsupported[] = {
     {"refiner_model", "the SDXL refiner stage is not built into the engine yet"},
     {"controlnet", "ControlNet is not built into the engine yet"},
-    {"textual_inversions", "textual inversion embeddings are not built into the engine yet"},
 };
 
 /* Memory/speed switches with no effect on the image: reported in the
@@ -560,6 +574,45 @@ static int s_resolve_vae(sdx_job_t *job, s_state_t *st, const char *name, char p
     return 0;
 }
 
+/* textual_inversions -> files under the embeddings root, by catalogue name
+   (rescanned when a name is not there yet; near names when unknown).
+   paths[i] backs out[i].path; tokens are borrowed from the request. 0, or
+   -1 after sdx_job_fail. */
+static int s_resolve_tis(sdx_job_t *job, s_state_t *st, const sdx_value_t *data,
+                         infer_ti_t out[16], char (*paths)[PATH_MAX], int *n)
+{
+    *n = 0;
+    const sdx_value_t *list = sdx_map_get(data, "textual_inversions");
+    size_t count = sdx_array_len(list);
+    if (count > 16)
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "textual_inversions",
+                            "at most 16 embeddings");
+    for (size_t i = 0; i < count; i++) {
+        const sdx_value_t *m = sdx_array_at(list, i);
+        char field[48];
+        snprintf(field, sizeof field, "textual_inversions[%zu].name", i);
+        const char *name = s_opt_text(m, "name"), *token = s_opt_text(m, "token");
+        if (!name || !token)
+            return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, field,
+                                "an embedding needs a name and a token");
+        model_entry_t e;
+        char cerr[512];
+        model_status_t ms = model_catalog_find(st->catalog, MODEL_EMBEDDING, name, &e, cerr,
+                                               sizeof cerr);
+        if (ms == MODEL_NOT_FOUND &&
+            model_catalog_rescan(st->catalog, NULL, cerr, sizeof cerr) == 0)
+            ms = model_catalog_find(st->catalog, MODEL_EMBEDDING, name, &e, cerr, sizeof cerr);
+        if (ms != MODEL_OK)
+            return sdx_job_fail(job, ms == MODEL_NOT_FOUND ? SDX_ERR_NOT_FOUND : SDX_ERR_INVALID_REQUEST,
+                                field, "%s (embeddings root %s)", cerr, st->emb_dir);
+        if ((size_t)snprintf(paths[i], PATH_MAX, "%s/%s", st->emb_dir, e.path) >= PATH_MAX)
+            return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, field, "the path is too long");
+        out[i] = (infer_ti_t){paths[i], token};
+        (*n)++;
+    }
+    return 0;
+}
+
 /* inference.denoise's data.embeddings: conditioning.encode_prompt's tensors
    {name: {dtype, shape, data}}, checked (dtype, rank, sizes) and borrowed
    into out (bin bytes stay in the request; base64 text from a JSON client is
@@ -732,10 +785,22 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
         return -1;
     }
     r.gp.vae_path = vae_name ? vae_path : NULL;
+    infer_ti_t tis[16];
+    char(*ti_paths)[PATH_MAX] = calloc(16, PATH_MAX);
+    if (!ti_paths || s_resolve_tis(job, st, data, tis, ti_paths, &r.gp.n_tis) != 0) {
+        for (int i = 0; i < 4; i++)
+            free(owned[i]);
+        int frc = ti_paths ? -1 : sdx_job_fail(job, SDX_ERR_OUT_OF_MEMORY, NULL, "out of memory");
+        free(ti_paths);
+        free(lora_paths);
+        return frc;
+    }
+    r.gp.tis = tis;
     infer_output_t res;
     char err[768];
     infer_status_t rc = infer_engine_generate(st->engine, &r.gp, &res, err, sizeof err);
     free(lora_paths);
+    free(ti_paths);
     for (int i = 0; i < 4; i++)
         free(owned[i]); /* base64-decoded embeddings, done with */
     if (res.models_changed)
@@ -750,6 +815,7 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
                                 ? "model_name"
                             : rc == INFER_BAD_UPSCALE ? "output.upscale.model"
                             : rc == INFER_BAD_LORA    ? "lora.models"
+                            : rc == INFER_BAD_TI      ? "textual_inversions"
                             : rc == INFER_BAD_IMAGE   ? "init_image"
                             : rc == INFER_BAD_VAE     ? "vae_model"
                                                       : NULL;

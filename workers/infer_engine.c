@@ -326,6 +326,18 @@ infer_status_t infer_engine_generate(infer_engine_t *e, const infer_request_t *r
         infer_cache_release(e->cache, &entry);
         return lst;
     }
+    /* the request's embeddings (the same set as last time costs nothing) */
+    {
+        sdxl_embedding_t specs[16];
+        int n = req->n_tis < 16 ? req->n_tis : 16;
+        for (int i = 0; i < n; i++)
+            specs[i] = (sdxl_embedding_t){req->tis[i].path, req->tis[i].token};
+        if (sdxl_engine_set_embeddings(infer_entry_engine(entry), specs, n) != 0) {
+            snprintf(err, err_len, "textual_inversions: %s", sdx_last_error());
+            infer_cache_release(e->cache, &entry);
+            return strstr(err, "out of memory") ? INFER_OOM : INFER_BAD_TI;
+        }
+    }
     sdx_image_t init = {0}; /* init_image decoded (and resized), owned */
     if (req->init_image) {
         if (sdx_image_decode_fit(req->init_image, req->init_image_len, req->width, req->height,

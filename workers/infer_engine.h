@@ -59,6 +59,7 @@ typedef enum {
     INFER_BAD_LORA,    /* lora.models: a file that is no LoRA this engine applies */
     INFER_BAD_IMAGE,   /* init_image: not a PNG/JPEG/WebP this build decodes */
     INFER_BAD_VAE,     /* vae_model: no VAE this engine loads */
+    INFER_BAD_TI,      /* textual_inversions: a file that is no SDXL embedding */
 } infer_status_t;
 
 /* One tensor crossing the boundary: raw little-endian bytes on the host, in
@@ -80,6 +81,13 @@ typedef struct {
     const char *path;
     double weight;
 } infer_lora_t;
+
+/* One textual-inversion embedding of a request: a file (resolved by the
+   caller under its embeddings root) and the token prompts call it by. */
+typedef struct {
+    const char *path;
+    const char *token;
+} infer_ti_t;
 
 /* One generation. Strings are borrowed for the call. */
 typedef struct {
@@ -121,6 +129,10 @@ typedef struct {
     /* vae_model: this VAE file or folder instead of the checkpoint's (the
        engine keeps both; NULL: the checkpoint's) */
     const char *vae_path;
+    /* textual_inversions: registered for this request (the same set as
+       last time costs nothing; none removes them, the tables restored) */
+    const infer_ti_t *tis;
+    int n_tis;
     /* init_image: img2img from these encoded bytes (PNG, JPEG, WebP;
        borrowed), resized to width x height with Lanczos-3 when its size
        differs (as diffusers' image processor does), with strength in (0, 1];

@@ -199,12 +199,16 @@ def test_csharp(t, fleet):
 
 
 def test_refusals(t, fleet):
+    r = fleet.request(gen_request({"controlnet": [{"model": "x", "image": "iVBORw0KGgo="}]}),
+                      timeout=60)
+    e = r.get("error") or {}
+    t.check(not r.get("success") and "controlnet" in (e.get("field") or ""),
+            "a ControlNet that is not there is refused naming it (%s)" % e.get("code"), e)
     r = fleet.request(gen_request({"textual_inversions": [{"name": "x", "token": "<x>"}]}),
                       timeout=60)
     e = r.get("error") or {}
-    t.check(e.get("code") in ("not_available", "invalid_request") and
-            "textual_inversions" in (e.get("field") or ""),
-            "textual inversion (not built) is refused naming it (%s)" % e.get("code"), e)
+    t.check(e.get("code") == "not_found" and e.get("field") == "textual_inversions[0].name",
+            "an embedding that is not there gets not_found naming it", e)
     r = fleet.request(gen_request({"lora": {"models": [{"name": "x", "weight": 0.5}]}}),
                       timeout=60)
     e = r.get("error") or {}

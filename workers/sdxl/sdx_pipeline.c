@@ -46,6 +46,7 @@ struct sdxl_engine {
     sdx_tokenizer_t *tok1, *tok2;
     char scheduler_class[128]; /* the model's scheduler (_class_name) */
     sdx_lora_state_t *loras;   /* fused LoRAs; NULL until the first set */
+    sdx_ti_state_t *tis;       /* textual inversions; NULL until the first set */
 };
 
 static double s_now_ms(void)
@@ -248,6 +249,7 @@ void sdxl_engine_free(sdxl_engine_t **ep)
         return;
     sdxl_engine_t *e = *ep;
     sdx_lora_state_free(&e->loras); /* the model goes too: nothing to restore */
+    sdx_ti_state_free(&e->tis);
     sdx_unet_free(&e->unet);
     sdx_vae_free(&e->vae);
     sdx_vae_free(&e->vae_ckpt);
@@ -289,6 +291,19 @@ int sdxl_engine_set_loras(sdxl_engine_t *e, const sdxl_lora_t *loras, int n)
 const sdxl_lora_t *sdxl_engine_loras(const sdxl_engine_t *e, int *n)
 {
     return sdx_lora_state_current(e ? e->loras : NULL, n);
+}
+
+int sdxl_engine_set_embeddings(sdxl_engine_t *e, const sdxl_embedding_t *list, int n)
+{
+    if (!e || n < 0 || (n > 0 && !list))
+        return sdx_set_error("sdxl_engine_set_embeddings: bad arguments");
+    if (!e->tis && n == 0)
+        return 0;
+    if (!e->tis && !(e->tis = sdx_ti_state_new()))
+        return sdx_set_error("textual inversion: out of memory");
+    if (!e->tok1 || !e->tok2)
+        return sdx_set_error("textual inversion: needs both SDXL text encoders");
+    return sdx_ti_state_set(e->tis, e->model, &e->te1, &e->te2, e->tok1, e->tok2, list, n);
 }
 
 void sdxl_result_clear(sdxl_result_t *r)
@@ -388,15 +403,21 @@ static int s_encode(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdx_prompt_emb
     sdx_text_encoders_t te = {e->te1, e->tok1, e->te2, e->tok2};
     sdx_prompt_params_t pp;
     sdx_prompt_params_init(&pp);
-    const char *prompts[1] = {p->prompt};
-    const char *negs[1] = {p->negative_prompt};
+    /* maybe_convert_prompt for multi-vector embeddings (a copy, or none) */
+    char *cp = e->tis ? sdx_ti_convert_prompt(e->tis, p->prompt) : NULL;
+    char *cn = e->tis ? sdx_ti_convert_prompt(e->tis, p->negative_prompt) : NULL;
+    const char *prompts[1] = {cp ? cp : p->prompt};
+    const char *negs[1] = {cn ? cn : p->negative_prompt};
     pp.prompt = prompts;
     pp.negative = p->negative_prompt ? negs : NULL;
     pp.num_images_per_prompt = p->batch;
     pp.clip_skip = p->clip_skip;
     pp.do_cfg = p->guidance_scale > 1.0;
     pp.force_zeros_for_empty_prompt = e->model->force_zeros_for_empty_prompt;
-    if (sdx_prompt_encode(&te, &pp, pe) != 0)
+    int rc = sdx_prompt_encode(&te, &pp, pe);
+    free(cp);
+    free(cn);
+    if (rc != 0)
         return -1;
     if (pe->truncated)
         s_log(e, 1, "prompt longer than 75 tokens was truncated");

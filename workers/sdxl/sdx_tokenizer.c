@@ -814,6 +814,48 @@ int32_t sdx_tokenizer_token_to_id(const sdx_tokenizer_t *t, const char *token)
     return -1;
 }
 
+int sdx_tokenizer_truncate(sdx_tokenizer_t *t, int32_t size)
+{
+    assert(t && size >= 0);
+    if (size >= t->size)
+        return 0;
+    /* open addressing has no delete: rebuild the added map without the
+       entries at or past size (the kept keys move, not copied) */
+    s_smap_t n = {0};
+    for (size_t i = 0; i < t->added.cap; i++) {
+        char *k = t->added.keys[i];
+        if (!k)
+            continue;
+        if (t->added.vals[i] >= size) {
+            s_set_id_str(t, t->added.vals[i], NULL);
+            free(k);
+            continue;
+        }
+        if ((n.count + 1) * 2 > n.cap && s_smap_grow(&n)) {
+            s_smap_free(&n);
+            return -1;
+        }
+        bool found;
+        int32_t *v = s_smap_slot(&n, k, strlen(k), &found);
+        n.keys[v - n.vals] = k;
+        *v = t->added.vals[i];
+        n.count++;
+    }
+    free(t->added.keys);
+    free(t->added.vals);
+    t->added = n;
+    size_t w = 0;
+    for (size_t i = 0; i < t->n_added; i++) {
+        if (t->added_list[i].id >= size)
+            free(t->added_list[i].cps);
+        else
+            t->added_list[w++] = t->added_list[i];
+    }
+    t->n_added = w;
+    t->size = size;
+    return 0;
+}
+
 int sdx_tokenizer_add_token(sdx_tokenizer_t *t, const char *text, bool special, int32_t *id)
 {
     assert(t && text);

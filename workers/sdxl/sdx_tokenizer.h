@@ -66,6 +66,11 @@ int sdx_tokenizer_set_pad_id(sdx_tokenizer_t *t, int32_t id);
    it changes no matching. */
 int sdx_tokenizer_add_token(sdx_tokenizer_t *t, const char *text, bool special, int32_t *id);
 
+/* Forget every added token with id >= size (textual inversion removed):
+   len(tokenizer) becomes size again. Only tokens added past the
+   vocabulary can go; ids below size are untouched. */
+int sdx_tokenizer_truncate(sdx_tokenizer_t *t, int32_t size);
+
 int32_t sdx_tokenizer_bos_id(const sdx_tokenizer_t *t);
 int32_t sdx_tokenizer_eos_id(const sdx_tokenizer_t *t);
 int32_t sdx_tokenizer_pad_id(const sdx_tokenizer_t *t);

@@ -21,6 +21,7 @@
 
 #include "sdx_image.h"
 #include "sdx_lora.h"
+#include "sdx_ti.h"
 #include "sdx_model.h"
 #include "sdx_prompt.h"
 #include "sdx_tokenizer.h"
@@ -106,6 +107,23 @@ typedef sdx_lora_spec_t sdxl_lora_t;
 int sdxl_engine_set_loras(sdxl_engine_t *e, const sdxl_lora_t *loras, int n);
 /* The set now fused (borrowed, valid until the next set call); *n its size. */
 const sdxl_lora_t *sdxl_engine_loras(const sdxl_engine_t *e, int *n);
+
+/* Textual inversion: an SDXL embedding file (clip_l [n, 768] and clip_g
+   [n, 1280] tensors, as diffusers' load_textual_inversion takes them) and
+   the token that calls it in prompts. */
+typedef sdx_ti_spec_t sdxl_embedding_t;
+
+/* Replace the loaded embeddings by list[0..n) (n = 0 removes all), hot:
+   each file's vectors become added tokens "<token>", "<token>_1", ... in
+   both tokenizers and rows of both token-embedding tables; prompts are
+   rewritten like diffusers' maybe_convert_prompt. The same set (paths and
+   tokens) is a no-op; a removed set leaves the tables bit for bit as
+   loaded. Rule for other forms: a file without both clip_l and clip_g
+   (SD1.x emb_params / string_to_param, 768 wide only) does not fit SDXL and
+   is refused. Every file is checked first; on -1 (reason in
+   sdx_last_error()) the engine is as before. Paths are copied. Not
+   thread-safe against a running sdxl_generate on e. */
+int sdxl_engine_set_embeddings(sdxl_engine_t *e, const sdxl_embedding_t *list, int n);
 
 /* Progress callback: once per denoising step (step counts from 1). */
 typedef void (*sdxl_progress_fn)(int step, int total, double elapsed_s, void *ud);

@@ -7,6 +7,7 @@
 #include "sdx_safetensors.h"
 #include "sdx_upscale.h"
 
+#include <assert.h>
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -378,4 +379,43 @@ double sdx_controlnet_keep(int i, int n, double start, double end)
 {
     double a = (double)i / n, b = (double)(i + 1) / n;
     return (a < start || b > end) ? 0.0 : 1.0;
+}
+
+int sdx_controlnet_apply(sdx_controlnet_t *const *nets, sdx_tensor_t *const *conds,
+                         const double *scales, int n, sdx_scope_t *S, sdx_tensor_t **down_out,
+                         int max_down, int *n_down, sdx_tensor_t **mid_out, bool *any,
+                         const sdx_tensor_t *sample, const sdx_tensor_t *timestep,
+                         const sdx_tensor_t *encoder_hidden_states,
+                         const sdx_tensor_t *text_embeds, const sdx_tensor_t *time_ids)
+{
+    assert(S);
+    *any = false;
+    for (int i = 0; i < n; i++) {
+        if (scales[i] == 0.0)
+            continue;
+        sdx_tensor_t *down[MAX_DOWN], *mid;
+        const sdx_controlnet_t *c = nets[i];
+        if (*any && c->n_down != *n_down)
+            return sdx_set_error("controlnet: %s gives %d residuals, %s %d", c->path, c->n_down,
+                                 nets[0]->path, *n_down);
+        if (sdx_controlnet_forward(c, S, down, MAX_DOWN, &mid, sample, timestep,
+                                   encoder_hidden_states, text_embeds, time_ids, conds[i],
+                                   scales[i]) != 0)
+            return -1;
+        if (!*any) {
+            if (c->n_down > max_down)
+                return sdx_set_error("controlnet: room for %d residuals", max_down);
+            memcpy(down_out, down, (size_t)c->n_down * sizeof *down);
+            *mid_out = mid;
+            *n_down = c->n_down;
+            *any = true;
+            continue;
+        }
+        for (int k = 0; k < c->n_down; k++)
+            if (sdx_add(S, &down_out[k], down_out[k], down[k]) != 0)
+                return -1;
+        if (sdx_add(S, mid_out, *mid_out, mid) != 0)
+            return -1;
+    }
+    return 0;
 }

@@ -62,4 +62,16 @@ int sdx_controlnet_image(sdx_scope_t *S, sdx_tensor_t **out, const sdx_image_t *
    (i/n < start or (i+1)/n > end), else 1. */
 double sdx_controlnet_keep(int i, int n, double start, double end);
 
+/* MultiControlNetModel: the residuals of nets[0..n) (each with its control
+   image conds[k] and scale scales[k]; a net whose scale is 0 is skipped,
+   as its residuals would be zeros) summed into down_out[0..n_down) and
+   *mid_out, owned by S. *any is false (and nothing is set) when every
+   scale was 0. The nets must give the same number of residuals. */
+int sdx_controlnet_apply(sdx_controlnet_t *const *nets, sdx_tensor_t *const *conds,
+                         const double *scales, int n, sdx_scope_t *S, sdx_tensor_t **down_out,
+                         int max_down, int *n_down, sdx_tensor_t **mid_out, bool *any,
+                         const sdx_tensor_t *sample, const sdx_tensor_t *timestep,
+                         const sdx_tensor_t *encoder_hidden_states,
+                         const sdx_tensor_t *text_embeds, const sdx_tensor_t *time_ids);
+
 #endif

@@ -10,7 +10,10 @@
     LoRA sets are fused by sdx_lora.c (sdxl_engine_set_loras only holds the state).
     img2img (init_image, strength) as StableDiffusionXLImg2ImgPipeline: its
     start is in sdx_img2img.c, the loop below runs from the cut index.
-    Not here: ControlNet, refiner hand-off (later issues).
+    ControlNet (controls) as StableDiffusionXLControlNetPipeline: the
+    networks are in sdx_controlnet.c; here only the control images (made
+    once, CFG-doubled) and the per-step keep mask and residual sum.
+    Not here: refiner hand-off (a later issue).
 */
 #include "sdxl.h"
 
@@ -281,6 +284,42 @@ const sdxl_lora_t *sdxl_engine_loras(const sdxl_engine_t *e, int *n)
     return sdx_lora_state_current(e ? e->loras : NULL, n);
 }
 
+sdxl_controlnet_t *sdxl_controlnet_load(const sdxl_engine_t *e, const char *path)
+{
+    if (!e || !e->unet) {
+        sdx_set_error("controlnet: the engine has no UNet (text_only)");
+        return NULL;
+    }
+    return sdx_controlnet_load(path, &e->model->unet_cfg, sdx_unet_dtype(e->unet),
+                               sdx_unet_device(e->unet));
+}
+
+void sdxl_controlnet_free(sdxl_controlnet_t **c)
+{
+    sdx_controlnet_free(c);
+}
+
+/* The controls' own fields (refused as input errors). */
+static int s_check_controls(const sdxl_gen_params_t *p)
+{
+    if (p->n_controls < 0 || p->n_controls > SDXL_MAX_CONTROLS || (p->n_controls && !p->controls))
+        return sdx_set_error("controlnet: 0..%d controls, got %d", SDXL_MAX_CONTROLS,
+                             p->n_controls);
+    if (p->n_controls && p->init_image)
+        return sdx_set_error("controlnet: not supported together with init_image (img2img)");
+    for (int i = 0; i < p->n_controls; i++) {
+        const sdxl_control_t *c = &p->controls[i];
+        if (!c->net || !c->image || !c->image->pixels)
+            return sdx_set_error("controlnet[%d]: a network and an image are required", i);
+        if (!(c->scale >= 0))
+            return sdx_set_error("controlnet[%d].scale: must be >= 0, got %g", i, c->scale);
+        if (!(c->start >= 0 && c->start < c->end && c->end <= 1))
+            return sdx_set_error("controlnet[%d]: need 0 <= start < end <= 1, got %g..%g", i,
+                                 c->start, c->end);
+    }
+    return 0;
+}
+
 void sdxl_result_clear(sdxl_result_t *r)
 {
     if (!r)
@@ -467,7 +506,7 @@ int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r
 {
     memset(r, 0, sizeof *r);
     int width = 0, height = 0;
-    if (s_check_params(e, p, &width, &height) != 0 ||
+    if (s_check_params(e, p, &width, &height) != 0 || s_check_controls(p) != 0 ||
         (p->init_image && sdx_img2img_check(e->vae, p->init_image, p->strength, p->width, p->height,
                                             &width, &height))) {
         r->input_error = true;
@@ -558,6 +597,18 @@ int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r
     SDX_TRY(sdx_repeat(S, &tids, tids, reps, 2));
     SDX_TRY(sdx_to(S, &ehs, ehs, dt, dev));
     SDX_TRY(sdx_to(S, &pooled, pooled, dt, dev));
+    /* ControlNet images: [B] (x2 with CFG, same order as the latents) */
+    sdx_tensor_t *cn_img[SDXL_MAX_CONTROLS];
+    sdx_controlnet_t *cn_net[SDXL_MAX_CONTROLS];
+    for (int k = 0; k < p->n_controls; k++) {
+        int64_t rb[4] = {cfg ? 2 * B : B, 1, 1, 1};
+        cn_net[k] = (sdx_controlnet_t *)p->controls[k].net;
+        if (sdx_controlnet_image(S, &cn_img[k], p->controls[k].image, width, height, dt, dev) ||
+            sdx_repeat(S, &cn_img[k], cn_img[k], rb, 4)) {
+            input_error = strstr(sdx_last_error(), "control image") != NULL;
+            goto fail;
+        }
+    }
     r->encode_ms = s_now_ms() - t_start;
 
     /* 2. initial latents */
@@ -586,15 +637,27 @@ int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r
             goto fail;
         }
         sdx_scope_t *T = sdx_scope_new();
-        sdx_tensor_t *x = latents, *xin, *t, *eps, *next;
+        sdx_tensor_t *x = latents, *xin, *t, *eps, *next, *cn_down[64] = {0}, *cn_mid = NULL;
+        double cn_scale[SDXL_MAX_CONTROLS];
+        int n_cn = 0;
+        bool cn_any = false;
         if (cfg) {
             sdx_tensor_t *two[2] = {latents, latents};
             if (sdx_cat(T, &x, two, 2, 0) != 0)
                 goto step_fail;
         }
         if (sdx_scheduler_scale_model_input(sch, T, &xin, x, i) != 0 ||
-            sdx_scheduler_timestep_tensor(sch, T, &t, i, dev) != 0 ||
-            sdx_unet_forward(e->unet, T, &eps, xin, t, ehs, pooled, tids, NULL, 0, NULL) != 0)
+            sdx_scheduler_timestep_tensor(sch, T, &t, i, dev) != 0)
+            goto step_fail;
+        for (int k = 0; k < p->n_controls; k++)
+            cn_scale[k] = p->controls[k].scale * sdx_controlnet_keep(i, n, p->controls[k].start,
+                                                                     p->controls[k].end);
+        if (p->n_controls &&
+            sdx_controlnet_apply(cn_net, cn_img, cn_scale, p->n_controls, T, cn_down, 64, &n_cn,
+                                 &cn_mid, &cn_any, xin, t, ehs, pooled, tids) != 0)
+            goto step_fail;
+        if (sdx_unet_forward(e->unet, T, &eps, xin, t, ehs, pooled, tids,
+                             cn_any ? cn_down : NULL, n_cn, cn_any ? cn_mid : NULL) != 0)
             goto step_fail;
         if (cfg) {
             sdx_tensor_t *halves[2], *diff, *scaled;

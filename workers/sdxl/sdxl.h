@@ -19,6 +19,7 @@
 #ifndef SDXL_H
 #define SDXL_H
 
+#include "sdx_controlnet.h"
 #include "sdx_image.h"
 #include "sdx_lora.h"
 #include "sdx_model.h"
@@ -89,6 +90,31 @@ int sdxl_engine_set_loras(sdxl_engine_t *e, const sdxl_lora_t *loras, int n);
 /* The set now fused (borrowed, valid until the next set call); *n its size. */
 const sdxl_lora_t *sdxl_engine_loras(const sdxl_engine_t *e, int *n);
 
+/* ControlNet (diffusers' ControlNetModel, SDXL): a loaded network, kept
+   by the caller and used by any number of generations. */
+typedef sdx_controlnet_t sdxl_controlnet_t;
+/* Load a diffusers ControlNet folder or lone .safetensors in the engine's
+   dtype and device, checked against its UNet. NULL with the reason in
+   sdx_last_error(). Caller frees it (after the engine's last generation
+   that uses it) with sdxl_controlnet_free(). */
+sdxl_controlnet_t *sdxl_controlnet_load(const sdxl_engine_t *e, const char *path);
+void sdxl_controlnet_free(sdxl_controlnet_t **c);
+
+/* One ControlNet applied to a generation, as StableDiffusionXLControlNetPipeline
+   (guess_mode off): its residuals times scale are added to the UNet's in
+   the steps i of n with start <= i/n and (i+1)/n <= end (diffusers'
+   controlnet_keep); several add up (MultiControlNetModel). */
+typedef struct {
+    const sdxl_controlnet_t *net; /* borrowed */
+    const sdx_image_t *image;     /* the ready-made control image (the `none`
+                                     preprocessor), 8-bit RGB or RGBA (alpha
+                                     ignored); resized to the output size with
+                                     Lanczos-3 when its size differs, then /255
+                                     (no [-1, 1] normalisation). Borrowed. */
+    double scale;                 /* controlnet_conditioning_scale, >= 0 */
+    double start, end;            /* control_guidance_start/end, 0 <= start < end <= 1 */
+} sdxl_control_t;
+
 /* Progress callback: once per denoising step (step counts from 1). */
 typedef void (*sdxl_progress_fn)(int step, int total, double elapsed_s, void *ud);
 
@@ -156,7 +182,12 @@ typedef struct {
                                     starts from the image noised to the
                                     highest level (not pure noise). Ignored
                                     without init_image. */
+    const sdxl_control_t *controls; /* ControlNets, NULL/0: none; with
+                                    init_image or a refiner model: refused */
+    int n_controls;              /* 0..SDXL_MAX_CONTROLS */
 } sdxl_gen_params_t;
+
+#define SDXL_MAX_CONTROLS 8
 
 void sdxl_gen_params_init(sdxl_gen_params_t *p);
 
@@ -173,7 +204,8 @@ typedef struct {
                                before any work (size, steps, batch, clip_skip
                                beyond the model's layers, unknown scheduler or
                                an option it lacks, strength, an init image of
-                               the wrong size): the caller's mistake, not
+                               the wrong size, a control's scale/start/end
+                               or image): the caller's mistake, not
                                a run-time failure */
 } sdxl_result_t;
 

@@ -48,6 +48,7 @@ typedef struct {
     char config_dir[PATH_MAX]; /* "" for none */
     char upscalers_root[PATH_MAX]; /* "" for none: output.upscale uses Lanczos only */
     char loras_root[PATH_MAX];     /* "": <models_root>/lora */
+    char controlnets_root[PATH_MAX]; /* "": <models_root>/controlnet */
     char schemas_dir[PATH_MAX]; /* "": found as the broker finds it (sdx_schema_set_load_default) */
     int max_models;
     int threads; /* 0: libtorch's default */
@@ -67,6 +68,9 @@ static const sdx_option_t s_options[] = {
      "RRDBNet upscalers for output.upscale (\"\": Lanczos only)"},
     {"loras-root", true, "DIR", "", "SDXL_LORAS_ROOT",
      "LoRA files that lora.models names (\"\": <models-root>/lora)"},
+    {"controlnets-root", true, "DIR", "", "SDXL_CONTROLNETS_ROOT",
+     "ControlNets (diffusers folders or files) that controlnet[].model names "
+     "(\"\": <models-root>/controlnet)"},
     /* the broker's --schemas-dir: same default, same environment variable */
     {"schemas-dir", true, "DIR", "", "SDXL_SCHEMAS_DIR",
      "request schemas (\"\": <source>/schemas, then <datadir>/sdxl-fleet/schemas)"},
@@ -94,6 +98,7 @@ static const struct {
     {"threads", S_INT, offsetof(s_settings_t, threads), 0, 1024},
     {"upscalers-root", S_DIR_OPTIONAL, offsetof(s_settings_t, upscalers_root), 0, 0},
     {"loras-root", S_DIR_OPTIONAL, offsetof(s_settings_t, loras_root), 0, 0},
+    {"controlnets-root", S_DIR_OPTIONAL, offsetof(s_settings_t, controlnets_root), 0, 0},
     {"schemas-dir", S_DIR_OPTIONAL, offsetof(s_settings_t, schemas_dir), 0, 0},
 };
 
@@ -177,6 +182,7 @@ typedef struct {
     domain_schema_t rules;     /* the request rules and this worker's roots */
     model_catalog_t *catalog;  /* checkpoints and LoRAs under their roots (names, near matches) */
     char loras_dir[PATH_MAX];  /* --loras-root, else <models_root>/lora */
+    char cnets_dir[PATH_MAX];  /* --controlnets-root, else <models_root>/controlnet */
     atomic_long generated, images, cancelled_runs;
 } s_state_t;
 
@@ -254,12 +260,19 @@ static int s_init(sdx_worker_t *w, char *err, size_t err_len)
     else if ((size_t)snprintf(st->loras_dir, sizeof st->loras_dir, "%s/lora",
                               st->set.models_root) >= sizeof st->loras_dir)
         st->loras_dir[0] = '\0';
+    if (st->set.controlnets_root[0])
+        snprintf(st->cnets_dir, sizeof st->cnets_dir, "%s", st->set.controlnets_root);
+    else if ((size_t)snprintf(st->cnets_dir, sizeof st->cnets_dir, "%s/controlnet",
+                              st->set.models_root) >= sizeof st->cnets_dir)
+        st->cnets_dir[0] = '\0';
     struct stat lsb;
     bool have_loras = st->loras_dir[0] && stat(st->loras_dir, &lsb) == 0 && S_ISDIR(lsb.st_mode);
+    bool have_cnets = st->cnets_dir[0] && stat(st->cnets_dir, &lsb) == 0 && S_ISDIR(lsb.st_mode);
     static const char *const need[] = {"inference.generate", NULL};
     const char *roots[] = {"models",    st->set.models_root,    "outputs", st->set.outputs_root,
                            "upscalers", st->set.upscalers_root, "loras",
-                           have_loras ? st->loras_dir : "",     NULL};
+                           have_loras ? st->loras_dir : "",     "controlnets",
+                           have_cnets ? st->cnets_dir : "",     NULL};
     if (domain_schema_load(&st->rules, st->set.schemas_dir, need, roots, err, err_len) != 0)
         return -1; /* fini frees the state */
     /* the checkpoints' catalogue (headers only; in memory): a model_name that
@@ -267,6 +280,7 @@ static int s_init(sdx_worker_t *w, char *err, size_t err_len)
     model_catalog_config_t mc = {.detect = NULL};
     mc.roots[MODEL_CHECKPOINT] = st->set.models_root;
     mc.roots[MODEL_LORA] = st->loras_dir;
+    mc.roots[MODEL_CONTROLNET] = have_cnets ? st->cnets_dir : NULL;
     if (!(st->catalog = model_catalog_new(&mc, err, err_len)))
         return -1;
     infer_engine_config_t cfg = {
@@ -378,7 +392,6 @@ static const struct {
 } s_unsupported[] = {
     {"refiner_model", "the SDXL refiner stage is not built into the engine yet"},
     {"vae_model", "loading a separate VAE is not built into the engine yet"},
-    {"controlnet", "ControlNet is not built into the engine yet"},
     {"textual_inversions", "textual inversion embeddings are not built into the engine yet"},
 };
 
@@ -601,7 +614,7 @@ static const char *const s_status_code[] = {
     [INFER_CANCELLED] = "cancelled", [INFER_BAD_INPUT] = "invalid_request",
     [INFER_OOM] = "out_of_memory",   [INFER_FAILED] = "internal",
     [INFER_BAD_UPSCALE] = "invalid_request", [INFER_BAD_LORA] = "invalid_request",
-    [INFER_BAD_IMAGE] = "invalid_request",
+    [INFER_BAD_IMAGE] = "invalid_request", [INFER_BAD_CONTROLNET] = "invalid_request",
 };
 
 /* A model_name with nothing under the models root: the catalogue (rescanned,
@@ -656,6 +669,73 @@ static int s_resolve_loras(sdx_job_t *job, s_state_t *st, const sdx_value_t *dat
         if ((size_t)snprintf(paths[i], PATH_MAX, "%s/%s", st->loras_dir, e.path) >= PATH_MAX)
             return sdx_job_fail(job, "invalid_request", field, "the path is too long");
         out[i] = (infer_lora_t){paths[i], weight};
+        (*n)++;
+    }
+    return 0;
+}
+
+/* controlnet[] -> ControlNets under the ControlNet root, by catalogue name
+   (rescanned when a name is not there yet), with their image bytes
+   (borrowed from the request), scale and guidance window; only the `none`
+   preprocessor (a ready-made control image). paths[i] backs out[i].path.
+   0, or -1 after sdx_job_fail. */
+static int s_resolve_controls(sdx_job_t *job, s_state_t *st, const sdx_value_t *data,
+                              infer_control_t out[4], char (*paths)[PATH_MAX], int *n)
+{
+    *n = 0;
+    const sdx_value_t *list = sdx_map_get(data, "controlnet");
+    size_t count = sdx_array_len(list);
+    if (count > 4)
+        return sdx_job_fail(job, "invalid_request", "controlnet", "at most 4 ControlNets");
+    for (size_t i = 0; i < count; i++) {
+        const sdx_value_t *c = sdx_array_at(list, i);
+        char field[48];
+        const char *name = s_opt_text(c, "model");
+        const char *pre = s_opt_text(c, "preprocessor");
+        const sdx_value_t *img = sdx_map_get(c, "image");
+        double scale = 1.0, start = 0.0, end = 1.0;
+        const sdx_value_t *v;
+        if ((v = sdx_map_get(c, "conditioning_scale")))
+            sdx_value_as_double(v, &scale);
+        if ((v = sdx_map_get(c, "guidance_start")))
+            sdx_value_as_double(v, &start);
+        if ((v = sdx_map_get(c, "guidance_end")))
+            sdx_value_as_double(v, &end);
+        if (pre && strcmp(pre, "none") != 0) {
+            snprintf(field, sizeof field, "controlnet[%zu].preprocessor", i);
+            return sdx_job_fail(job, "not_available", field,
+                                "preprocessor '%s' is not built yet; send a ready-made control "
+                                "image with preprocessor none",
+                                pre);
+        }
+        if (!img || img->type != SDX_BIN || img->u.bin.len == 0) {
+            snprintf(field, sizeof field, "controlnet[%zu].image", i);
+            return sdx_job_fail(job, "invalid_request", field,
+                                "image must be image bytes (bin, or base64 text in JSON)");
+        }
+        if (!(start < end)) {
+            snprintf(field, sizeof field, "controlnet[%zu].guidance_start", i);
+            return sdx_job_fail(job, "invalid_request", field,
+                                "guidance_start %g must be below guidance_end %g", start, end);
+        }
+        snprintf(field, sizeof field, "controlnet[%zu].model", i);
+        if (!name)
+            return sdx_job_fail(job, "invalid_request", field, "a ControlNet needs a model");
+        if (!st->cnets_dir[0])
+            return sdx_job_fail(job, "not_found", field, "this worker has no ControlNet root");
+        model_entry_t e;
+        char cerr[512];
+        model_status_t ms = model_catalog_find(st->catalog, MODEL_CONTROLNET, name, &e, cerr,
+                                               sizeof cerr);
+        if (ms == MODEL_NOT_FOUND &&
+            model_catalog_rescan(st->catalog, NULL, cerr, sizeof cerr) == 0)
+            ms = model_catalog_find(st->catalog, MODEL_CONTROLNET, name, &e, cerr, sizeof cerr);
+        if (ms != MODEL_OK)
+            return sdx_job_fail(job, ms == MODEL_NOT_FOUND ? "not_found" : "invalid_request",
+                                field, "%s (ControlNet root %s)", cerr, st->cnets_dir);
+        if ((size_t)snprintf(paths[i], PATH_MAX, "%s/%s", st->cnets_dir, e.path) >= PATH_MAX)
+            return sdx_job_fail(job, "invalid_request", field, "the path is too long");
+        out[i] = (infer_control_t){paths[i], img->u.bin.ptr, img->u.bin.len, scale, start, end};
         (*n)++;
     }
     return 0;
@@ -824,10 +904,23 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
         return frc;
     }
     r.gp.loras = loras;
+    infer_control_t controls[4];
+    char(*cn_paths)[PATH_MAX] = calloc(4, PATH_MAX);
+    if (!cn_paths ||
+        s_resolve_controls(job, st, data, controls, cn_paths, &r.gp.n_controls) != 0) {
+        for (int i = 0; i < 4; i++)
+            free(owned[i]);
+        int frc = cn_paths ? -1 : sdx_job_fail(job, "out_of_memory", NULL, "out of memory");
+        free(cn_paths);
+        free(lora_paths);
+        return frc;
+    }
+    r.gp.controls = controls;
     infer_output_t res;
     char err[768];
     infer_status_t rc = infer_engine_generate(st->engine, &r.gp, &res, err, sizeof err);
     free(lora_paths);
+    free(cn_paths);
     for (int i = 0; i < 4; i++)
         free(owned[i]); /* base64-decoded embeddings, done with */
     if (res.models_changed)
@@ -843,6 +936,7 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
                             : rc == INFER_BAD_UPSCALE ? "output.upscale.model"
                             : rc == INFER_BAD_LORA    ? "lora.models"
                             : rc == INFER_BAD_IMAGE   ? "init_image"
+                            : rc == INFER_BAD_CONTROLNET ? "controlnet"
                                                       : NULL;
         if (rc == INFER_LOAD_FAILED)
             return sdx_job_fail(job, "internal", field, "cannot load model '%s': %s", r.model_name,

@@ -57,6 +57,8 @@ typedef enum {
     INFER_BAD_UPSCALE, /* output.upscale: no such upscaler, or a file that is none */
     INFER_BAD_LORA,    /* lora.models: a file that is no LoRA this engine applies */
     INFER_BAD_IMAGE,   /* init_image: not a PNG/JPEG/WebP this build decodes */
+    INFER_BAD_CONTROLNET, /* controlnet: a file that is no ControlNet for this model, or its
+                             image does not decode */
 } infer_status_t;
 
 /* One tensor crossing the boundary: raw little-endian bytes on the host, in
@@ -78,6 +80,17 @@ typedef struct {
     const char *path;
     double weight;
 } infer_lora_t;
+
+/* One ControlNet of a request: a file or folder (resolved by the caller
+   under its ControlNet root), the encoded control image (borrowed; resized
+   to width x height with Lanczos-3 when its size differs), its scale and
+   guidance window (fractions of the steps). */
+typedef struct {
+    const char *path;
+    const uint8_t *image;
+    size_t image_len;
+    double scale, start, end;
+} infer_control_t;
 
 /* One generation. Strings are borrowed for the call. */
 typedef struct {
@@ -123,6 +136,9 @@ typedef struct {
     const uint8_t *init_image;
     size_t init_image_len;
     double strength;
+    /* controlnet: loaded once per loaded model and kept with it */
+    const infer_control_t *controls;
+    int n_controls;
 } infer_request_t;
 
 typedef struct {

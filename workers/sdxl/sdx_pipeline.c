@@ -43,6 +43,7 @@ struct sdxl_engine {
     sdx_tokenizer_t *tok1, *tok2;
     char scheduler_class[128]; /* the model's scheduler (_class_name) */
     sdx_lora_state_t *loras;   /* fused LoRAs; NULL until the first set */
+    sdx_controlnet_t *cnets[SDXL_MAX_CONTROLS]; /* sdxl_engine_controlnet's, owned */
 };
 
 static double s_now_ms(void)
@@ -242,6 +243,8 @@ void sdxl_engine_free(sdxl_engine_t **ep)
         return;
     sdxl_engine_t *e = *ep;
     sdx_lora_state_free(&e->loras); /* the model goes too: nothing to restore */
+    for (int i = 0; i < SDXL_MAX_CONTROLS; i++)
+        sdx_controlnet_free(&e->cnets[i]);
     sdx_unet_free(&e->unet);
     sdx_vae_free(&e->vae);
     sdx_clip_destroy(&e->te1);
@@ -297,6 +300,27 @@ sdxl_controlnet_t *sdxl_controlnet_load(const sdxl_engine_t *e, const char *path
 void sdxl_controlnet_free(sdxl_controlnet_t **c)
 {
     sdx_controlnet_free(c);
+}
+
+const sdxl_controlnet_t *sdxl_engine_controlnet(sdxl_engine_t *e, const char *path)
+{
+    int slot = -1;
+    for (int i = 0; e && path && i < SDXL_MAX_CONTROLS; i++) {
+        if (e->cnets[i] && strcmp(sdx_controlnet_path(e->cnets[i]), path) == 0)
+            return e->cnets[i];
+        if (!e->cnets[i] && slot < 0)
+            slot = i;
+    }
+    if (slot < 0) {
+        sdx_set_error("controlnet: %s: this engine keeps at most %d ControlNets", path,
+                      SDXL_MAX_CONTROLS);
+        return NULL;
+    }
+    double t0 = s_now_ms();
+    if (!(e->cnets[slot] = sdxl_controlnet_load(e, path)))
+        return NULL;
+    s_log(e, 2, "loaded ControlNet %s in %.0f ms", path, s_now_ms() - t0);
+    return e->cnets[slot];
 }
 
 /* The controls' own fields (refused as input errors). */

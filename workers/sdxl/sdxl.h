@@ -99,6 +99,10 @@ typedef sdx_controlnet_t sdxl_controlnet_t;
    that uses it) with sdxl_controlnet_free(). */
 sdxl_controlnet_t *sdxl_controlnet_load(const sdxl_engine_t *e, const char *path);
 void sdxl_controlnet_free(sdxl_controlnet_t **c);
+/* The ControlNet at path, loaded on first use and kept by the engine (up
+   to SDXL_MAX_CONTROLS paths, freed with the engine): the inference
+   worker's per-model cache. Borrowed; NULL with sdx_last_error(). */
+const sdxl_controlnet_t *sdxl_engine_controlnet(sdxl_engine_t *e, const char *path);
 
 /* One ControlNet applied to a generation, as StableDiffusionXLControlNetPipeline
    (guess_mode off): its residuals times scale are added to the UNet's in

@@ -100,8 +100,7 @@ int main(void)
         int64_t shape[3] = {128, 128, img.channels};
         if (img.channels == 3 && sdx_from_host(S, &mine, img.pixels, SDX_U8, shape, 3) == 0)
             sdx_test_check(sdx_test_max_abs(mine, u8) == 0, "PNG = control_image_uint8");
-        if (sdx_controlnet_image(S, &ref, &img, 128, 128, SDX_F32, (sdx_device_t){SDX_CPU, 0}) ==
-            0)
+        if (sdx_controlnet_image(S, &ref, &img, 128, 128, SDX_F32, (sdx_device_t){SDX_CPU, 0}) == 0)
             sdx_test_close(ref, pre, 1e-7, "prepared = control_image_preprocessed");
         sdx_scope_free(&S);
     }

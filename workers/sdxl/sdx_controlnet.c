@@ -14,8 +14,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define MAX_EMB 8    /* conditioning_embedding_out_channels entries */
-#define MAX_DOWN 64  /* zero convs (= UNet skips) */
+#define MAX_EMB 8   /* conditioning_embedding_out_channels entries */
+#define MAX_DOWN 64 /* zero convs (= UNet skips) */
 
 struct sdx_controlnet {
     char path[SDX_PATH_MAX];
@@ -53,8 +53,7 @@ static int s_read_extra(sdx_controlnet_t *c, const char *cfg_path)
     if (cJSON_IsArray(it)) {
         int n = cJSON_GetArraySize(it);
         if (n < 1 || n > MAX_EMB) {
-            sdx_set_error("conditioning_embedding_out_channels has %d entries (1..%d)", n,
-                          MAX_EMB);
+            sdx_set_error("conditioning_embedding_out_channels has %d entries (1..%d)", n, MAX_EMB);
             goto out;
         }
         c->n_emb = n;
@@ -137,8 +136,8 @@ static int s_bind(sdx_controlnet_t *c)
         if (sdx_nn_bind_conv(&b, &c->emb_blocks[2 * i], n, c->emb_ch[i], c->emb_ch[i], 3, 1, 1))
             return -1;
         snprintf(n, sizeof n, "controlnet_cond_embedding.blocks.%d", 2 * i + 1);
-        if (sdx_nn_bind_conv(&b, &c->emb_blocks[2 * i + 1], n, c->emb_ch[i], c->emb_ch[i + 1], 3,
-                             2, 1))
+        if (sdx_nn_bind_conv(&b, &c->emb_blocks[2 * i + 1], n, c->emb_ch[i], c->emb_ch[i + 1], 3, 2,
+                             1))
             return -1;
     }
     if (sdx_nn_bind_conv(&b, &c->emb_out, "controlnet_cond_embedding.conv_out",
@@ -176,8 +175,7 @@ static int s_check_base(const sdx_controlnet_t *c, const sdx_unet_config_t *u)
               k->layers_per_block == u->layers_per_block &&
               k->cross_attention_dim == u->cross_attention_dim &&
               k->addition_time_embed_dim == u->addition_time_embed_dim &&
-              k->projection_class_embeddings_input_dim ==
-                  u->projection_class_embeddings_input_dim;
+              k->projection_class_embeddings_input_dim == u->projection_class_embeddings_input_dim;
     for (int i = 0; ok && i < k->n_levels; i++)
         ok = k->block_out_channels[i] == u->block_out_channels[i];
     if (!ok)
@@ -300,8 +298,7 @@ int sdx_controlnet_forward(const sdx_controlnet_t *c, sdx_scope_t *S, sdx_tensor
                            const sdx_tensor_t *cond, double scale)
 {
     if (max_down < c->n_down)
-        return sdx_set_error("controlnet: room for %d residuals, it gives %d", max_down,
-                             c->n_down);
+        return sdx_set_error("controlnet: room for %d residuals, it gives %d", max_down, c->n_down);
     if (!cond || !sample || sdx_tensor_ndim(cond) != 4 || sdx_tensor_ndim(sample) != 4 ||
         sdx_tensor_size(cond, 1) != c->cond_channels ||
         sdx_tensor_size(cond, 0) != sdx_tensor_size(sample, 0) ||
@@ -385,8 +382,8 @@ int sdx_controlnet_apply(sdx_controlnet_t *const *nets, sdx_tensor_t *const *con
                          const double *scales, int n, sdx_scope_t *S, sdx_tensor_t **down_out,
                          int max_down, int *n_down, sdx_tensor_t **mid_out, bool *any,
                          const sdx_tensor_t *sample, const sdx_tensor_t *timestep,
-                         const sdx_tensor_t *encoder_hidden_states,
-                         const sdx_tensor_t *text_embeds, const sdx_tensor_t *time_ids)
+                         const sdx_tensor_t *encoder_hidden_states, const sdx_tensor_t *text_embeds,
+                         const sdx_tensor_t *time_ids)
 {
     assert(S);
     *any = false;

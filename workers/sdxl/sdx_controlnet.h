@@ -71,7 +71,7 @@ int sdx_controlnet_apply(sdx_controlnet_t *const *nets, sdx_tensor_t *const *con
                          const double *scales, int n, sdx_scope_t *S, sdx_tensor_t **down_out,
                          int max_down, int *n_down, sdx_tensor_t **mid_out, bool *any,
                          const sdx_tensor_t *sample, const sdx_tensor_t *timestep,
-                         const sdx_tensor_t *encoder_hidden_states,
-                         const sdx_tensor_t *text_embeds, const sdx_tensor_t *time_ids);
+                         const sdx_tensor_t *encoder_hidden_states, const sdx_tensor_t *text_embeds,
+                         const sdx_tensor_t *time_ids);
 
 #endif

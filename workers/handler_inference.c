@@ -725,14 +725,14 @@ static int s_resolve_controls(sdx_job_t *job, s_state_t *st, const sdx_value_t *
             return sdx_job_fail(job, "not_found", field, "this worker has no ControlNet root");
         model_entry_t e;
         char cerr[512];
-        model_status_t ms = model_catalog_find(st->catalog, MODEL_CONTROLNET, name, &e, cerr,
-                                               sizeof cerr);
+        model_status_t ms =
+            model_catalog_find(st->catalog, MODEL_CONTROLNET, name, &e, cerr, sizeof cerr);
         if (ms == MODEL_NOT_FOUND &&
             model_catalog_rescan(st->catalog, NULL, cerr, sizeof cerr) == 0)
             ms = model_catalog_find(st->catalog, MODEL_CONTROLNET, name, &e, cerr, sizeof cerr);
         if (ms != MODEL_OK)
-            return sdx_job_fail(job, ms == MODEL_NOT_FOUND ? "not_found" : "invalid_request",
-                                field, "%s (ControlNet root %s)", cerr, st->cnets_dir);
+            return sdx_job_fail(job, ms == MODEL_NOT_FOUND ? "not_found" : "invalid_request", field,
+                                "%s (ControlNet root %s)", cerr, st->cnets_dir);
         if ((size_t)snprintf(paths[i], PATH_MAX, "%s/%s", st->cnets_dir, e.path) >= PATH_MAX)
             return sdx_job_fail(job, "invalid_request", field, "the path is too long");
         out[i] = (infer_control_t){paths[i], img->u.bin.ptr, img->u.bin.len, scale, start, end};
@@ -906,8 +906,7 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
     r.gp.loras = loras;
     infer_control_t controls[4];
     char(*cn_paths)[PATH_MAX] = calloc(4, PATH_MAX);
-    if (!cn_paths ||
-        s_resolve_controls(job, st, data, controls, cn_paths, &r.gp.n_controls) != 0) {
+    if (!cn_paths || s_resolve_controls(job, st, data, controls, cn_paths, &r.gp.n_controls) != 0) {
         for (int i = 0; i < 4; i++)
             free(owned[i]);
         int frc = cn_paths ? -1 : sdx_job_fail(job, "out_of_memory", NULL, "out of memory");

@@ -326,8 +326,8 @@ infer_status_t infer_engine_generate(infer_engine_t *e, const infer_request_t *r
     for (int i = 0; i < nc; i++) {
         const infer_control_t *c = &req->controls[i];
         const sdxl_controlnet_t *net = sdxl_engine_controlnet(infer_entry_engine(entry), c->path);
-        if (!net || sdx_image_decode_fit(c->image, c->image_len, req->width, req->height,
-                                         &cimg[i]) != 0) {
+        if (!net ||
+            sdx_image_decode_fit(c->image, c->image_len, req->width, req->height, &cimg[i]) != 0) {
             snprintf(err, err_len, "controlnet[%d]%s: %s", i, net ? ".image" : ".model",
                      sdx_last_error());
             for (int k = 0; k <= i; k++)

@@ -54,9 +54,9 @@ typedef enum {
     INFER_BAD_INPUT, /* the engine refused a parameter */
     INFER_OOM,
     INFER_FAILED,
-    INFER_BAD_UPSCALE, /* output.upscale: no such upscaler, or a file that is none */
-    INFER_BAD_LORA,    /* lora.models: a file that is no LoRA this engine applies */
-    INFER_BAD_IMAGE,   /* init_image: not a PNG/JPEG/WebP this build decodes */
+    INFER_BAD_UPSCALE,    /* output.upscale: no such upscaler, or a file that is none */
+    INFER_BAD_LORA,       /* lora.models: a file that is no LoRA this engine applies */
+    INFER_BAD_IMAGE,      /* init_image: not a PNG/JPEG/WebP this build decodes */
     INFER_BAD_CONTROLNET, /* controlnet: a file that is no ControlNet for this model, or its
                              image does not decode */
 } infer_status_t;

@@ -674,14 +674,14 @@ int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r
             sdx_scheduler_timestep_tensor(sch, T, &t, i, dev) != 0)
             goto step_fail;
         for (int k = 0; k < p->n_controls; k++)
-            cn_scale[k] = p->controls[k].scale * sdx_controlnet_keep(i, n, p->controls[k].start,
-                                                                     p->controls[k].end);
+            cn_scale[k] = p->controls[k].scale *
+                          sdx_controlnet_keep(i, n, p->controls[k].start, p->controls[k].end);
         if (p->n_controls &&
             sdx_controlnet_apply(cn_net, cn_img, cn_scale, p->n_controls, T, cn_down, 64, &n_cn,
                                  &cn_mid, &cn_any, xin, t, ehs, pooled, tids) != 0)
             goto step_fail;
-        if (sdx_unet_forward(e->unet, T, &eps, xin, t, ehs, pooled, tids,
-                             cn_any ? cn_down : NULL, n_cn, cn_any ? cn_mid : NULL) != 0)
+        if (sdx_unet_forward(e->unet, T, &eps, xin, t, ehs, pooled, tids, cn_any ? cn_down : NULL,
+                             n_cn, cn_any ? cn_mid : NULL) != 0)
             goto step_fail;
         if (cfg) {
             sdx_tensor_t *halves[2], *diff, *scaled;

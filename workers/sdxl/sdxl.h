@@ -188,7 +188,7 @@ typedef struct {
                                     without init_image. */
     const sdxl_control_t *controls; /* ControlNets, NULL/0: none; with
                                     init_image or a refiner model: refused */
-    int n_controls;              /* 0..SDXL_MAX_CONTROLS */
+    int n_controls;                 /* 0..SDXL_MAX_CONTROLS */
 } sdxl_gen_params_t;
 
 #define SDXL_MAX_CONTROLS 8

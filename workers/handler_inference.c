@@ -51,6 +51,7 @@ typedef struct {
     char loras_root[PATH_MAX];     /* "": <models_root>/lora */
     char vaes_root[PATH_MAX];      /* "": <models_root>/vae */
     char embeddings_root[PATH_MAX]; /* "": <models_root>/embeddings */
+    char controlnets_root[PATH_MAX]; /* "": <models_root>/controlnet */
     char schemas_dir[PATH_MAX]; /* "": found as the broker finds it (sdx_schema_set_load_default) */
     int max_models;
     int max_model_mb; /* 0: no memory budget */
@@ -77,6 +78,9 @@ static const sdx_option_t s_options[] = {
      "VAE files or folders that vae_model names (\"\": <models-root>/vae)"},
     {"embeddings-root", true, "DIR", "", "SDXL_EMBEDDINGS_ROOT",
      "textual-inversion files that textual_inversions names (\"\": <models-root>/embeddings)"},
+    {"controlnets-root", true, "DIR", "", "SDXL_CONTROLNETS_ROOT",
+     "ControlNets (diffusers folders or files) that controlnet[].model names "
+     "(\"\": <models-root>/controlnet)"},
     /* the broker's --schemas-dir: same default, same environment variable */
     {"schemas-dir", true, "DIR", "", "SDXL_SCHEMAS_DIR",
      "request schemas (\"\": <source>/schemas, then <datadir>/sdxl-fleet/schemas)"},
@@ -96,6 +100,7 @@ static const domain_opt_field_t s_fields[] = {
     {"vaes-root", DOMAIN_OPT_DIR_OPTIONAL, offsetof(s_settings_t, vaes_root), 0, 0},
     {"schemas-dir", DOMAIN_OPT_DIR_OPTIONAL, offsetof(s_settings_t, schemas_dir), 0, 0},
     {"embeddings-root", DOMAIN_OPT_DIR_OPTIONAL, offsetof(s_settings_t, embeddings_root), 0, 0},
+    {"controlnets-root", DOMAIN_OPT_DIR_OPTIONAL, offsetof(s_settings_t, controlnets_root), 0, 0},
 };
 
 /* Check one option's value and store it in set. 0, or -1 with what is
@@ -137,6 +142,7 @@ typedef struct {
     char loras_dir[PATH_MAX];  /* --loras-root, else <models_root>/lora */
     char vaes_dir[PATH_MAX];   /* --vaes-root, else <models_root>/vae */
     char emb_dir[PATH_MAX];    /* --embeddings-root, else <models_root>/embeddings */
+    char cnets_dir[PATH_MAX];  /* --controlnets-root, else <models_root>/controlnet */
     atomic_long generated, images, cancelled_runs;
 } s_state_t;
 
@@ -215,10 +221,16 @@ static int s_init(sdx_worker_t *w, char *err, size_t err_len)
     else if ((size_t)snprintf(st->emb_dir, sizeof st->emb_dir, "%s/embeddings",
                               st->set.models_root) >= sizeof st->emb_dir)
         st->emb_dir[0] = '\0';
+    if (st->set.controlnets_root[0])
+        snprintf(st->cnets_dir, sizeof st->cnets_dir, "%s", st->set.controlnets_root);
+    else if ((size_t)snprintf(st->cnets_dir, sizeof st->cnets_dir, "%s/controlnet",
+                              st->set.models_root) >= sizeof st->cnets_dir)
+        st->cnets_dir[0] = '\0';
     struct stat lsb;
     bool have_loras = st->loras_dir[0] && stat(st->loras_dir, &lsb) == 0 && S_ISDIR(lsb.st_mode);
     bool have_vaes = st->vaes_dir[0] && stat(st->vaes_dir, &lsb) == 0 && S_ISDIR(lsb.st_mode);
     bool have_emb = st->emb_dir[0] && stat(st->emb_dir, &lsb) == 0 && S_ISDIR(lsb.st_mode);
+    bool have_cnets = st->cnets_dir[0] && stat(st->cnets_dir, &lsb) == 0 && S_ISDIR(lsb.st_mode);
     static const char *const need[] = {"inference.generate", NULL};
     const char *roots[] = {"models",     st->set.models_root,
                            "outputs",    st->set.outputs_root,
@@ -226,6 +238,7 @@ static int s_init(sdx_worker_t *w, char *err, size_t err_len)
                            "loras",      have_loras ? st->loras_dir : "",
                            "vaes",       have_vaes ? st->vaes_dir : "",
                            "embeddings", have_emb ? st->emb_dir : "",
+                           "controlnets", have_cnets ? st->cnets_dir : "",
                            NULL};
     if (domain_schema_load(&st->rules, st->set.schemas_dir, need, roots, err, err_len) != 0)
         return -1; /* fini frees the state */
@@ -236,6 +249,7 @@ static int s_init(sdx_worker_t *w, char *err, size_t err_len)
     mc.roots[MODEL_LORA] = st->loras_dir;
     mc.roots[MODEL_VAE] = st->vaes_dir;
     mc.roots[MODEL_EMBEDDING] = st->emb_dir;
+    mc.roots[MODEL_CONTROLNET] = have_cnets ? st->cnets_dir : NULL;
     if (!(st->catalog = model_catalog_new(&mc, err, err_len)))
         return -1;
     infer_engine_config_t cfg = {
@@ -327,7 +341,6 @@ static const struct {
     const char *what;
 } s_unsupported[] = {
     {"refiner_model", "the SDXL refiner stage is not built into the engine yet"},
-    {"controlnet", "ControlNet is not built into the engine yet"},
 };
 
 /* Memory/speed switches with no effect on the image: reported in the
@@ -613,6 +626,73 @@ static int s_resolve_tis(sdx_job_t *job, s_state_t *st, const sdx_value_t *data,
     return 0;
 }
 
+/* controlnet[] -> ControlNets under the ControlNet root, by catalogue name
+   (rescanned when a name is not there yet), with their image bytes
+   (borrowed from the request), scale and guidance window; only the `none`
+   preprocessor (a ready-made control image). paths[i] backs out[i].path.
+   0, or -1 after sdx_job_fail. */
+static int s_resolve_controls(sdx_job_t *job, s_state_t *st, const sdx_value_t *data,
+                              infer_control_t out[4], char (*paths)[PATH_MAX], int *n)
+{
+    *n = 0;
+    const sdx_value_t *list = sdx_map_get(data, "controlnet");
+    size_t count = sdx_array_len(list);
+    if (count > 4)
+        return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "controlnet", "at most 4 ControlNets");
+    for (size_t i = 0; i < count; i++) {
+        const sdx_value_t *c = sdx_array_at(list, i);
+        char field[48];
+        const char *name = s_opt_text(c, "model");
+        const char *pre = s_opt_text(c, "preprocessor");
+        const sdx_value_t *img = sdx_map_get(c, "image");
+        double scale = 1.0, start = 0.0, end = 1.0;
+        const sdx_value_t *v;
+        if ((v = sdx_map_get(c, "conditioning_scale")))
+            sdx_value_as_double(v, &scale);
+        if ((v = sdx_map_get(c, "guidance_start")))
+            sdx_value_as_double(v, &start);
+        if ((v = sdx_map_get(c, "guidance_end")))
+            sdx_value_as_double(v, &end);
+        if (pre && strcmp(pre, "none") != 0) {
+            snprintf(field, sizeof field, "controlnet[%zu].preprocessor", i);
+            return sdx_job_fail(job, SDX_ERR_NOT_AVAILABLE, field,
+                                "preprocessor '%s' is not built yet; send a ready-made control "
+                                "image with preprocessor none",
+                                pre);
+        }
+        if (!img || img->type != SDX_BIN || img->u.bin.len == 0) {
+            snprintf(field, sizeof field, "controlnet[%zu].image", i);
+            return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, field,
+                                "image must be image bytes (bin, or base64 text in JSON)");
+        }
+        if (!(start < end)) {
+            snprintf(field, sizeof field, "controlnet[%zu].guidance_start", i);
+            return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, field,
+                                "guidance_start %g must be below guidance_end %g", start, end);
+        }
+        snprintf(field, sizeof field, "controlnet[%zu].model", i);
+        if (!name)
+            return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, field, "a ControlNet needs a model");
+        if (!st->cnets_dir[0])
+            return sdx_job_fail(job, SDX_ERR_NOT_FOUND, field, "this worker has no ControlNet root");
+        model_entry_t e;
+        char cerr[512];
+        model_status_t ms =
+            model_catalog_find(st->catalog, MODEL_CONTROLNET, name, &e, cerr, sizeof cerr);
+        if (ms == MODEL_NOT_FOUND &&
+            model_catalog_rescan(st->catalog, NULL, cerr, sizeof cerr) == 0)
+            ms = model_catalog_find(st->catalog, MODEL_CONTROLNET, name, &e, cerr, sizeof cerr);
+        if (ms != MODEL_OK)
+            return sdx_job_fail(job, ms == MODEL_NOT_FOUND ? SDX_ERR_NOT_FOUND : SDX_ERR_INVALID_REQUEST, field,
+                                "%s (ControlNet root %s)", cerr, st->cnets_dir);
+        if ((size_t)snprintf(paths[i], PATH_MAX, "%s/%s", st->cnets_dir, e.path) >= PATH_MAX)
+            return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, field, "the path is too long");
+        out[i] = (infer_control_t){paths[i], img->u.bin.ptr, img->u.bin.len, scale, start, end};
+        (*n)++;
+    }
+    return 0;
+}
+
 /* inference.denoise's data.embeddings: conditioning.encode_prompt's tensors
    {name: {dtype, shape, data}}, checked (dtype, rank, sizes) and borrowed
    into out (bin bytes stay in the request; base64 text from a JSON client is
@@ -796,11 +876,23 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
         return frc;
     }
     r.gp.tis = tis;
+    infer_control_t controls[4];
+    char(*cn_paths)[PATH_MAX] = calloc(4, PATH_MAX);
+    if (!cn_paths || s_resolve_controls(job, st, data, controls, cn_paths, &r.gp.n_controls) != 0) {
+        for (int i = 0; i < 4; i++)
+            free(owned[i]);
+        int frc = cn_paths ? -1 : sdx_job_fail(job, SDX_ERR_OUT_OF_MEMORY, NULL, "out of memory");
+        free(cn_paths);
+        free(lora_paths);
+        return frc;
+    }
+    r.gp.controls = controls;
     infer_output_t res;
     char err[768];
     infer_status_t rc = infer_engine_generate(st->engine, &r.gp, &res, err, sizeof err);
     free(lora_paths);
     free(ti_paths);
+    free(cn_paths);
     for (int i = 0; i < 4; i++)
         free(owned[i]); /* base64-decoded embeddings, done with */
     if (res.models_changed)
@@ -818,6 +910,7 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
                             : rc == INFER_BAD_TI      ? "textual_inversions"
                             : rc == INFER_BAD_IMAGE   ? "init_image"
                             : rc == INFER_BAD_VAE     ? "vae_model"
+                            : rc == INFER_BAD_CONTROLNET ? "controlnet"
                                                       : NULL;
         if (rc == INFER_LOAD_FAILED)
             return sdx_job_fail(job, SDX_ERR_INTERNAL, field, "cannot load model '%s': %s", r.model_name,

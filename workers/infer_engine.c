@@ -349,11 +349,34 @@ infer_status_t infer_engine_generate(infer_engine_t *e, const infer_request_t *r
         gp.init_image = &init;
         gp.strength = req->strength;
     }
+    /* ControlNets: kept by the model's engine; images decoded here, owned */
+    sdx_image_t cimg[SDXL_MAX_CONTROLS] = {0};
+    sdxl_control_t ctl[SDXL_MAX_CONTROLS];
+    int nc = req->n_controls < SDXL_MAX_CONTROLS ? req->n_controls : SDXL_MAX_CONTROLS;
+    for (int i = 0; i < nc; i++) {
+        const infer_control_t *c = &req->controls[i];
+        const sdxl_controlnet_t *net = sdxl_engine_controlnet(infer_entry_engine(entry), c->path);
+        if (!net ||
+            sdx_image_decode_fit(c->image, c->image_len, req->width, req->height, &cimg[i]) != 0) {
+            snprintf(err, err_len, "controlnet[%d]%s: %s", i, net ? ".image" : ".model",
+                     sdx_last_error());
+            for (int k = 0; k <= i; k++)
+                sdx_image_clear(&cimg[k]);
+            sdx_image_clear(&init);
+            infer_cache_release(e->cache, &entry);
+            return strstr(err, "out of memory") ? INFER_OOM : INFER_BAD_CONTROLNET;
+        }
+        ctl[i] = (sdxl_control_t){net, &cimg[i], c->scale, c->start, c->end};
+    }
+    gp.controls = nc ? ctl : NULL;
+    gp.n_controls = nc;
     sdx_scope_t *ES = NULL; /* the given embeddings, as tensors over their bytes */
     sdx_prompt_embeds_t given = {0};
     if (req->embeds) {
         infer_status_t est = s_embeds_in(req, &ES, &given, err, err_len);
         if (est != INFER_OK) {
+            for (int k = 0; k < nc; k++)
+                sdx_image_clear(&cimg[k]);
             sdx_image_clear(&init);
             sdx_scope_free(&ES);
             infer_cache_release(e->cache, &entry);
@@ -365,6 +388,8 @@ infer_status_t infer_engine_generate(infer_engine_t *e, const infer_request_t *r
     int rc = sdxl_generate(infer_entry_engine(entry), &gp, &r);
     if (rc != 0)
         snprintf(err, err_len, "%s", sdx_last_error());
+    for (int k = 0; k < nc; k++)
+        sdx_image_clear(&cimg[k]);
     sdx_image_clear(&init);
     sdx_scope_free(&ES);
     infer_cache_release(e->cache, &entry);

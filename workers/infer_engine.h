@@ -60,6 +60,8 @@ typedef enum {
     INFER_BAD_IMAGE,   /* init_image: not a PNG/JPEG/WebP this build decodes */
     INFER_BAD_VAE,     /* vae_model: no VAE this engine loads */
     INFER_BAD_TI,      /* textual_inversions: a file that is no SDXL embedding */
+    INFER_BAD_CONTROLNET, /* controlnet: a file that is no ControlNet for this model, or its
+                             image does not decode */
 } infer_status_t;
 
 /* One tensor crossing the boundary: raw little-endian bytes on the host, in
@@ -88,6 +90,16 @@ typedef struct {
     const char *path;
     const char *token;
 } infer_ti_t;
+/* One ControlNet of a request: a file or folder (resolved by the caller
+   under its ControlNet root), the encoded control image (borrowed; resized
+   to width x height with Lanczos-3 when its size differs), its scale and
+   guidance window (fractions of the steps). */
+typedef struct {
+    const char *path;
+    const uint8_t *image;
+    size_t image_len;
+    double scale, start, end;
+} infer_control_t;
 
 /* One generation. Strings are borrowed for the call. */
 typedef struct {
@@ -140,6 +152,9 @@ typedef struct {
     const uint8_t *init_image;
     size_t init_image_len;
     double strength;
+    /* controlnet: loaded once per loaded model and kept with it */
+    const infer_control_t *controls;
+    int n_controls;
 } infer_request_t;
 
 typedef struct {

@@ -13,7 +13,9 @@
     Base + refiner (denoising_end / denoising_start, init_latents): the
     checks and the handoff start are in sdx_refiner.c; the loop below runs
     from the begin index to the end count.
-    Not here: ControlNet (a later issue).
+    ControlNet (controls) as StableDiffusionXLControlNetPipeline: the
+    networks are in sdx_controlnet.c; here only the control images (made
+    once, CFG-doubled) and the per-step keep mask and residual sum.
 */
 #include "sdxl.h"
 
@@ -47,6 +49,7 @@ struct sdxl_engine {
     char scheduler_class[128]; /* the model's scheduler (_class_name) */
     sdx_lora_state_t *loras;   /* fused LoRAs; NULL until the first set */
     sdx_ti_state_t *tis;       /* textual inversions; NULL until the first set */
+    sdx_controlnet_t *cnets[SDXL_MAX_CONTROLS]; /* sdxl_engine_controlnet's, owned */
 };
 
 static double s_now_ms(void)
@@ -250,6 +253,8 @@ void sdxl_engine_free(sdxl_engine_t **ep)
     sdxl_engine_t *e = *ep;
     sdx_lora_state_free(&e->loras); /* the model goes too: nothing to restore */
     sdx_ti_state_free(&e->tis);
+    for (int i = 0; i < SDXL_MAX_CONTROLS; i++)
+        sdx_controlnet_free(&e->cnets[i]);
     sdx_unet_free(&e->unet);
     sdx_vae_free(&e->vae);
     sdx_vae_free(&e->vae_ckpt);
@@ -304,6 +309,63 @@ int sdxl_engine_set_embeddings(sdxl_engine_t *e, const sdxl_embedding_t *list, i
     if (!e->tok1 || !e->tok2)
         return sdx_set_error("textual inversion: needs both SDXL text encoders");
     return sdx_ti_state_set(e->tis, e->model, &e->te1, &e->te2, e->tok1, e->tok2, list, n);
+}
+
+sdxl_controlnet_t *sdxl_controlnet_load(const sdxl_engine_t *e, const char *path)
+{
+    if (!e || !e->unet) {
+        sdx_set_error("controlnet: the engine has no UNet (text_only)");
+        return NULL;
+    }
+    return sdx_controlnet_load(path, &e->model->unet_cfg, sdx_unet_dtype(e->unet),
+                               sdx_unet_device(e->unet));
+}
+
+void sdxl_controlnet_free(sdxl_controlnet_t **c)
+{
+    sdx_controlnet_free(c);
+}
+
+const sdxl_controlnet_t *sdxl_engine_controlnet(sdxl_engine_t *e, const char *path)
+{
+    int slot = -1;
+    for (int i = 0; e && path && i < SDXL_MAX_CONTROLS; i++) {
+        if (e->cnets[i] && strcmp(sdx_controlnet_path(e->cnets[i]), path) == 0)
+            return e->cnets[i];
+        if (!e->cnets[i] && slot < 0)
+            slot = i;
+    }
+    if (slot < 0) {
+        sdx_set_error("controlnet: %s: this engine keeps at most %d ControlNets", path,
+                      SDXL_MAX_CONTROLS);
+        return NULL;
+    }
+    double t0 = s_now_ms();
+    if (!(e->cnets[slot] = sdxl_controlnet_load(e, path)))
+        return NULL;
+    s_log(e, 2, "loaded ControlNet %s in %.0f ms", path, s_now_ms() - t0);
+    return e->cnets[slot];
+}
+
+/* The controls' own fields (refused as input errors). */
+static int s_check_controls(const sdxl_gen_params_t *p)
+{
+    if (p->n_controls < 0 || p->n_controls > SDXL_MAX_CONTROLS || (p->n_controls && !p->controls))
+        return sdx_set_error("controlnet: 0..%d controls, got %d", SDXL_MAX_CONTROLS,
+                             p->n_controls);
+    if (p->n_controls && p->init_image)
+        return sdx_set_error("controlnet: not supported together with init_image (img2img)");
+    for (int i = 0; i < p->n_controls; i++) {
+        const sdxl_control_t *c = &p->controls[i];
+        if (!c->net || !c->image || !c->image->pixels)
+            return sdx_set_error("controlnet[%d]: a network and an image are required", i);
+        if (!(c->scale >= 0))
+            return sdx_set_error("controlnet[%d].scale: must be >= 0, got %g", i, c->scale);
+        if (!(c->start >= 0 && c->start < c->end && c->end <= 1))
+            return sdx_set_error("controlnet[%d]: need 0 <= start < end <= 1, got %g..%g", i,
+                                 c->start, c->end);
+    }
+    return 0;
 }
 
 void sdxl_result_clear(sdxl_result_t *r)
@@ -498,7 +560,7 @@ int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r
 {
     memset(r, 0, sizeof *r);
     int width = 0, height = 0;
-    if (s_check_params(e, p, &width, &height) != 0 ||
+    if (s_check_params(e, p, &width, &height) != 0 || s_check_controls(p) != 0 ||
         (p->init_image && sdx_img2img_check(e->vae, p->init_image, p->strength, p->width, p->height,
                                             &width, &height)) ||
         sdx_refiner_check(p, e->model->unet_cfg.in_channels, width, height) != 0) {
@@ -591,6 +653,18 @@ int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r
     SDX_TRY(sdx_repeat(S, &tids, tids, reps, 2));
     SDX_TRY(sdx_to(S, &ehs, ehs, dt, dev));
     SDX_TRY(sdx_to(S, &pooled, pooled, dt, dev));
+    /* ControlNet images: [B] (x2 with CFG, same order as the latents) */
+    sdx_tensor_t *cn_img[SDXL_MAX_CONTROLS];
+    sdx_controlnet_t *cn_net[SDXL_MAX_CONTROLS];
+    for (int k = 0; k < p->n_controls; k++) {
+        int64_t rb[4] = {cfg ? 2 * B : B, 1, 1, 1};
+        cn_net[k] = (sdx_controlnet_t *)p->controls[k].net;
+        if (sdx_controlnet_image(S, &cn_img[k], p->controls[k].image, width, height, dt, dev) ||
+            sdx_repeat(S, &cn_img[k], cn_img[k], rb, 4)) {
+            input_error = strstr(sdx_last_error(), "control image") != NULL;
+            goto fail;
+        }
+    }
     r->encode_ms = s_now_ms() - t_start;
 
     /* 2. initial latents */
@@ -622,15 +696,27 @@ int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r
             goto fail;
         }
         sdx_scope_t *T = sdx_scope_new();
-        sdx_tensor_t *x = latents, *xin, *t, *eps, *next;
+        sdx_tensor_t *x = latents, *xin, *t, *eps, *next, *cn_down[64] = {0}, *cn_mid = NULL;
+        double cn_scale[SDXL_MAX_CONTROLS];
+        int n_cn = 0;
+        bool cn_any = false;
         if (cfg) {
             sdx_tensor_t *two[2] = {latents, latents};
             if (sdx_cat(T, &x, two, 2, 0) != 0)
                 goto step_fail;
         }
         if (sdx_scheduler_scale_model_input(sch, T, &xin, x, i) != 0 ||
-            sdx_scheduler_timestep_tensor(sch, T, &t, i, dev) != 0 ||
-            sdx_unet_forward(e->unet, T, &eps, xin, t, ehs, pooled, tids, NULL, 0, NULL) != 0)
+            sdx_scheduler_timestep_tensor(sch, T, &t, i, dev) != 0)
+            goto step_fail;
+        for (int k = 0; k < p->n_controls; k++)
+            cn_scale[k] = p->controls[k].scale *
+                          sdx_controlnet_keep(i, n, p->controls[k].start, p->controls[k].end);
+        if (p->n_controls &&
+            sdx_controlnet_apply(cn_net, cn_img, cn_scale, p->n_controls, T, cn_down, 64, &n_cn,
+                                 &cn_mid, &cn_any, xin, t, ehs, pooled, tids) != 0)
+            goto step_fail;
+        if (sdx_unet_forward(e->unet, T, &eps, xin, t, ehs, pooled, tids, cn_any ? cn_down : NULL,
+                             n_cn, cn_any ? cn_mid : NULL) != 0)
             goto step_fail;
         if (cfg) {
             sdx_tensor_t *halves[2], *diff, *scaled;

@@ -19,6 +19,7 @@
 #ifndef SDXL_H
 #define SDXL_H
 
+#include "sdx_controlnet.h"
 #include "sdx_image.h"
 #include "sdx_lora.h"
 #include "sdx_ti.h"
@@ -124,6 +125,34 @@ typedef sdx_ti_spec_t sdxl_embedding_t;
    sdx_last_error()) the engine is as before. Paths are copied. Not
    thread-safe against a running sdxl_generate on e. */
 int sdxl_engine_set_embeddings(sdxl_engine_t *e, const sdxl_embedding_t *list, int n);
+/* ControlNet (diffusers' ControlNetModel, SDXL): a loaded network, kept
+   by the caller and used by any number of generations. */
+typedef sdx_controlnet_t sdxl_controlnet_t;
+/* Load a diffusers ControlNet folder or lone .safetensors in the engine's
+   dtype and device, checked against its UNet. NULL with the reason in
+   sdx_last_error(). Caller frees it (after the engine's last generation
+   that uses it) with sdxl_controlnet_free(). */
+sdxl_controlnet_t *sdxl_controlnet_load(const sdxl_engine_t *e, const char *path);
+void sdxl_controlnet_free(sdxl_controlnet_t **c);
+/* The ControlNet at path, loaded on first use and kept by the engine (up
+   to SDXL_MAX_CONTROLS paths, freed with the engine): the inference
+   worker's per-model cache. Borrowed; NULL with sdx_last_error(). */
+const sdxl_controlnet_t *sdxl_engine_controlnet(sdxl_engine_t *e, const char *path);
+
+/* One ControlNet applied to a generation, as StableDiffusionXLControlNetPipeline
+   (guess_mode off): its residuals times scale are added to the UNet's in
+   the steps i of n with start <= i/n and (i+1)/n <= end (diffusers'
+   controlnet_keep); several add up (MultiControlNetModel). */
+typedef struct {
+    const sdxl_controlnet_t *net; /* borrowed */
+    const sdx_image_t *image;     /* the ready-made control image (the `none`
+                                     preprocessor), 8-bit RGB or RGBA (alpha
+                                     ignored); resized to the output size with
+                                     Lanczos-3 when its size differs, then /255
+                                     (no [-1, 1] normalisation). Borrowed. */
+    double scale;                 /* controlnet_conditioning_scale, >= 0 */
+    double start, end;            /* control_guidance_start/end, 0 <= start < end <= 1 */
+} sdxl_control_t;
 
 /* Progress callback: once per denoising step (step counts from 1). */
 typedef void (*sdxl_progress_fn)(int step, int total, double elapsed_s, void *ud);
@@ -208,7 +237,12 @@ typedef struct {
                                     excludes init_image. Borrowed. */
     double aesthetic_score;      /* refiner UNets (5 time ids): default 6.0 */
     double negative_aesthetic_score; /* default 2.5 */
+    const sdxl_control_t *controls; /* ControlNets, NULL/0: none; with
+                                    init_image or a refiner model: refused */
+    int n_controls;                 /* 0..SDXL_MAX_CONTROLS */
 } sdxl_gen_params_t;
+
+#define SDXL_MAX_CONTROLS 8
 
 void sdxl_gen_params_init(sdxl_gen_params_t *p);
 
@@ -225,7 +259,8 @@ typedef struct {
                                before any work (size, steps, batch, clip_skip
                                beyond the model's layers, unknown scheduler or
                                an option it lacks, strength, an init image of
-                               the wrong size): the caller's mistake, not
+                               the wrong size, a control's scale/start/end
+                               or image): the caller's mistake, not
                                a run-time failure */
 } sdxl_result_t;
 

@@ -5,8 +5,8 @@
     Syntax: (x) multiplies x's weight by 1.1, [x] by 1/1.1, (x:1.3) by 1.3;
     brackets nest (their factors multiply); \( \) \[ \] \\ are the literal
     characters and a lone \ is dropped; ) or ] without an opening bracket is
-    plain text, as is (x:w) whose w is no number ("1.2.3"; A1111 raises
-    there); brackets still open at the end apply to the rest of the prompt.
+    plain text, as is ":w" in (x:w) when w is no number ("1.2.3"; A1111
+    raises there), whose ")" then closes with 1.1; brackets still open at the end apply to the rest of the prompt.
     BREAK (upper case, a whole word; the spaces around it are dropped) ends
     the current chunk. Unlike A1111, a BREAK inside brackets still breaks
     (A1111 multiplies its -1 marker and then types the word "BREAK" with a

@@ -69,8 +69,8 @@ static void s_check_parser(void)
         bool ok = sdx_weighting_parse(k->in, &s, &n) == 0 && (int)n == k->n;
         for (size_t i = 0; ok && i < n; i++) {
             bool brk = strcmp(k->text[i], BRK) == 0;
-            ok = s[i].is_break == brk &&
-                 (brk || (strcmp(s[i].text, k->text[i]) == 0 && fabs(s[i].weight - k->w[i]) < 1e-12));
+            ok = s[i].is_break == brk && (brk || (strcmp(s[i].text, k->text[i]) == 0 &&
+                                                  fabs(s[i].weight - k->w[i]) < 1e-12));
         }
         if (!sdx_test_check(ok, "parse '%s': %d segment(s)", k->in, k->n))
             for (size_t i = 0; i < n; i++)
@@ -95,7 +95,8 @@ static bool s_chunk_is(const sdx_tokenizer_t *tok, const sdx_weighted_tokens_t *
 {
     const int64_t *ci = t->ids + (size_t)c * SDX_CLIP_MAX_LENGTH;
     const float *cw = t->weights + (size_t)c * SDX_CLIP_MAX_LENGTH;
-    if (ci[0] != sdx_tokenizer_bos_id(tok) || cw[0] != 1.0f || ci[n + 1] != sdx_tokenizer_eos_id(tok))
+    if (ci[0] != sdx_tokenizer_bos_id(tok) || cw[0] != 1.0f ||
+        ci[n + 1] != sdx_tokenizer_eos_id(tok))
         return false;
     for (int j = 0; j < n; j++)
         if (ci[1 + j] != ids[j] || fabsf(cw[1 + j] - w[j]) > 1e-6f)
@@ -218,10 +219,11 @@ static void s_check_embeds(void)
     sdx_prompt_embeds_t a, b;
     const char *P = "a photo of an astronaut riding a horse, highly detailed";
     if (s_encode(&m, P, NEG, false, &a) == 0 && s_encode(&m, P, NEG, true, &b) == 0) {
-        double d = sdx_test_max_abs(a.prompt_embeds, b.prompt_embeds) +
-                   sdx_test_max_abs(a.negative_prompt_embeds, b.negative_prompt_embeds) +
-                   sdx_test_max_abs(a.pooled_prompt_embeds, b.pooled_prompt_embeds) +
-                   sdx_test_max_abs(a.negative_pooled_prompt_embeds, b.negative_pooled_prompt_embeds);
+        double d =
+            sdx_test_max_abs(a.prompt_embeds, b.prompt_embeds) +
+            sdx_test_max_abs(a.negative_prompt_embeds, b.negative_prompt_embeds) +
+            sdx_test_max_abs(a.pooled_prompt_embeds, b.pooled_prompt_embeds) +
+            sdx_test_max_abs(a.negative_pooled_prompt_embeds, b.negative_pooled_prompt_embeds);
         sdx_test_check(d <= 1e-6, "weights 1: same as encode_prompt (sum of max |diff| %.1e)", d);
     } else {
         sdx_test_check(false, "encode (%s)", sdx_last_error());

@@ -497,10 +497,9 @@ int sdx_weighting_encode(const sdx_text_encoders_t *te, const sdx_prompt_params_
         SDX_TRY(s_index(S, &t_idx, idx, (int64_t)B * n, dev));
         SDX_TRY(sdx_index_select(NULL, half ? &out->negative_prompt_embeds : &out->prompt_embeds,
                                  emb, 0, t_idx));
-        SDX_TRY(sdx_index_select(NULL,
-                                 half ? &out->negative_pooled_prompt_embeds
-                                      : &out->pooled_prompt_embeds,
-                                 pooled, 0, t_idx));
+        SDX_TRY(sdx_index_select(
+            NULL, half ? &out->negative_pooled_prompt_embeds : &out->pooled_prompt_embeds, pooled,
+            0, t_idx));
     }
     if (p->do_cfg && !enc_neg) {
         SDX_TRY(sdx_zeros_like(NULL, &out->negative_prompt_embeds, out->prompt_embeds));

@@ -6,12 +6,12 @@
     brackets nest (their factors multiply); \( \) \[ \] \\ are the literal
     characters and a lone \ is dropped; ) or ] without an opening bracket is
     plain text, as is ":w" in (x:w) when w is no number ("1.2.3"; A1111
-    raises there), whose ")" then closes with 1.1; brackets still open at the end apply to the rest of the prompt.
-    BREAK (upper case, a whole word; the spaces around it are dropped) ends
-    the current chunk. Unlike A1111, a BREAK inside brackets still breaks
-    (A1111 multiplies its -1 marker and then types the word "BREAK" with a
-    negative weight). Non-ASCII bytes count as word characters for BREAK's
-    word boundary.
+    raises there), whose ")" then closes with 1.1; brackets still open at
+    the end apply to the rest of the prompt. BREAK (upper case, a whole
+    word; the spaces around it are dropped) ends the current chunk. Unlike
+    A1111, a BREAK inside brackets still breaks (A1111 multiplies its -1
+    marker and then types the word "BREAK" with a negative weight).
+    Non-ASCII bytes count as word characters for BREAK's word boundary.
 
     Tokens: every segment is tokenized on its own (sdx_tokenizer_tokenize)
     and its tokens carry its weight. Chunks hold 75 tokens; each becomes

@@ -35,7 +35,8 @@ static const char s_usage[] =
     "usage: sdxl-gen generate --model PATH [--config-dir DIR] [--tokenizer DIR --tokenizer-2 DIR]\n"
     "         --prompt TEXT [--negative TEXT] [--seed N] [--steps N] [--cfg F]\n"
     "         [--guidance-rescale F] [--width W --height H] [--scheduler NAME] [--karras]\n"
-    "         [--clip-skip N] [--prediction-type epsilon|v_prediction] [--batch N]\n"
+    "         [--clip-skip N] [--prompt-attention none|a1111]\n"
+    "         [--prediction-type epsilon|v_prediction] [--batch N]\n"
     "         [--dtype fp32|fp16|bf16] [--device cpu|cuda:N]\n"
     "         [--channels-last on|off|auto] [--vae-f32] [--vae PATH] [--threads N]\n"
     "         [--out FILE.png]\n"
@@ -67,6 +68,7 @@ static const struct {
     {"--scheduler", "scheduler", 's'},
     {"--karras", "use_karras_sigmas", 'b'},
     {"--clip-skip", "clip_skip", 'i'},
+    {"--prompt-attention", "prompt_attention", 's'},
     {"--prediction-type", "prediction_type", 's'},
     {"--batch", "batch.size", 'i'},
     {"--dtype", "precision.dtype", 's'},
@@ -284,6 +286,7 @@ static int s_from_request(const sdx_value_t *req, sdxl_gen_params_t *gp, const c
     gp->clip_skip = (int)clip_skip->u.i;
     gp->batch = (int)batch->u.i;
     gp->prediction_type = sdx_map_str(req, "prediction_type", NULL);
+    gp->prompt_attention = sdx_map_str(req, "prompt_attention", NULL);
     const sdx_value_t *strength = s_get(req, "hyperparameters.strength", SDX_FLOAT);
     if (strength)
         sdx_value_as_double(strength, &gp->strength);

@@ -276,6 +276,14 @@ static int s_parse(sdx_job_t *job, const sdx_value_t *data, s_state_t *st, infer
     if (batch < 1 || batch > 64)
         return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "batch.size", "must be in 1..64");
     req->clip_skip = (int)clip_skip;
+    /* as the inference worker: a1111 weighting in the engine, compel not */
+    req->prompt_attention = s_str(data, "prompt_attention");
+    if (req->prompt_attention && strcmp(req->prompt_attention, "none") != 0 &&
+        strcmp(req->prompt_attention, "a1111") != 0)
+        return sdx_job_fail(job, SDX_ERR_NOT_AVAILABLE, "prompt_attention",
+                            "prompt_attention '%s' is not supported yet: compel syntax is not "
+                            "built into the engine; use 'none' or 'a1111'",
+                            req->prompt_attention);
     req->batch = (int)batch;
     req->dtype = s_str(data, "precision.dtype");
     if (!req->dtype)

@@ -430,10 +430,10 @@ static int s_parse(sdx_job_t *job, const sdx_value_t *data, s_req_t *r, s_state_
     const char *attn, *neg;
     if (!s_text(job, data, "prompt_attention", &attn))
         return -1;
-    if (strcmp(attn, "none") != 0)
+    if (strcmp(attn, "none") != 0 && strcmp(attn, "a1111") != 0)
         return sdx_job_fail(job, SDX_ERR_NOT_AVAILABLE, "prompt_attention",
-                            "prompt_attention '%s' is not supported yet: prompt weighting "
-                            "(a1111/compel syntax) is not built into the engine; use 'none'",
+                            "prompt_attention '%s' is not supported yet: compel syntax is not "
+                            "built into the engine; use 'none' or 'a1111'",
                             attn);
     int64_t steps, seed, w, h, clip_skip, batch, quality;
     double cfg, rescale;
@@ -455,6 +455,7 @@ static int s_parse(sdx_job_t *job, const sdx_value_t *data, s_req_t *r, s_state_
     /* "" (the schema's default) means no negative prompt, as in diffusers'
        pipe(prompt): the model's force_zeros_for_empty_prompt applies. */
     r->gp.negative_prompt = *neg ? neg : NULL;
+    r->gp.prompt_attention = attn;
     /* epsilon / v_prediction overrides the model's; absent: the model's */
     r->gp.prediction_type = s_opt_text(data, "prediction_type");
     /* true forces Karras sigmas; false keeps the scheduler config's choice */

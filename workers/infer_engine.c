@@ -306,6 +306,7 @@ infer_status_t infer_engine_generate(infer_engine_t *e, const infer_request_t *r
     gp.height = req->height;
     gp.steps = req->steps;
     gp.clip_skip = req->clip_skip;
+    gp.prompt_attention = req->prompt_attention;
     gp.batch = req->batch;
     gp.guidance_scale = req->guidance_scale;
     gp.guidance_rescale = req->guidance_rescale;
@@ -517,6 +518,7 @@ infer_status_t infer_engine_encode(infer_engine_t *e, const infer_request_t *req
     gp.prompt = req->prompt;
     gp.negative_prompt = req->negative_prompt;
     gp.clip_skip = req->clip_skip;
+    gp.prompt_attention = req->prompt_attention;
     gp.batch = req->batch;
     gp.guidance_scale = req->guidance_scale;
     double t0 = s_ms();

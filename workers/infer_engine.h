@@ -109,6 +109,7 @@ typedef struct {
     const char *negative_prompt; /* NULL: none */
     const char *scheduler;       /* NULL: the model's */
     const char *prediction_type; /* "epsilon"/"v_prediction"; NULL: the model's */
+    const char *prompt_attention; /* "none" (or NULL) or "a1111" (sdxl.h) */
     int karras;                  /* -1 config, 0 off, 1 on */
     int width, height, steps, clip_skip, batch;
     double guidance_scale, guidance_rescale;

@@ -252,6 +252,21 @@ def main():
             ok = rel_l2(v[:half], want) <= TOL and rel_l2(v[half:], want) <= TOL
         t.check(ok, "batch.size 2: [2, 77, 40], both rows the default embedding", r.get("error"))
 
+        r = call(fleet, "conditioning.encode_prompt", dict(base, prompt_attention="a1111"))
+        compare(t, "encode_prompt a1111 without weights (= diffusers')", r, ref, "default")
+        r = call(fleet, "conditioning.encode_prompt",
+                 dict(base, prompt_attention="a1111", prompt="a (castle:1.3) BREAK [forest]"))
+        ts = (r.get("data") or {}).get("tensors") or {}
+        t.check(r.get("success") and ts["prompt_embeds"]["shape"] == [1, 154, 40] and
+                ts["negative_prompt_embeds"]["shape"] == [1, 154, 40] and
+                ts["pooled_prompt_embeds"]["shape"] == [1, 20],
+                "a1111 with BREAK: two chunks [1, 154, 40], negative padded to them",
+                {k: v.get("shape") for k, v in ts.items()} or r.get("error"))
+        r = call(fleet, "conditioning.encode_prompt", dict(base, prompt_attention="compel"))
+        e = r.get("error") or {}
+        t.check(e.get("code") == "not_available" and e.get("field") == "prompt_attention",
+                "prompt_attention compel: not_available", e)
+
         r = call(fleet, "conditioning.encode_prompt",
                  dict(base, hyperparameters={"guidance_scale": 1.0}))
         ts = (r.get("data") or {}).get("tensors") or {}

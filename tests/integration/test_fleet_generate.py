@@ -214,6 +214,16 @@ def test_refusals(t, fleet):
     e = r.get("error") or {}
     t.check(e.get("code") == "not_found" and e.get("field") == "lora.models[0].name",
             "a LoRA that is not there gets not_found naming it", e)
+    r = fleet.request(gen_request({"prompt_attention": "a1111",
+                                   "prompt": "a (castle:1.3) on a [hill] BREAK ((forest))"}),
+                      timeout=120)
+    d = r.get("data") or {}
+    t.check(r.get("success") is True and len(d.get("images") or []) == 1,
+            "prompt_attention a1111 (weights, BREAK) generates", r.get("error"))
+    r = fleet.request(gen_request({"prompt_attention": "compel"}), timeout=60)
+    e = r.get("error") or {}
+    t.check(e.get("code") == "not_available" and e.get("field") == "prompt_attention",
+            "prompt_attention compel gets not_available naming it", e)
     r = fleet.request(gen_request({"model_name": "../golden/model"}), timeout=60)
     e = r.get("error") or {}
     t.check(e.get("code") == "invalid_request", "model_name with .. gets invalid_request", e)

@@ -170,11 +170,38 @@ static void s_check_encode(char *gen)
     sdx_safetensors_close(&ref);
 }
 
+/* generate --prompt-attention a1111 runs end to end (weights, BREAK, a
+   second chunk); compel is refused before any work. */
+static void s_check_prompt_attention(const char *bin)
+{
+    char model[4096], out[64];
+    snprintf(model, sizeof model, "%s", sdx_test_path("model"));
+    snprintf(out, sizeof out, "/tmp/test_text_cli_%d.png", (int)getpid());
+    char *argv[] = {(char *)bin, "generate", "--model", model, "--prompt",
+                    "a (castle:1.3) on a [hill] BREAK ((forest))", "--negative", "blurry",
+                    "--steps", "2", "--width", "64", "--height", "64", "--seed", "1",
+                    "--prompt-attention", "a1111", "--quiet", "--out", out, NULL};
+    char *o = NULL;
+    int rc = s_run(argv, &o);
+    sdx_test_check(rc == 0 && access(out, R_OK) == 0,
+                   "generate --prompt-attention a1111: exit %d, image written", rc);
+    free(o);
+    unlink(out);
+    argv[17] = "compel";
+    rc = s_run(argv, &o);
+    sdx_test_check(rc != 0 && access(out, R_OK) != 0, "generate --prompt-attention compel: "
+                                                      "refused (exit %d)",
+                   rc);
+    free(o);
+    unlink(out);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || access(argv[1], X_OK) != 0)
         sdx_test_skip("sdxl-gen not built");
     s_check_tokenize(argv[1]);
     s_check_encode(argv[1]);
+    s_check_prompt_attention(argv[1]);
     return sdx_test_done();
 }

@@ -28,6 +28,7 @@
 #include "sdx_tokenizer.h"
 #include "sdx_unet.h"
 #include "sdx_vae.h"
+#include "sdx_weighting.h"
 
 #include <cjson/cJSON.h>
 #include <stdarg.h>
@@ -427,6 +428,10 @@ static int s_check_text(const sdxl_engine_t *e, const sdxl_gen_params_t *p)
         return sdx_set_error("batch: must be in 1..%d, got %d", SDXL_MAX_BATCH, p->batch);
     if (p->clip_skip < 0)
         return sdx_set_error("clip_skip: must be >= 0, got %d", p->clip_skip);
+    if (p->prompt_attention && strcmp(p->prompt_attention, "none") != 0 &&
+        strcmp(p->prompt_attention, "a1111") != 0)
+        return sdx_set_error("prompt_attention: '%s' is not supported (none, a1111)",
+                             p->prompt_attention);
     /* diffusers takes hidden_states[-(clip_skip + 2)]: at most layers - 1 */
     const sdx_model_t *m = e->model;
     int layers = m->te2_cfg.num_hidden_layers;
@@ -476,7 +481,8 @@ static int s_encode(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdx_prompt_emb
     pp.clip_skip = p->clip_skip;
     pp.do_cfg = p->guidance_scale > 1.0;
     pp.force_zeros_for_empty_prompt = e->model->force_zeros_for_empty_prompt;
-    int rc = sdx_prompt_encode(&te, &pp, pe);
+    bool a1111 = p->prompt_attention && strcmp(p->prompt_attention, "a1111") == 0;
+    int rc = a1111 ? sdx_weighting_encode(&te, &pp, pe) : sdx_prompt_encode(&te, &pp, pe);
     free(cp);
     free(cn);
     if (rc != 0)

@@ -188,6 +188,12 @@ typedef struct {
                                     model's scheduler config / Euler */
     int karras;                  /* -1 default, 0 off, 1 on */
     int clip_skip;               /* 0: none */
+    const char *prompt_attention; /* NULL or "none": diffusers' encode_prompt
+                                    (plain text, 77 tokens, truncated);
+                                    "a1111": AUTOMATIC1111 weighting syntax
+                                    and 75-token chunks, [N, 77 * k, 2048]
+                                    (sdx_weighting.h); anything else
+                                    ("compel") is an input error */
     const char *prediction_type; /* "epsilon" or "v_prediction" overrides the
                                     model's (its scheduler config, or the
                                     checkpoint's v_pred marker); NULL: the model's */

@@ -212,3 +212,55 @@ int sdx_test_done(void)
     printf("%d passed, %d failed\n", s_passed, s_failed);
     return s_failed ? 1 : 0;
 }
+
+/* Fraction of image_np values within 1/255 of ours (as test_pipeline.c). */
+double sdx_test_pixel_match(const sdx_tensor_t *decoded, const sdx_tensor_t *ref_np)
+{
+    sdx_scope_t *S = sdx_scope_new();
+    sdx_tensor_t *x, *nhwc;
+    double frac = -1;
+    int64_t perm[4] = {0, 2, 3, 1};
+    if (!decoded || sdx_to_dtype(S, &x, decoded, SDX_F32) || sdx_mul_scalar(S, &x, x, 0.5) ||
+        sdx_add_scalar(S, &x, x, 0.5) || sdx_clamp(S, &x, x, 0, 1) ||
+        sdx_permute(S, &nhwc, x, perm, 4) || sdx_contiguous(S, &nhwc, nhwc))
+        goto done;
+    int64_t n = sdx_tensor_numel(nhwc);
+    if (n != sdx_tensor_numel(ref_np))
+        goto done;
+    float *a = malloc(sizeof(float) * (size_t)n), *b = malloc(sizeof(float) * (size_t)n);
+    if (a && b && !sdx_to_host(nhwc, SDX_F32, a, sizeof(float) * (size_t)n) &&
+        !sdx_to_host(ref_np, SDX_F32, b, sizeof(float) * (size_t)n)) {
+        int64_t ok = 0;
+        for (int64_t i = 0; i < n; i++)
+            ok += fabsf(a[i] - b[i]) <= 1.0f / 255.0f + 1e-6f;
+        frac = (double)ok / (double)n;
+    }
+    free(a);
+    free(b);
+done:
+    sdx_scope_free(&S);
+    return frac;
+}
+
+double sdx_test_uint8_match(const sdx_image_t *imgs, int count, const sdx_tensor_t *ref_np)
+{
+    int64_t n = sdx_tensor_numel(ref_np), per = n / (count > 0 ? count : 1);
+    float *b = malloc(sizeof(float) * (size_t)n);
+    double frac = -1;
+    if (!b || sdx_to_host(ref_np, SDX_F32, b, sizeof(float) * (size_t)n) != 0)
+        goto done;
+    int64_t ok = 0, seen = 0;
+    for (int k = 0; k < count; k++) {
+        const sdx_image_t *im = &imgs[k];
+        if (im->channels != 3 || (int64_t)im->width * im->height * 3 != per)
+            goto done;
+        for (int64_t i = 0; i < per; i++, seen++) {
+            int want = (int)lrintf(b[k * per + i] * 255.0f);
+            ok += abs((int)im->pixels[i] - want) <= 1;
+        }
+    }
+    frac = seen == n ? (double)ok / (double)n : -1;
+done:
+    free(b);
+    return frac;
+}

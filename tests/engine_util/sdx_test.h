@@ -8,6 +8,7 @@
 #ifndef SDX_TEST_H
 #define SDX_TEST_H
 
+#include "sdx_image.h"
 #include "sdx_model.h"
 #include "sdx_safetensors.h"
 #include "sdx_torch.h"
@@ -50,5 +51,12 @@ char *sdx_test_read_file(const char *path, size_t *len);
 void sdx_test_skip(const char *why) __attribute__((noreturn));
 /* Print "N passed, N failed" and return the exit code (0 if none failed). */
 int sdx_test_done(void);
+
+/* Fraction of a golden image_np's values within 1/255 of ours: decoded
+   [B,3,H,W] -> clamp(x/2+0.5, 0, 1) NHWC, as diffusers' postprocess does
+   (-1 when the sizes differ or decoded is NULL). */
+double sdx_test_pixel_match(const sdx_tensor_t *decoded, const sdx_tensor_t *ref_np);
+/* Fraction of 8-bit image values within one level of round(image_np*255). */
+double sdx_test_uint8_match(const sdx_image_t *imgs, int count, const sdx_tensor_t *ref_np);
 
 #endif

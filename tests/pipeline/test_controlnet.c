@@ -25,33 +25,6 @@
 #define SEED 53
 #define LAT_TOL 1e-3
 
-static double s_pixel_match(const sdx_tensor_t *decoded, const sdx_tensor_t *ref_np)
-{
-    sdx_scope_t *S = sdx_scope_new();
-    sdx_tensor_t *x, *nhwc;
-    double frac = -1;
-    int64_t perm[4] = {0, 2, 3, 1};
-    if (!decoded || sdx_to_dtype(S, &x, decoded, SDX_F32) || sdx_mul_scalar(S, &x, x, 0.5) ||
-        sdx_add_scalar(S, &x, x, 0.5) || sdx_clamp(S, &x, x, 0, 1) ||
-        sdx_permute(S, &nhwc, x, perm, 4) || sdx_contiguous(S, &nhwc, nhwc))
-        goto done;
-    int64_t n = sdx_tensor_numel(nhwc);
-    if (n != sdx_tensor_numel(ref_np))
-        goto done;
-    float *a = malloc(sizeof(float) * (size_t)n), *b = malloc(sizeof(float) * (size_t)n);
-    if (a && b && !sdx_to_host(nhwc, SDX_F32, a, sizeof(float) * (size_t)n) &&
-        !sdx_to_host(ref_np, SDX_F32, b, sizeof(float) * (size_t)n)) {
-        int64_t ok = 0;
-        for (int64_t i = 0; i < n; i++)
-            ok += fabsf(a[i] - b[i]) <= 1.0f / 255.0f + 1e-6f;
-        frac = (double)ok / (double)n;
-    }
-    free(a);
-    free(b);
-done:
-    sdx_scope_free(&S);
-    return frac;
-}
 
 static void s_params(sdxl_gen_params_t *gp)
 {
@@ -126,7 +99,7 @@ int main(void)
     int rc = sdxl_generate(e, &gp, &r);
     if (sdx_test_check(rc == 0, "generate with ControlNet (%s)", rc ? sdx_last_error() : "ok")) {
         sdx_test_close(r.latents, lat, LAT_TOL, "latents_final");
-        double frac = s_pixel_match(r.decoded, np);
+        double frac = sdx_test_pixel_match(r.decoded, np);
         sdx_test_check(frac >= 0.999, "image_np within 1/255 on %.4f%% of values", 100 * frac);
         sdx_test_check(r.steps_done == 5, "5 steps");
     }

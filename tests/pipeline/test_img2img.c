@@ -55,51 +55,7 @@ static void s_ref_free(ref_t *r)
         sdx_tensor_free(all[i]);
 }
 
-/* Fraction of image_np values within 1/255 of ours (as test_pipeline.c). */
-static double s_pixel_match(const sdx_tensor_t *decoded, const sdx_tensor_t *ref_np)
-{
-    sdx_scope_t *S = sdx_scope_new();
-    sdx_tensor_t *x, *nhwc;
-    double frac = -1;
-    int64_t perm[4] = {0, 2, 3, 1};
-    if (!decoded || sdx_to_dtype(S, &x, decoded, SDX_F32) || sdx_mul_scalar(S, &x, x, 0.5) ||
-        sdx_add_scalar(S, &x, x, 0.5) || sdx_clamp(S, &x, x, 0, 1) ||
-        sdx_permute(S, &nhwc, x, perm, 4) || sdx_contiguous(S, &nhwc, nhwc))
-        goto done;
-    int64_t n = sdx_tensor_numel(nhwc);
-    if (n != sdx_tensor_numel(ref_np))
-        goto done;
-    float *a = malloc(sizeof(float) * (size_t)n), *b = malloc(sizeof(float) * (size_t)n);
-    if (a && b && !sdx_to_host(nhwc, SDX_F32, a, sizeof(float) * (size_t)n) &&
-        !sdx_to_host(ref_np, SDX_F32, b, sizeof(float) * (size_t)n)) {
-        int64_t ok = 0;
-        for (int64_t i = 0; i < n; i++)
-            ok += fabsf(a[i] - b[i]) <= 1.0f / 255.0f + 1e-6f;
-        frac = (double)ok / (double)n;
-    }
-    free(a);
-    free(b);
-done:
-    sdx_scope_free(&S);
-    return frac;
-}
 
-/* Fraction of 8-bit values within one level of round(image_np * 255). */
-static double s_uint8_match(const sdx_image_t *im, const sdx_tensor_t *ref_np)
-{
-    int64_t n = sdx_tensor_numel(ref_np);
-    float *b = malloc(sizeof(float) * (size_t)n);
-    double frac = -1;
-    if (b && im->channels == 3 && (int64_t)im->width * im->height * 3 == n &&
-        sdx_to_host(ref_np, SDX_F32, b, sizeof(float) * (size_t)n) == 0) {
-        int64_t ok = 0;
-        for (int64_t i = 0; i < n; i++)
-            ok += abs((int)im->pixels[i] - (int)lrintf(b[i] * 255.0f)) <= 1;
-        frac = (double)ok / (double)n;
-    }
-    free(b);
-    return frac;
-}
 
 static int s_steps_seen, s_total_seen;
 static void s_count(int step, int total, double elapsed, void *ud)
@@ -155,13 +111,13 @@ static void s_golden_run(sdxl_engine_t *e, const char *layout, const sdx_image_t
     char what[160];
     snprintf(what, sizeof what, "%s: img2img final latents vs diffusers", layout);
     sdx_test_close(r.latents, ref->lat, 1e-3, what);
-    double frac = s_pixel_match(r.decoded, ref->np);
+    double frac = sdx_test_pixel_match(r.decoded, ref->np);
     sdx_test_check(frac >= 0.999, "%s: image within 1/255 on %.4f%% of values (>= 99.9%%)", layout,
                    frac * 100);
     if (sdx_test_check(r.count == 1 && r.images && r.images[0].width == 128 &&
                            r.images[0].height == 128,
                        "%s: one 128x128 image", layout)) {
-        double f8 = s_uint8_match(&r.images[0], ref->np);
+        double f8 = sdx_test_uint8_match(&r.images[0], 1, ref->np);
         sdx_test_check(f8 >= 0.999,
                        "%s: uint8 image within 1 level of round(image_np*255) on %.4f%% of "
                        "values (>= 99.9%%)",

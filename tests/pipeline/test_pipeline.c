@@ -53,59 +53,7 @@ static const s_case_t s_cases[] = {
 static const char *s_prompt = "a photo of an astronaut riding a horse, highly detailed";
 static const char *s_negative = "blurry, low quality";
 
-/* Fraction of image_np values within 1/255 of ours: decoded [B,3,H,W] ->
-   clamp(x/2+0.5, 0, 1) NHWC, as diffusers' postprocess does. */
-static double s_pixel_match(const sdx_tensor_t *decoded, const sdx_tensor_t *ref_np)
-{
-    sdx_scope_t *S = sdx_scope_new();
-    sdx_tensor_t *x, *nhwc;
-    double frac = -1;
-    int64_t perm[4] = {0, 2, 3, 1};
-    if (sdx_to_dtype(S, &x, decoded, SDX_F32) || sdx_mul_scalar(S, &x, x, 0.5) ||
-        sdx_add_scalar(S, &x, x, 0.5) || sdx_clamp(S, &x, x, 0, 1) ||
-        sdx_permute(S, &nhwc, x, perm, 4) || sdx_contiguous(S, &nhwc, nhwc))
-        goto done;
-    int64_t n = sdx_tensor_numel(nhwc);
-    if (n != sdx_tensor_numel(ref_np))
-        goto done;
-    float *a = malloc(sizeof(float) * n), *b = malloc(sizeof(float) * n);
-    if (a && b && !sdx_to_host(nhwc, SDX_F32, a, sizeof(float) * n) &&
-        !sdx_to_host(ref_np, SDX_F32, b, sizeof(float) * n)) {
-        int64_t ok = 0;
-        for (int64_t i = 0; i < n; i++)
-            ok += fabsf(a[i] - b[i]) <= 1.0f / 255.0f + 1e-6f;
-        frac = (double)ok / (double)n;
-    }
-    free(a);
-    free(b);
-done:
-    sdx_scope_free(&S);
-    return frac;
-}
 
-/* Fraction of uint8 values within one level of round(image_np * 255). */
-static double s_uint8_match(const sdx_image_t *imgs, int count, const sdx_tensor_t *ref_np)
-{
-    int64_t n = sdx_tensor_numel(ref_np), per = n / (count > 0 ? count : 1);
-    float *b = malloc(sizeof(float) * (size_t)n);
-    double frac = -1;
-    if (!b || sdx_to_host(ref_np, SDX_F32, b, sizeof(float) * (size_t)n) != 0)
-        goto done;
-    int64_t ok = 0, seen = 0;
-    for (int k = 0; k < count; k++) {
-        const sdx_image_t *im = &imgs[k];
-        if (im->channels != 3 || (int64_t)im->width * im->height * 3 != per)
-            goto done;
-        for (int64_t i = 0; i < per; i++, seen++) {
-            int want = (int)lrintf(b[k * per + i] * 255.0f);
-            ok += abs((int)im->pixels[i] - want) <= 1;
-        }
-    }
-    frac = seen == n ? (double)ok / (double)n : -1;
-done:
-    free(b);
-    return frac;
-}
 
 static int s_steps_seen;
 static void s_count(int step, int total, double elapsed, void *ud)
@@ -152,11 +100,11 @@ static void s_run_case(sdxl_engine_t *e, const char *layout, const s_case_t *c)
         char what[256];
         snprintf(what, sizeof what, "%s/%s: final latents", layout, c->file);
         sdx_test_close(r.latents, ref_lat, 1e-3, what);
-        double frac = s_pixel_match(r.decoded, ref_np);
+        double frac = sdx_test_pixel_match(r.decoded, ref_np);
         sdx_test_check(frac >= 0.999, "%s/%s: image within 1/255 on %.4f%% of values (>= 99.9%%)",
                        layout, c->file, frac * 100);
         if (r.images) {
-            double f8 = s_uint8_match(r.images, r.count, ref_np);
+            double f8 = sdx_test_uint8_match(r.images, r.count, ref_np);
             sdx_test_check(f8 >= 0.999,
                            "%s/%s: uint8 images within 1 level of round(image_np*255) on %.4f%% "
                            "of values (>= 99.9%%)",

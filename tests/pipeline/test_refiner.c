@@ -23,33 +23,6 @@
 static const char *s_prompt = "a photo of an astronaut riding a horse, highly detailed";
 static const char *s_negative = "blurry, low quality";
 
-static double s_pixel_match(const sdx_tensor_t *decoded, const sdx_tensor_t *ref_np)
-{
-    sdx_scope_t *S = sdx_scope_new();
-    sdx_tensor_t *x, *nhwc;
-    double frac = -1;
-    int64_t perm[4] = {0, 2, 3, 1};
-    if (!decoded || sdx_to_dtype(S, &x, decoded, SDX_F32) || sdx_mul_scalar(S, &x, x, 0.5) ||
-        sdx_add_scalar(S, &x, x, 0.5) || sdx_clamp(S, &x, x, 0, 1) ||
-        sdx_permute(S, &nhwc, x, perm, 4) || sdx_contiguous(S, &nhwc, nhwc))
-        goto done;
-    int64_t n = sdx_tensor_numel(nhwc);
-    if (n != sdx_tensor_numel(ref_np))
-        goto done;
-    float *a = malloc(sizeof(float) * (size_t)n), *b = malloc(sizeof(float) * (size_t)n);
-    if (a && b && !sdx_to_host(nhwc, SDX_F32, a, sizeof(float) * (size_t)n) &&
-        !sdx_to_host(ref_np, SDX_F32, b, sizeof(float) * (size_t)n)) {
-        int64_t ok = 0;
-        for (int64_t i = 0; i < n; i++)
-            ok += fabsf(a[i] - b[i]) <= 1.0f / 255.0f + 1e-6f;
-        frac = (double)ok / (double)n;
-    }
-    free(a);
-    free(b);
-done:
-    sdx_scope_free(&S);
-    return frac;
-}
 
 static int s_steps_seen, s_total_seen;
 static void s_count(int step, int total, double elapsed, void *ud)
@@ -130,7 +103,7 @@ int main(void)
                            "base: 8 of 10 steps (ran %d, progress %d/%d)", rb.steps_done,
                            s_steps_seen, s_total_seen);
             sdx_test_close(rb.latents, b_lat, 1e-3, "base handoff latents vs diffusers");
-            double f = s_pixel_match(rb.decoded, b_np);
+            double f = sdx_test_pixel_match(rb.decoded, b_np);
             sdx_test_check(f >= 0.999, "base handoff image within 1/255 on %.4f%%", 100 * f);
         }
     }
@@ -152,7 +125,7 @@ int main(void)
                            "%s: 2 steps (ran %d, progress %d/%d)", what, rr.steps_done,
                            s_steps_seen, s_total_seen);
             sdx_test_close(rr.latents, r_lat, 1e-3, what);
-            double f = s_pixel_match(rr.decoded, r_np);
+            double f = sdx_test_pixel_match(rr.decoded, r_np);
             sdx_test_check(f >= 0.999, "%s: image within 1/255 on %.4f%%", what, 100 * f);
             sdxl_result_clear(&rr);
         }

@@ -45,34 +45,6 @@ static bool s_bits_equal(const sdx_tensor_t *a, const sdx_tensor_t *b)
     return eq;
 }
 
-/* Fraction of image_np values within 1/255 of ours (as test_pipeline). */
-static double s_pixel_match(const sdx_tensor_t *decoded, const sdx_tensor_t *ref_np)
-{
-    sdx_scope_t *S = sdx_scope_new();
-    sdx_tensor_t *x, *nhwc;
-    double frac = -1;
-    int64_t perm[4] = {0, 2, 3, 1};
-    if (sdx_to_dtype(S, &x, decoded, SDX_F32) || sdx_mul_scalar(S, &x, x, 0.5) ||
-        sdx_add_scalar(S, &x, x, 0.5) || sdx_clamp(S, &x, x, 0, 1) ||
-        sdx_permute(S, &nhwc, x, perm, 4) || sdx_contiguous(S, &nhwc, nhwc))
-        goto done;
-    int64_t n = sdx_tensor_numel(nhwc);
-    if (n != sdx_tensor_numel(ref_np))
-        goto done;
-    float *a = malloc(sizeof(float) * n), *b = malloc(sizeof(float) * n);
-    if (a && b && !sdx_to_host(nhwc, SDX_F32, a, sizeof(float) * n) &&
-        !sdx_to_host(ref_np, SDX_F32, b, sizeof(float) * n)) {
-        int64_t ok = 0;
-        for (int64_t i = 0; i < n; i++)
-            ok += fabsf(a[i] - b[i]) <= 1.0f / 255.0f + 1e-6f;
-        frac = (double)ok / (double)n;
-    }
-    free(a);
-    free(b);
-done:
-    sdx_scope_free(&S);
-    return frac;
-}
 
 /* The textual_inversion call; latents (caller frees). */
 static sdx_tensor_t *s_generate(sdxl_engine_t *e, const char *label, bool compare)
@@ -97,7 +69,7 @@ static sdx_tensor_t *s_generate(sdxl_engine_t *e, const char *label, bool compar
         char what[256];
         snprintf(what, sizeof what, "%s vs textual_inversion: final latents", label);
         sdx_test_close(r.latents, ref_lat, 1e-3, what);
-        double frac = ref_np ? s_pixel_match(r.decoded, ref_np) : -1;
+        double frac = ref_np ? sdx_test_pixel_match(r.decoded, ref_np) : -1;
         sdx_test_check(
             frac >= 0.999,
             "%s vs textual_inversion: image within 1/255 on %.4f%% of values (>= 99.9%%)", label,

@@ -1049,12 +1049,12 @@ static workflow_t *s_build(s_ctx_t *c, const sdx_value_t *root, bool is_inline, 
         goto fail;
     }
     if (steps->type != SDX_ARRAY || sdx_array_len(steps) == 0) {
-        s_fail(c, steps, false, "steps", "steps must be a non-empty list of steps");
+        s_fail(c, steps, true, "steps", "steps must be a non-empty list of steps");
         goto fail;
     }
     size_t n = sdx_array_len(steps);
     if (n > WF_MAX_STEPS) {
-        s_fail(c, steps, false, "steps", "%zu steps; at most %d", n, WF_MAX_STEPS);
+        s_fail(c, steps, true, "steps", "%zu steps; at most %d", n, WF_MAX_STEPS);
         goto fail;
     }
     w->steps = calloc(n, sizeof *w->steps);

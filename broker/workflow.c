@@ -442,8 +442,9 @@ static int s_opt_str(s_ctx_t *c, const sdx_value_t *v, const char *path, const c
     *out = NULL;
     if (!v || v->type == SDX_NIL)
         return 0;
-    if (v->type != SDX_STR)
-        return s_fail(c, v, false, path, "%s must be text, not %s", path, sdx_vtype_name(v->type));
+    if (v->type != SDX_STR) /* inline errors start with the path already */
+        return s_fail(c, v, false, path, "%s%smust be text, not %s", c->file ? path : "",
+                      c->file ? " " : "", sdx_vtype_name(v->type));
     *out = v->u.str.ptr;
     return 0;
 }
@@ -453,20 +454,22 @@ static int s_opt_int(s_ctx_t *c, const sdx_value_t *v, const char *path, int64_t
 {
     if (!v || v->type == SDX_NIL)
         return 0;
-    if (v->type == SDX_FLOAT && v->u.f == (double)(int64_t)v->u.f) {
+    const char *what = c->file ? path : "", *sp = c->file ? " " : "";
+    if (v->type == SDX_FLOAT && v->u.f >= -9.0e18 && v->u.f <= 9.0e18 &&
+        v->u.f == (double)(int64_t)v->u.f) {
         *out = (int64_t)v->u.f;
     } else if (v->type != SDX_INT) {
-        return s_fail(c, v, false, path, "%s must be an integer, not %s", path,
+        return s_fail(c, v, false, path, "%s%smust be an integer, not %s", what, sp,
                       sdx_vtype_name(v->type));
     } else {
         *out = v->u.i;
     }
     if (*out < lo || *out > hi) {
         if (hi == INT64_MAX)
-            return s_fail(c, v, false, path, "%s must be >= %lld (got %lld)", path, (long long)lo,
-                          (long long)*out);
-        return s_fail(c, v, false, path, "%s must be in %lld..%lld (got %lld)", path, (long long)lo,
-                      (long long)hi, (long long)*out);
+            return s_fail(c, v, false, path, "%s%smust be >= %lld (got %lld)", what, sp,
+                          (long long)lo, (long long)*out);
+        return s_fail(c, v, false, path, "%s%smust be in %lld..%lld (got %lld)", what, sp,
+                      (long long)lo, (long long)hi, (long long)*out);
     }
     return 0;
 }

@@ -320,6 +320,22 @@ static void t_inline(void)
     CHECK(strstr(err, "steps[0].required_models[0]: ") == err &&
           strstr(err, "model \"zz\" is not in the model catalogue"));
     sdx_value_destroy(&v);
+    v = s_json("{\"Steps\": [{\"Type\": \"device\", \"Operation\": \"status\", \"Retry\": 9}]}");
+    w = wf_from_value(v, s_cat, NULL, NULL, err, sizeof err);
+    CHECK(w == NULL);
+    CHECK_STR(err, "steps[0].retry: must be in 0..5 (got 9)"); /* canonical names */
+    sdx_value_destroy(&v);
+    v = s_json(
+        "{\"steps\": [{\"type\": \"DEVICE\", \"operation\": \"get_device_status\"}],"
+        "\"ResourceRequirements\": {\"GpuMemoryMb\": 4096}, \"EstimatedDuration\": \"00:01:00\"}");
+    w = wf_from_value(v, s_cat, NULL, NULL, err, sizeof err);
+    CHECK(w != NULL);
+    if (!w)
+        fprintf(stderr, "  %s\n", err);
+    CHECK(w && !strcmp(w->steps[0].message_type, "device.status") && w->gpu_memory_mb == 4096 &&
+          w->estimated_duration_ms == 60000);
+    wf_destroy(&w);
+    sdx_value_destroy(&v);
     v = s_json("{\"steps\": [{\"type\": \"device\", \"operation\": \"status\", \"Bogus\": 1}]}");
     w = wf_from_value(v, s_cat, NULL, NULL, err, sizeof err);
     CHECK(w == NULL && strstr(err, "steps[0].Bogus: unknown key"));

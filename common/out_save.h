@@ -2,7 +2,8 @@
     save_path resolved and confined to the root (no "..", no absolute path
     elsewhere, no symlink leading out), atomic writes (temporary file in the
     same folder, fsync, rename: a reader never sees half a file) and the
-    SHA-256 the reply carries. Used by the postprocessing domain.
+    SHA-256 the reply carries. Used by the postprocessing domain and the
+    broker (batch outputs).
     Not for: choosing what to write (the handlers). */
 #ifndef OUT_SAVE_H
 #define OUT_SAVE_H

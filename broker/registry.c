@@ -18,6 +18,7 @@ static void s_worker_destroy(worker_t *w)
         free(w->models[i]);
     free(w->models);
     free(w->jobs);
+    sdx_value_destroy(&w->report);
     free(w);
 }
 

@@ -18,6 +18,7 @@
 #define BROKER_REGISTRY_H
 
 #include "idmap.h"
+#include "sdx_value.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -43,6 +44,9 @@ typedef struct worker {
     uint64_t last_dispatch; /* dispatch sequence number of the last request sent */
     uint64_t served;        /* replies received */
     bool draining;          /* no new work (said it is shutting down) */
+    sdx_value_t *report;    /* owned: what its last HEARTBEAT said beyond the
+                               basics ({gpus, memory} from device workers), NULL */
+    int64_t report_ms;      /* monotonic time of that heartbeat */
     void **jobs;            /* requests it runs (the broker's type) */
     size_t njobs, jobs_cap;
 } worker_t;

@@ -257,6 +257,31 @@ static int s_memory(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply)
     return 0;
 }
 
+/* HEARTBEAT: {gpus: [{index, total, free, used}], memory {total, available,
+   used}} in bytes, so that the broker's system.status and the orchestrator's
+   memory checks (workflow requirements, batch sizing) answer from state it
+   holds instead of asking. NVML reads and /proc/meminfo: microseconds. */
+static void s_heartbeat(sdx_worker_t *w, sdx_value_t *out)
+{
+    s_state_t *st = sdx_worker_domain_state(w);
+    if (!st)
+        return;
+    sdx_value_t *arr = sdx_value_array_new();
+    int n = arr ? sdx_gpu_count(st->gpu) : 0;
+    for (int i = 0; i < n; i++) {
+        sdx_gpu_info_t info;
+        if (sdx_gpu_query(st->gpu, i, &info) == 0)
+            sdx_array_push(arr, s_gpu_value(&info, sdx_worker_gpu(w), false));
+    }
+    if (arr)
+        sdx_map_set(out, "gpus", arr);
+    sdx_value_t *mem = sdx_value_map_new();
+    if (mem && s_mem_to(mem, false) == 0)
+        sdx_map_set(out, "memory", mem);
+    else
+        sdx_value_destroy(&mem);
+}
+
 static int s_init(sdx_worker_t *w, char *err, size_t err_len)
 {
     s_state_t *st = calloc(1, sizeof *st);
@@ -306,4 +331,5 @@ const sdx_domain_t sdx_domain_device = {
                      "to its --gpu at start)",
     .init = s_init,
     .fini = s_fini,
+    .heartbeat = s_heartbeat,
 };

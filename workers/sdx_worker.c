@@ -461,6 +461,8 @@ static sdx_value_t *s_heartbeat_body(sdx_worker_t *w)
     sdx_map_set(b, "models", m);
     if (w->draining)
         sdx_map_set_bool(b, "draining", true);
+    if (w->domain && w->domain->heartbeat)
+        w->domain->heartbeat(w, b);
     return b;
 }
 

@@ -100,6 +100,11 @@ typedef struct {
     void (*fini)(sdx_worker_t *w);
     /* Optional: adds domain-specific fields to <domain>.status (job thread). */
     void (*status)(sdx_worker_t *w, sdx_value_t *out);
+    /* Optional: adds fields to every HEARTBEAT body (the runtime's thread,
+       once per heartbeat interval: keep it cheap). The broker keeps the last
+       one per worker for system.status and the orchestrator (the device
+       domain reports GPU and host memory here). */
+    void (*heartbeat)(sdx_worker_t *w, sdx_value_t *out);
 } sdx_domain_t;
 
 /* ---- per-request API for handlers (any thread) */

@@ -8,7 +8,9 @@
     in a hash map (idmap.c). Every accepted request gets exactly one final
     reply: from its worker, or timeout / worker_lost / shutting_down from
     here. What is not here: schema validation and the C# dialect (hooks.c),
-    the orchestrator (processing.*: not_available for now).
+    the orchestrator (orch.c: processing.*, workflows, sessions, batches),
+    whose steps come back in here as internal requests (breq_t.orch_token,
+    route-less) and whose results go back to it instead of to a socket.
 
     Hot path rules: no logging above debug per frame, no allocation that a
     free list or a stack-built tree can avoid, worker bodies are encoded
@@ -20,12 +22,14 @@
 #include "hooks.h"
 #include "idmap.h"
 #include "metrics.h"
+#include "orch.h"
 #include "queue.h"
 #include "registry.h"
 
 #include "sdx_catalog.h"
 #include "sdx_clock.h"
 #include "sdx_codec.h"
+#include "sdx_csharp.h"
 #include "sdx_envelope.h"
 #include "sdx_errors.h"
 #include "sdx_log.h"
@@ -72,6 +76,8 @@ typedef struct breq {
     int64_t deadline_unix_ms;
     int64_t progress_count;
     struct client *client; /* counted in its in-flight limit, NULL otherwise */
+    uint64_t orch_token;   /* an orchestrator step / batch item: its final reply goes to
+                              orch_result, not to a client (route is empty) */
     qnode_t qn;
     dnode_t dn;
     struct breq *free_next;
@@ -117,7 +123,16 @@ struct broker {
     metrics_t *metrics;
     void *http;      /* ZMQ_STREAM for GET /metrics, NULL when off */
     idmap_t clients; /* routing id -> client_t, when per-client limits are on */
+    orch_t *orch;
+    struct {
+        char id[128], domain[32], why[96];
+        int gpu;
+        int64_t at_unix_ms;
+    } lost[16]; /* the last workers lost, for system.status */
+    unsigned nlost;
 };
+
+volatile sig_atomic_t broker_reload_requested;
 
 static inline breq_t *s_from_qn(qnode_t *n)
 {
@@ -193,6 +208,22 @@ const sdx_option_t broker_options[] = {
      "message catalogue (\"\" = proto/catalog.json)", OFF(catalog_file), 0, 0},
     {"schemas_dir", "--schemas-dir", SDX_OPT_STR, "",
      "JSON schemas for validation (\"\" = schemas/)", OFF(schemas_dir), 0, 0},
+    {"orchestrator.workflows_dir", "--workflows-dir", SDX_OPT_STR, "",
+     "workflow definitions (*.yaml), re-read on SIGHUP (\"\" = <source>/deploy/workflows when "
+     "it exists; \"none\": inline workflows only)",
+     OFF(workflows_dir), 0, 0},
+    {"orchestrator.state_db", "--state-db", SDX_OPT_STR, "",
+     "SQLite file for sessions, batches and the journal (\"\" = in memory: lost on restart)",
+     OFF(state_db), 0, 0},
+    {"orchestrator.outputs_dir", "--batch-outputs", SDX_OPT_STR, "",
+     "where batch images are written (\"\" = <state_db folder>/outputs)", OFF(batch_outputs), 0,
+     0},
+    {"orchestrator.step_timeout_ms", "--step-timeout-ms", SDX_OPT_INT, "600000",
+     "deadline of a workflow step or batch item that names none", OFF(step_timeout_ms), 1,
+     7LL * 24 * 3600 * 1000},
+    {"orchestrator.keep_finished", "--keep-finished", SDX_OPT_INT, "1000",
+     "finished sessions and batches kept (each kind); older ones are deleted",
+     OFF(keep_finished), 1, 100000000},
     {"validation.models_root", "--models-root", SDX_OPT_STR, "",
      "folder model names resolve in (semantic checks)", OFF(models_root), 0, 0},
     {"validation.loras_root", "--loras-root", SDX_OPT_STR, "", "folder LoRA names resolve in",
@@ -563,6 +594,7 @@ static breq_t *s_req_alloc(broker_t *b)
     r->attempt = 0;
     r->progress_count = 0;
     r->client = NULL;
+    r->orch_token = 0;
     memset(&r->qn, 0, sizeof r->qn);
     dnode_init(&r->dn);
     r->free_next = NULL;
@@ -637,11 +669,17 @@ static void s_finish_error(broker_t *b, breq_t *r, sdx_error_t code, const char 
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
 
+    sdx_value_t *err = sdx_error_value(code, NULL, msg);
+    if (r->orch_token) {
+        orch_result(b->orch, r->orch_token, false, NULL, err, r->worker ? r->worker->id : NULL);
+        r->orch_token = 0;
+        sdx_value_destroy(&err);
+        goto counted;
+    }
     svmap_t timing, reply;
     sdx_value_t tv[4];
     svmap_init(&timing);
     s_timing_add(&timing, tv, r);
-    sdx_value_t *err = sdx_error_value(code, NULL, msg);
     sdx_value_t rid = sdx_envelope_id_echo(&r->env), mt = s_sv_str(r->env.message_type),
                 succ = s_sv_bool(false);
     svmap_init(&reply);
@@ -653,7 +691,7 @@ static void s_finish_error(broker_t *b, breq_t *r, sdx_error_t code, const char 
     svmap_add(&reply, "timing", &timing.map);
     s_send_tree(b, &r->route, &reply.map, r->env.encoding, &r->hook);
     sdx_value_destroy(&err);
-
+counted:
     if (code == SDX_ERR_TIMEOUT)
         b->st.timeouts++;
     else if (code == SDX_ERR_WORKER_LOST)
@@ -777,6 +815,15 @@ static void s_worker_lost(broker_t *b, worker_t *w, const char *why)
             s_hex_id(w->identity, w->identity_len, hex, sizeof hex), w->njobs ? "lost" : "gone",
             why, w->njobs);
     s_worker_event(b, "worker.lost", w, why);
+    {
+        unsigned k = b->nlost++ % (sizeof b->lost / sizeof b->lost[0]);
+        snprintf(b->lost[k].id, sizeof b->lost[k].id, "%s", w->id);
+        snprintf(b->lost[k].domain, sizeof b->lost[k].domain, "%s",
+                 d >= 0 ? b->domains[d].name : "?");
+        snprintf(b->lost[k].why, sizeof b->lost[k].why, "%s", why);
+        b->lost[k].gpu = w->gpu;
+        b->lost[k].at_unix_ms = sdx_clock_unix_ms();
+    }
     if (w->njobs > 1) /* jobs[] order is not dispatch order (swap removal) */
         qsort(w->jobs, w->njobs, sizeof *w->jobs, s_oldest_first);
     while (w->njobs) {
@@ -811,6 +858,10 @@ static void s_worker_lost(broker_t *b, worker_t *w, const char *why)
 /* -------------------------------------------------- broker-side handlers */
 
 typedef sdx_value_t *(*sys_fn)(broker_t *b, const sdx_envelope_t *env, sdx_fault_t *f);
+
+/* The dialect state of the request s_handle_local is answering (its
+   handlers shape C# DTO fields by it). */
+static const hook_state_t *s_cur_hook;
 
 static sdx_value_t *s_sys_ping(broker_t *b, const sdx_envelope_t *env, sdx_fault_t *f)
 {
@@ -867,10 +918,16 @@ static sdx_value_t *s_sys_status(broker_t *b, const sdx_envelope_t *env, sdx_fau
     }
     sdx_value_t *doms = sdx_value_map_new();
     int total_workers = 0;
+    int64_t now = sdx_clock_mono_ms();
+    int64_t dead_after = b->cfg.heartbeat_ms * b->cfg.liveness;
+    sdx_value_t *gpus = sdx_value_array_new(), *hostmem = NULL;
     for (int i = 0; doms && i < b->ndomains; i++) {
-        sdx_value_t *dm = sdx_value_map_new();
-        if (!dm)
+        sdx_value_t *dm = sdx_value_map_new(), *wl = sdx_value_array_new();
+        if (!dm || !wl) {
+            sdx_value_destroy(&dm);
+            sdx_value_destroy(&wl);
             break;
+        }
         int nw = 0, cap = 0, inf = 0;
         for (size_t k = 0; k < b->reg.len; k++) {
             worker_t *w = b->reg.items[k];
@@ -879,6 +936,43 @@ static sdx_value_t *s_sys_status(broker_t *b, const sdx_envelope_t *env, sdx_fau
             nw++;
             cap += w->capacity;
             inf += w->in_flight;
+            sdx_value_t *wm = sdx_value_map_new();
+            if (!wm)
+                continue;
+            int64_t ago = now - w->last_seen_ms;
+            sdx_map_set_str(wm, "worker_id", w->id);
+            sdx_map_set_str(wm, "health", w->draining         ? "draining"
+                                          : ago > dead_after / 2 ? "late"
+                                                                 : "ok");
+            sdx_map_set_int(wm, "last_heartbeat_ms_ago", ago);
+            sdx_map_set_int(wm, "gpu", w->gpu);
+            sdx_map_set_str(wm, "host", w->host);
+            sdx_map_set_int(wm, "in_flight", w->in_flight);
+            sdx_map_set_int(wm, "capacity", w->capacity);
+            sdx_map_set_int(wm, "served", (int64_t)w->served);
+            sdx_value_t *models = sdx_value_array_new();
+            for (size_t m = 0; models && m < w->nmodels; m++)
+                sdx_array_push(models, sdx_value_str_new(w->models[m]));
+            if (models)
+                sdx_map_set(wm, "models", models);
+            sdx_array_push(wl, wm);
+            /* GPUs and host memory as the device workers last reported them */
+            const sdx_value_t *rg = w->report ? sdx_map_get(w->report, "gpus") : NULL;
+            for (size_t g = 0; gpus && g < sdx_array_len(rg); g++) {
+                sdx_value_t *c = sdx_value_clone(sdx_array_at(rg, g));
+                if (c) {
+                    sdx_map_set_str(c, "host", w->host);
+                    sdx_map_set_str(c, "reported_by", w->id);
+                    sdx_map_set_int(c, "reported_ms_ago", now - w->report_ms);
+                    sdx_array_push(gpus, c);
+                }
+            }
+            const sdx_value_t *rm = w->report ? sdx_map_get(w->report, "memory") : NULL;
+            if (rm && !hostmem) {
+                hostmem = sdx_value_clone(rm);
+                if (hostmem)
+                    sdx_map_set_str(hostmem, "host", w->host);
+            }
         }
         total_workers += nw;
         sdx_map_set_str(dm, "handled_by", b->domains[i].by_broker ? "broker" : "worker");
@@ -886,11 +980,40 @@ static sdx_value_t *s_sys_status(broker_t *b, const sdx_envelope_t *env, sdx_fau
         sdx_map_set_int(dm, "capacity", cap);
         sdx_map_set_int(dm, "in_flight", inf);
         sdx_map_set_int(dm, "queued", (int64_t)queue_len(&b->domains[i].queue));
+        sdx_value_t *qp = sdx_value_map_new();
+        for (int p = 0; qp && p < QUEUE_LEVELS; p++)
+            sdx_map_set_int(qp, sdx_priority_name((sdx_priority_t)p),
+                            (int64_t)b->domains[i].queue.len_level[p]);
+        if (qp)
+            sdx_map_set(dm, "queued_by_priority", qp);
+        sdx_map_set(dm, "worker_list", wl);
         sdx_map_set(doms, b->domains[i].name, dm);
     }
     sdx_map_set_int(d, "workers", total_workers);
     if (doms)
         sdx_map_set(d, "domains", doms);
+    if (gpus)
+        sdx_map_set(d, "gpus", gpus);
+    sdx_map_set(d, "host_memory", hostmem ? hostmem : sdx_value_nil_new());
+    sdx_value_t *lost = sdx_value_array_new();
+    size_t cap_lost = sizeof b->lost / sizeof b->lost[0];
+    for (unsigned k = 0; lost && k < b->nlost && k < cap_lost; k++) {
+        unsigned at = (b->nlost - 1 - k) % (unsigned)cap_lost; /* newest first */
+        sdx_value_t *m = sdx_value_map_new();
+        if (!m)
+            break;
+        sdx_map_set_str(m, "worker_id", b->lost[at].id);
+        sdx_map_set_str(m, "domain", b->lost[at].domain);
+        sdx_map_set_int(m, "gpu", b->lost[at].gpu);
+        sdx_map_set_str(m, "reason", b->lost[at].why);
+        sdx_map_set_int(m, "lost_ms", b->lost[at].at_unix_ms);
+        sdx_array_push(lost, m);
+    }
+    if (lost)
+        sdx_map_set(d, "lost_workers", lost);
+    sdx_value_t *os_ = b->orch ? orch_status(b->orch) : NULL;
+    if (os_)
+        sdx_map_set(d, "orchestrator", os_);
     return d;
 }
 
@@ -1096,6 +1219,20 @@ static sdx_value_t *s_sys_cancel(broker_t *b, const sdx_envelope_t *env, sdx_fau
     return d;
 }
 
+/* processing.*: the orchestrator answers at once (work it starts runs as
+   internal requests). */
+static sdx_value_t *s_processing(broker_t *b, const sdx_envelope_t *env, sdx_fault_t *f)
+{
+    orch_req_t rq = {.request_id = env->request_id,
+                     .csharp = s_cur_hook && s_cur_hook->dialect == SDX_DIALECT_CSHARP,
+                     .msgpack = env->encoding == SDX_ENC_MSGPACK,
+                     .priority = (int)env->priority,
+                     .timeout_ms = env->timeout_ms};
+    sdx_value_t *v = orch_request(b->orch, env->message_type, env->data, &rq, f);
+    orch_tick(b->orch); /* what it started (a session's first step) goes out now */
+    return v;
+}
+
 static const struct {
     const char *type;
     sys_fn fn;
@@ -1108,6 +1245,7 @@ static const struct {
 static void s_handle_local(broker_t *b, const route_t *rt, sdx_envelope_t *env, hook_state_t *hook,
                            int64_t t0_us)
 {
+    s_cur_hook = hook;
     sdx_fault_t f;
     sdx_fault_clear(&f);
     sdx_value_t rid = sdx_envelope_id_echo(env);
@@ -1115,14 +1253,15 @@ static void s_handle_local(broker_t *b, const route_t *rt, sdx_envelope_t *env, 
     for (size_t i = 0; i < sizeof s_sys_table / sizeof s_sys_table[0]; i++)
         if (strcmp(s_sys_table[i].type, env->message_type) == 0)
             fn = s_sys_table[i].fn;
+    if (!fn && b->orch && orch_handles(env->message_type))
+        fn = s_processing;
     if (!fn) {
         const sdx_catalog_msg_t *m = sdx_catalog_find(b->cat, env->message_type);
         if (m && !m->implemented)
             sdx_fault_set(&f, SDX_ERR_NOT_AVAILABLE, NULL,
-                          "%s is planned but not available yet: %s.* is handled by the broker's "
-                          "orchestrator (workflows, sessions, batches), which is not built yet; "
-                          "send the steps directly (e.g. inference.generate)",
-                          env->message_type, env->domain);
+                          "%s is planned but not available yet (see the catalogue in "
+                          "proto/PROTOCOL.md)",
+                          env->message_type);
         else
             sdx_fault_set(&f, SDX_ERR_UNKNOWN_MESSAGE_TYPE, "message_type",
                           "unknown message type %s (the %s domain has: see system.status / "
@@ -1229,6 +1368,238 @@ static void s_clients_sweep(broker_t *b, int64_t now_ms)
     }
 }
 
+/* Route a parsed, validated request of a worker domain d (-1: unknown): 0
+   when the broker now holds it (queued or dispatched; a failure after this
+   point is answered through s_finish_error), -1 with f filled when it is
+   refused at once (the caller answers and releases it). key_out (may be
+   NULL) receives the backend key. */
+static int s_admit(broker_t *b, breq_t *r, int d, client_t *client, char *key_out,
+                   size_t key_len, sdx_fault_t *f)
+{
+    int64_t t0 = r->t_accept_us;
+    if (d < 0) {
+        sdx_fault_set(f, SDX_ERR_UNKNOWN_MESSAGE_TYPE, "message_type",
+                      "unknown message type %s: no domain \"%s\" (domains: device, model, "
+                      "conditioning, scheduler, inference, postprocessing, processing, system)",
+                      r->env.message_type, r->env.domain);
+        return -1;
+    }
+    if (registry_count(&b->reg, d, false) == 0) {
+        sdx_fault_set(f, SDX_ERR_NO_WORKER, NULL, "no %s worker is registered",
+                      b->domains[d].name);
+        return -1;
+    }
+    if (r->env.gpu >= 0 && !registry_has_gpu(&b->reg, d, r->env.gpu)) {
+        sdx_fault_set(f, SDX_ERR_NO_WORKER, "gpu", "no %s worker runs on gpu %d",
+                      b->domains[d].name, r->env.gpu);
+        return -1;
+    }
+    if ((int64_t)b->live_requests > b->cfg.max_requests) {
+        sdx_fault_set(f, SDX_ERR_QUEUE_FULL, NULL,
+                      "the broker holds %zu requests (max_requests); back off and retry",
+                      b->live_requests - 1);
+        return -1;
+    }
+
+    if (client && b->cfg.client_max_in_flight > 0 &&
+        client->in_flight >= b->cfg.client_max_in_flight) {
+        sdx_fault_set(f, SDX_ERR_RATE_LIMITED, NULL,
+                      "this client has %" PRId64 " requests in the broker (client_max_in_flight); "
+                      "wait for their replies and retry",
+                      client->in_flight);
+        return -1;
+    }
+    if (client) {
+        client->in_flight++;
+        r->client = client;
+    }
+
+    /* Backend key: the client's id when free, made unique otherwise. */
+    size_t idl = strlen(r->env.request_id);
+    memcpy(r->key, r->env.request_id, idl + 1);
+    r->key_len = idl;
+    if (idmap_get(&b->reqs, r->key, r->key_len)) {
+        char suffix[24];
+        int sl = snprintf(suffix, sizeof suffix, "#%" PRIu64, ++b->seq);
+        size_t keep = idl + (size_t)sl < KEY_MAX ? idl : KEY_MAX - 1 - (size_t)sl;
+        memcpy(r->key + keep, suffix, (size_t)sl + 1);
+        r->key_len = keep + (size_t)sl;
+    }
+    r->domain = d;
+    if (key_out)
+        snprintf(key_out, key_len, "%s", r->key);
+    if (idmap_put(&b->reqs, r->key, r->key_len, r) != 0) {
+        r->key_len = 0;
+        sdx_fault_set(f, SDX_ERR_INTERNAL, NULL, "out of memory");
+        return -1;
+    }
+    int64_t timeout = r->env.timeout_ms > 0 ? r->env.timeout_ms : b->cfg.default_timeout_ms;
+    if (timeout > b->cfg.max_timeout_ms)
+        timeout = b->cfg.max_timeout_ms;
+    r->deadline_unix_ms = sdx_clock_unix_ms() + timeout;
+    if (dheap_set(&b->deadlines, &r->dn, t0 / 1000 + timeout) != 0) {
+        sdx_fault_set(f, SDX_ERR_INTERNAL, NULL, "out of memory");
+        return -1;
+    }
+    b->st.accepted++;
+    s_event(b, "request.accepted", r, NULL, 0, NULL);
+
+    worker_t *w = registry_pick(&b->reg, d, r->env.gpu, r->env.model);
+    if (w) {
+        if (s_dispatch(b, r, w) != 0) {
+            s_finish_error(b, r, SDX_ERR_INTERNAL, "dispatch to %s failed", w->id);
+            s_req_release(b, r);
+        }
+        return 0;
+    }
+    queue_t *q = &b->domains[d].queue;
+    if ((int64_t)queue_len(q) >= b->cfg.max_queue) {
+        s_finish_error(b, r, SDX_ERR_QUEUE_FULL,
+                       "all %s workers are busy and %zu requests are queued (max_queue)",
+                       b->domains[d].name, queue_len(q));
+        s_req_release(b, r);
+        return 0;
+    }
+    queue_push(q, &r->qn, (int)r->env.priority);
+    log_debug("%s queued in %s (%zu queued)", r->key, b->domains[d].name, queue_len(q));
+    return 0;
+}
+
+
+/* ------------------------------------------- the orchestrator's host */
+
+/* An internal request: built as a client's would be, validated by the same
+   hook, routed by s_admit; its final reply goes to orch_result. */
+static int s_orch_submit(void *ctx, uint64_t token, const char *message_type,
+                         const char *request_id, const char *session_id, sdx_value_t *data,
+                         int priority, int64_t timeout_ms, char *key, size_t key_len,
+                         sdx_fault_t *f)
+{
+    broker_t *b = ctx;
+    sdx_value_t *root = sdx_value_map_new();
+    if (!root || sdx_map_set_str(root, "message_type", message_type) != 0 ||
+        sdx_map_set_str(root, "request_id", request_id) != 0 ||
+        sdx_map_set(root, "data", data ? data : sdx_value_map_new()) != 0) {
+        if (!root)
+            sdx_value_destroy(&data);
+        sdx_value_destroy(&root);
+        sdx_fault_set(f, SDX_ERR_INTERNAL, NULL, "out of memory");
+        return -1;
+    }
+    sdx_map_set_str(root, "priority", sdx_priority_name((sdx_priority_t)priority));
+    if (timeout_ms > 0)
+        sdx_map_set_int(root, "timeout_ms", timeout_ms);
+    if (session_id && *session_id)
+        sdx_map_set_str(root, "session_id", session_id);
+    breq_t *r = s_req_alloc(b);
+    if (!r) {
+        sdx_value_destroy(&root);
+        sdx_fault_set(f, SDX_ERR_INTERNAL, NULL, "out of memory");
+        return -1;
+    }
+    b->live_requests++;
+    r->t_accept_us = sdx_clock_mono_us();
+    if (sdx_envelope_parse(&r->env, &root, SDX_ENC_MSGPACK, f) != 0 ||
+        hooks_validate(&r->env, &r->hook, f) != 0) {
+        if (f->code == SDX_ERR_NONE)
+            sdx_fault_set(f, SDX_ERR_INVALID_REQUEST, NULL, "rejected by validation");
+        s_req_release(b, r);
+        return -1;
+    }
+    int d = s_domain_index(b, r->env.domain);
+    if (d >= 0 && b->domains[d].by_broker) {
+        sdx_fault_set(f, SDX_ERR_INVALID_REQUEST, "type",
+                      "%s is answered by the broker: a workflow step or batch item must name a "
+                      "worker domain",
+                      r->env.message_type);
+        s_req_release(b, r);
+        return -1;
+    }
+    r->orch_token = token;
+    if (s_admit(b, r, d, NULL, key, key_len, f) != 0) {
+        r->orch_token = 0;
+        s_req_release(b, r);
+        return -1;
+    }
+    return 0;
+}
+
+static void s_orch_cancel(void *ctx, const char *key, const char *why)
+{
+    broker_t *b = ctx;
+    breq_t *r = idmap_get(&b->reqs, key, strlen(key));
+    if (!r)
+        return;
+    if (r->state == RS_QUEUED) {
+        s_finish_error(b, r, SDX_ERR_CANCELLED, "%s", why);
+        s_req_release(b, r);
+    } else if (r->state == RS_RUNNING) {
+        s_cancel_running(b, r, SDX_ERR_CANCELLED, why);
+    }
+}
+
+static void s_orch_publish(void *ctx, const char *topic, const sdx_value_t *body)
+{
+    broker_t *b = ctx;
+    if (!b->pub || b->subscriptions <= 0)
+        return;
+    uint8_t *buf;
+    size_t len;
+    if (sdx_msgpack_encode(body, &buf, &len) != 0)
+        return;
+    if (zmq_send(b->pub, topic, strlen(topic), ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0)
+        zmq_send(b->pub, buf, len, ZMQ_DONTWAIT);
+    free(buf);
+}
+
+static int s_orch_check(void *ctx, const char *message_type, bool csharp, sdx_value_t **data,
+                        sdx_fault_t *f)
+{
+    (void)ctx;
+    return hooks_check_data(message_type, csharp, data, f);
+}
+
+static int s_orch_workers(void *ctx, const char *domain)
+{
+    broker_t *b = ctx;
+    int d = s_domain_index(b, domain);
+    return d < 0 ? -1 : (int)registry_count(&b->reg, d, false);
+}
+
+/* From the device workers' heartbeats (their `gpus` and `memory`). */
+static void s_orch_memory(void *ctx, int64_t *best_free, int64_t *best_total, double *max_frac)
+{
+    broker_t *b = ctx;
+    *best_free = *best_total = -1;
+    *max_frac = -1;
+    double ram_frac = -1;
+    for (size_t k = 0; k < b->reg.len; k++) {
+        const worker_t *w = b->reg.items[k];
+        if (!w->report)
+            continue;
+        const sdx_value_t *gpus = sdx_map_get(w->report, "gpus");
+        for (size_t i = 0; i < sdx_array_len(gpus); i++) {
+            const sdx_value_t *g = sdx_array_at(gpus, i);
+            int64_t tot = sdx_map_int(g, "total", -1), fr = sdx_map_int(g, "free", -1);
+            if (tot <= 0 || fr < 0)
+                continue;
+            if (fr > *best_free) {
+                *best_free = fr;
+                *best_total = tot;
+            }
+            double frac = (double)(tot - fr) / (double)tot;
+            if (frac > *max_frac)
+                *max_frac = frac;
+        }
+        const sdx_value_t *mem = sdx_map_get(w->report, "memory");
+        int64_t mt = sdx_map_int(mem, "total", -1), ma = sdx_map_int(mem, "available", -1);
+        if (mt > 0 && ma >= 0 && (double)(mt - ma) / (double)mt > ram_frac)
+            ram_frac = (double)(mt - ma) / (double)mt;
+    }
+    if (*max_frac < 0)
+        *max_frac = ram_frac; /* a CPU fleet: host RAM is what the workers use */
+}
+
 static void s_handle_request(broker_t *b, const route_t *rt, const uint8_t *data, size_t len)
 {
     int64_t t0 = sdx_clock_mono_us();
@@ -1312,108 +1683,15 @@ static void s_handle_request(broker_t *b, const route_t *rt, const uint8_t *data
 
     /* Routing by domain prefix. */
     int d = s_domain_index(b, r->env.domain);
-    if (d < 0) {
-        sdx_fault_set(&f, SDX_ERR_UNKNOWN_MESSAGE_TYPE, "message_type",
-                      "unknown message type %s: no domain \"%s\" (domains: device, model, "
-                      "conditioning, scheduler, inference, postprocessing, processing, system)",
-                      r->env.message_type, r->env.domain);
-        s_reply_fault_raw(b, rt, enc, &rid, r->env.message_type, &f, &r->hook, t0);
-        s_req_release(b, r);
-        return;
-    }
-    if (b->domains[d].by_broker) {
+    if (d >= 0 && b->domains[d].by_broker) {
         s_handle_local(b, rt, &r->env, &r->hook, t0);
         s_req_release(b, r);
         return;
     }
-    if (registry_count(&b->reg, d, false) == 0) {
-        sdx_fault_set(&f, SDX_ERR_NO_WORKER, NULL, "no %s worker is registered",
-                      b->domains[d].name);
+    if (s_admit(b, r, d, client, NULL, 0, &f) != 0) {
         s_reply_fault_raw(b, rt, enc, &rid, r->env.message_type, &f, &r->hook, t0);
         s_req_release(b, r);
-        return;
     }
-    if (r->env.gpu >= 0 && !registry_has_gpu(&b->reg, d, r->env.gpu)) {
-        sdx_fault_set(&f, SDX_ERR_NO_WORKER, "gpu", "no %s worker runs on gpu %d",
-                      b->domains[d].name, r->env.gpu);
-        s_reply_fault_raw(b, rt, enc, &rid, r->env.message_type, &f, &r->hook, t0);
-        s_req_release(b, r);
-        return;
-    }
-    if ((int64_t)b->live_requests > b->cfg.max_requests) {
-        sdx_fault_set(&f, SDX_ERR_QUEUE_FULL, NULL,
-                      "the broker holds %zu requests (max_requests); back off and retry",
-                      b->live_requests - 1);
-        s_reply_fault_raw(b, rt, enc, &rid, r->env.message_type, &f, &r->hook, t0);
-        s_req_release(b, r);
-        return;
-    }
-
-    if (client && b->cfg.client_max_in_flight > 0 &&
-        client->in_flight >= b->cfg.client_max_in_flight) {
-        sdx_fault_set(&f, SDX_ERR_RATE_LIMITED, NULL,
-                      "this client has %" PRId64 " requests in the broker (client_max_in_flight); "
-                      "wait for their replies and retry",
-                      client->in_flight);
-        s_reply_fault_raw(b, rt, enc, &rid, r->env.message_type, &f, &r->hook, t0);
-        s_req_release(b, r);
-        return;
-    }
-    if (client) {
-        client->in_flight++;
-        r->client = client;
-    }
-
-    /* Backend key: the client's id when free, made unique otherwise. */
-    size_t idl = strlen(r->env.request_id);
-    memcpy(r->key, r->env.request_id, idl + 1);
-    r->key_len = idl;
-    if (idmap_get(&b->reqs, r->key, r->key_len)) {
-        char suffix[24];
-        int sl = snprintf(suffix, sizeof suffix, "#%" PRIu64, ++b->seq);
-        size_t keep = idl + (size_t)sl < KEY_MAX ? idl : KEY_MAX - 1 - (size_t)sl;
-        memcpy(r->key + keep, suffix, (size_t)sl + 1);
-        r->key_len = keep + (size_t)sl;
-    }
-    r->domain = d;
-    if (idmap_put(&b->reqs, r->key, r->key_len, r) != 0) {
-        r->key_len = 0;
-        sdx_fault_set(&f, SDX_ERR_INTERNAL, NULL, "out of memory");
-        s_reply_fault_raw(b, rt, enc, &rid, r->env.message_type, &f, &r->hook, t0);
-        s_req_release(b, r);
-        return;
-    }
-    int64_t timeout = r->env.timeout_ms > 0 ? r->env.timeout_ms : b->cfg.default_timeout_ms;
-    if (timeout > b->cfg.max_timeout_ms)
-        timeout = b->cfg.max_timeout_ms;
-    r->deadline_unix_ms = sdx_clock_unix_ms() + timeout;
-    if (dheap_set(&b->deadlines, &r->dn, t0 / 1000 + timeout) != 0) {
-        sdx_fault_set(&f, SDX_ERR_INTERNAL, NULL, "out of memory");
-        s_reply_fault_raw(b, rt, enc, &rid, r->env.message_type, &f, &r->hook, t0);
-        s_req_release(b, r);
-        return;
-    }
-    b->st.accepted++;
-    s_event(b, "request.accepted", r, NULL, 0, NULL);
-
-    worker_t *w = registry_pick(&b->reg, d, r->env.gpu, r->env.model);
-    if (w) {
-        if (s_dispatch(b, r, w) != 0) {
-            s_finish_error(b, r, SDX_ERR_INTERNAL, "dispatch to %s failed", w->id);
-            s_req_release(b, r);
-        }
-        return;
-    }
-    queue_t *q = &b->domains[d].queue;
-    if ((int64_t)queue_len(q) >= b->cfg.max_queue) {
-        s_finish_error(b, r, SDX_ERR_QUEUE_FULL,
-                       "all %s workers are busy and %zu requests are queued (max_queue)",
-                       b->domains[d].name, queue_len(q));
-        s_req_release(b, r);
-        return;
-    }
-    queue_push(q, &r->qn, (int)r->env.priority);
-    log_debug("%s queued in %s (%zu queued)", r->key, b->domains[d].name, queue_len(q));
 }
 
 /* Read one client message. 0 handled, 1 nothing there, -1 socket error. */
@@ -1546,9 +1824,22 @@ static void s_on_ready(broker_t *b, sdx_mdp_msg_t *msg)
     s_pump(b, d);
 }
 
-static void s_on_heartbeat(broker_t *b, worker_t *w, const sdx_mdp_msg_t *msg)
+static void s_on_heartbeat(broker_t *b, worker_t *w, sdx_mdp_msg_t *msg)
 {
     (void)b;
+    if (msg->body && (sdx_map_get(msg->body, "gpus") || sdx_map_get(msg->body, "memory"))) {
+        sdx_value_t *rep = sdx_value_map_new();
+        if (rep) {
+            sdx_value_t *g = sdx_map_take(msg->body, "gpus"), *m = sdx_map_take(msg->body, "memory");
+            if (g)
+                sdx_map_set(rep, "gpus", g);
+            if (m)
+                sdx_map_set(rep, "memory", m);
+            sdx_value_destroy(&w->report);
+            w->report = rep;
+            w->report_ms = sdx_clock_mono_ms();
+        }
+    }
     const sdx_value_t *models = msg->body ? sdx_map_get(msg->body, "models") : NULL;
     if (models && models->type == SDX_ARRAY) {
         const char *names[256];
@@ -1577,6 +1868,11 @@ static void s_on_progress(broker_t *b, worker_t *w, sdx_mdp_msg_t *msg)
     r->progress_count++;
     b->st.progress++;
     s_event(b, "request.progress", r, NULL, 0, msg->body);
+    if (r->orch_token) {
+        orch_progress(b->orch, r->orch_token, sdx_map_int(msg->body, "step", 0),
+                      sdx_map_int(msg->body, "total", 0));
+        return;
+    }
     /* Only DEALER-framed clients (identity frame only, no empty delimiter)
        can take more than one message per request. */
     if (!r->env.stream || r->route.n != 1)
@@ -1635,6 +1931,27 @@ static void s_on_reply(broker_t *b, worker_t *w, sdx_mdp_msg_t *msg)
         return;
     }
 
+    if (r->orch_token) {
+        /* an orchestrator step / batch item: the reply's data moves to it */
+        sdx_value_t *own = NULL;
+        if (!ok && !(err && err->type == SDX_MAP && code))
+            own = sdx_error_value(SDX_ERR_INTERNAL, NULL,
+                                  "the worker's reply had neither success:true nor an error{code}");
+        orch_result(b->orch, r->orch_token, ok, ok ? sdx_map_take(msg->body, "data") : NULL,
+                    own ? own : err, w->id);
+        r->orch_token = 0;
+        sdx_value_destroy(&own);
+        if (ok)
+            b->st.ok++;
+        else
+            b->st.failed++;
+        const char *oc = ok ? "ok" : code ? code : "internal";
+        s_log_done(b, r, oc, NULL, ok ? NULL : sdx_map_str(err, "message", NULL));
+        s_event(b, "request.done", r, oc, s_ms_since(r->t_accept_us), NULL);
+        s_req_release(b, r);
+        s_pump(b, d);
+        return;
+    }
     svmap_t reply, timing;
     svmap_init(&reply);
     svmap_init(&timing);
@@ -1883,6 +2200,32 @@ static void *s_bind(broker_t *b, int type, const char *ep, const char *what, cha
     return s;
 }
 
+/* The workflows folder: the option, else $SDXL_WORKFLOWS_DIR, else the
+   source tree's deploy/workflows or the installed one; "none" for none. */
+static void s_workflows_dir(const char *opt, char *out, size_t len)
+{
+    out[0] = '\0';
+    if (opt && strcmp(opt, "none") == 0)
+        return;
+    if (opt && *opt) {
+        snprintf(out, len, "%s", opt);
+        return;
+    }
+    const char *env = getenv("SDXL_WORKFLOWS_DIR");
+    if (env && *env) {
+        snprintf(out, len, "%s", env);
+        return;
+    }
+    static const char *const cands[] = {SDX_SOURCE_ROOT "/deploy/workflows",
+                                        "/usr/local/share/sdxl-fleet/workflows",
+                                        "/usr/share/sdxl-fleet/workflows"};
+    for (size_t i = 0; i < sizeof cands / sizeof cands[0]; i++)
+        if (access(cands[i], R_OK) == 0) {
+            snprintf(out, len, "%s", cands[i]);
+            return;
+        }
+}
+
 broker_t *broker_new(const broker_config_t *cfg, char *err, size_t err_len)
 {
     broker_t *b = calloc(1, sizeof *b);
@@ -1959,6 +2302,26 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t err_len)
         s_sockopt_int(b->http, ZMQ_LINGER, 0);
         s_sockopt_int(b->http, ZMQ_SNDTIMEO, 100);
     }
+    char wfdir[SDX_CONFIG_STR_MAX + 64];
+    s_workflows_dir(cfg->workflows_dir, wfdir, sizeof wfdir);
+    orch_config_t oc = {.workflows_dir = wfdir,
+                        .state_db = cfg->state_db,
+                        .outputs_dir = cfg->batch_outputs,
+                        .step_timeout_ms = cfg->step_timeout_ms,
+                        .keep_finished = cfg->keep_finished,
+                        .cat = b->cat,
+                        .models_root = cfg->models_root};
+    orch_host_t oh = {.ctx = b,
+                      .submit = s_orch_submit,
+                      .cancel = s_orch_cancel,
+                      .publish = s_orch_publish,
+                      .check = s_orch_check,
+                      .workers = s_orch_workers,
+                      .memory = s_orch_memory};
+    if (!(b->orch = orch_new(&oc, &oh, e, sizeof e))) {
+        snprintf(err, err_len, "orchestrator: %s", e);
+        goto fail;
+    }
     b->started_ms = sdx_clock_mono_ms();
     b->started_unix_ms = sdx_clock_unix_ms();
     b->next_heartbeat_ms = b->started_ms + cfg->heartbeat_ms;
@@ -1975,6 +2338,8 @@ fail:
 /* Answer everything pending with shutting_down and let workers go. */
 static void s_shutdown(broker_t *b)
 {
+    if (b->orch) /* steps cut off by the stop resume at the next start */
+        orch_stopping(b->orch);
     for (int d = 0; d < b->ndomains; d++) {
         qnode_t *n;
         while ((n = queue_pop(&b->domains[d].queue))) {
@@ -2055,6 +2420,12 @@ int broker_run(broker_t *b, volatile sig_atomic_t *stop)
         now = sdx_clock_mono_ms();
         s_expire(b, now);
         s_heartbeat(b, now);
+        if (broker_reload_requested) {
+            broker_reload_requested = 0;
+            log_info("SIGHUP: re-reading the workflows");
+            orch_reload(b->orch);
+        }
+        orch_tick(b->orch);
     }
     log_info("stopping: %zu request(s) pending, %zu worker(s)", b->live_requests, b->reg.len);
     s_shutdown(b);
@@ -2095,6 +2466,7 @@ void broker_destroy(broker_t **bp)
     if (b->ctx)
         zmq_ctx_term(b->ctx);
     metrics_destroy(&b->metrics);
+    orch_destroy(&b->orch);
     for (size_t i = 0; i < b->clients.cap; i++)
         if (b->clients.slots[i].hash >= 2)
             free(b->clients.slots[i].val);

@@ -45,7 +45,15 @@ typedef struct {
     char outputs_root[SDX_CONFIG_STR_MAX];
     int64_t max_image_bytes;
     int64_t max_pixels;
+    char workflows_dir[SDX_CONFIG_STR_MAX];
+    char state_db[SDX_CONFIG_STR_MAX];
+    char batch_outputs[SDX_CONFIG_STR_MAX];
+    int64_t step_timeout_ms;
+    int64_t keep_finished;
 } broker_config_t;
+
+/* Set from a SIGHUP handler: the broker re-reads its workflow files. */
+extern volatile sig_atomic_t broker_reload_requested;
 
 /* The option table (defaults, YAML keys, flags) for broker_config_t. */
 extern const sdx_option_t broker_options[];

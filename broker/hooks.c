@@ -149,6 +149,26 @@ int hooks_validate(sdx_envelope_t *env, hook_state_t *st, sdx_fault_t *fault)
     return 0;
 }
 
+int hooks_check_data(const char *message_type, bool csharp, sdx_value_t **data,
+                     sdx_fault_t *fault)
+{
+    if (!s_validate || !s_schemas || !data || !*data)
+        return 0;
+    sdx_schema_error_t e;
+    sdx_dialect_t d = csharp ? SDX_DIALECT_CSHARP : SDX_DIALECT_NATIVE;
+    if (csharp && sdx_csharp_map_data(s_schemas, message_type, data, &e) != 0) {
+        sdx_fault_set(fault, SDX_ERR_INVALID_REQUEST, e.field[0] ? e.field : NULL, "%s",
+                      e.message);
+        return -1;
+    }
+    if (sdx_csharp_check_request(s_schemas, s_sem, message_type, d, data, &e) < 0) {
+        sdx_fault_set(fault, SDX_ERR_INVALID_REQUEST, e.field[0] ? e.field : NULL, "%s",
+                      e.message);
+        return -1;
+    }
+    return 0;
+}
+
 sdx_value_t *hooks_reply(const sdx_value_t *reply, sdx_encoding_t enc, const hook_state_t *st)
 {
     /* REPLY DIALECT HOOK: sdx_csharp_reply() for C#-dialect clients. */

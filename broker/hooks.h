@@ -54,6 +54,13 @@ int hooks_prepare(sdx_value_t **root, sdx_encoding_t enc, hook_state_t *st, sdx_
    field. */
 int hooks_validate(sdx_envelope_t *env, hook_state_t *st, sdx_fault_t *fault);
 
+/* The validation hook's check on a data map alone, for requests the broker
+   makes itself (orchestrator batch items at creation): C# mapping when
+   csharp, schema validation and defaults. *data may be replaced. 0, or -1
+   with fault (field in the dialect's names). */
+int hooks_check_data(const char *message_type, bool csharp, sdx_value_t **data,
+                     sdx_fault_t *fault);
+
 /* REPLY DIALECT HOOK: the final reply (and progress messages) to a client
    before encoding. Return NULL to send `reply` unchanged, or a new tree
    (the broker sends and destroys it; `reply` itself stays the caller's). */

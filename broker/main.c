@@ -19,6 +19,12 @@
 
 static volatile sig_atomic_t s_stop;
 
+static void s_on_hup(int sig)
+{
+    (void)sig;
+    broker_reload_requested = 1;
+}
+
 static void s_on_signal(int sig)
 {
     (void)sig;
@@ -135,6 +141,10 @@ int main(int argc, char **argv)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    struct sigaction hup = {0};
+    hup.sa_handler = s_on_hup;
+    sigemptyset(&hup.sa_mask);
+    sigaction(SIGHUP, &hup, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     broker_t *b = broker_new(&cfg, err, sizeof err);

@@ -1593,6 +1593,19 @@ sdx_value_t *wf_to_value(const workflow_t *w)
     return m;
 }
 
+sdx_value_t *wf_to_definition(const workflow_t *w)
+{
+    sdx_value_t *v = wf_to_value(w);
+    if (!v)
+        return NULL;
+    sdx_map_del(v, "file");
+    sdx_map_del(v, "estimated_duration");
+    sdx_value_t *steps = sdx_map_get(v, "steps");
+    for (size_t i = 0; i < sdx_array_len(steps); i++)
+        sdx_map_del(sdx_array_at(steps, i), "message_type");
+    return v;
+}
+
 /* ---------------------------------------------------------------- copies, sets */
 
 static char *s_dup(const char *s)

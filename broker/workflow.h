@@ -136,6 +136,12 @@ sdx_value_t *wf_step_request(const wf_step_t *s, const sdx_value_t *config, wf_l
    .NET TimeSpan), estimated_duration_ms, file}. Caller owns; NULL on OOM. */
 sdx_value_t *wf_to_value(const workflow_t *w);
 
+/* The definition as a tree that wf_from_value reads back into the same
+   workflow (wf_to_value without the derived keys: file, the TimeSpan text,
+   each step's message_type). What the orchestrator stores with a session,
+   so that it resumes with the definition it started with. Caller owns. */
+sdx_value_t *wf_to_definition(const workflow_t *w);
+
 /* Deep copy (sessions keep their own copy of an inline or reloaded workflow). */
 workflow_t *wf_clone(const workflow_t *w);
 

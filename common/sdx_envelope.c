@@ -483,6 +483,21 @@ static int s_parse_id(sdx_envelope_t *env, sdx_fault_t *fault)
     return -1;
 }
 
+/* The seeds' workflow body: workflow_id + steps at the top level, or in
+   data (where the C# dialect moves the fields beside the envelope keys). */
+static bool s_is_adhoc_workflow(const sdx_value_t *root)
+{
+    const sdx_value_t *data = sdx_map_get_loose(root, "data");
+    for (int i = 0; i < 2; i++) {
+        const sdx_value_t *m = i ? data : root;
+        const sdx_value_t *steps = sdx_map_get_loose(m, "steps");
+        const sdx_value_t *wid = sdx_map_get_loose(m, "workflow_id");
+        if (steps && steps->type == SDX_ARRAY && wid && wid->type == SDX_STR)
+            return true;
+    }
+    return false;
+}
+
 static int s_parse_type(sdx_envelope_t *env, sdx_fault_t *fault)
 {
     static const char *const keys[] = {"message_type", "type", "action", "worker_type"};
@@ -496,6 +511,16 @@ static int s_parse_type(sdx_envelope_t *env, sdx_fault_t *fault)
     const sdx_value_t *named = mt ? mt : ty ? ty : ac;
     const char *field = mt ? "message_type" : ty ? "type" : "action";
     env->naming = mt ? SDX_NAMED_MESSAGE_TYPE : ty ? SDX_NAMED_TYPE : SDX_NAMED_ACTION;
+    if (!named && s_is_adhoc_workflow(env->root)) {
+        /* the seeds' workflow-level request: {workflow_id, steps: [{type,
+           operation, parameters}]} with no message type is an ad-hoc
+           processing.workflow_execute (its keys become the data) */
+        snprintf(env->as_sent, sizeof env->as_sent, "workflow");
+        snprintf(env->message_type, sizeof env->message_type, "processing.workflow_execute");
+        snprintf(env->domain, sizeof env->domain, "processing");
+        env->naming = SDX_NAMED_MESSAGE_TYPE;
+        return 0;
+    }
     if (!named || named->u.str.len == 0) {
         sdx_fault_set(
             fault, SDX_ERR_INVALID_REQUEST, "message_type",

@@ -2,7 +2,7 @@
 
         sdxl-cli [options] send TYPE [JSON|@FILE|-]
         sdxl-cli [options] status | workers | ping
-        sdxl-cli [options] watch REQUEST_ID
+        sdxl-cli [options] watch ID   (a request, session or batch id)
         sdxl-cli [options] cancel REQUEST_ID
         sdxl-cli [options] generate [JSON|@FILE|-] --out FILE
 
@@ -11,7 +11,8 @@
     printed as indented JSON (or as received with --raw). --stream uses a
     DEALER and asks for progress messages, printing one line per progress
     before the reply. `watch` subscribes to the broker's events PUB and
-    prints the progress of one request until it is done. `generate` sends
+    prints the progress of one request, orchestrator session or batch
+    until it is done. `generate` sends
     inference.generate with the given data (msgpack unless --json: the images
     come back as raw bytes), writes the images to FILE (FILE-0.png,
     FILE-1.png ... for several) and prints the reply with each image's bytes
@@ -569,6 +570,13 @@ static int s_watch(const s_opts_t *o, const char *rid)
         const char *erid = v ? sdx_map_str(v, "request_id", NULL) : NULL;
         if (v && !erid)
             erid = sdx_map_str(sdx_map_get(v, "data"), "request_id", NULL);
+        /* a session or batch of the orchestrator: its own events only (not
+           its steps' request.* events, which carry session_id too) */
+        const char *oid = v ? sdx_map_str(v, "batch_id", NULL) : NULL;
+        if (v && !oid && strncmp(topic, "session.", 8) == 0)
+            oid = sdx_map_str(v, "session_id", NULL);
+        if (oid)
+            erid = oid;
         if (!v || !erid || strcmp(erid, rid) != 0) {
             sdx_value_destroy(&v);
             zmq_msg_close(&m);
@@ -590,7 +598,9 @@ static int s_watch(const s_opts_t *o, const char *rid)
             /* request.done carries outcome "ok" or the error code */
             const sdx_value_t *succ = sdx_map_get(v, "success");
             const char *outcome = sdx_map_str(v, "outcome", "ok");
-            rc = ((succ && succ->type == SDX_BOOL && !succ->u.b) || strcmp(outcome, "ok") != 0)
+            const char *ev = sdx_map_str(v, "event", "");
+            rc = ((succ && succ->type == SDX_BOOL && !succ->u.b) || strcmp(outcome, "ok") != 0 ||
+                  strcmp(ev, "failed") == 0 || strcmp(ev, "cancelled") == 0)
                      ? EXIT_ERROR_REPLY
                      : EXIT_OK;
             sdx_value_destroy(&v);
@@ -617,7 +627,7 @@ static void s_usage(FILE *f)
                "       sdxl-cli [options] status                     system.status\n"
                "       sdxl-cli [options] workers                    system.workers\n"
                "       sdxl-cli [options] ping                       system.ping\n"
-               "       sdxl-cli [options] watch REQUEST_ID           progress from the events PUB\n"
+               "       sdxl-cli [options] watch ID       progress of a request, session or batch (events PUB)\n"
                "       sdxl-cli [options] cancel REQUEST_ID          system.cancel\n"
                "       sdxl-cli [options] generate [JSON|@FILE|-] --out FILE\n"
                "                                 inference.generate; images to FILE (FILE-N.EXT)\n"

@@ -287,10 +287,12 @@ def main():
         check(r and r["error"]["code"] == "unknown_message_type" and r["request_id"] == "u1",
               "unknown prefix -> unknown_message_type")
         r = dealer.call({"action": "batch_process", "request_id": "b1"})
-        check(r and get(r, "error", "code") == "not_available" and
-              "processing.batch_execute" in get(r, "error", "message"), "processing.* -> not_available")
+        check(r and get(r, "error", "code") == "invalid_request" and
+              (get(r, "error", "field") or "").lower() == "items",
+              "batch_process -> the orchestrator: %s" % r)
         r = dealer.call({"message_type": "processing.workflow_execute"})
-        check(r and r["error"]["code"] == "not_available", "native processing.* -> not_available")
+        check(r and r["error"]["code"] == "invalid_request" and
+              r["error"].get("field") == "workflow_id", "processing.* answered by the broker")
         r = dealer.call({"message_type": "system.nope"})
         check(r and r["error"]["code"] == "unknown_message_type", "unknown system verb")
         r = dealer.call(None, raw=b"\x82\xa1a")

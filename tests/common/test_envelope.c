@@ -127,7 +127,7 @@ int main(void)
     s_type("{\"action\":\"GenerateSDXL\"}", "inference.generate", "inference");
     s_type("{\"Action\":\"get_device_status\"}", "device.status", "device");
     s_type("{\"action\":\"load_model\"}", "model.load", "model");
-    s_type("{\"action\":\"batch_process\"}", "processing.batch_execute", "processing");
+    s_type("{\"action\":\"batch_process\"}", "processing.batch_process", "processing");
     s_type("{\"action\":\"inference.generate\"}", "inference.generate", NULL);
     s_type("{\"message_type\":\"device.get_status\"}", "device.status", NULL); /* alias row */
     /* worker_type + action (C# PythonWorkerTypes) */
@@ -136,7 +136,15 @@ int main(void)
     s_type("{\"WorkerType\":\"PythonWorkerTypes.MODEL\",\"Action\":\"load_model\"}", "model.load",
            NULL);
     s_type("{\"worker_type\":\"INFERENCE\",\"action\":\"batch_process\"}",
-           "processing.batch_execute", NULL);
+           "processing.batch_process", NULL);
+    s_type("{\"worker_type\":\"PROCESSING\",\"action\":\"get_workflows\"}",
+           "processing.workflows_list", NULL);
+    s_type("{\"WorkerType\":\"PROCESSING\",\"Action\":\"delete_batch\"}",
+           "processing.batch_delete", NULL);
+    s_type("{\"action\":\"GetProcessingSessionAsync\"}", "processing.session_get", NULL);
+    /* the seeds' workflow-level body names no type: an ad-hoc workflow */
+    s_type("{\"workflow_id\":\"w\",\"steps\":[{\"type\":\"device\"}]}",
+           "processing.workflow_execute", "processing");
     s_type("{\"worker_type\":\"INFERENCE\",\"action\":\"GenerateSDXL\"}", "inference.generate",
            NULL);
     /* the rule gives device.get_memory; message_type_aliases make it the

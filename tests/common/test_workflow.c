@@ -466,6 +466,23 @@ static void t_request(void)
     sdx_value_destroy(&b);
     wf_destroy(&c);
 
+    /* wf_to_definition reads back (what a session stores) */
+    sdx_value_t *def = wf_to_definition(w);
+    char derr[512] = "";
+    workflow_t *back = def ? wf_from_value(def, s_cat, NULL, NULL, derr, sizeof derr) : NULL;
+    if (!back)
+        fprintf(stderr, "  wf_to_definition -> wf_from_value: %s\n", derr);
+    CHECK(back != NULL);
+    a = wf_to_value(w);
+    b = back ? wf_to_value(back) : NULL;
+    if (b)
+        sdx_map_set_str(b, "file", w->file); /* the one key a definition leaves out */
+    CHECK(a && b && sdx_value_equal(a, b));
+    sdx_value_destroy(&a);
+    sdx_value_destroy(&b);
+    sdx_value_destroy(&def);
+    wf_destroy(&back);
+
     sdx_value_destroy(&config);
     sdx_value_destroy(&enc);
     sdx_value_destroy(&gen);

@@ -107,7 +107,12 @@ def check_fleet(t, fleet, types, examples):
         c = code_of(r)
         final = aliases.get(target, target)
         want = "not_available" if types.get(final) == "planned" else "ok"
-        t.check(c == want, "C# %s + %s (-> %s) is answered %s (%s)" % (wt, action, final, want, c),
+        # the orchestrator's operations need their data (a batch needs items):
+        # without it they answer invalid_request naming the field, which is
+        # an answer from the handler all the same
+        served = c == want or (want == "ok" and final.startswith("processing.") and
+                               c == "invalid_request" and (r.get("Error") or {}).get("Field"))
+        t.check(served, "C# %s + %s (-> %s) is answered %s (%s)" % (wt, action, final, want, c),
                 r.get("Error"))
     for mt in last:
         r = ask(fleet, {"message_type": mt, "timeout_ms": 3000, "data": {"mode": "exit"}})

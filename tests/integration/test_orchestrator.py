@@ -1,0 +1,724 @@
+#!/usr/bin/python3
+"""The orchestrator in the broker (broker/orch.c), with real worker processes:
+
+- workflow files: the shipped deploy/workflows load; bad files (bad YAML, an
+  unknown domain, a cycle in inputs, a missing model) are refused at load
+  with file, line and reason, and a SIGHUP with a broken edit keeps the last
+  good definition while a new good file is added;
+- sessions: a 3-step workflow on test workers runs to completed, its last
+  step built from earlier steps' outputs and the configuration; events on
+  session.<id>; pause takes effect between steps, resume carries on, cancel
+  reaches the worker (its cancels_received); a live session cannot be
+  deleted, a finished one can; a failing step fails the session with the
+  domain's error naming the step and the worker; the seeds' workflow-level
+  request (no message type) runs in both dialects;
+- sdxl_txt2img across three domains (conditioning.encode_prompt ->
+  inference.denoise -> postprocessing.finalize) on the project's own tiny
+  model gives the same pixels as one inference.generate;
+- a batch of 20 items over 2 inference workers in parallel, one SIGKILLed
+  midway: all 20 end completed, each executed to success exactly once
+  (counted from the broker's request.done events);
+- the broker SIGKILLed in the middle of a batch and started again on the same
+  SQLite file: the batch finishes, completed items are not redone, the history
+  is intact; then 50 SIGKILLs at random moments during a batch: the database
+  passes integrity_check every time and the counts add up;
+- system.status from 3 domains with a dead worker;
+- a C#-dialect client (REQ + JSON, DEALER + msgpack) drives all 12
+  operations and gets the seeds' DTO names (WorkflowId, Steps, Type,
+  Operation, Parameters, RequiredModels, Status, CurrentStep, TotalSteps,
+  Configuration, the BatchConfiguration fields).
+Skips (77) without sdxl-gen (the engine) for the parts that need a model."""
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fleetlib as fl  # noqa: E402
+import pngutil  # noqa: E402
+
+import msgpack  # noqa: E402
+import zmq  # noqa: E402
+
+GEN_BIN = os.path.join(fl.BUILD_ROOT, "tools", "sdxl-gen")
+SHIPPED = os.path.join(fl.SOURCE_ROOT, "deploy", "workflows")
+
+SLEEPY = """id: sleepy
+name: three steps on the test domain
+estimated_duration_ms: 1500
+steps:
+  - id: one
+    type: test
+    operation: sleep
+    parameters: {ms: 700, steps: 7, tag: first}
+  - id: two
+    type: test
+    operation: sleep
+    parameters: {ms: 700, steps: 7}
+  - id: three
+    type: test
+    operation: echo
+    parameters: {fixed: 1}
+    inputs:
+      slept: ${steps.two.slept_ms}
+      tag: ${steps.one.tag}
+      from_config: ${config.label}
+"""
+
+FAILING = """id: failing
+steps:
+  - id: ok
+    type: test
+    operation: echo
+  - id: boom
+    type: test
+    operation: fail
+    retry: 1
+    parameters: {code: out_of_memory, message: "the test asked for it"}
+"""
+
+BAD = {
+    "bad_yaml.yaml": "id: broken\nsteps:\n  - id: a\n    type: [test\n",
+    "bad_domain.yaml": "id: bad_domain\nsteps:\n  - id: a\n    type: gpu\n    operation: status\n",
+    "bad_cycle.yaml": ("id: bad_cycle\nsteps:\n  - id: a\n    type: test\n    operation: echo\n"
+                       "    inputs: {x: '${steps.b.y}'}\n  - id: b\n    type: test\n"
+                       "    operation: echo\n    inputs: {y: '${steps.a.x}'}\n"),
+    "bad_model.yaml": ("id: bad_model\nsteps:\n  - id: a\n    type: test\n    operation: echo\n"
+                       "    required_models: [no_such_model]\n"),
+}
+
+
+def req(mt, data=None, **env):
+    m = {"message_type": mt, "request_id": "o-" + uuid.uuid4().hex[:8], "data": data or {}}
+    m.update(env)
+    return m
+
+
+def call(fleet, mt, data=None, timeout=10, enc="json", **env):
+    return fleet.request(req(mt, data, **env), timeout=timeout, enc=enc)
+
+
+def session(fleet, sid, results="summary"):
+    return call(fleet, "processing.session_get", {"session_id": sid, "results": results})["data"]
+
+
+def wait_session(fleet, sid, states, timeout=60):
+    return fl.wait_for(lambda: (lambda s: s if s["status"] in states else None)(session(fleet, sid)),
+                       timeout, "session %s to be %s" % (sid, states), 0.05)
+
+
+def batch(fleet, bid, **extra):
+    d = {"batch_id": bid}
+    d.update(extra)
+    return call(fleet, "processing.batch_get", d, timeout=10)["data"]
+
+
+def wait_batch(fleet, bid, timeout=120, pred=None):
+    pred = pred or (lambda b: b["status"] in ("completed", "failed", "cancelled"))
+    return fl.wait_for(lambda: (lambda b: b if pred(b) else None)(batch(fleet, bid)), timeout,
+                       "batch %s" % bid, 0.1)
+
+
+def wf_dir(fleet, extra=None):
+    d = os.path.join(fleet.dir, "workflows")
+    os.makedirs(d, exist_ok=True)
+    for f in os.listdir(SHIPPED):
+        shutil.copy(os.path.join(SHIPPED, f), d)
+    for name, text in (extra or {}).items():
+        with open(os.path.join(d, name), "w") as fh:
+            fh.write(text)
+    return d
+
+
+def subscriber(fleet, prefix):
+    s = fleet.ctx.socket(zmq.SUB)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt_string(zmq.SUBSCRIBE, prefix)
+    s.connect(fleet.events)
+    time.sleep(0.2)  # the subscription reaches the broker
+    return s
+
+
+def drain(sock, timeout=0.2):
+    out = []
+    while sock.poll(int(timeout * 1000)):
+        frames = sock.recv_multipart()
+        out.append((frames[0].decode(), msgpack.unpackb(frames[-1], raw=False)))
+    return out
+
+
+# ------------------------------------------------------------- workflows
+
+def workflows(t):
+    fleet = fl.Fleet("ipc", "orch-wf")
+    try:
+        models = os.path.join(fleet.dir, "models")
+        os.makedirs(models)
+        d = wf_dir(fleet, dict(BAD, **{"sleepy.yaml": SLEEPY}))
+        fleet.start_broker(["--workflows-dir", d, "--models-root", models, "--state-db",
+                            os.path.join(fleet.dir, "state", "broker.db")])
+        r = call(fleet, "processing.workflows_list", {"limit": 100})
+        data = r.get("data") or {}
+        ids = sorted(w["workflow_id"] for w in data.get("workflows", []))
+        shipped = ["health_check", "sdxl_controlnet", "sdxl_img2img", "sdxl_refine",
+                   "sdxl_txt2img", "upscale_only"]
+        t.check(r.get("success") and all(s in ids for s in shipped) and "sleepy" in ids,
+                "the shipped workflows and sleepy load: %s" % ids, r)
+        refused = {os.path.basename(x["file"]): x for x in data.get("refused", [])}
+        t.check(sorted(refused) == sorted(BAD), "the 4 bad files are refused: %s" % sorted(refused),
+                data.get("refused"))
+        for name, word in (("bad_yaml.yaml", "yaml"), ("bad_domain.yaml", "gpu"),
+                           ("bad_cycle.yaml", "cycle"), ("bad_model.yaml", "no_such_model")):
+            x = refused.get(name) or {}
+            t.check(x.get("line", 0) >= 1 and word in x.get("reason", "").lower(),
+                    "%s refused at line %s: %s" % (name, x.get("line"), x.get("reason")))
+        g = call(fleet, "processing.workflow_get", {"workflow_id": "sdxl_txt2img"})
+        steps = [s["message_type"] for s in g["data"]["steps"]]
+        t.check(steps == ["conditioning.encode_prompt", "inference.denoise",
+                          "postprocessing.finalize"],
+                "sdxl_txt2img: encode_prompt -> denoise -> finalize", steps)
+        g = call(fleet, "processing.workflow_get", {"workflow_id": "nope"})
+        t.check(g["error"]["code"] == "not_found" and "sleepy" in g["error"]["message"],
+                "an unknown workflow id: not_found listing the ids", g["error"])
+        # SIGHUP: sleepy broken, a new good file added -> old sleepy stays
+        with open(os.path.join(d, "sleepy.yaml"), "w") as fh:
+            fh.write("id: sleepy\nsteps:\n  - id: a\n    type: nowhere\n    operation: x\n")
+        with open(os.path.join(d, "added.yaml"), "w") as fh:
+            fh.write("id: added\nsteps:\n  - id: a\n    type: test\n    operation: echo\n")
+        fleet.broker.signal(signal.SIGHUP)
+
+        def reloaded():
+            x = call(fleet, "processing.workflows_list", {"limit": 100})["data"]
+            return x if any(w["workflow_id"] == "added" for w in x["workflows"]) else None
+        x = fl.wait_for(reloaded, 10, "the SIGHUP reload")
+        sl = [w for w in x["workflows"] if w["workflow_id"] == "sleepy"]
+        t.check(len(sl) == 1 and len(sl[0]["steps"]) == 3 and
+                any(os.path.basename(r["file"]) == "sleepy.yaml" for r in x["refused"]),
+                "SIGHUP: the broken edit of sleepy.yaml is refused, the last good sleepy stays, "
+                "added.yaml is new")
+        t.check(fleet.ping_broker(), "the broker keeps serving")
+    finally:
+        if t.failed:
+            fleet.dump_logs()
+        fleet.close()
+
+
+# -------------------------------------------------------------- sessions
+
+def sessions(t):
+    fleet = fl.Fleet("ipc", "orch-sess")
+    try:
+        d = wf_dir(fleet, {"sleepy.yaml": SLEEPY, "failing.yaml": FAILING})
+        fleet.start_broker(["--workflows-dir", d, "--state-db",
+                            os.path.join(fleet.dir, "state", "broker.db")])
+        w1 = fleet.start_worker("test", wid="test-a")
+        dv = fleet.start_worker("device", wid="dev-a")
+        md = fleet.start_worker("model", ["--models-root", fleet.dir], wid="model-a")
+        fleet.wait_registered([w1.wid, dv.wid, md.wid], 15)
+        sub = subscriber(fleet, "session.")
+
+        # a whole run
+        r = call(fleet, "processing.workflow_execute",
+                 {"workflow_id": "sleepy", "parameters": {"label": "L1"}})
+        sid = r["data"]["session_id"]
+        t.check(r.get("success") and r["data"]["status"] in ("queued", "running") and
+                r["data"]["total_steps"] == 3, "workflow_execute answers the session at once", r)
+        s = wait_session(fleet, sid, ("completed", "failed"), 30)
+        last = s["steps"][2].get("result") or {}
+        t.check(s["status"] == "completed" and s["current_step"] == 3 and
+                last.get("tag") == "first" and last.get("from_config") == "L1" and
+                last.get("slept", 0) >= 650 and last.get("fixed") == 1,
+                "sleepy completes; step three is built from steps one and two and the config",
+                s)
+        t.check(all(x["worker"] == "test-a" and x["status"] == "completed" for x in s["steps"]) and
+                s["workers"] == ["test-a"] and s["domains"] == ["test"],
+                "per-step worker, status; session domains and workers")
+        evs = drain(sub, 0.3)
+        kinds = [e["event"] for topic, e in evs if topic == "session." + sid]
+        t.check("step_started" in kinds and "step_finished" in kinds and "progress" in kinds and
+                kinds[-1] == "completed", "events on session.<id>: %s" % kinds[-6:])
+
+        # pause between steps, resume
+        r = call(fleet, "processing.workflow_execute",
+                 {"workflow_id": "sleepy", "parameters": {"label": "L2"}})
+        sid = r["data"]["session_id"]
+        fl.wait_for(lambda: session(fleet, sid)["steps"][0]["status"] == "running", 10, "step 1")
+        p = call(fleet, "processing.session_control", {"session_id": sid, "control": "pause"})
+        s = wait_session(fleet, sid, ("paused",), 10)
+        t.check(p.get("success") and s["current_step"] == 1 and
+                s["steps"][0]["status"] == "completed" and s["steps"][1]["status"] == "pending",
+                "pause during step one takes effect after it: paused at step 1", s["steps"])
+        time.sleep(0.5)
+        t.check(session(fleet, sid)["status"] == "paused", "it stays paused")
+        r = call(fleet, "processing.session_control", {"session_id": sid, "control": "resume"})
+        s = wait_session(fleet, sid, ("completed", "failed"), 20)
+        t.check(r.get("success") and s["status"] == "completed", "resume: it completes")
+
+        # cancel reaches the worker
+        before = call(fleet, "test.status")["data"]
+        r = call(fleet, "processing.workflow_execute", {"workflow_id": "sleepy"})
+        sid = r["data"]["session_id"]
+        fl.wait_for(lambda: session(fleet, sid)["steps"][0]["status"] == "running", 10, "step 1")
+        dl = call(fleet, "processing.session_delete", {"session_id": sid})
+        t.check(dl["error"]["code"] == "invalid_request" and "cancel" in dl["error"]["message"],
+                "deleting a running session is refused", dl)
+        t0 = time.monotonic()
+        c = call(fleet, "processing.session_control", {"session_id": sid, "control": "cancel"})
+        s = session(fleet, sid)
+        after = fl.wait_for(lambda: (lambda x: x if x.get("cancels_received", 0) >
+                                     before.get("cancels_received", 0) else None)(
+            call(fleet, "test.status")["data"]), 5, "the worker's CANCEL")
+        t.check(c.get("success") and s["status"] == "cancelled" and
+                s["steps"][0]["status"] == "cancelled" and s["steps"][2]["status"] == "cancelled",
+                "cancel: the session and its steps are cancelled", s)
+        t.check(time.monotonic() - t0 < 3.0, "the worker got the CANCEL for the running step: "
+                "cancels_received %s -> %s" % (before.get("cancels_received"),
+                                               after.get("cancels_received")))
+        fl.wait_for(lambda: call(fleet, "test.echo", {"x": 1}, timeout=5).get("success"), 5,
+                    "the test worker is free again")
+        dl = call(fleet, "processing.session_delete", {"session_id": sid})
+        gone = call(fleet, "processing.session_get", {"session_id": sid})
+        t.check(dl.get("success") and gone["error"]["code"] == "not_found",
+                "a finished session is deleted; then not_found")
+
+        # a failing step fails the session with the domain's error
+        r = call(fleet, "processing.workflow_execute", {"workflow_id": "failing"})
+        s = wait_session(fleet, r["data"]["session_id"], ("failed", "completed"), 10)
+        e = s.get("error") or {}
+        t.check(s["status"] == "failed" and e.get("code") == "out_of_memory" and
+                e.get("step_id") == "boom" and e.get("worker") == "test-a" and
+                s["steps"][1]["attempts"] == 2 and "the test asked for it" in e.get("message", ""),
+                "a failing step (retry 1: tried twice) fails the session: %s" % e)
+
+        # lists filter and page
+        ls = call(fleet, "processing.sessions_list", {"status": "completed"})["data"]
+        t.check(ls["total"] == 2 and all(x["status"] == "completed" for x in ls["sessions"]),
+                "sessions_list filters by status (%d completed)" % ls["total"])
+        ls = call(fleet, "processing.sessions_list", {"limit": 1, "offset": 1})["data"]
+        t.check(ls["count"] == 1 and ls["total"] == 3 and ls["offset"] == 1, "sessions_list pages",
+                ls)
+
+        # the seeds' workflow-level request, no message type, both dialects
+        seed = {"workflow_id": "inference-workflow", "request_id": "seed-1",
+                "steps": [{"type": "device", "operation": "get_status"},
+                          {"type": "model", "operation": "list"}]}
+        r = fleet.request(seed, timeout=10)
+        s = wait_session(fleet, r["data"]["session_id"], ("completed", "failed"), 10)
+        t.check(r.get("success") and s["status"] == "completed" and
+                [x["message_type"] for x in s["steps"]] == ["device.status", "model.list"],
+                "the seeds' {workflow_id, steps} body runs as an ad-hoc workflow", s.get("error"))
+        cs = {"RequestId": "seed-2", "WorkflowId": "inference-workflow",
+              "Steps": [{"Type": "device", "Operation": "get_status"}]}
+        r = fleet.request(cs, timeout=10)
+        t.check(r.get("Success") is True and r["Data"]["WorkflowId"] == "inference-workflow" and
+                r["Data"]["TotalSteps"] == 1, "... and in the C# dialect", r)
+        r = fleet.request(dict(seed, steps=[{"type": "inference", "operation": "generate"}]),
+                          timeout=10)
+        t.check(r["error"]["code"] == "no_worker" and "inference" in r["error"]["message"],
+                "a workflow whose domain has no worker is refused before it starts", r["error"])
+        r = fleet.request(dict(seed, steps=[{"type": "device", "operation": "warp"}]), timeout=10)
+        t.check(r["error"]["code"] == "invalid_request" and "warp" in r["error"]["message"],
+                "an inline step naming an unknown operation", r["error"])
+        sub.close()
+    finally:
+        if t.failed:
+            fleet.dump_logs()
+        fleet.close()
+
+
+# ---------------------------------------------------------- model parts
+
+def tiny_model(dirpath):
+    root = os.path.join(dirpath, "models")
+    os.makedirs(root, exist_ok=True)
+    subprocess.run([GEN_BIN, "make-tiny", os.path.join(root, "sdxl-tiny"), "--seed", "3"],
+                   check=True, stdout=subprocess.DEVNULL, timeout=120)
+    return root
+
+
+def gen_data(seed=7, steps=3, size=64):
+    return {"prompt": "a lighthouse at dusk", "negative_prompt": "blurry",
+            "model_name": "sdxl-tiny",
+            "hyperparameters": {"num_inference_steps": steps, "seed": seed,
+                                "guidance_scale": 5.0},
+            "dimensions": {"width": size, "height": size}, "precision": {"dtype": "fp32"}}
+
+
+def txt2img(t):
+    fleet = fl.Fleet("ipc", "orch-t2i")
+    try:
+        root = tiny_model(fleet.dir)
+        outs = os.path.join(fleet.dir, "outputs")
+        os.makedirs(outs)
+        fleet.start_broker(["--models-root", root, "--outputs-root", outs, "--state-db",
+                            os.path.join(fleet.dir, "state", "broker.db")])
+        ws = [fleet.start_worker("conditioning", ["--models-root", root], wid="cond-a"),
+              fleet.start_worker("inference", ["--models-root", root, "--outputs-root", outs],
+                                 wid="inf-a"),
+              fleet.start_worker("postprocessing", ["--outputs-root", outs], wid="post-a")]
+        fleet.wait_registered([w.wid for w in ws], 20)
+        one = fleet.request(req("inference.generate", gen_data(), timeout_ms=120000),
+                            timeout=120, enc="msgpack")
+        r = call(fleet, "processing.workflow_execute",
+                 {"workflow_id": "sdxl_txt2img", "parameters": gen_data()}, enc="msgpack")
+        s = wait_session(fleet, r["data"]["session_id"], ("completed", "failed"), 120)
+        s = session(fleet, s["session_id"], "last")
+        fin = s["steps"][2].get("result") or {}
+        path = fin.get("path")
+        t.check(s["status"] == "completed" and path and os.path.exists(path),
+                "sdxl_txt2img runs over 3 domains and saves %s" % path, s.get("error"))
+        t.check([x["worker"] for x in s["steps"]] == ["cond-a", "inf-a", "post-a"],
+                "each step on its domain's worker")
+        if one.get("success") and path:
+            a = pngutil.pixels(one["data"]["images"][0]["image"])
+            with open(path, "rb") as fh:
+                b = pngutil.pixels(fh.read())
+            t.check(a == b, "the workflow's image has the pixels of one inference.generate")
+            txt = pngutil.text(open(path, "rb").read())
+            t.check("a lighthouse at dusk" in str(txt), "finalize wrote the A1111 parameters")
+        else:
+            t.check(False, "one-hop generate", one.get("error"))
+    finally:
+        if t.failed:
+            fleet.dump_logs()
+        fleet.close()
+
+
+def batch_parallel(t):
+    fleet = fl.Fleet("ipc", "orch-batch")
+    try:
+        root = tiny_model(fleet.dir)
+        fleet.start_broker(["--models-root", root, "--state-db",
+                            os.path.join(fleet.dir, "state", "broker.db")])
+        a = fleet.start_worker("inference", ["--models-root", root], wid="inf-a")
+        b = fleet.start_worker("inference", ["--models-root", root], wid="inf-b")
+        fleet.wait_registered([a.wid, b.wid], 20)
+        sub = subscriber(fleet, "request.done")
+        r = call(fleet, "processing.batch_create",
+                 {"request": gen_data(seed=100, steps=6), "name": "twenty",
+                  "configuration": {"total_images": 20, "preferred_batch_size": 2,
+                                    "max_batch_size": 2, "parallel_processing": True,
+                                    "max_parallel_batches": 2, "enable_dynamic_sizing": False}})
+        bid = r["data"]["batch_id"]
+        t.check(r.get("success") and r["data"]["status"] == "created" and
+                r["data"]["total_items"] == 20, "batch_create: 20 items, created", r)
+        x = call(fleet, "processing.batch_execute", {"batch_id": bid})
+        t.check(x.get("success") and x["data"]["status"] == "running", "batch_execute: running")
+        wait_batch(fleet, bid, 120, lambda y: y["completed_items"] >= 5)
+        a.signal(signal.SIGKILL)
+        y = wait_batch(fleet, bid, 240)
+        items = y["items"]
+        t.check(y["status"] == "completed" and y["completed_items"] == 20 and
+                y["failed_items"] == 0 and all(i["status"] == "completed" for i in items),
+                "all 20 items completed after inf-a was SIGKILLed (%s)" %
+                {k: y[k] for k in ("completed_items", "failed_items")})
+        oks = {}
+        for topic, e in drain(sub, 0.5):
+            rid = e.get("request_id", "")
+            if rid.startswith(bid + ".") and e.get("outcome") == "ok":
+                item = rid.split(".")[1]
+                oks[item] = oks.get(item, 0) + 1
+        t.check(len(oks) == 20 and all(v == 1 for v in oks.values()),
+                "each item executed to success exactly once (%d ok replies for %d items)" %
+                (sum(oks.values()), len(oks)))
+        paths = [i["outputs"][0]["path"] for i in items]
+        seeds = [i["outputs"][0]["seed"] for i in items]
+        t.check(len(set(paths)) == 20 and all(os.path.exists(p) for p in paths) and
+                seeds == list(range(100, 120)),
+                "20 distinct image files, seeds 100..119 in item order")
+        workers = {i["worker"] for i in items}
+        t.check(workers == {"inf-a", "inf-b"} and len(y["sub_batches"]) >= 10,
+                "both workers served items; %d sub-batches" % len(y["sub_batches"]))
+        t.check(y["images_per_second"] > 0, "images per second %.2f" % y["images_per_second"])
+        sub.close()
+    finally:
+        if t.failed:
+            fleet.dump_logs()
+        fleet.close()
+
+
+# --------------------------------------------------- broker restarts
+
+def sleep_items(n, ms):
+    return [{"ms": ms, "steps": 2, "tag": i} for i in range(n)]
+
+
+def broker_restart(t):
+    fleet = fl.Fleet("ipc", "orch-restart")
+    db = os.path.join(fleet.dir, "state", "broker.db")
+    try:
+        d = wf_dir(fleet, {"sleepy.yaml": SLEEPY})
+        args = ["--workflows-dir", d, "--state-db", db]
+        fleet.start_broker(args)
+        ws = [fleet.start_worker("test", wid="test-a"), fleet.start_worker("test", wid="test-b")]
+        fleet.wait_registered([w.wid for w in ws], 15)
+        r = call(fleet, "processing.workflow_execute",
+                 {"workflow_id": "sleepy", "parameters": {"label": "before"}})
+        old_sid = r["data"]["session_id"]
+        s = wait_session(fleet, old_sid, ("completed", "failed"), 20)
+        t.check(s["status"] == "completed", "a session before the restart", s.get("error"))
+        r = call(fleet, "processing.batch_create",
+                 {"items": sleep_items(12, 400), "item_type": "test.sleep", "execute": True,
+                  "configuration": {"parallel_processing": True, "max_parallel_batches": 2,
+                                    "preferred_batch_size": 1, "enable_dynamic_sizing": False}})
+        bid = r["data"]["batch_id"]
+        y = wait_batch(fleet, bid, 30, lambda y: y["completed_items"] >= 4)
+        fleet.broker.signal(signal.SIGKILL)
+        fleet.broker.wait(5)
+        done_before = {i["index"]: (i["outputs"], i["runs"]) for i in
+                       batch_db_items(db, bid) if i["status"] == "completed"}
+        fleet.procs.remove(fleet.broker)
+        fleet.start_broker(args)
+        y = wait_batch(fleet, bid, 60)
+        items = {i["index"]: i for i in y["items"]}
+        t.check(y["status"] == "completed" and y["completed_items"] == 12,
+                "after SIGKILL and restart the batch finishes (12/12)", y["status"])
+        same = all(items[k]["outputs"] == v[0] and items[k]["runs"] == v[1] and v[1] == 1
+                   for k, v in done_before.items())
+        t.check(len(done_before) >= 4 and same,
+                "the %d items completed before the kill were not redone" % len(done_before))
+        s = session(fleet, old_sid)
+        t.check(s["status"] == "completed" and len(s["steps"]) == 3,
+                "the session from before the restart is still there")
+    finally:
+        if t.failed:
+            fleet.dump_logs()
+        fleet.close()
+
+
+def batch_db_items(db, bid):
+    con = sqlite3.connect(db, timeout=5)
+    try:
+        rows = con.execute("SELECT idx, status, runs, outputs FROM batch_items WHERE batch_id=?",
+                           (bid,)).fetchall()
+    finally:
+        con.close()
+    return [{"index": r[0], "status": r[1], "runs": r[2],
+             "outputs": msgpack.unpackb(r[3], raw=False) if r[3] else None} for r in rows]
+
+
+def kill_50(t):
+    fleet = fl.Fleet("ipc", "orch-kill")
+    db = os.path.join(fleet.dir, "state", "broker.db")
+    try:
+        args = ["--workflows-dir", "none", "--state-db", db]
+        fleet.start_broker(args)
+        ws = [fleet.start_worker("test", wid="test-a"), fleet.start_worker("test", wid="test-b")]
+        fleet.wait_registered([w.wid for w in ws], 15)
+        n = 1500  # enough work that the batch is still running at every kill
+        r = call(fleet, "processing.batch_create",
+                 {"items": sleep_items(n, 30), "item_type": "test.sleep", "execute": True,
+                  "configuration": {"parallel_processing": True, "max_parallel_batches": 2,
+                                    "preferred_batch_size": 2, "max_batch_size": 2}})
+        bid = r["data"]["batch_id"]
+        rng = random.Random(11)
+        bad = []
+        for k in range(50):
+            time.sleep(rng.uniform(0.05, 0.6))
+            fleet.broker.signal(signal.SIGKILL)
+            fleet.broker.wait(5)
+            fleet.procs.remove(fleet.broker)
+            con = sqlite3.connect(db, timeout=5)
+            ok = con.execute("PRAGMA integrity_check").fetchone()[0]
+            total = con.execute("SELECT total FROM batches WHERE id=?", (bid,)).fetchone()[0]
+            rows = con.execute("SELECT count(*), sum(status='completed') FROM batch_items "
+                               "WHERE batch_id=?", (bid,)).fetchone()
+            con.close()
+            if ok != "ok" or total != n or rows[0] != n:
+                bad.append((k, ok, total, rows))
+            fleet.start_broker(args)
+        t.check(not bad, "50 SIGKILLs at random moments: integrity_check ok and %d item rows "
+                "every time" % n, bad[:3])
+        wait_batch(fleet, bid, 120)
+        y = batch(fleet, bid, items_limit=n)
+        outs = [i["outputs"][0]["path"] for i in y["items"] if i["outputs"]]
+        t.check(y["completed_items"] == n and len(set(outs)) == n,
+                "after the kills the batch completes: %d/%d items, %d output files" %
+                (y["completed_items"], n, len(set(outs))))
+        jr = sqlite3.connect(db).execute("SELECT count(*) FROM journal WHERE kind='batch.resumed'"
+                                         ).fetchone()[0]
+        t.check(jr >= 45, "the batch was running at (nearly) every kill: the journal records "
+                "%d resumptions" % jr)
+    finally:
+        if t.failed:
+            fleet.dump_logs()
+        fleet.close()
+
+
+# --------------------------------------------------------------- status
+
+def status(t):
+    fleet = fl.Fleet("ipc", "orch-status")
+    try:
+        fleet.start_broker(["--workflows-dir", "none"])
+        ws = [fleet.start_worker("device", wid="dev-a"), fleet.start_worker("test", wid="test-a"),
+              fleet.start_worker("test", wid="test-b"),
+              fleet.start_worker("model", ["--models-root", fleet.dir], wid="model-a")]
+        fleet.wait_registered([w.wid for w in ws], 15)
+        fl.wait_for(lambda: call(fleet, "system.status")["data"].get("host_memory"), 5,
+                    "a device heartbeat with memory")
+        ws[2].signal(signal.SIGKILL)
+        st = fl.wait_for(lambda: (lambda d: d if d["domains"]["test"]["workers"] == 1 else None)(
+            call(fleet, "system.status")["data"]), 10, "the dead worker to be noticed")
+        t.check(st["domains"]["device"]["workers"] == 1 and st["domains"]["model"]["workers"] == 1,
+                "system.status: device, model and test domains with their workers")
+        names = {w["worker_id"]: w for d in st["domains"].values() for w in d.get("worker_list", [])}
+        t.check({"dev-a", "test-a", "model-a"} <= set(names) and "test-b" not in names and
+                all("last_heartbeat_ms_ago" in w and "health" in w for w in names.values()),
+                "each live worker with health and last heartbeat", sorted(names))
+        lost = [w["worker_id"] for w in st.get("lost_workers", [])]
+        t.check("test-b" in lost, "the dead worker is listed as lost: %s" % lost)
+        mem = st.get("host_memory") or {}
+        t.check(mem.get("total", 0) > 0 and isinstance(st.get("gpus"), list),
+                "host memory and GPUs as the device worker reports them")
+        q = st["domains"]["test"].get("queued_by_priority") or {}
+        t.check(sorted(q) == ["critical", "high", "low", "normal"], "queue depth per priority", q)
+        o = st.get("orchestrator") or {}
+        t.check("sessions" in o and "batches" in o, "sessions and batches by state", o)
+        p = call(fleet, "processing.status")
+        t.check(p.get("success") and "domains" in p["data"], "processing.status = system.status")
+    finally:
+        if t.failed:
+            fleet.dump_logs()
+        fleet.close()
+
+
+# ------------------------------------------------------------------ C#
+
+class CsClient:
+    """REQ + JSON or DEALER + msgpack, as NetMQ with System.Text.Json or
+    MessagePack-CSharp (contractless, string keys) would send."""
+
+    def __init__(self, fleet, kind):
+        self.kind = kind
+        self.sock = fleet.client(zmq.REQ if kind == "req" else zmq.DEALER)
+
+    def call(self, action, data=None, timeout=10):
+        m = {"RequestId": uuid.uuid4().hex, "WorkerType": "PROCESSING", "Action": action,
+             "Data": data or {}}
+        if self.kind == "req":
+            self.sock.send(fl.encode(m, "json"))
+        else:
+            self.sock.send(fl.encode(m, "msgpack"))
+        if not self.sock.poll(timeout * 1000):
+            raise TimeoutError(action)
+        frames = self.sock.recv_multipart()
+        r = fl.decode(frames[-1])
+        assert r.get("RequestId") == m["RequestId"], r
+        return r
+
+
+def csharp(t):
+    fleet = fl.Fleet("ipc", "orch-cs")
+    try:
+        d = wf_dir(fleet, {"sleepy.yaml": SLEEPY})
+        fleet.start_broker(["--workflows-dir", d, "--state-db",
+                            os.path.join(fleet.dir, "state", "broker.db")])
+        w = fleet.start_worker("test", wid="test-a")
+        fleet.wait_registered([w.wid], 15)
+        for kind in ("req", "dealer"):
+            c = CsClient(fleet, kind)
+            r = c.call("get_workflows")
+            wfs = r["Data"]["Workflows"]
+            wf = [x for x in wfs if x["WorkflowId"] == "sleepy"][0]
+            st = wf["Steps"][0]
+            t.check(r["Success"] and {"WorkflowId", "Name", "Steps", "ResourceRequirements",
+                                      "EstimatedDuration"} <= set(wf) and
+                    {"Type", "Operation", "Parameters", "RequiredModels"} <= set(st) and
+                    st["Type"] == "test",
+                    "%s get_workflows: WorkflowDefinition / WorkflowStep names" % kind, wf)
+            ed = wf["EstimatedDuration"]
+            t.check((kind == "req" and ed == "00:00:01.5000000") or
+                    (kind == "dealer" and ed == 15000000),
+                    "%s EstimatedDuration is a TimeSpan (%r)" % (kind, ed))
+            r = c.call("get_workflow", {"WorkflowId": "sleepy"})
+            t.check(r["Success"] and r["Data"]["WorkflowId"] == "sleepy", "%s get_workflow" % kind)
+            r = c.call("execute_workflow", {"WorkflowId": "sleepy",
+                                            "Parameters": {"label": kind}})
+            s = r["Data"]
+            t.check(r["Success"] and {"WorkflowId", "Status", "CurrentStep", "TotalSteps",
+                                      "Configuration", "SessionId"} <= set(s),
+                    "%s execute_workflow: ProcessingSession names" % kind, s)
+            sid = s["SessionId"]
+            r = c.call("get_sessions")
+            t.check(r["Success"] and any(x["SessionId"] == sid for x in r["Data"]["Sessions"]),
+                    "%s get_sessions" % kind)
+            r = c.call("control_session", {"SessionId": sid, "Control": "pause"})
+            t.check(r["Success"], "%s control_session pause" % kind, r)
+            fl.wait_for(lambda: c.call("get_session", {"SessionId": sid})["Data"]["Status"] ==
+                        "paused", 10, "paused")
+            r = c.call("control_session", {"SessionId": sid, "Control": "cancel"})
+            g = c.call("get_session", {"SessionId": sid})
+            t.check(r["Success"] and g["Data"]["Status"] == "cancelled" and
+                    g["Data"]["TotalSteps"] == 3, "%s get_session after cancel" % kind)
+            r = c.call("delete_session", {"SessionId": sid})
+            t.check(r["Success"] and r["Data"]["Deleted"] is True, "%s delete_session" % kind)
+            r = c.call("create_batch", {"Items": [{"ms": 50}, {"ms": 50}, {"ms": 50}],
+                                        "ItemType": "test.sleep",
+                                        "Configuration": {"TotalImages": 3,
+                                                          "PreferredBatchSize": 1,
+                                                          "MaxBatchSize": 2,
+                                                          "EnableDynamicSizing": True,
+                                                          "MemoryThreshold": 0.8,
+                                                          "ParallelProcessing": False,
+                                                          "MaxParallelBatches": 2}})
+            b = r.get("Data") or {}
+            conf = b.get("Configuration") or {}
+            t.check(r["Success"] and {"TotalImages", "PreferredBatchSize", "MaxBatchSize",
+                                      "EnableDynamicSizing", "MemoryThreshold",
+                                      "ParallelProcessing", "MaxParallelBatches"} <= set(conf) and
+                    conf["MaxBatchSize"] == 2, "%s create_batch: BatchConfiguration names" % kind,
+                    r)
+            bid = b.get("BatchId")
+            r = c.call("execute_batch", {"BatchId": bid})
+            t.check(r["Success"], "%s execute_batch" % kind, r)
+            g = fl.wait_for(lambda: (lambda x: x if x["Data"]["Status"] == "completed" else None)(
+                c.call("get_batch", {"BatchId": bid})), 20, "the batch")
+            t.check(g["Data"]["CompletedItems"] == 3 and len(g["Data"]["Items"]) == 3,
+                    "%s get_batch: 3 completed" % kind)
+            r = c.call("get_batches")
+            t.check(r["Success"] and any(x["BatchId"] == bid for x in r["Data"]["Batches"]),
+                    "%s get_batches" % kind)
+            r = c.call("delete_batch", {"BatchId": bid})
+            t.check(r["Success"] and r["Data"]["Deleted"] is True, "%s delete_batch" % kind)
+            m = {"RequestId": uuid.uuid4().hex, "WorkerType": "INFERENCE",
+                 "Action": "batch_process",
+                 "Data": {"BatchConfig": {"TotalImages": 2}, "ItemType": "test.echo",
+                          "GenerationParams": [{"a": 1}, {"a": 2}]}}
+            c.sock.send(fl.encode(m, "json" if kind == "req" else "msgpack"))
+            r = fl.decode(c.sock.recv_multipart()[-1])
+            t.check(r.get("Success") and r["Data"]["TotalItems"] == 2 and
+                    r["Data"]["Status"] == "running",
+                    "%s INFERENCE batch_process -> the batch manager" % kind, r)
+            c.sock.close()
+    finally:
+        if t.failed:
+            fleet.dump_logs()
+        fleet.close()
+
+
+def main():
+    fl.require_binaries(fl.BROKER_BIN, fl.WORKER_BIN)
+    t = fl.Tally("orchestrator")
+    only = sys.argv[1:]
+    parts = [("workflows", workflows), ("sessions", sessions), ("status", status),
+             ("csharp", csharp), ("restart", broker_restart), ("kill50", kill_50)]
+    if os.access(GEN_BIN, os.X_OK):
+        parts += [("txt2img", txt2img), ("batch", batch_parallel)]
+    else:
+        print("note: no sdxl-gen (engine disabled): txt2img and batch parts left out")
+    for name, fn in parts:
+        if only and name not in only:
+            continue
+        print("== %s" % name, flush=True)
+        t.run(fn)
+    return t.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

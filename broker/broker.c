@@ -540,7 +540,10 @@ static void s_event(broker_t *b, const char *topic, const breq_t *r, const char 
     }
     if (w.overflow)
         return;
-    if (zmq_send(b->pub, topic, strlen(topic), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+    /* topic request.<client's request id>: a subscriber can follow one */
+    char t[SDX_MDP_MAX_ID + 16];
+    int tl = snprintf(t, sizeof t, "request.%s", r->env.request_id);
+    if (zmq_send(b->pub, t, (size_t)tl, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
         return;
     zmq_send(b->pub, w.buf, w.len, ZMQ_DONTWAIT);
 }
@@ -567,7 +570,9 @@ static void s_worker_event(broker_t *b, const char *topic, const worker_t *wk, c
     }
     if (w.overflow)
         return;
-    if (zmq_send(b->pub, topic, strlen(topic), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+    char t[160];
+    int tl = snprintf(t, sizeof t, "worker.%s", wk->id);
+    if (zmq_send(b->pub, t, (size_t)tl, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
         return;
     zmq_send(b->pub, w.buf, w.len, ZMQ_DONTWAIT);
 }

@@ -625,14 +625,17 @@ def main():
               "requests of a vanished domain fail (no hang): %s" % codes)
 
         # --- events were published
-        topics = set()
+        kinds = set()
+        topic_ok = True
         while sub.poll(100):
             t, body = sub.recv_multipart()
-            topics.add(t.decode())
             ev = msgpack.unpackb(body, raw=False)
+            kinds.add(ev.get("event"))
             check("request_id" in ev and "message_type" in ev, "event body has ids")
-        check({"request.accepted", "request.dispatched", "request.done",
-               "request.progress"} <= topics, "events published: %s" % sorted(topics))
+            topic_ok = topic_ok and t.decode() == "request." + ev.get("request_id", "")
+        check({"accepted", "dispatched", "done", "progress"} <= kinds,
+              "events published: %s" % sorted(kinds))
+        check(topic_ok, "every request event's topic is request.<request_id>")
 
         # --- a worker whose REPLY body is garbage: the request fails at once
         # (not at its deadline) and the worker's slot is free again

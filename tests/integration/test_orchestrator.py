@@ -17,7 +17,7 @@
   model gives the same pixels as one inference.generate;
 - a batch of 20 items over 2 inference workers in parallel, one SIGKILLed
   midway: all 20 end completed, each executed to success exactly once
-  (counted from the broker's request.done events);
+  (counted from the broker's request.<id> "done" events);
 - the broker SIGKILLed in the middle of a batch and started again on the same
   SQLite file: the batch finishes, completed items are not redone, the history
   is intact; then 50 SIGKILLs at random moments during a batch: the database
@@ -243,6 +243,24 @@ def sessions(t):
         t.check("step_started" in kinds and "step_finished" in kinds and "progress" in kinds and
                 kinds[-1] == "completed", "events on session.<id>: %s" % kinds[-6:])
 
+        # sdxl-cli watch SESSION_ID: follows the session to its end
+        r = call(fleet, "processing.workflow_execute",
+                 {"workflow_id": "sleepy", "parameters": {"label": "W"}, "start_paused": True})
+        wsid = r["data"]["session_id"]
+        w = subprocess.Popen([fl.CLI_BIN, "--events-endpoint", fleet.events, "--timeout", "10000",
+                              "watch", wsid], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        w.stderr.readline()  # "watching ...": subscribed
+        time.sleep(0.3)      # the SUB connects asynchronously
+        call(fleet, "processing.session_control", {"session_id": wsid, "control": "resume"})
+        try:
+            out, err = w.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            w.kill()
+            out, err = w.communicate()
+        t.check(w.returncode == 0 and b"completed" in out,
+                "sdxl-cli watch SESSION_ID prints its events and ends with completed",
+                (w.returncode, out[-400:], err[-300:]))
+
         # pause between steps, resume
         r = call(fleet, "processing.workflow_execute",
                  {"workflow_id": "sleepy", "parameters": {"label": "L2"}})
@@ -297,10 +315,10 @@ def sessions(t):
 
         # lists filter and page
         ls = call(fleet, "processing.sessions_list", {"status": "completed"})["data"]
-        t.check(ls["total"] == 2 and all(x["status"] == "completed" for x in ls["sessions"]),
+        t.check(ls["total"] == 3 and all(x["status"] == "completed" for x in ls["sessions"]),
                 "sessions_list filters by status (%d completed)" % ls["total"])
         ls = call(fleet, "processing.sessions_list", {"limit": 1, "offset": 1})["data"]
-        t.check(ls["count"] == 1 and ls["total"] == 3 and ls["offset"] == 1, "sessions_list pages",
+        t.check(ls["count"] == 1 and ls["total"] == 4 and ls["offset"] == 1, "sessions_list pages",
                 ls)
 
         # the seeds' workflow-level request, no message type, both dialects
@@ -398,7 +416,7 @@ def batch_parallel(t):
         a = fleet.start_worker("inference", ["--models-root", root], wid="inf-a")
         b = fleet.start_worker("inference", ["--models-root", root], wid="inf-b")
         fleet.wait_registered([a.wid, b.wid], 20)
-        sub = subscriber(fleet, "request.done")
+        sub = subscriber(fleet, "request." + "b-")  # the batch's items: request.<batch>.<i>.<run>
         r = call(fleet, "processing.batch_create",
                  {"request": gen_data(seed=100, steps=6), "name": "twenty",
                   "configuration": {"total_images": 20, "preferred_batch_size": 2,
@@ -420,7 +438,7 @@ def batch_parallel(t):
         oks = {}
         for topic, e in drain(sub, 0.5):
             rid = e.get("request_id", "")
-            if rid.startswith(bid + ".") and e.get("outcome") == "ok":
+            if rid.startswith(bid + ".") and e.get("event") == "done" and e.get("outcome") == "ok":
                 item = rid.split(".")[1]
                 oks[item] = oks.get(item, 0) + 1
         t.check(len(oks) == 20 and all(v == 1 for v in oks.values()),

@@ -50,6 +50,7 @@
 #define KEY_MAX (SDX_MDP_MAX_ID + 1)
 #define DRAIN_BATCH 256 /* messages taken from one socket per poll round */
 #define MAX_DOMAINS 32
+#define FANOUT_BIT (UINT64_C(1) << 63)
 
 /* ------------------------------------------------------------------ types */
 
@@ -77,7 +78,10 @@ typedef struct breq {
     int64_t progress_count;
     struct client *client; /* counted in its in-flight limit, NULL otherwise */
     uint64_t orch_token;   /* an orchestrator step / batch item: its final reply goes to
-                              orch_result, not to a client (route is empty) */
+                              orch_result, not to a client (route is empty); with
+                              FANOUT_BIT, to the system.status refresh it belongs to */
+    worker_t *pin;         /* sent to this worker only (a status refresh), or NULL */
+    bool deferred;         /* a local reply still owed later (system.status refresh) */
     qnode_t qn;
     dnode_t dn;
     struct breq *free_next;
@@ -124,6 +128,8 @@ struct broker {
     void *http;      /* ZMQ_STREAM for GET /metrics, NULL when off */
     idmap_t clients; /* routing id -> client_t, when per-client limits are on */
     orch_t *orch;
+    struct fanout *fanouts; /* system.status refreshes waiting for their workers */
+    uint64_t fanout_seq;
     struct {
         char id[128], domain[32], why[96];
         int gpu;
@@ -600,6 +606,8 @@ static breq_t *s_req_alloc(broker_t *b)
     r->progress_count = 0;
     r->client = NULL;
     r->orch_token = 0;
+    r->pin = NULL;
+    r->deferred = false;
     memset(&r->qn, 0, sizeof r->qn);
     dnode_init(&r->dn);
     r->free_next = NULL;
@@ -660,6 +668,9 @@ static void s_timing_add(svmap_t *t, sdx_value_t *vals, const breq_t *r)
         svmap_add(t, "worker", &vals[3]);
 }
 
+static void s_internal_result(broker_t *b, breq_t *r, bool ok, sdx_value_t *data,
+                              const sdx_value_t *err);
+
 /* Final error reply from the broker for a request it holds, then release
    it (or, for a running request, keep the slot until the worker answers:
    see s_cancel_running). */
@@ -676,8 +687,7 @@ static void s_finish_error(broker_t *b, breq_t *r, sdx_error_t code, const char 
 
     sdx_value_t *err = sdx_error_value(code, NULL, msg);
     if (r->orch_token) {
-        orch_result(b->orch, r->orch_token, false, NULL, err, r->worker ? r->worker->id : NULL);
-        r->orch_token = 0;
+        s_internal_result(b, r, false, NULL, err);
         sdx_value_destroy(&err);
         goto counted;
     }
@@ -704,6 +714,229 @@ counted:
     b->st.failed++;
     s_log_done(b, r, sdx_error_name(code), NULL, msg);
     s_event(b, "request.done", r, sdx_error_name(code), s_ms_since(r->t_accept_us), NULL);
+}
+
+/* ------------------------------------------- system.status refresh: true
+
+   A live fan-out: <domain>.status to every registered worker (pinned to it,
+   beside its capacity: the runtime answers status on its I/O thread), with
+   the deadline data.deadline_ms (1000). The client's reply waits for the
+   last answer or timeout; workers that did not answer are marked. */
+
+typedef struct {
+    char wid[128], key[KEY_MAX];
+    int domain;
+    bool done;
+    sdx_value_t *answer; /* the status data, or {error} */
+} fan_entry_t;
+
+typedef struct fanout {
+    uint64_t token;
+    breq_t *origin; /* the client's system.status, answered at the end */
+    fan_entry_t *e;
+    int n, got;
+    bool starting;
+    int64_t t0_us, deadline_ms;
+    struct fanout *next;
+} fanout_t;
+
+static sdx_value_t *s_sys_status(broker_t *b, const sdx_envelope_t *env, sdx_fault_t *f);
+static int s_admit(broker_t *b, breq_t *r, int d, client_t *client, char *key_out,
+                   size_t key_len, sdx_fault_t *f);
+
+static void s_fanout_free(fanout_t *fo)
+{
+    for (int i = 0; i < fo->n; i++)
+        sdx_value_destroy(&fo->e[i].answer);
+    free(fo->e);
+    free(fo);
+}
+
+static void s_fanout_finish(broker_t *b, fanout_t *fo)
+{
+    for (fanout_t **p = &b->fanouts; *p; p = &(*p)->next)
+        if (*p == fo) {
+            *p = fo->next;
+            break;
+        }
+    breq_t *r = fo->origin;
+    sdx_fault_t f;
+    sdx_fault_clear(&f);
+    sdx_value_t *d = s_sys_status(b, &r->env, &f);
+    sdx_value_t *doms = sdx_map_get(d, "domains");
+    sdx_value_t *missing = sdx_value_array_new();
+    int answered = 0;
+    for (int i = 0; i < fo->n; i++) {
+        fan_entry_t *e = &fo->e[i];
+        bool ok = e->answer && !sdx_map_get(e->answer, "error");
+        answered += ok;
+        if (!ok && missing)
+            sdx_array_push(missing, sdx_value_str_new(e->wid));
+        /* the worker's entry in domains.<d>.worker_list gets what it said */
+        const sdx_value_t *wl = e->domain >= 0
+                                    ? sdx_map_get(sdx_map_get(doms, b->domains[e->domain].name),
+                                                  "worker_list")
+                                    : NULL;
+        for (size_t k = 0; k < sdx_array_len(wl); k++) {
+            sdx_value_t *wm = sdx_array_at(wl, k);
+            if (strcmp(sdx_map_str(wm, "worker_id", ""), e->wid) != 0)
+                continue;
+            sdx_map_set_bool(wm, "answered", ok);
+            if (e->answer)
+                sdx_map_set(wm, ok ? "live" : "refresh_error", e->answer);
+            else
+                sdx_map_set(wm, "refresh_error", sdx_error_value(SDX_ERR_WORKER_LOST, NULL,
+                                                                  "no answer"));
+            e->answer = NULL;
+            if (!ok)
+                sdx_map_set_str(wm, "health", "not_answering");
+        }
+    }
+    sdx_value_t *rf = sdx_value_map_new();
+    if (rf && d) {
+        sdx_map_set_int(rf, "asked", fo->n);
+        sdx_map_set_int(rf, "answered", answered);
+        sdx_map_set(rf, "missing", missing ? missing : sdx_value_array_new());
+        missing = NULL;
+        sdx_map_set_int(rf, "deadline_ms", fo->deadline_ms);
+        sdx_map_set_float(rf, "ms", s_ms_since(fo->t0_us));
+        sdx_map_set(d, "refresh", rf);
+        rf = NULL;
+    }
+    sdx_value_destroy(&rf);
+    sdx_value_destroy(&missing);
+    sdx_value_t rid = sdx_envelope_id_echo(&r->env);
+    if (d) {
+        sdx_value_t *reply = sdx_reply_ok(r->env.request_id, r->env.message_type, d,
+                                          s_local_timing(r->t_accept_us));
+        if (reply && sdx_reply_echo_id(reply, &r->env) == 0)
+            s_send_tree(b, &r->route, reply, r->env.encoding, &r->hook);
+        sdx_value_destroy(&reply);
+        b->st.ok++;
+        s_log_final(b, r->env.request_id, r->env.message_type, "broker", 0,
+                    s_ms_since(r->t_accept_us), "ok", NULL, NULL);
+    } else {
+        if (f.code == SDX_ERR_NONE)
+            sdx_fault_set(&f, SDX_ERR_INTERNAL, NULL, "out of memory");
+        s_reply_fault_raw(b, &r->route, r->env.encoding, &rid, r->env.message_type, &f, &r->hook,
+                          r->t_accept_us);
+    }
+    s_req_release(b, r);
+    s_fanout_free(fo);
+}
+
+static void s_fanout_result(broker_t *b, uint64_t token, const breq_t *r, bool ok,
+                            sdx_value_t *data, const sdx_value_t *err)
+{
+    fanout_t *fo = b->fanouts;
+    while (fo && fo->token != token)
+        fo = fo->next;
+    for (int i = 0; fo && i < fo->n; i++) {
+        fan_entry_t *e = &fo->e[i];
+        if (e->done || strcmp(e->key, r->key) != 0)
+            continue;
+        e->done = true;
+        if (ok) {
+            e->answer = data;
+            data = NULL;
+        } else {
+            e->answer = sdx_value_map_new();
+            if (e->answer)
+                sdx_map_set(e->answer, "error", err ? sdx_value_clone(err) : sdx_value_nil_new());
+        }
+        if (++fo->got == fo->n && !fo->starting)
+            s_fanout_finish(b, fo);
+        break;
+    }
+    sdx_value_destroy(&data);
+}
+
+/* Start the refresh for r (a system.status with refresh: true). 0: r is
+   the fan-out's now (answered later), -1: answer it at once. */
+static int s_status_refresh(broker_t *b, breq_t *r)
+{
+    int64_t dl = sdx_map_int(r->env.data, "deadline_ms", 1000);
+    dl = dl < 10 ? 10 : dl > 30000 ? 30000 : dl;
+    fanout_t *fo = calloc(1, sizeof *fo);
+    if (!fo || (b->reg.len && !(fo->e = calloc(b->reg.len, sizeof *fo->e)))) {
+        free(fo);
+        return -1;
+    }
+    fo->token = FANOUT_BIT | ++b->fanout_seq;
+    fo->origin = r;
+    fo->t0_us = sdx_clock_mono_us();
+    fo->deadline_ms = dl;
+    fo->starting = true;
+    r->deferred = true;
+    fo->next = b->fanouts;
+    b->fanouts = fo;
+    size_t nw = b->reg.len;
+    worker_t **ws = nw ? malloc(nw * sizeof *ws) : NULL;
+    if (nw && !ws)
+        nw = 0;
+    if (ws) /* a copy: a dispatch failure may remove a worker from the registry */
+        memcpy(ws, b->reg.items, nw * sizeof *ws);
+    for (size_t k = 0; k < nw; k++) {
+        worker_t *w = ws[k];
+        fan_entry_t *e = &fo->e[fo->n++];
+        snprintf(e->wid, sizeof e->wid, "%s", w->id);
+        e->domain = w->domain;
+        sdx_fault_t f;
+        sdx_fault_clear(&f);
+        sdx_value_t *root = sdx_value_map_new();
+        char mt[SDX_TYPE_MAX], rid[SDX_MDP_MAX_ID + 1];
+        snprintf(mt, sizeof mt, "%s.status", b->domains[w->domain].name);
+        snprintf(rid, sizeof rid, "refresh-%" PRIu64 "-%.100s", fo->token & ~FANOUT_BIT, w->id);
+        breq_t *q = root ? s_req_alloc(b) : NULL;
+        if (q) {
+            b->live_requests++;
+            q->t_accept_us = sdx_clock_mono_us();
+            sdx_map_set_str(root, "message_type", mt);
+            sdx_map_set_str(root, "request_id", rid);
+            sdx_map_set_int(root, "timeout_ms", dl);
+            sdx_map_set_str(root, "priority", "critical");
+            sdx_map_set(root, "data", sdx_value_map_new());
+        }
+        if (!q || sdx_envelope_parse(&q->env, &root, SDX_ENC_MSGPACK, &f) != 0) {
+            sdx_value_destroy(&root);
+            if (q)
+                s_req_release(b, q);
+            e->done = true;
+            fo->got++;
+            continue;
+        }
+        q->orch_token = fo->token;
+        q->pin = w;
+        /* the key before dispatch: a synchronous failure finds its entry */
+        snprintf(e->key, sizeof e->key, "%s", rid);
+        if (s_admit(b, q, w->domain, NULL, e->key, sizeof e->key, &f) != 0) {
+            q->orch_token = 0;
+            s_req_release(b, q);
+            if (!e->done) {
+                e->done = true;
+                e->answer = sdx_value_map_new();
+                if (e->answer)
+                    sdx_map_set(e->answer, "error", sdx_fault_value(&f));
+                fo->got++;
+            }
+        }
+    }
+    free(ws);
+    fo->starting = false;
+    if (fo->got == fo->n)
+        s_fanout_finish(b, fo);
+    return 0;
+}
+
+static void s_internal_result(broker_t *b, breq_t *r, bool ok, sdx_value_t *data,
+                              const sdx_value_t *err)
+{
+    uint64_t tok = r->orch_token;
+    r->orch_token = 0;
+    if (tok & FANOUT_BIT)
+        s_fanout_result(b, tok, r, ok, data, err);
+    else
+        orch_result(b->orch, tok, ok, data, err, r->worker ? r->worker->id : NULL);
 }
 
 /* ------------------------------------------------------------- dispatch */
@@ -838,6 +1071,12 @@ static void s_worker_lost(broker_t *b, worker_t *w, const char *why)
         if (w->in_flight > 0)
             w->in_flight--;
         if (r->state == RS_CANCELLING) {
+            s_req_release(b, r);
+            continue;
+        }
+        if (r->pin) { /* it was for this worker alone */
+            r->pin = NULL;
+            s_finish_error(b, r, SDX_ERR_WORKER_LOST, "worker %s was lost (%s)", w->id, why);
             s_req_release(b, r);
             continue;
         }
@@ -1449,7 +1688,7 @@ static int s_admit(broker_t *b, breq_t *r, int d, client_t *client, char *key_ou
     b->st.accepted++;
     s_event(b, "request.accepted", r, NULL, 0, NULL);
 
-    worker_t *w = registry_pick(&b->reg, d, r->env.gpu, r->env.model);
+    worker_t *w = r->pin ? r->pin : registry_pick(&b->reg, d, r->env.gpu, r->env.model);
     if (w) {
         if (s_dispatch(b, r, w) != 0) {
             s_finish_error(b, r, SDX_ERR_INTERNAL, "dispatch to %s failed", w->id);
@@ -1689,6 +1928,9 @@ static void s_handle_request(broker_t *b, const route_t *rt, const uint8_t *data
     /* Routing by domain prefix. */
     int d = s_domain_index(b, r->env.domain);
     if (d >= 0 && b->domains[d].by_broker) {
+        if (strcmp(r->env.message_type, "system.status") == 0 &&
+            sdx_map_bool(r->env.data, "refresh", false) && s_status_refresh(b, r) == 0)
+            return; /* answered when the workers have */
         s_handle_local(b, rt, &r->env, &r->hook, t0);
         s_req_release(b, r);
         return;
@@ -1874,8 +2116,9 @@ static void s_on_progress(broker_t *b, worker_t *w, sdx_mdp_msg_t *msg)
     b->st.progress++;
     s_event(b, "request.progress", r, NULL, 0, msg->body);
     if (r->orch_token) {
-        orch_progress(b->orch, r->orch_token, sdx_map_int(msg->body, "step", 0),
-                      sdx_map_int(msg->body, "total", 0));
+        if (!(r->orch_token & FANOUT_BIT))
+            orch_progress(b->orch, r->orch_token, sdx_map_int(msg->body, "step", 0),
+                          sdx_map_int(msg->body, "total", 0));
         return;
     }
     /* Only DEALER-framed clients (identity frame only, no empty delimiter)
@@ -1942,9 +2185,7 @@ static void s_on_reply(broker_t *b, worker_t *w, sdx_mdp_msg_t *msg)
         if (!ok && !(err && err->type == SDX_MAP && code))
             own = sdx_error_value(SDX_ERR_INTERNAL, NULL,
                                   "the worker's reply had neither success:true nor an error{code}");
-        orch_result(b->orch, r->orch_token, ok, ok ? sdx_map_take(msg->body, "data") : NULL,
-                    own ? own : err, w->id);
-        r->orch_token = 0;
+        s_internal_result(b, r, ok, ok ? sdx_map_take(msg->body, "data") : NULL, own ? own : err);
         sdx_value_destroy(&own);
         if (ok)
             b->st.ok++;
@@ -2472,6 +2713,14 @@ void broker_destroy(broker_t **bp)
         zmq_ctx_term(b->ctx);
     metrics_destroy(&b->metrics);
     orch_destroy(&b->orch);
+    while (b->fanouts) {
+        fanout_t *fo = b->fanouts;
+        b->fanouts = fo->next;
+        hooks_request_done(&fo->origin->hook);
+        sdx_envelope_clear(&fo->origin->env);
+        free(fo->origin);
+        s_fanout_free(fo);
+    }
     for (size_t i = 0; i < b->clients.cap; i++)
         if (b->clients.slots[i].hash >= 2)
             free(b->clients.slots[i].val);

@@ -600,6 +600,29 @@ def status(t):
         t.check("sessions" in o and "batches" in o, "sessions and batches by state", o)
         p = call(fleet, "processing.status")
         t.check(p.get("success") and "domains" in p["data"], "processing.status = system.status")
+        # refresh: a live fan-out with a deadline; a stopped worker is marked
+        ws[1].signal(signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            r = call(fleet, "system.status", {"refresh": True, "deadline_ms": 600}, timeout=5)
+            took = time.monotonic() - t0
+        finally:
+            ws[1].signal(signal.SIGCONT)
+        d = r.get("data") or {}
+        rf = d.get("refresh") or {}
+        wl = {w["worker_id"]: w for dd in d.get("domains", {}).values()
+              for w in dd.get("worker_list", [])}
+        t.check(r.get("success") and rf.get("asked") == 3 and rf.get("answered") == 2 and
+                rf.get("missing") == ["test-a"] and 0.5 < took < 3,
+                "refresh: true asks every worker; the stopped one is missing after the deadline "
+                "(%.2fs)" % took, rf)
+        t.check(wl.get("test-a", {}).get("health") == "not_answering" and
+                wl.get("dev-a", {}).get("answered") is True and
+                "uptime_s" in str(wl.get("model-a", {}).get("live", {})),
+                "each worker's live status, or not_answering",
+                {k: (v.get("health"), v.get("answered")) for k, v in wl.items()})
+        r = call(fleet, "system.status", {"refresh": True}, timeout=5)
+        t.check(r["data"]["refresh"]["answered"] == 3, "after SIGCONT all three answer again")
     finally:
         if t.failed:
             fleet.dump_logs()

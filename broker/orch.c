@@ -47,6 +47,7 @@
 #define ITEM_TRIES 2 /* a failed batch item is tried once more */
 #define MAX_ITEMS 100000
 #define MAX_REFUSED 64
+#define INLINE_RESULT_MAX (64 * 1024) /* step results up to this size live in their row */
 
 /* ------------------------------------------------------------------ types */
 
@@ -64,8 +65,9 @@ typedef struct {
     char worker[128];
     int64_t started_ms, finished_ms;
     sdx_value_t *result; /* reply data (owned); NULL once only on disk */
-    char result_path[PATH_MAX];
-    sdx_value_t *error; /* owned */
+    char result_path[PATH_MAX]; /* a result over INLINE_RESULT_MAX is a file */
+    bool result_inline;         /* ... else it is in its row (small: kept in memory) */
+    sdx_value_t *error;         /* owned */
     uint64_t token;     /* of the request in flight, 0 none */
     char key[KEY_LEN];
     int64_t progress_step, progress_total;
@@ -85,6 +87,7 @@ typedef struct session {
     char request_id[ID_MAX * 2];
     int64_t created_ms, started_ms, finished_ms;
     char waiting_for[32]; /* a domain with no live worker: the next step waits */
+    bool in_work;         /* in orch_t.work: advanced at the next tick */
     struct session *next;
 } session_t;
 
@@ -133,6 +136,8 @@ typedef struct batch {
     int64_t images;
     char waiting_for[32]; /* the items' domain has no live worker: they wait */
     size_t cursor;        /* no pending item below this index */
+    bool in_work;
+    bool dir_made;        /* its outputs folder exists */
     struct batch *next;
 } batch_t;
 
@@ -160,6 +165,12 @@ typedef struct {
     char reason[384];
 } refused_t;
 
+typedef struct ev {
+    char topic[ID_MAX + 16];
+    sdx_value_t *body;
+    struct ev *next;
+} ev_t;
+
 struct orch {
     orch_host_t host;
     const sdx_catalog_t *cat;
@@ -176,9 +187,18 @@ struct orch {
     uint64_t next_token;
     res_t *rq_head, *rq_tail;
     bool stopping;
-    bool dirty;  /* something may be able to advance */
-    int waiting; /* sessions and batches waiting for a domain's workers */
+    /* what the next tick advances (sessions and batches whose state changed
+       or that wait for a worker): a tick costs what changed, not what is
+       stored */
+    struct work {
+        bool batch;
+        void *p; /* NULL once removed */
+    } * work;
+    size_t nwork, work_cap;
+    int64_t finished_s, finished_b; /* finished sessions / batches in memory (pruning) */
     unsigned prunes;
+    bool in_tx;
+    ev_t *ev_head, *ev_tail; /* events of the open transaction */
 };
 
 /* --------------------------------------------------------------- helpers */
@@ -282,15 +302,60 @@ static bool s_get_bool(const sdx_value_t *data, const char *key, bool dflt)
     return v && v->type == SDX_BOOL ? v->u.b : dflt;
 }
 
+/* Events wait for the transaction that holds their change (s_tx_end):
+   nothing is announced that a crash could take back. */
 static void s_publish(orch_t *o, const char *kind, const char *id, sdx_value_t *body)
 {
-    if (body && o->host.publish) {
-        char topic[ID_MAX + 16];
-        snprintf(topic, sizeof topic, "%s.%s", kind, id);
-        sdx_map_set_int(body, "ts_ms", sdx_clock_unix_ms());
-        o->host.publish(o->host.ctx, topic, body);
+    if (!body || !o->host.publish) {
+        sdx_value_destroy(&body);
+        return;
     }
-    sdx_value_destroy(&body);
+    sdx_map_set_int(body, "ts_ms", sdx_clock_unix_ms());
+    ev_t *e = malloc(sizeof *e);
+    if (!e) {
+        sdx_value_destroy(&body);
+        return;
+    }
+    snprintf(e->topic, sizeof e->topic, "%s.%s", kind, id);
+    e->body = body;
+    e->next = NULL;
+    if (o->ev_tail)
+        o->ev_tail->next = e;
+    else
+        o->ev_head = e;
+    o->ev_tail = e;
+}
+
+static void s_flush_events(orch_t *o)
+{
+    while (o->ev_head) {
+        ev_t *e = o->ev_head;
+        o->ev_head = e->next;
+        o->host.publish(o->host.ctx, e->topic, e->body);
+        sdx_value_destroy(&e->body);
+        free(e);
+    }
+    o->ev_tail = NULL;
+}
+
+static int s_exec(orch_t *o, const char *sql);
+
+/* One transaction per orchestrator call (a request, a tick): every change
+   of a poll round is one commit, then its events go out. */
+static void s_tx_begin(orch_t *o)
+{
+    if (o->db && !o->in_tx && s_exec(o, "BEGIN") == 0)
+        o->in_tx = true;
+}
+
+static void s_tx_end(orch_t *o)
+{
+    if (o->in_tx) {
+        o->in_tx = false;
+        if (s_exec(o, "COMMIT") != 0)
+            s_exec(o, "ROLLBACK");
+    }
+    s_flush_events(o);
 }
 
 /* ------------------------------------------------------------- database */
@@ -369,7 +434,8 @@ static const char *const s_schema_v1[] = {
     "CREATE TABLE IF NOT EXISTS session_steps("
     " session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE, idx INTEGER NOT NULL,"
     " status TEXT NOT NULL, attempts INTEGER NOT NULL, worker TEXT, started_ms INTEGER,"
-    " finished_ms INTEGER, result_path TEXT, error BLOB, PRIMARY KEY(session_id, idx))",
+    " finished_ms INTEGER, result_path TEXT, result BLOB, error BLOB,"
+    " PRIMARY KEY(session_id, idx))",
     "CREATE TABLE IF NOT EXISTS batches("
     " id TEXT PRIMARY KEY, name TEXT, message_type TEXT NOT NULL, config BLOB NOT NULL,"
     " status TEXT NOT NULL, total INTEGER NOT NULL, priority INTEGER NOT NULL,"
@@ -487,12 +553,21 @@ static void s_db_session(orch_t *o, const session_t *s, bool insert)
     s_step(o, st);
 }
 
-static void s_db_step(orch_t *o, const session_t *s, size_t i)
+/* blob: the msgpack of an inline result (taken), NULL for none. */
+static void s_db_step_blob(orch_t *o, const session_t *s, size_t i, uint8_t *blob, size_t blen)
 {
     const srun_t *r = &s->steps[i];
     sqlite3_stmt *st = s_prep(o, "INSERT OR REPLACE INTO session_steps(session_id, idx, status, "
-                                 "attempts, worker, started_ms, finished_ms, result_path, error) "
-                                 "VALUES(?,?,?,?,?,?,?,?,?)");
+                                 "attempts, worker, started_ms, finished_ms, result_path, error, "
+                                 "result) VALUES(?,?,?,?,?,?,?,?,?,?)");
+    if (!st) {
+        free(blob);
+        return;
+    }
+    if (blob)
+        sqlite3_bind_blob(st, 10, blob, (int)blen, free);
+    else
+        sqlite3_bind_null(st, 10);
     if (!st)
         return;
     s_bind_text(st, 1, s->id);
@@ -505,6 +580,11 @@ static void s_db_step(orch_t *o, const session_t *s, size_t i)
     s_bind_text(st, 8, r->result_path);
     s_bind_value(st, 9, r->error);
     s_step(o, st);
+}
+
+static void s_db_step(orch_t *o, const session_t *s, size_t i)
+{
+    s_db_step_blob(o, s, i, NULL, 0);
 }
 
 static sdx_value_t *s_bconf_value(const bconf_t *c)
@@ -685,7 +765,7 @@ static int s_write_value(const char *path, const sdx_value_t *v)
     if (sdx_msgpack_encode(v, &buf, &len) != 0)
         return -1;
     char err[256];
-    int rc = out_save_atomic(path, buf, len, err, sizeof err);
+    int rc = out_save_atomic_ex(path, buf, len, false, err, sizeof err);
     if (rc != 0)
         log_error("cannot write %s: %s", path, err);
     free(buf);
@@ -711,6 +791,30 @@ static sdx_value_t *s_read_value(const char *path)
     return v;
 }
 
+static void s_work(orch_t *o, bool batch, void *p)
+{
+    bool *flag = batch ? &((batch_t *)p)->in_work : &((session_t *)p)->in_work;
+    if (*flag)
+        return;
+    if (o->nwork == o->work_cap) {
+        size_t cap = o->work_cap ? o->work_cap * 2 : 32;
+        struct work *nw = realloc(o->work, cap * sizeof *nw);
+        if (!nw)
+            return;
+        o->work = nw;
+        o->work_cap = cap;
+    }
+    o->work[o->nwork++] = (struct work){batch, p};
+    *flag = true;
+}
+
+static void s_unwork(orch_t *o, const void *p)
+{
+    for (size_t i = 0; i < o->nwork; i++)
+        if (o->work[i].p == p)
+            o->work[i].p = NULL;
+}
+
 /* Work waits (without using up a try) while its domain has no live worker:
    after a broker restart the workers come back within a heartbeat or two,
    and a fleet that lost every worker of a domain keeps the work until one
@@ -727,7 +831,6 @@ static bool s_must_wait(orch_t *o, const char *message_type, char *waiting_for, 
     if (!waiting_for[0])
         log_info("no %s worker: work for it waits until one registers", dom);
     snprintf(waiting_for, len, "%s", dom);
-    o->waiting++;
     return true;
 }
 
@@ -772,12 +875,14 @@ static void s_session_set(orch_t *o, session_t *s, sstate_t st)
         s->pause_req = false;
         /* results stay on disk; memory keeps only what is running */
         for (size_t i = 0; o->state_dir[0] && i < s->wf->nsteps; i++)
-            if (s->steps[i].result_path[0])
+            if (s->steps[i].result_path[0] && !s->steps[i].result_inline)
                 sdx_value_destroy(&s->steps[i].result);
     }
+    if (s_session_finished(s))
+        o->finished_s++;
     s_db_session(o, s, false);
     s_session_event(o, s, st == SS_RUNNING ? "running" : s_sstate[st], (size_t)-1);
-    o->dirty = true;
+    s_work(o, false, s);
 }
 
 /* The step's reply data for later steps' inputs (loaded back from its file
@@ -838,8 +943,10 @@ static void s_session_submit(orch_t *o, session_t *s)
     size_t i = s->current;
     const wf_step_t *ws = &s->wf->steps[i];
     srun_t *r = &s->steps[i];
-    if (s_must_wait(o, ws->message_type, s->waiting_for, sizeof s->waiting_for))
+    if (s_must_wait(o, ws->message_type, s->waiting_for, sizeof s->waiting_for)) {
+        s_work(o, false, s); /* looked at again next tick */
         return;
+    }
     char err[512];
     sdx_value_t *data = wf_step_request(ws, s->config, s_step_data, s, err, sizeof err);
     if (!data) {
@@ -914,19 +1021,27 @@ static void s_session_result(orch_t *o, session_t *s, size_t i, res_t *res)
     snprintf(r->worker, sizeof r->worker, "%s", res->worker);
     if (res->ok) {
         r->state = PS_COMPLETED;
-        r->result = res->data;
+        r->result = res->data ? res->data : sdx_value_map_new();
         res->data = NULL;
-        if (o->state_dir[0]) {
-            char dir[1200];
+        /* small results in the row, large ones (tensors, images) in a file */
+        uint8_t *blob = NULL;
+        size_t blen = 0;
+        if (r->result && sdx_msgpack_encode(r->result, &blob, &blen) == 0 &&
+            blen > INLINE_RESULT_MAX && o->state_dir[0]) {
+            char dir[1200], err[256];
             snprintf(dir, sizeof dir, "%s/results/%s", o->state_dir, s->id);
-            if (out_mkdirs(dir) == 0) {
-                snprintf(r->result_path, sizeof r->result_path, "%s/%zu.msgpack", dir, i);
-                sdx_value_t empty = {.type = SDX_MAP};
-                if (s_write_value(r->result_path, r->result ? r->result : &empty) != 0)
-                    r->result_path[0] = '\0';
+            snprintf(r->result_path, sizeof r->result_path, "%s/%zu.msgpack", dir, i);
+            if (out_mkdirs(dir) != 0 ||
+                out_save_atomic_ex(r->result_path, blob, blen, false, err, sizeof err) != 0) {
+                log_error("session %s: cannot write %s: %s", s->id, r->result_path,
+                          errno ? strerror(errno) : err);
+                r->result_path[0] = '\0';
             }
+            free(blob);
+            blob = NULL;
         }
-        s_db_step(o, s, i);
+        r->result_inline = blob != NULL;
+        s_db_step_blob(o, s, i, blob, blen);
         s->current = i + 1;
         s_db_session(o, s, false);
         s_session_event(o, s, "step_finished", i);
@@ -983,11 +1098,13 @@ static void s_batch_set(orch_t *o, batch_t *b, bstate_t st)
     b->state = st;
     if (st == BS_RUNNING && !b->started_ms)
         b->started_ms = sdx_clock_unix_ms();
-    if (s_batch_finished(b))
+    if (s_batch_finished(b)) {
         b->finished_ms = sdx_clock_unix_ms();
+        o->finished_b++;
+    }
     s_db_batch(o, b, false);
     s_batch_event(o, b, s_bstate[st], (size_t)-1);
-    o->dirty = true;
+    s_work(o, true, b);
 }
 
 /* Sub-batch size: the preferred size, or with dynamic sizing what the
@@ -1067,8 +1184,10 @@ static void s_batch_advance(orch_t *o, batch_t *b)
         s_batch_set(o, b, b->done == 0 && b->n > 0 ? BS_FAILED : BS_COMPLETED);
         return;
     }
-    if (s_must_wait(o, b->message_type, b->waiting_for, sizeof b->waiting_for))
+    if (s_must_wait(o, b->message_type, b->waiting_for, sizeof b->waiting_for)) {
+        s_work(o, true, b);
         return;
+    }
     int slots = b->conf.parallel ? b->conf.max_parallel : 1;
     size_t next = b->cursor;
     while (b->subs_running < slots) {
@@ -1109,12 +1228,14 @@ static void s_batch_advance(orch_t *o, batch_t *b)
 
 /* Save the images of an item's reply as files and return their list; other
    replies are kept as one msgpack file. */
-static sdx_value_t *s_item_outputs(orch_t *o, const batch_t *b, size_t i, const sdx_value_t *data)
+static sdx_value_t *s_item_outputs(orch_t *o, batch_t *b, size_t i, const sdx_value_t *data)
 {
     char dir[PATH_MAX];
     snprintf(dir, sizeof dir, "%s/batches/%s", o->outputs_dir, b->id);
     sdx_value_t *list = sdx_value_array_new();
-    if (!list || out_mkdirs(dir) != 0) {
+    if (list && !b->dir_made && out_mkdirs(dir) == 0)
+        b->dir_made = true;
+    if (!list || !b->dir_made) {
         if (list)
             log_error("batch %s: cannot make %s: %s", b->id, dir, strerror(errno));
         sdx_value_destroy(&list);
@@ -1294,6 +1415,9 @@ static void s_prune(orch_t *o);
 
 int64_t orch_tick(orch_t *o)
 {
+    if (!o->rq_head && !o->nwork)
+        return -1;
+    s_tx_begin(o);
     for (int guard = 0; guard < 100000 && o->rq_head; guard++) {
         res_t *r = o->rq_head;
         o->rq_head = r->next;
@@ -1304,18 +1428,32 @@ int64_t orch_tick(orch_t *o)
         sdx_value_destroy(&r->error);
         free(r);
     }
-    if ((o->dirty || o->waiting) && !o->stopping) {
-        o->dirty = false;
-        o->waiting = 0; /* counted again by what still waits */
-        for (session_t *s = o->sessions; s; s = s->next) {
-            if (s->state == SS_QUEUED)
-                s_session_set(o, s, SS_RUNNING);
-            s_session_advance(o, s);
+    if (o->nwork && !o->stopping) {
+        /* this tick's list; what it adds (or what still waits) is the next's */
+        struct work *list = o->work;
+        size_t n = o->nwork;
+        o->work = NULL;
+        o->nwork = o->work_cap = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (!list[i].p)
+                continue;
+            if (list[i].batch) {
+                batch_t *b = list[i].p;
+                b->in_work = false;
+                s_batch_advance(o, b);
+            } else {
+                session_t *s = list[i].p;
+                s->in_work = false;
+                if (s->state == SS_QUEUED)
+                    s_session_set(o, s, SS_RUNNING);
+                s_session_advance(o, s);
+            }
         }
-        for (batch_t *b = o->batches; b; b = b->next)
-            s_batch_advance(o, b);
-        s_prune(o);
+        free(list);
+        if (o->finished_s > o->keep_finished || o->finished_b > o->keep_finished)
+            s_prune(o);
     }
+    s_tx_end(o);
     return o->rq_head ? 0 : -1;
 }
 
@@ -1343,6 +1481,9 @@ static void s_session_remove(orch_t *o, session_t *s)
             *p = s->next;
             break;
         }
+    if (s_session_finished(s) && o->finished_s > 0)
+        o->finished_s--;
+    s_unwork(o, s);
     s_session_free(s);
 }
 
@@ -1363,6 +1504,9 @@ static void s_batch_remove(orch_t *o, batch_t *b, bool files)
             *p = b->next;
             break;
         }
+    if (s_batch_finished(b) && o->finished_b > 0)
+        o->finished_b--;
+    s_unwork(o, b);
     s_batch_free(b);
 }
 
@@ -1505,7 +1649,7 @@ static void s_load_sessions(orch_t *o)
             break;
         }
         sqlite3_stmt *ss = s_prep(o, "SELECT idx, status, attempts, worker, started_ms, "
-                                     "finished_ms, result_path, error FROM session_steps "
+                                     "finished_ms, result_path, error, result FROM session_steps "
                                      "WHERE session_id=? ORDER BY idx");
         if (ss) {
             s_bind_text(ss, 1, s->id);
@@ -1521,6 +1665,8 @@ static void s_load_sessions(orch_t *o)
                 r->started_ms = sqlite3_column_int64(ss, 4);
                 r->finished_ms = sqlite3_column_int64(ss, 5);
                 snprintf(r->result_path, sizeof r->result_path, "%s", s_col_text(ss, 6));
+                r->result = s_col_value(ss, 8);
+                r->result_inline = r->result != NULL;
                 r->error = s_col_value(ss, 7);
                 /* a step that was running when the broker went runs again */
                 if (r->state == PS_RUNNING) {
@@ -1683,7 +1829,16 @@ orch_t *orch_new(const orch_config_t *cfg, const orch_host_t *host, char *err, s
     orch_reload(o);
     s_load_sessions(o);
     s_load_batches(o);
-    o->dirty = true;
+    for (session_t *s = o->sessions; s; s = s->next)
+        if (s_session_finished(s))
+            o->finished_s++;
+        else
+            s_work(o, false, s);
+    for (batch_t *b = o->batches; b; b = b->next)
+        if (s_batch_finished(b))
+            o->finished_b++;
+        else
+            s_work(o, true, b);
     return o;
 }
 
@@ -1709,11 +1864,18 @@ void orch_destroy(orch_t **op)
         sdx_value_destroy(&r->error);
         free(r);
     }
+    while (o->ev_head) {
+        ev_t *e = o->ev_head;
+        o->ev_head = e->next;
+        sdx_value_destroy(&e->body);
+        free(e);
+    }
     for (size_t i = 0; i < o->ops.cap; i++)
         if (o->ops.slots[i].hash >= 2)
             free(o->ops.slots[i].val);
     idmap_free(&o->ops);
     wf_set_clear(&o->wfs);
+    free(o->work);
     if (o->db)
         sqlite3_close(o->db);
     free(o);
@@ -2081,7 +2243,7 @@ static sdx_value_t *s_h_workflow_execute(orch_t *o, const sdx_value_t *data, con
     s_journal(o, "session.created", s->id, rq->request_id, w->id);
     s->next = o->sessions;
     o->sessions = s;
-    o->dirty = true;
+    s_work(o, false, s);
     s_session_event(o, s, s_sstate[s->state], (size_t)-1);
     log_info("session %s: workflow %s (%zu steps) %s", s->id, w->id, w->nsteps,
              paused ? "created paused" : "queued");
@@ -2430,12 +2592,10 @@ static batch_t *s_batch_create(orch_t *o, const sdx_value_t *data, const orch_re
     snprintf(b->request_id, sizeof b->request_id, "%s", rq->request_id ? rq->request_id : "");
     b->created_ms = sdx_clock_unix_ms();
     b->state = BS_CREATED;
-    s_exec(o, "BEGIN");
-    s_db_batch(o, b, true);
+    s_db_batch(o, b, true); /* in the request's transaction (orch_request) */
     for (size_t i = 0; i < b->n; i++)
         s_db_item(o, b, i, true);
     s_journal(o, "batch.created", b->id, rq->request_id, mt);
-    s_exec(o, "COMMIT");
     b->next = o->batches;
     o->batches = b;
     log_info("batch %s: %zu %s item(s), sub-batches of %d..%d%s", b->id, b->n, mt, 1, conf.max_size,
@@ -2589,6 +2749,7 @@ static sdx_value_t *s_h_batch_delete(orch_t *o, const sdx_value_t *data, const o
     s_journal(o, "batch.deleted", b->id, rq->request_id, cancel ? "cancel" : NULL);
     if (b->state == BS_RUNNING) {
         b->state = BS_CANCELLED;
+        o->finished_b++;
         s_batch_event(o, b, "cancelled", (size_t)-1);
     }
     s_batch_remove(o, b, files);
@@ -2631,7 +2792,9 @@ sdx_value_t *orch_request(orch_t *o, const char *message_type, const sdx_value_t
 {
     for (size_t i = 0; i < sizeof s_handlers / sizeof s_handlers[0]; i++)
         if (strcmp(s_handlers[i].type, message_type) == 0) {
+            s_tx_begin(o);
             sdx_value_t *v = s_handlers[i].fn(o, data, rq, f);
+            s_tx_end(o);
             if (!v && f->code == SDX_ERR_NONE)
                 sdx_fault_set(f, SDX_ERR_INTERNAL, NULL, "out of memory");
             return v;

@@ -142,6 +142,12 @@ int out_save_paths(const char *root_in, const char *sp, const char *base_in, con
 
 int out_save_atomic(const char *path, const void *buf, size_t len, char *err, size_t err_len)
 {
+    return out_save_atomic_ex(path, buf, len, true, err, err_len);
+}
+
+int out_save_atomic_ex(const char *path, const void *buf, size_t len, bool sync, char *err,
+                       size_t err_len)
+{
     char tmp[PATH_MAX];
     static unsigned counter;
     int fd = -1;
@@ -169,7 +175,7 @@ int out_save_atomic(const char *path, const void *buf, size_t len, char *err, si
             goto fail;
         off += (size_t)n;
     }
-    if (fsync(fd) != 0)
+    if (sync && fsync(fd) != 0)
         goto fail;
     if (close(fd) != 0) {
         fd = -1;

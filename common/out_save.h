@@ -9,6 +9,7 @@
 #define OUT_SAVE_H
 
 #include <limits.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 /* save_path -> count file paths under root (made when missing). A
@@ -24,6 +25,12 @@ int out_save_paths(const char *root, const char *save_path, const char *base, co
 /* Write len bytes to path atomically (temp + fsync + rename; the temporary
    is created with O_EXCL|O_NOFOLLOW). 0, or -1 with errno's text in err. */
 int out_save_atomic(const char *path, const void *buf, size_t len, char *err, size_t err_len);
+/* The same, with the fsync only when sync: without it a reader still never
+   sees half a file and a killed process loses nothing, but a power cut may
+   lose the file (for data whose index is no more durable either, such as
+   the orchestrator's step results next to its synchronous=NORMAL SQLite). */
+int out_save_atomic_ex(const char *path, const void *buf, size_t len, bool sync, char *err,
+                       size_t err_len);
 
 /* Lowercase hex SHA-256 of buf (libsodium). */
 void out_sha256_hex(const void *buf, size_t len, char out[65]);

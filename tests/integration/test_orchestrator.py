@@ -480,6 +480,17 @@ def broker_restart(t):
         old_sid = r["data"]["session_id"]
         s = wait_session(fleet, old_sid, ("completed", "failed"), 20)
         t.check(s["status"] == "completed", "a session before the restart", s.get("error"))
+        big = "x" * 100000  # a result over 64 KiB is kept in a file, not in its row
+        r = call(fleet, "processing.workflow_execute",
+                 {"workflow_id": "bigresult", "steps": [
+                     {"id": "a", "type": "test", "operation": "echo",
+                      "parameters": {"blob": big}},
+                     {"id": "b", "type": "test", "operation": "echo",
+                      "inputs": {"n": "${steps.a.blob}"}}]})
+        big_sid = r["data"]["session_id"]
+        s = wait_session(fleet, big_sid, ("completed", "failed"), 10)
+        t.check(s["status"] == "completed" and os.path.exists(s["steps"][0].get("result_path", "")),
+                "a 100 kB step result is written to a file", s.get("error"))
         r = call(fleet, "processing.batch_create",
                  {"items": sleep_items(12, 400), "item_type": "test.sleep", "execute": True,
                   "configuration": {"parallel_processing": True, "max_parallel_batches": 2,
@@ -503,6 +514,9 @@ def broker_restart(t):
         s = session(fleet, old_sid)
         t.check(s["status"] == "completed" and len(s["steps"]) == 3,
                 "the session from before the restart is still there")
+        s = session(fleet, big_sid, "all")
+        t.check(s["steps"][0]["result"]["blob"] == big and s["steps"][1]["result"]["n"] == big,
+                "its results are read back from their files after the restart")
     finally:
         if t.failed:
             fleet.dump_logs()

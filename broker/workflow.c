@@ -1464,6 +1464,28 @@ static int s_set_path(sdx_value_t *out, const char *target, const sdx_value_t *v
     }
 }
 
+/* "*": src's keys over dst's, recursively where both are maps (so that a
+   configuration's hyperparameters keep a step's own hyperparameters.strength
+   unless it sets one itself). */
+static int s_merge(sdx_value_t *dst, const sdx_value_t *src)
+{
+    for (size_t i = 0; i < src->u.map.len; i++) {
+        const sdx_kv_t *kv = &src->u.map.items[i];
+        sdx_value_t *have = sdx_map_get(dst, kv->key);
+        if (have && have->type == SDX_MAP && kv->val->type == SDX_MAP) {
+            if (s_merge(have, kv->val) != 0)
+                return -1;
+            continue;
+        }
+        sdx_value_t *c = sdx_value_clone(kv->val);
+        if (!c || sdx_map_set(dst, kv->key, c) != 0) {
+            sdx_value_destroy(&c);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 sdx_value_t *wf_step_request(const wf_step_t *s, const sdx_value_t *config, wf_lookup_fn lookup,
                              void *ud, char *err, size_t err_len)
 {
@@ -1494,15 +1516,9 @@ sdx_value_t *wf_step_request(const wf_step_t *s, const sdx_value_t *config, wf_l
                 snprintf(why, sizeof why, "\"*\" merges a map; this is %s",
                          sdx_vtype_name(v->type));
                 v = NULL;
-            } else {
-                for (size_t i = 0; i < v->u.map.len; i++) {
-                    sdx_value_t *c = sdx_value_clone(v->u.map.items[i].val);
-                    if (!c || sdx_map_set(out, v->u.map.items[i].key, c) != 0) {
-                        snprintf(why, sizeof why, "out of memory");
-                        v = NULL;
-                        break;
-                    }
-                }
+            } else if (s_merge(out, v) != 0) {
+                snprintf(why, sizeof why, "out of memory");
+                v = NULL;
             }
         } else if (v && s_set_path(out, in->target, v, why, sizeof why) != 0) {
             v = NULL;

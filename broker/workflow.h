@@ -31,7 +31,7 @@
     with), `${config.a.b}`, `${steps.<id>}` (that step's reply data),
     `${steps.<id>.a.b[0].c}`. A target is a dotted path into parameters
     ("hyperparameters.seed"); "*" merges a map (the reference's keys win
-    over parameters'). Steps run in the order listed; a reference may only
+    over parameters', recursively where both sides are maps). Steps run in the order listed; a reference may only
     name an earlier step, and a cycle between steps is reported as one.
 
     Not here: running workflows (orch.c), the model catalogue (a callback). */

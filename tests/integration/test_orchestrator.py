@@ -23,7 +23,7 @@
   is intact; then 50 SIGKILLs at random moments during a batch: the database
   passes integrity_check every time and the counts add up;
 - system.status from 3 domains with a dead worker;
-- a C#-dialect client (REQ + JSON, DEALER + msgpack) drives all 12
+- a C#-dialect client (REQ and DEALER, JSON and msgpack: all four) drives all 12
   operations and gets the seeds' DTO names (WorkflowId, Steps, Type,
   Operation, Parameters, RequiredModels, Status, CurrentStep, TotalSteps,
   Configuration, the BatchConfiguration fields).
@@ -401,6 +401,36 @@ def txt2img(t):
             t.check("a lighthouse at dusk" in str(txt), "finalize wrote the A1111 parameters")
         else:
             t.check(False, "one-hop generate", one.get("error"))
+            return
+        base = one["data"]["images"][0]["image"]
+
+        def run(wid, conf):
+            r = call(fleet, "processing.workflow_execute", {"workflow_id": wid, "parameters": conf},
+                     enc="msgpack")
+            if not r.get("success"):
+                return r.get("error"), None
+            x = wait_session(fleet, r["data"]["session_id"], ("completed", "failed"), 120)
+            x = session(fleet, x["session_id"], "last")
+            return x.get("error"), x
+        # the other shipped definitions that this fleet can run
+        i2i = dict(gen_data(seed=8), init_image=base)
+        i2i["hyperparameters"]["strength"] = 0.5
+        err, x = run("sdxl_img2img", i2i)
+        got = x and (x["steps"][2].get("result") or {}).get("path")
+        t.check(not err and got and os.path.exists(got) and
+                pngutil.pixels(open(got, "rb").read()) != pngutil.pixels(base),
+                "sdxl_img2img: encode -> denoise from init_image -> finalize", err)
+        err, x = run("sdxl_refine", {"request": gen_data(seed=9, steps=10),
+                                     "refiner_model": "sdxl-tiny"})
+        st = x and x["steps"]
+        t.check(not err and st and [s_["message_type"] for s_ in st] ==
+                ["inference.generate", "inference.img2img", "postprocessing.finalize"] and
+                os.path.exists((st[2].get("result") or {}).get("path", "")),
+                "sdxl_refine: base -> img2img second pass on refiner_model -> finalize", err)
+        err, x = run("upscale_only", {"image": base, "factor": 2, "model": "lanczos"})
+        res = x and (x["steps"][1].get("result") or {})
+        t.check(not err and res.get("width") == 128 and os.path.exists(res.get("path", "")),
+                "upscale_only: 64 -> 128 (Lanczos) and saved", err or res.get("width"))
     finally:
         if t.failed:
             fleet.dump_logs()
@@ -649,17 +679,15 @@ class CsClient:
     """REQ + JSON or DEALER + msgpack, as NetMQ with System.Text.Json or
     MessagePack-CSharp (contractless, string keys) would send."""
 
-    def __init__(self, fleet, kind):
-        self.kind = kind
-        self.sock = fleet.client(zmq.REQ if kind == "req" else zmq.DEALER)
+    def __init__(self, fleet, sock, enc):
+        self.kind = "%s+%s" % (sock, enc)
+        self.enc = enc
+        self.sock = fleet.client(zmq.REQ if sock == "req" else zmq.DEALER)
 
     def call(self, action, data=None, timeout=10):
         m = {"RequestId": uuid.uuid4().hex, "WorkerType": "PROCESSING", "Action": action,
              "Data": data or {}}
-        if self.kind == "req":
-            self.sock.send(fl.encode(m, "json"))
-        else:
-            self.sock.send(fl.encode(m, "msgpack"))
+        self.sock.send(fl.encode(m, self.enc))
         if not self.sock.poll(timeout * 1000):
             raise TimeoutError(action)
         frames = self.sock.recv_multipart()
@@ -676,8 +704,10 @@ def csharp(t):
                             os.path.join(fleet.dir, "state", "broker.db")])
         w = fleet.start_worker("test", wid="test-a")
         fleet.wait_registered([w.wid], 15)
-        for kind in ("req", "dealer"):
-            c = CsClient(fleet, kind)
+        for sock, enc in (("req", "json"), ("dealer", "msgpack"), ("req", "msgpack"),
+                          ("dealer", "json")):
+            c = CsClient(fleet, sock, enc)
+            kind = c.kind
             r = c.call("get_workflows")
             wfs = r["Data"]["Workflows"]
             wf = [x for x in wfs if x["WorkflowId"] == "sleepy"][0]
@@ -688,8 +718,8 @@ def csharp(t):
                     st["Type"] == "test",
                     "%s get_workflows: WorkflowDefinition / WorkflowStep names" % kind, wf)
             ed = wf["EstimatedDuration"]
-            t.check((kind == "req" and ed == "00:00:01.5000000") or
-                    (kind == "dealer" and ed == 15000000),
+            t.check((enc == "json" and ed == "00:00:01.5000000") or
+                    (enc == "msgpack" and ed == 15000000),
                     "%s EstimatedDuration is a TimeSpan (%r)" % (kind, ed))
             r = c.call("get_workflow", {"WorkflowId": "sleepy"})
             t.check(r["Success"] and r["Data"]["WorkflowId"] == "sleepy", "%s get_workflow" % kind)
@@ -745,7 +775,7 @@ def csharp(t):
                  "Action": "batch_process",
                  "Data": {"BatchConfig": {"TotalImages": 2}, "ItemType": "test.echo",
                           "GenerationParams": [{"a": 1}, {"a": 2}]}}
-            c.sock.send(fl.encode(m, "json" if kind == "req" else "msgpack"))
+            c.sock.send(fl.encode(m, enc))
             r = fl.decode(c.sock.recv_multipart()[-1])
             t.check(r.get("Success") and r["Data"]["TotalItems"] == 2 and
                     r["Data"]["Status"] == "running",

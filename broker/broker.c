@@ -30,6 +30,7 @@
 #include "sdx_clock.h"
 #include "sdx_codec.h"
 #include "sdx_csharp.h"
+#include "sdx_curve.h"
 #include "sdx_envelope.h"
 #include "sdx_errors.h"
 #include "sdx_log.h"
@@ -128,6 +129,7 @@ struct broker {
     void *http;      /* ZMQ_STREAM for GET /metrics, NULL when off */
     idmap_t clients; /* routing id -> client_t, when per-client limits are on */
     orch_t *orch;
+    sdx_zap_t *zap; /* CURVE allow-lists (NULL: CURVE off) */
     struct fanout *fanouts; /* system.status refreshes waiting for their workers */
     uint64_t fanout_seq;
     struct {
@@ -222,14 +224,23 @@ const sdx_option_t broker_options[] = {
      "SQLite file for sessions, batches and the journal (\"\" = in memory: lost on restart)",
      OFF(state_db), 0, 0},
     {"orchestrator.outputs_dir", "--batch-outputs", SDX_OPT_STR, "",
-     "where batch images are written (\"\" = <state_db folder>/outputs)", OFF(batch_outputs), 0,
-     0},
+     "where batch images are written (\"\" = <state_db folder>/outputs)", OFF(batch_outputs), 0, 0},
     {"orchestrator.step_timeout_ms", "--step-timeout-ms", SDX_OPT_INT, "600000",
      "deadline of a workflow step or batch item that names none", OFF(step_timeout_ms), 1,
      7LL * 24 * 3600 * 1000},
     {"orchestrator.keep_finished", "--keep-finished", SDX_OPT_INT, "1000",
-     "finished sessions and batches kept (each kind); older ones are deleted",
-     OFF(keep_finished), 1, 100000000},
+     "finished sessions and batches kept (each kind); older ones are deleted", OFF(keep_finished),
+     1, 100000000},
+    {"curve.cert", "--curve-cert", SDX_OPT_STR, "",
+     "the broker's CURVE key pair (FILE and FILE_secret from sdxl-cli keygen): CURVE on the "
+     "frontend, backend and events sockets, plaintext refused (\"\" = off)",
+     OFF(curve_cert), 0, 0},
+    {"curve.clients_dir", "--curve-clients", SDX_OPT_STR, "",
+     "folder of client public keys allowed on the frontend and events sockets (re-read on SIGHUP)",
+     OFF(curve_clients_dir), 0, 0},
+    {"curve.workers_dir", "--curve-workers", SDX_OPT_STR, "",
+     "folder of worker public keys allowed on the backend (re-read on SIGHUP)",
+     OFF(curve_workers_dir), 0, 0},
     {"validation.models_root", "--models-root", SDX_OPT_STR, "",
      "folder model names resolve in (semantic checks)", OFF(models_root), 0, 0},
     {"validation.loras_root", "--loras-root", SDX_OPT_STR, "", "folder LoRA names resolve in",
@@ -716,12 +727,21 @@ counted:
     s_event(b, "request.done", r, sdx_error_name(code), s_ms_since(r->t_accept_us), NULL);
 }
 
-/* ------------------------------------------- system.status refresh: true
+/* ------------------------------------------------------------- fan-outs
 
-   A live fan-out: <domain>.status to every registered worker (pinned to it,
-   beside its capacity: the runtime answers status on its I/O thread), with
-   the deadline data.deadline_ms (1000). The client's reply waits for the
-   last answer or timeout; workers that did not answer are marked. */
+   One client request answered from several workers: each gets its own
+   internal request, pinned to it (beside its capacity), and the client's
+   reply waits for the last answer or deadline.
+   - system.status refresh: true: <domain>.status to every worker (the
+     runtime answers status on its I/O thread), deadline data.deadline_ms
+     (1000); the workers that did not answer are marked.
+   - model.load / model.unload: <domain>.load_model / unload_model to the
+     workers that hold weights (inference, conditioning; data.domains
+     narrows, the gpu hint picks the GPU), deadline the request's
+     timeout_ms; the reply lists what each worker did. The model worker
+     keeps the catalogue; the weights live in those workers. */
+
+typedef enum { FAN_STATUS, FAN_MODEL } fan_kind_t;
 
 typedef struct {
     char wid[128], key[KEY_MAX];
@@ -732,7 +752,8 @@ typedef struct {
 
 typedef struct fanout {
     uint64_t token;
-    breq_t *origin; /* the client's system.status, answered at the end */
+    fan_kind_t kind;
+    breq_t *origin; /* the client's request, answered at the end */
     fan_entry_t *e;
     int n, got;
     bool starting;
@@ -741,8 +762,9 @@ typedef struct fanout {
 } fanout_t;
 
 static sdx_value_t *s_sys_status(broker_t *b, const sdx_envelope_t *env, sdx_fault_t *f);
-static int s_admit(broker_t *b, breq_t *r, int d, client_t *client, char *key_out,
-                   size_t key_len, sdx_fault_t *f);
+static int s_admit(broker_t *b, breq_t *r, int d, client_t *client, char *key_out, size_t key_len,
+                   sdx_fault_t *f);
+static int s_domain_index(const broker_t *b, const char *name);
 
 static void s_fanout_free(fanout_t *fo)
 {
@@ -751,6 +773,8 @@ static void s_fanout_free(fanout_t *fo)
     free(fo->e);
     free(fo);
 }
+
+static sdx_value_t *s_fanout_model_data(broker_t *b, fanout_t *fo, sdx_fault_t *f);
 
 static void s_fanout_finish(broker_t *b, fanout_t *fo)
 {
@@ -762,6 +786,26 @@ static void s_fanout_finish(broker_t *b, fanout_t *fo)
     breq_t *r = fo->origin;
     sdx_fault_t f;
     sdx_fault_clear(&f);
+    if (fo->kind == FAN_MODEL) {
+        sdx_value_t *d = s_fanout_model_data(b, fo, &f);
+        sdx_value_t rid = sdx_envelope_id_echo(&r->env);
+        if (d) {
+            sdx_value_t *reply = sdx_reply_ok(r->env.request_id, r->env.message_type, d,
+                                              s_local_timing(r->t_accept_us));
+            if (reply && sdx_reply_echo_id(reply, &r->env) == 0)
+                s_send_tree(b, &r->route, reply, r->env.encoding, &r->hook);
+            sdx_value_destroy(&reply);
+            b->st.ok++;
+            s_log_final(b, r->env.request_id, r->env.message_type, "broker", 0,
+                        s_ms_since(r->t_accept_us), "ok", NULL, NULL);
+        } else {
+            s_reply_fault_raw(b, &r->route, r->env.encoding, &rid, r->env.message_type, &f,
+                              &r->hook, r->t_accept_us);
+        }
+        s_req_release(b, r);
+        s_fanout_free(fo);
+        return;
+    }
     sdx_value_t *d = s_sys_status(b, &r->env, &f);
     sdx_value_t *doms = sdx_map_get(d, "domains");
     sdx_value_t *missing = sdx_value_array_new();
@@ -773,10 +817,10 @@ static void s_fanout_finish(broker_t *b, fanout_t *fo)
         if (!ok && missing)
             sdx_array_push(missing, sdx_value_str_new(e->wid));
         /* the worker's entry in domains.<d>.worker_list gets what it said */
-        const sdx_value_t *wl = e->domain >= 0
-                                    ? sdx_map_get(sdx_map_get(doms, b->domains[e->domain].name),
-                                                  "worker_list")
-                                    : NULL;
+        const sdx_value_t *wl =
+            e->domain >= 0
+                ? sdx_map_get(sdx_map_get(doms, b->domains[e->domain].name), "worker_list")
+                : NULL;
         for (size_t k = 0; k < sdx_array_len(wl); k++) {
             sdx_value_t *wm = sdx_array_at(wl, k);
             if (strcmp(sdx_map_str(wm, "worker_id", ""), e->wid) != 0)
@@ -785,8 +829,8 @@ static void s_fanout_finish(broker_t *b, fanout_t *fo)
             if (e->answer)
                 sdx_map_set(wm, ok ? "live" : "refresh_error", e->answer);
             else
-                sdx_map_set(wm, "refresh_error", sdx_error_value(SDX_ERR_WORKER_LOST, NULL,
-                                                                  "no answer"));
+                sdx_map_set(wm, "refresh_error",
+                            sdx_error_value(SDX_ERR_WORKER_LOST, NULL, "no answer"));
             e->answer = NULL;
             if (!ok)
                 sdx_map_set_str(wm, "health", "not_answering");
@@ -807,8 +851,8 @@ static void s_fanout_finish(broker_t *b, fanout_t *fo)
     sdx_value_destroy(&missing);
     sdx_value_t rid = sdx_envelope_id_echo(&r->env);
     if (d) {
-        sdx_value_t *reply = sdx_reply_ok(r->env.request_id, r->env.message_type, d,
-                                          s_local_timing(r->t_accept_us));
+        sdx_value_t *reply =
+            sdx_reply_ok(r->env.request_id, r->env.message_type, d, s_local_timing(r->t_accept_us));
         if (reply && sdx_reply_echo_id(reply, &r->env) == 0)
             s_send_tree(b, &r->route, reply, r->env.encoding, &r->hook);
         sdx_value_destroy(&reply);
@@ -851,18 +895,20 @@ static void s_fanout_result(broker_t *b, uint64_t token, const breq_t *r, bool o
     sdx_value_destroy(&data);
 }
 
-/* Start the refresh for r (a system.status with refresh: true). 0: r is
-   the fan-out's now (answered later), -1: answer it at once. */
-static int s_status_refresh(broker_t *b, breq_t *r)
+/* Ask the workers for which want(b, w, ud) holds: <domain>.<verb> with a
+   copy of data (NULL: {}), deadline dl ms. 0: r belongs to the fan-out now
+   (answered by s_fanout_finish), -1: out of memory (answer r at once). */
+static int s_fanout_start(broker_t *b, breq_t *r, fan_kind_t kind, const char *verb,
+                          const sdx_value_t *data, bool (*want)(broker_t *, worker_t *, void *),
+                          void *ud, int64_t dl)
 {
-    int64_t dl = sdx_map_int(r->env.data, "deadline_ms", 1000);
-    dl = dl < 10 ? 10 : dl > 30000 ? 30000 : dl;
     fanout_t *fo = calloc(1, sizeof *fo);
     if (!fo || (b->reg.len && !(fo->e = calloc(b->reg.len, sizeof *fo->e)))) {
         free(fo);
         return -1;
     }
     fo->token = FANOUT_BIT | ++b->fanout_seq;
+    fo->kind = kind;
     fo->origin = r;
     fo->t0_us = sdx_clock_mono_us();
     fo->deadline_ms = dl;
@@ -878,6 +924,8 @@ static int s_status_refresh(broker_t *b, breq_t *r)
         memcpy(ws, b->reg.items, nw * sizeof *ws);
     for (size_t k = 0; k < nw; k++) {
         worker_t *w = ws[k];
+        if (!want(b, w, ud))
+            continue;
         fan_entry_t *e = &fo->e[fo->n++];
         snprintf(e->wid, sizeof e->wid, "%s", w->id);
         e->domain = w->domain;
@@ -885,8 +933,9 @@ static int s_status_refresh(broker_t *b, breq_t *r)
         sdx_fault_clear(&f);
         sdx_value_t *root = sdx_value_map_new();
         char mt[SDX_TYPE_MAX], rid[SDX_MDP_MAX_ID + 1];
-        snprintf(mt, sizeof mt, "%s.status", b->domains[w->domain].name);
-        snprintf(rid, sizeof rid, "refresh-%" PRIu64 "-%.100s", fo->token & ~FANOUT_BIT, w->id);
+        snprintf(mt, sizeof mt, "%s.%s", b->domains[w->domain].name, verb);
+        snprintf(rid, sizeof rid, "%.40s.%" PRIu64 ".%.60s", r->env.request_id,
+                 fo->token & ~FANOUT_BIT, w->id);
         breq_t *q = root ? s_req_alloc(b) : NULL;
         if (q) {
             b->live_requests++;
@@ -894,8 +943,9 @@ static int s_status_refresh(broker_t *b, breq_t *r)
             sdx_map_set_str(root, "message_type", mt);
             sdx_map_set_str(root, "request_id", rid);
             sdx_map_set_int(root, "timeout_ms", dl);
-            sdx_map_set_str(root, "priority", "critical");
-            sdx_map_set(root, "data", sdx_value_map_new());
+            sdx_map_set_str(root, "priority",
+                            kind == FAN_STATUS ? "critical" : sdx_priority_name(r->env.priority));
+            sdx_map_set(root, "data", data ? sdx_value_clone(data) : sdx_value_map_new());
         }
         if (!q || sdx_envelope_parse(&q->env, &root, SDX_ENC_MSGPACK, &f) != 0) {
             sdx_value_destroy(&root);
@@ -926,6 +976,155 @@ static int s_status_refresh(broker_t *b, breq_t *r)
     if (fo->got == fo->n)
         s_fanout_finish(b, fo);
     return 0;
+}
+
+static bool s_want_all(broker_t *b, worker_t *w, void *ud)
+{
+    (void)b;
+    (void)ud;
+    return !w->draining;
+}
+
+/* system.status with refresh: true. */
+static int s_status_refresh(broker_t *b, breq_t *r)
+{
+    int64_t dl = sdx_map_int(r->env.data, "deadline_ms", 1000);
+    dl = dl < 10 ? 10 : dl > 30000 ? 30000 : dl;
+    return s_fanout_start(b, r, FAN_STATUS, "status", NULL, s_want_all, NULL, dl);
+}
+
+/* The domains a model.load goes to. */
+typedef struct {
+    bool domain[MAX_DOMAINS];
+    int gpu;
+} model_want_t;
+
+static bool s_want_model(broker_t *b, worker_t *w, void *ud)
+{
+    const model_want_t *mw = ud;
+    (void)b;
+    return !w->draining && w->domain >= 0 && mw->domain[w->domain] &&
+           (mw->gpu < 0 || w->gpu == mw->gpu);
+}
+
+/* model.load / model.unload {model_name, precision?, domains?}: 0 when the
+   fan-out holds r, -1 with f when it is refused at once. */
+static int s_model_fanout(broker_t *b, breq_t *r, sdx_fault_t *f)
+{
+    const char *name = sdx_map_str(r->env.data, "model_name", NULL);
+    if (!name || !*name) {
+        sdx_fault_set(f, SDX_ERR_INVALID_REQUEST, "model_name",
+                      "%s needs data.model_name: a checkpoint name from model.list",
+                      r->env.message_type);
+        return -1;
+    }
+    model_want_t mw = {.gpu = r->env.gpu};
+    const sdx_value_t *doms = sdx_map_get(r->env.data, "domains");
+    static const char *const holders[] = {"inference", "conditioning"};
+    if (doms && doms->type != SDX_ARRAY) {
+        sdx_fault_set(f, SDX_ERR_INVALID_REQUEST, "domains",
+                      "domains must be an array of inference and/or conditioning");
+        return -1;
+    }
+    for (size_t i = 0; i < (doms ? sdx_array_len(doms) : 2); i++) {
+        const sdx_value_t *dv = doms ? sdx_array_at(doms, i) : NULL;
+        const char *dn = doms ? (dv && dv->type == SDX_STR ? dv->u.str.ptr : "") : holders[i];
+        int d = s_domain_index(b, dn);
+        if (d < 0 || (strcmp(dn, "inference") != 0 && strcmp(dn, "conditioning") != 0)) {
+            sdx_fault_set(f, SDX_ERR_INVALID_REQUEST, "domains",
+                          "domains[%zu] \"%s\": models are held by inference and conditioning "
+                          "workers",
+                          i, dn);
+            return -1;
+        }
+        mw.domain[d] = true;
+    }
+    int asked = 0;
+    for (size_t k = 0; k < b->reg.len; k++)
+        asked += s_want_model(b, b->reg.items[k], &mw);
+    if (!asked) {
+        sdx_fault_set(f, SDX_ERR_NO_WORKER, r->env.gpu >= 0 ? "gpu" : NULL,
+                      "no inference or conditioning worker%s is registered to %s %s",
+                      r->env.gpu >= 0 ? " on that gpu" : "",
+                      strcmp(r->env.message_type, "model.load") == 0 ? "load" : "unload", name);
+        return -1;
+    }
+    sdx_value_t *data = sdx_value_map_new();
+    if (!data)
+        return -1;
+    sdx_map_set_str(data, "model_name", name);
+    const sdx_value_t *prec = sdx_map_get(r->env.data, "precision");
+    if (prec)
+        sdx_map_set(data, "precision", sdx_value_clone(prec));
+    int64_t dl = r->env.timeout_ms > 0 ? r->env.timeout_ms : b->cfg.default_timeout_ms;
+    if (dl > b->cfg.max_timeout_ms)
+        dl = b->cfg.max_timeout_ms;
+    const char *verb =
+        strcmp(r->env.message_type, "model.load") == 0 ? "load_model" : "unload_model";
+    int rc = s_fanout_start(b, r, FAN_MODEL, verb, data, s_want_model, &mw, dl);
+    sdx_value_destroy(&data);
+    if (rc != 0)
+        sdx_fault_set(f, SDX_ERR_INTERNAL, NULL, "out of memory");
+    return rc;
+}
+
+/* The model.load / model.unload reply: what each worker did. All failed:
+   the first worker's error, naming the worker. */
+static sdx_value_t *s_fanout_model_data(broker_t *b, fanout_t *fo, sdx_fault_t *f)
+{
+    sdx_value_t *d = sdx_value_map_new(), *list = sdx_value_array_new();
+    if (!d || !list) {
+        sdx_value_destroy(&d);
+        sdx_value_destroy(&list);
+        sdx_fault_set(f, SDX_ERR_INTERNAL, NULL, "out of memory");
+        return NULL;
+    }
+    int ok = 0, failed = 0;
+    const fan_entry_t *first_bad = NULL;
+    for (int i = 0; i < fo->n; i++) {
+        fan_entry_t *e = &fo->e[i];
+        const sdx_value_t *err = e->answer ? sdx_map_get(e->answer, "error") : NULL;
+        bool good = e->answer && !err;
+        sdx_value_t *m = sdx_value_map_new();
+        if (!m)
+            continue;
+        sdx_map_set_str(m, "worker_id", e->wid);
+        sdx_map_set_str(m, "domain", e->domain >= 0 ? b->domains[e->domain].name : "?");
+        sdx_map_set_bool(m, "ok", good);
+        if (good) {
+            sdx_map_set(m, "result", e->answer);
+            e->answer = NULL;
+            ok++;
+        } else {
+            sdx_map_set(m, "error",
+                        err ? sdx_value_clone(err)
+                            : sdx_error_value(SDX_ERR_TIMEOUT, NULL, "no answer"));
+            failed++;
+            if (!first_bad)
+                first_bad = e;
+        }
+        sdx_array_push(list, m);
+    }
+    if (ok == 0 && first_bad) {
+        const sdx_value_t *err = first_bad->answer ? sdx_map_get(first_bad->answer, "error") : NULL;
+        bool known = false;
+        sdx_error_t code = sdx_error_parse(sdx_map_str(err, "code", "timeout"), &known);
+        sdx_fault_set(f, known ? code : SDX_ERR_INTERNAL, sdx_map_str(err, "field", NULL),
+                      "%s on %s: %s", fo->origin->env.message_type, first_bad->wid,
+                      sdx_map_str(err, "message", "no answer before the deadline"));
+        sdx_value_destroy(&d);
+        sdx_value_destroy(&list);
+        return NULL;
+    }
+    sdx_map_set_str(d, "model_name", sdx_map_str(fo->origin->env.data, "model_name", ""));
+    sdx_map_set_str(d, "operation",
+                    strcmp(fo->origin->env.message_type, "model.load") == 0 ? "load" : "unload");
+    sdx_map_set_int(d, "asked", fo->n);
+    sdx_map_set_int(d, "succeeded", ok);
+    sdx_map_set_int(d, "failed", failed);
+    sdx_map_set_float(d, "ms", s_ms_since(fo->t0_us));
+    sdx_map_set(d, "workers", list);
+    return d;
 }
 
 static void s_internal_result(broker_t *b, breq_t *r, bool ok, sdx_value_t *data,
@@ -1146,6 +1345,15 @@ static sdx_value_t *s_sys_status(broker_t *b, const sdx_envelope_t *env, sdx_fau
         sdx_map_set_int(evs, "subscriptions", b->subscriptions);
         sdx_map_set(d, "events", evs);
     }
+    sdx_value_t *cv = sdx_value_map_new();
+    if (cv) {
+        uint64_t allowed = 0, refused = 0;
+        sdx_zap_counts(b->zap, &allowed, &refused);
+        sdx_map_set_bool(cv, "enabled", b->zap != NULL);
+        sdx_map_set_int(cv, "handshakes_allowed", (int64_t)allowed);
+        sdx_map_set_int(cv, "handshakes_refused", (int64_t)refused);
+        sdx_map_set(d, "curve", cv);
+    }
     sdx_value_t *rq = sdx_value_map_new();
     if (rq) {
         sdx_map_set_int(rq, "accepted", (int64_t)b->st.accepted);
@@ -1185,9 +1393,10 @@ static sdx_value_t *s_sys_status(broker_t *b, const sdx_envelope_t *env, sdx_fau
                 continue;
             int64_t ago = now - w->last_seen_ms;
             sdx_map_set_str(wm, "worker_id", w->id);
-            sdx_map_set_str(wm, "health", w->draining         ? "draining"
-                                          : ago > dead_after / 2 ? "late"
-                                                                 : "ok");
+            sdx_map_set_str(wm, "health",
+                            w->draining            ? "draining"
+                            : ago > dead_after / 2 ? "late"
+                                                   : "ok");
             sdx_map_set_int(wm, "last_heartbeat_ms_ago", ago);
             sdx_map_set_int(wm, "gpu", w->gpu);
             sdx_map_set_str(wm, "host", w->host);
@@ -1617,8 +1826,8 @@ static void s_clients_sweep(broker_t *b, int64_t now_ms)
    point is answered through s_finish_error), -1 with f filled when it is
    refused at once (the caller answers and releases it). key_out (may be
    NULL) receives the backend key. */
-static int s_admit(broker_t *b, breq_t *r, int d, client_t *client, char *key_out,
-                   size_t key_len, sdx_fault_t *f)
+static int s_admit(broker_t *b, breq_t *r, int d, client_t *client, char *key_out, size_t key_len,
+                   sdx_fault_t *f)
 {
     int64_t t0 = r->t_accept_us;
     if (d < 0) {
@@ -1629,8 +1838,7 @@ static int s_admit(broker_t *b, breq_t *r, int d, client_t *client, char *key_ou
         return -1;
     }
     if (registry_count(&b->reg, d, false) == 0) {
-        sdx_fault_set(f, SDX_ERR_NO_WORKER, NULL, "no %s worker is registered",
-                      b->domains[d].name);
+        sdx_fault_set(f, SDX_ERR_NO_WORKER, NULL, "no %s worker is registered", b->domains[d].name);
         return -1;
     }
     if (r->env.gpu >= 0 && !registry_has_gpu(&b->reg, d, r->env.gpu)) {
@@ -1708,7 +1916,6 @@ static int s_admit(broker_t *b, breq_t *r, int d, client_t *client, char *key_ou
     log_debug("%s queued in %s (%zu queued)", r->key, b->domains[d].name, queue_len(q));
     return 0;
 }
-
 
 /* ------------------------------------------- the orchestrator's host */
 
@@ -1925,6 +2132,16 @@ static void s_handle_request(broker_t *b, const route_t *rt, const uint8_t *data
         return;
     }
 
+    /* model.load / model.unload: the weights live in the inference and
+       conditioning workers, so the broker asks them (a fan-out) */
+    if (!strcmp(r->env.message_type, "model.load") ||
+        !strcmp(r->env.message_type, "model.unload")) {
+        if (s_model_fanout(b, r, &f) == 0)
+            return;
+        s_reply_fault_raw(b, rt, enc, &rid, r->env.message_type, &f, &r->hook, t0);
+        s_req_release(b, r);
+        return;
+    }
     /* Routing by domain prefix. */
     int d = s_domain_index(b, r->env.domain);
     if (d >= 0 && b->domains[d].by_broker) {
@@ -2077,7 +2294,8 @@ static void s_on_heartbeat(broker_t *b, worker_t *w, sdx_mdp_msg_t *msg)
     if (msg->body && (sdx_map_get(msg->body, "gpus") || sdx_map_get(msg->body, "memory"))) {
         sdx_value_t *rep = sdx_value_map_new();
         if (rep) {
-            sdx_value_t *g = sdx_map_take(msg->body, "gpus"), *m = sdx_map_take(msg->body, "memory");
+            sdx_value_t *g = sdx_map_take(msg->body, "gpus"),
+                        *m = sdx_map_take(msg->body, "memory");
             if (g)
                 sdx_map_set(rep, "gpus", g);
             if (m)
@@ -2438,6 +2656,14 @@ static void *s_bind(broker_t *b, int type, const char *ep, const char *what, cha
     s_sockopt_int(s, ZMQ_RCVHWM, (int)b->cfg.hwm);
     if (type == ZMQ_ROUTER)
         s_sockopt_int(s, ZMQ_ROUTER_HANDOVER, 1);
+    if (b->zap && type != ZMQ_STREAM &&
+        sdx_curve_server(s, b->cfg.curve_cert, type == ZMQ_ROUTER && strcmp(what, "backend") == 0
+                                                   ? "workers"
+                                                   : "clients",
+                         err, err_len) != 0) {
+        zmq_close(s);
+        return NULL;
+    }
     if (zmq_bind(s, ep) != 0) {
         snprintf(err, err_len, "%s: cannot bind %s: %s", what, ep, zmq_strerror(errno));
         zmq_close(s);
@@ -2523,6 +2749,19 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t err_len)
     b->ctx = zmq_ctx_new();
     if (!b->ctx) {
         snprintf(err, err_len, "zmq_ctx_new: %s", zmq_strerror(errno));
+        goto fail;
+    }
+    if (cfg->curve_cert[0]) {
+        /* the handler first: no CURVE socket may take a peer before it is there */
+        if (!(b->zap = sdx_zap_new(b->ctx, cfg->curve_clients_dir, cfg->curve_workers_dir, e,
+                                   sizeof e))) {
+            snprintf(err, err_len, "curve: %s", e);
+            goto fail;
+        }
+        log_info("curve: on (key %s); clients from %s, workers from %s; plaintext refused",
+                 cfg->curve_cert, cfg->curve_clients_dir, cfg->curve_workers_dir);
+    } else if (cfg->curve_clients_dir[0] || cfg->curve_workers_dir[0]) {
+        snprintf(err, err_len, "curve: allow-lists given without curve.cert (the broker's key)");
         goto fail;
     }
     if (!(b->front = s_bind(b, ZMQ_ROUTER, cfg->frontend, "frontend", err, err_len)))
@@ -2612,17 +2851,21 @@ static void s_shutdown(broker_t *b)
 
 int broker_run(broker_t *b, volatile sig_atomic_t *stop)
 {
-    zmq_pollitem_t items[4] = {
+    zmq_pollitem_t items[5] = {
         {b->front, 0, ZMQ_POLLIN, 0},
         {b->back, 0, ZMQ_POLLIN, 0},
         {b->pub, 0, ZMQ_POLLIN, 0},
         {b->http, 0, ZMQ_POLLIN, 0},
     };
     int nitems = b->pub ? 3 : 2;
-    int http_at = -1;
+    int http_at = -1, zap_at = -1;
     if (b->http) {
         http_at = nitems;
         items[nitems++] = (zmq_pollitem_t){b->http, 0, ZMQ_POLLIN, 0};
+    }
+    if (b->zap) { /* CURVE handshakes wait for this socket's answer */
+        zap_at = nitems;
+        items[nitems++] = (zmq_pollitem_t){sdx_zap_socket(b->zap), 0, ZMQ_POLLIN, 0};
     }
     int rc = 0;
     while (!*stop) {
@@ -2660,6 +2903,8 @@ int broker_run(broker_t *b, volatile sig_atomic_t *stop)
             }
         if (b->pub && (items[2].revents & ZMQ_POLLIN))
             s_events_one(b);
+        if (zap_at >= 0 && (items[zap_at].revents & ZMQ_POLLIN))
+            sdx_zap_handle(b->zap);
         if (http_at >= 0 && (items[http_at].revents & ZMQ_POLLIN))
             for (int i = 0; i < 16; i++)
                 s_http_one(b);
@@ -2668,8 +2913,11 @@ int broker_run(broker_t *b, volatile sig_atomic_t *stop)
         s_heartbeat(b, now);
         if (broker_reload_requested) {
             broker_reload_requested = 0;
-            log_info("SIGHUP: re-reading the workflows");
+            log_info("SIGHUP: re-reading the workflows%s", b->zap ? " and the CURVE allow-lists" : "");
             orch_reload(b->orch);
+            char e[512];
+            if (b->zap && sdx_zap_reload(b->zap, e, sizeof e) != 0)
+                log_error("curve: %s (keeping the allow-lists loaded before)", e);
         }
         orch_tick(b->orch);
     }
@@ -2709,6 +2957,7 @@ void broker_destroy(broker_t **bp)
         zmq_close(b->pub);
     if (b->http)
         zmq_close(b->http);
+    sdx_zap_destroy(&b->zap);
     if (b->ctx)
         zmq_ctx_term(b->ctx);
     metrics_destroy(&b->metrics);

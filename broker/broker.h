@@ -50,6 +50,9 @@ typedef struct {
     char batch_outputs[SDX_CONFIG_STR_MAX];
     int64_t step_timeout_ms;
     int64_t keep_finished;
+    char curve_cert[SDX_CONFIG_STR_MAX];        /* the broker's key pair; "" : CURVE off */
+    char curve_clients_dir[SDX_CONFIG_STR_MAX]; /* allowed client public keys */
+    char curve_workers_dir[SDX_CONFIG_STR_MAX]; /* allowed worker public keys */
 } broker_config_t;
 
 /* Set from a SIGHUP handler: the broker re-reads its workflow files. */

@@ -29,6 +29,7 @@
     workflows (use a real client library).
 */
 #include "sdx_codec.h"
+#include "sdx_curve.h"
 #include "sdx_value.h"
 
 #include <errno.h>
@@ -270,6 +271,9 @@ static sdx_value_t *s_load_data(const char *arg)
 
 /* ------------------------------------------------------------- requests */
 
+/* CURVE (--curve-cert and --curve-broker-key), NULL: plaintext */
+static const char *s_curve_cert, *s_curve_broker;
+
 static void *s_socket(void *ctx, int type, const char *ep)
 {
     void *s = zmq_socket(ctx, type);
@@ -277,6 +281,12 @@ static void *s_socket(void *ctx, int type, const char *ep)
         return NULL;
     int linger = 0;
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    char err[600];
+    if (s_curve_cert && sdx_curve_client(s, s_curve_cert, s_curve_broker, err, sizeof err) != 0) {
+        fprintf(stderr, "sdxl-cli: curve: %s\n", err);
+        zmq_close(s);
+        return NULL;
+    }
     if (zmq_connect(s, ep) != 0) {
         fprintf(stderr, "sdxl-cli: cannot connect to %s: %s\n", ep, zmq_strerror(errno));
         zmq_close(s);
@@ -632,6 +642,8 @@ static void s_usage(FILE *f)
                "       sdxl-cli [options] cancel REQUEST_ID          system.cancel\n"
                "       sdxl-cli [options] generate [JSON|@FILE|-] --out FILE\n"
                "                                 inference.generate; images to FILE (FILE-N.EXT)\n"
+               "       sdxl-cli keygen FILE [NAME]  a CURVE key pair: FILE (public: copy it into\n"
+               "                                 the broker's allow-list) and FILE_secret\n"
                "options:\n"
                "  --endpoint EP         broker frontend (default $SDXL_ENDPOINT or\n"
                "                        tcp://127.0.0.1:5555)\n"
@@ -647,6 +659,8 @@ static void s_usage(FILE *f)
                "  --request-timeout MS  timeout_ms field of the request\n"
                "  --request-id ID       request_id to send (default: made up)\n"
                "  --session ID          session_id to send\n"
+               "  --curve-cert FILE     CURVE: this client's key pair (sdxl-cli keygen)\n"
+               "  --curve-broker-key F  CURVE: the broker's public certificate\n"
                "  -q, --quiet           no progress lines\n"
                "options may come before or after the command; -- ends them\n"
                "exit: 0 success, 1 error reply, 2 usage, 3 timeout\n");
@@ -672,7 +686,9 @@ int main(int argc, char **argv)
         O_RTMO,
         O_RID,
         O_SESS,
-        O_OUT
+        O_OUT,
+        O_CCERT,
+        O_CBROKER
     };
     static const struct option longopts[] = {
         {"endpoint", required_argument, NULL, 'e'},
@@ -687,6 +703,8 @@ int main(int argc, char **argv)
         {"request-id", required_argument, NULL, O_RID},
         {"session", required_argument, NULL, O_SESS},
         {"out", required_argument, NULL, O_OUT},
+        {"curve-cert", required_argument, NULL, O_CCERT},
+        {"curve-broker-key", required_argument, NULL, O_CBROKER},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -727,6 +745,12 @@ int main(int argc, char **argv)
             break;
         case O_OUT:
             o.out = optarg;
+            break;
+        case O_CCERT:
+            s_curve_cert = optarg;
+            break;
+        case O_CBROKER:
+            s_curve_broker = optarg;
             break;
         case O_RAW:
             o.raw = true;
@@ -784,6 +808,25 @@ int main(int argc, char **argv)
         {"workers", "system.workers"},
         {"ping", "system.ping"},
     };
+    if (!s_curve_cert != !s_curve_broker) {
+        fprintf(stderr, "sdxl-cli: CURVE needs both --curve-cert and --curve-broker-key\n");
+        return EXIT_USAGE;
+    }
+    if (strcmp(cmd, "keygen") == 0) {
+        if (nargs < 1 || nargs > 2) {
+            fprintf(stderr, "sdxl-cli: keygen FILE [NAME]\n");
+            return EXIT_USAGE;
+        }
+        char err[600];
+        if (sdx_curve_keygen(args[0], nargs > 1 ? args[1] : args[0], err, sizeof err) != 0) {
+            fprintf(stderr, "sdxl-cli: keygen: %s\n", err);
+            return EXIT_ERROR_REPLY;
+        }
+        if (!o.quiet)
+            fprintf(stderr, "sdxl-cli: wrote %s (public) and %s_secret (keep it private)\n",
+                    args[0], args[0]);
+        return EXIT_OK;
+    }
     if (o.out && strcmp(cmd, "generate") != 0) {
         fprintf(stderr, "sdxl-cli: --out is for generate\n");
         return EXIT_USAGE;

@@ -20,6 +20,7 @@
 #include "sdx_worker.h"
 
 #include "sdx_codec.h"
+#include "sdx_curve.h"
 #include "sdx_errors.h"
 #include "sdx_gpu.h"
 #include "sdx_log.h"
@@ -85,6 +86,7 @@ struct sdx_worker {
     /* options */
     char id[96];
     char broker[512];
+    char curve_cert[512], curve_broker_key[512]; /* "" : plaintext */
     char config[512];
     int gpu_requested;
     int concurrency;
@@ -988,6 +990,14 @@ static int s_connect(sdx_worker_t *w)
     int ivl = 100, ivl_max = 2000;
     zmq_setsockopt(w->sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
     zmq_setsockopt(w->sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
+    char cerr[600];
+    if (w->curve_cert[0] &&
+        sdx_curve_client(w->sock, w->curve_cert, w->curve_broker_key, cerr, sizeof cerr) != 0) {
+        log_error("curve: %s", cerr);
+        zmq_close(w->sock);
+        w->sock = NULL;
+        return -1;
+    }
     if (zmq_connect(w->sock, w->broker) != 0) {
         log_error("connect %s: %s", w->broker, zmq_strerror(errno));
         zmq_close(w->sock);
@@ -1355,11 +1365,14 @@ typedef struct {
     int concurrency;
     int prefetch;
     int capacity; /* 0: unset; -2: an invalid config value */
+    char curve_cert[512];       /* this worker's key pair (FILE + FILE_secret), "" : plaintext */
+    char curve_broker_key[512]; /* the broker's public certificate */
 } s_opts_t;
 
 /* Config keys of the runtime's own options (the rest belong to domains). */
 static const char *const s_runtime_keys[] = {
-    "domain", "broker", "gpu", "concurrency", "prefetch", "capacity", "id", "log_level", NULL,
+    "domain",    "broker",    "gpu",        "concurrency",      "prefetch", "capacity",
+    "id",        "log_level", "curve_cert", "curve_broker_key", NULL,
 };
 
 /* The --config file, kept while the options are resolved: the maps that
@@ -1402,6 +1415,10 @@ static void s_opts_apply_map(s_opts_t *o, const sdx_value_t *m, bool set_domain)
         snprintf(o->id, sizeof o->id, "%s", s);
     if ((s = sdx_map_str(m, "log_level", NULL)))
         snprintf(o->log_level, sizeof o->log_level, "%s", s);
+    if ((s = sdx_map_str(m, "curve_cert", NULL)))
+        snprintf(o->curve_cert, sizeof o->curve_cert, "%s", s);
+    if ((s = sdx_map_str(m, "curve_broker_key", NULL)))
+        snprintf(o->curve_broker_key, sizeof o->curve_broker_key, "%s", s);
     if ((s = sdx_map_str(m, "gpu", NULL)))
         o->gpu = atoi(s);
     if ((s = sdx_map_str(m, "concurrency", NULL)))
@@ -1475,6 +1492,8 @@ static const struct option s_longopts[] = {
     {"capacity", required_argument, NULL, 'C'},
     {"id", required_argument, NULL, 'i'},
     {"log-level", required_argument, NULL, 'l'},
+    {"curve-cert", required_argument, NULL, 'K'},
+    {"curve-broker-key", required_argument, NULL, 'B'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -1704,7 +1723,11 @@ static void s_usage(FILE *f)
         "                 1..1024; default: the domain's, device/scheduler/test 32, model 8,\n"
         "                 conditioning/inference/postprocessing 1; at least --concurrency)\n"
         "  --prefetch N   older form: capacity = --concurrency + N (0..64)\n"
-        "  --id           worker id (default <domain>-<host>-<pid>)\n");
+        "  --id           worker id (default <domain>-<host>-<pid>)\n"
+        "  --curve-cert FILE        CURVE: this worker's key pair (FILE and FILE_secret,\n"
+        "                           sdxl-cli keygen); its FILE goes in the broker's workers\n"
+        "                           allow-list\n"
+        "  --curve-broker-key FILE  CURVE: the broker's public certificate (both or neither)\n");
 }
 
 /* The domain's options for --help. */
@@ -1794,6 +1817,8 @@ static sdx_worker_t *s_worker_new(const sdx_domain_t *domain, const s_opts_t *o)
         return NULL;
     w->domain = domain;
     snprintf(w->broker, sizeof w->broker, "%s", o->broker);
+    snprintf(w->curve_cert, sizeof w->curve_cert, "%s", o->curve_cert);
+    snprintf(w->curve_broker_key, sizeof w->curve_broker_key, "%s", o->curve_broker_key);
     w->gpu_requested = o->gpu;
     w->gpu = -1;
     snprintf(w->device, sizeof w->device, "cpu");
@@ -1894,7 +1919,7 @@ static int s_parse_args(int argc, char **argv, s_cmdline_t *cl)
     int rc = -1, ch;
     char *end;
     opterr = 0; /* our own messages below */
-    while (rc < 0 && (ch = getopt_long(argc, argv, ":d:b:g:c:n:p:C:i:l:h", lo, NULL)) != -1) {
+    while (rc < 0 && (ch = getopt_long(argc, argv, ":d:b:g:c:n:p:C:i:l:K:B:h", lo, NULL)) != -1) {
         s_opts_t *f = &cl->flags;
         switch (ch) {
         case 'd':
@@ -1942,6 +1967,12 @@ static int s_parse_args(int argc, char **argv, s_cmdline_t *cl)
             break;
         case 'l':
             snprintf(f->log_level, sizeof f->log_level, "%s", optarg);
+            break;
+        case 'K':
+            snprintf(f->curve_cert, sizeof f->curve_cert, "%s", optarg);
+            break;
+        case 'B':
+            snprintf(f->curve_broker_key, sizeof f->curve_broker_key, "%s", optarg);
             break;
         case 'h':
             cl->help = true;
@@ -2061,6 +2092,20 @@ int sdx_worker_main(int argc, char **argv)
     if (o.capacity == -2) {
         fprintf(stderr, "sdxl-worker: --config %s: capacity wants an integer 1..%d\n", cl.config,
                 SDX_MDP_MAX_CAPACITY);
+        goto out;
+    }
+    if (flags->curve_cert[0])
+        snprintf(o.curve_cert, sizeof o.curve_cert, "%s", flags->curve_cert);
+    if (flags->curve_broker_key[0])
+        snprintf(o.curve_broker_key, sizeof o.curve_broker_key, "%s", flags->curve_broker_key);
+    if (!o.curve_cert[0] != !o.curve_broker_key[0]) {
+        fprintf(stderr, "sdxl-worker: CURVE needs both --curve-cert (this worker's key pair) and "
+                        "--curve-broker-key (the broker's public certificate)\n");
+        goto out;
+    }
+    if (o.curve_cert[0] && (sdx_curve_cert_check(o.curve_cert, true, err, sizeof err) != 0 ||
+                            sdx_curve_cert_check(o.curve_broker_key, false, err, sizeof err) != 0)) {
+        fprintf(stderr, "sdxl-worker: curve: %s\n", err);
         goto out;
     }
     if (!o.broker[0])

@@ -107,9 +107,8 @@ int domain_schema_check_like(sdx_job_t *job, const domain_schema_t *ds, const ch
     int rc = sdx_schema_validate(schema, data_p, ds->sem, &e);
     sdx_value_destroy(&schema);
     if (rc != 0)
-        return sdx_job_fail(job,
-                            strcmp(e.rule, "internal") == 0 ? SDX_ERR_INTERNAL
-                                                            : SDX_ERR_INVALID_REQUEST,
-                            e.field[0] ? e.field : NULL, "%s", e.message);
+        return sdx_job_fail(
+            job, strcmp(e.rule, "internal") == 0 ? SDX_ERR_INTERNAL : SDX_ERR_INVALID_REQUEST,
+            e.field[0] ? e.field : NULL, "%s", e.message);
     return 0;
 }

@@ -177,9 +177,8 @@ static void s_fini(sdx_worker_t *w)
 }
 
 static const char *const s_planned[] = {
-    "inference.generate",   "inference.txt2img",     "inference.img2img",
-    "inference.inpaint",    "inference.denoise",     "inference.load_model",
-    "inference.unload_model", NULL,
+    "inference.generate", "inference.txt2img",    "inference.img2img",      "inference.inpaint",
+    "inference.denoise",  "inference.load_model", "inference.unload_model", NULL,
 };
 
 const sdx_domain_t sdx_domain_inference = {
@@ -549,8 +548,6 @@ static void s_on_progress(int step, int total, double it_per_s, const char *msg,
     if (sdx_worker_cancelled(run->job))
         run->cancel = 1;
 }
-
-
 
 /* A model_name with nothing under the models root: the near names
    (infer_domain_near_models), after the resolver's message in err. */

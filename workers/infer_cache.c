@@ -395,7 +395,8 @@ bool infer_cache_has(infer_cache_t *c, const infer_model_ref_t *ref, sdx_dtype_t
 {
     pthread_mutex_lock(&c->lock);
     infer_entry_t *e = c->head;
-    while (e && !(e->dtype == dtype && !e->failed && !e->drop && strcmp(e->ref.path, ref->path) == 0))
+    while (e &&
+           !(e->dtype == dtype && !e->failed && !e->drop && strcmp(e->ref.path, ref->path) == 0))
         e = e->next;
     pthread_mutex_unlock(&c->lock);
     return e != NULL;
@@ -458,10 +459,7 @@ int infer_cache_describe(infer_cache_t *c, infer_model_info_t *out, int max)
         snprintf(m->path, sizeof m->path, "%.1023s", e->ref.path);
         m->format = e->ref.single_file ? "safetensors" : "diffusers";
         m->dtype = sdx_dtype_name(e->dtype);
-        m->state = e->drop     ? "unloading"
-                   : e->engine ? "loaded"
-                   : e->failed ? "failed"
-                               : "loading";
+        m->state = e->drop ? "unloading" : e->engine ? "loaded" : e->failed ? "failed" : "loading";
         m->in_use = e->refs > 0;
         m->uses = e->uses;
         m->bytes = e->bytes;
@@ -476,7 +474,8 @@ bool infer_cache_lookup(infer_cache_t *c, const infer_model_ref_t *ref, sdx_dtyp
 {
     pthread_mutex_lock(&c->lock);
     infer_entry_t *e = c->head;
-    while (e && !(e->dtype == dtype && e->engine && !e->drop && strcmp(e->ref.path, ref->path) == 0))
+    while (e &&
+           !(e->dtype == dtype && e->engine && !e->drop && strcmp(e->ref.path, ref->path) == 0))
         e = e->next;
     if (e) {
         e->last_used = ++c->tick;

@@ -129,8 +129,7 @@ const char *infer_domain_run_dtype(const infer_engine_t *e, const char *dtype)
     return dtype && strcmp(dtype, "fp16") == 0 && !infer_engine_is_cuda(e) ? "fp32" : dtype;
 }
 
-void infer_domain_near_models(model_catalog_t *catalog, const char *name, char *err,
-                              size_t err_len)
+void infer_domain_near_models(model_catalog_t *catalog, const char *name, char *err, size_t err_len)
 {
     char cerr[512] = "";
     model_entry_t e;
@@ -239,8 +238,8 @@ int infer_domain_model_op(sdx_job_t *job, const domain_schema_t *rules, const ch
             sdx_map_set_str(reply, "note",
                             "an engine in use is freed when its running job gives it back");
         }
-        log_info("%s: model %s unloaded (%d now, %d when their jobs end)",
-                 sdx_job_request_id(job), name, unloaded, deferred);
+        log_info("%s: model %s unloaded (%d now, %d when their jobs end)", sdx_job_request_id(job),
+                 name, unloaded, deferred);
     }
     sdx_value_t *names = s_model_names(e);
     if (names)

@@ -485,7 +485,8 @@ infer_status_t infer_engine_load(infer_engine_t *e, const char *model_name, cons
     infer_status_t st = INFER_OK;
     bool loaded = false;
     double load_ms = 0;
-    infer_entry_t *entry = s_acquire(e, model_name, out->dtype, &loaded, &load_ms, &st, err, err_len);
+    infer_entry_t *entry =
+        s_acquire(e, model_name, out->dtype, &loaded, &load_ms, &st, err, err_len);
     out->models_changed = loaded || !entry;
     if (!entry)
         return st;
@@ -503,9 +504,9 @@ infer_status_t infer_engine_unload(infer_engine_t *e, const char *model_name, co
     *unloaded = *deferred = 0;
     infer_model_ref_t ref;
     bool not_found;
-    int rc = infer_model_resolve(e->models_root, model_name,
-                                 e->config_dir[0] ? e->config_dir : NULL, &ref, &not_found, err,
-                                 err_len);
+    int rc =
+        infer_model_resolve(e->models_root, model_name, e->config_dir[0] ? e->config_dir : NULL,
+                            &ref, &not_found, err, err_len);
     if (rc != 0 && !not_found)
         return INFER_BAD_NAME;
     int dt = dtype ? (int)s_dtype_of(dtype) : -1;

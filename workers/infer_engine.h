@@ -212,8 +212,8 @@ typedef struct {
     const char *dtype; /* "fp32", "fp16", "bf16" (static) */
     bool loaded;       /* this call loaded it */
     bool already_loaded;
-    double load_ms;    /* this call's load time, 0 when it was loaded already */
-    int64_t bytes;     /* its weights */
+    double load_ms; /* this call's load time, 0 when it was loaded already */
+    int64_t bytes;  /* its weights */
     bool models_changed;
 } infer_load_t;
 

@@ -7,6 +7,8 @@
       conditioning.encode_prompt  prompt_embeds, pooled_prompt_embeds and (with
                                   guidance_scale > 1) their negative pair, as
                                   tensors (proto/PROTOCOL.md "Tensors")
+      conditioning.load_model     load a model's text encoders into the cache
+      conditioning.unload_model   drop them (infer_domain_model_op)
 
     encode_prompt takes the flat generation request, validated against
     schemas/prompt_submission_schema.json (tokenize has its own,

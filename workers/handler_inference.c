@@ -12,7 +12,9 @@
     stops within a step on CANCEL or deadline, and answers the images as
     encoded bytes (PNG, or WebP) with the timings. Fields the engine cannot
     honour yet answer not_available naming the field; nothing is silently
-    dropped.
+    dropped. inference.load_model / inference.unload_model load a model into
+    that cache or drop it (infer_domain_model_op, for the broker's
+    model.load / model.unload fan-out).
 
     Built without the engine (-Dengine=disabled: no SDX_WITH_ENGINE) the
     domain keeps answering not_available for every generation type; it still

@@ -35,4 +35,16 @@ void domain_schema_fini(domain_schema_t *ds);
    sdx_job_fail. */
 int domain_schema_check(sdx_job_t *job, const domain_schema_t *ds, sdx_value_t **data_p);
 
+/* Check *data_p, the request of an operation that takes some top-level
+   fields of another message type's request (inference.load_model takes
+   model_name and precision of inference.generate), against those fields'
+   rules in like_type's schema, filling their defaults from it: `keys`
+   (NULL-terminated) are the fields accepted (another one is refused,
+   rule additionalProperties), `required` (NULL-terminated, may be NULL)
+   those that must be given. A refusal is answered invalid_request naming
+   the field, as domain_schema_check does. 0, or -1 after sdx_job_fail. */
+int domain_schema_check_like(sdx_job_t *job, const domain_schema_t *ds, const char *like_type,
+                             const char *const *keys, const char *const *required,
+                             sdx_value_t **data_p);
+
 #endif

@@ -7,6 +7,8 @@
       conditioning.encode_prompt  prompt_embeds, pooled_prompt_embeds and (with
                                   guidance_scale > 1) their negative pair, as
                                   tensors (proto/PROTOCOL.md "Tensors")
+      conditioning.load_model     load a model's text encoders into the cache
+      conditioning.unload_model   drop them (infer_domain_model_op)
 
     encode_prompt takes the flat generation request, validated against
     schemas/prompt_submission_schema.json (tokenize has its own,
@@ -33,6 +35,8 @@
 static const char *const s_planned_all[] = {
     "conditioning.tokenize",
     "conditioning.encode_prompt",
+    "conditioning.load_model",
+    "conditioning.unload_model",
     NULL,
 };
 
@@ -98,7 +102,7 @@ typedef struct {
     s_settings_t set;
     char device_note[256];
     domain_schema_t rules; /* the request rules and the models root */
-    model_catalog_t *catalog; /* the LoRAs under loras_dir (names, near matches) */
+    model_catalog_t *catalog; /* checkpoints and LoRAs (names, near matches) */
     char loras_dir[PATH_MAX];
     infer_engine_t *engine;
     atomic_long encoded, tokenized;
@@ -145,6 +149,7 @@ static int s_init(sdx_worker_t *w, char *err, size_t err_len)
     if (domain_schema_load(&st->rules, st->set.schemas_dir, need, roots, err, err_len) != 0)
         return -1;
     model_catalog_config_t mc = {.detect = NULL};
+    mc.roots[MODEL_CHECKPOINT] = st->set.models_root; /* near names of an unknown model_name */
     mc.roots[MODEL_LORA] = st->loras_dir;
     if (!(st->catalog = model_catalog_new(&mc, err, err_len)))
         return -1;
@@ -289,12 +294,12 @@ static int s_parse(sdx_job_t *job, const sdx_value_t *data, s_state_t *st, infer
     if (!req->dtype)
         return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "precision.dtype",
                             "precision.dtype is required (the broker fills the schema's default)");
-    if (strcmp(req->dtype, "fp16") == 0 && !infer_engine_is_cuda(st->engine))
-        req->dtype = "fp32"; /* as the inference worker: no Half kernels on the CPU */
-    else if (strcmp(req->dtype, "fp16") != 0 && strcmp(req->dtype, "fp32") != 0 &&
-             strcmp(req->dtype, "bf16") != 0)
+    if (strcmp(req->dtype, "fp16") != 0 && strcmp(req->dtype, "fp32") != 0 &&
+        strcmp(req->dtype, "bf16") != 0)
         return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "precision.dtype",
                             "unknown dtype '%s'; accepted: fp32, fp16, bf16", req->dtype);
+    /* as the inference worker: no Half kernels on the CPU */
+    req->dtype = infer_domain_run_dtype(st->engine, req->dtype);
     return 0;
 }
 
@@ -460,11 +465,37 @@ static int s_tokenize(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *repl
     return 0;
 }
 
+/* conditioning.load_model / conditioning.unload_model: the text side of a
+   model, model_name and precision.dtype as conditioning.encode_prompt takes
+   them (its schema's rules and default), see infer_domain_model_op. */
+static int s_model_op(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply, bool load)
+{
+    s_state_t *st = sdx_worker_domain_state(sdx_job_worker(job));
+    if (!st || !st->engine)
+        return sdx_job_fail(job, SDX_ERR_INTERNAL, NULL, "the text encoders are not initialised");
+    return infer_domain_model_op(job, &st->rules, "conditioning.encode_prompt", st->engine,
+                                 st->catalog, data, load, reply);
+}
+
+static int s_load_model(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply)
+{
+    return s_model_op(job, data, reply, true);
+}
+
+static int s_unload_model(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply)
+{
+    return s_model_op(job, data, reply, false);
+}
+
 static const sdx_handler_t s_handlers[] = {
     {"conditioning.tokenize", s_tokenize, 0,
      "CLIP token ids of a prompt for both tokenizers (the model's, or built-in)"},
     {"conditioning.encode_prompt", s_encode_prompt, 0,
      "SDXL prompt embeddings (+ pooled, + negatives with CFG) as tensors"},
+    {"conditioning.load_model", s_load_model, 0,
+     "load a model's text encoders into the cache: path, dtype, load_ms, mb"},
+    {"conditioning.unload_model", s_unload_model, 0,
+     "drop a model's text encoders from the cache (one in use when its job ends)"},
     {NULL, NULL, 0, NULL},
 };
 

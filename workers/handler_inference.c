@@ -12,7 +12,9 @@
     stops within a step on CANCEL or deadline, and answers the images as
     encoded bytes (PNG, or WebP) with the timings. Fields the engine cannot
     honour yet answer not_available naming the field; nothing is silently
-    dropped.
+    dropped. inference.load_model / inference.unload_model load a model into
+    that cache or drop it (infer_domain_model_op, for the broker's
+    model.load / model.unload fan-out).
 
     Built without the engine (-Dengine=disabled: no SDX_WITH_ENGINE) the
     domain keeps answering not_available for every generation type; it still
@@ -177,8 +179,8 @@ static void s_fini(sdx_worker_t *w)
 }
 
 static const char *const s_planned[] = {
-    "inference.generate", "inference.txt2img", "inference.img2img",
-    "inference.inpaint",  "inference.denoise", NULL,
+    "inference.generate", "inference.txt2img",    "inference.img2img",      "inference.inpaint",
+    "inference.denoise",  "inference.load_model", "inference.unload_model", NULL,
 };
 
 const sdx_domain_t sdx_domain_inference = {
@@ -478,8 +480,7 @@ static int s_parse(sdx_job_t *job, const sdx_value_t *data, s_req_t *r, s_state_
     /* fp16 (the schema's default) is meant for GPUs; libtorch's CPU kernels
        lack half precision for much of the UNet: run fp32 there (the reply's
        dtype says so). sdxl-gen generate does the same for its default. */
-    if (strcmp(r->dtype_name, "fp16") == 0 && !infer_engine_is_cuda(st->engine))
-        r->dtype_name = "fp32";
+    r->dtype_name = infer_domain_run_dtype(st->engine, r->dtype_name);
 
     if (seed < 0) { /* the schema's "pick one for me" */
         uint64_t rnd = 0;
@@ -550,25 +551,12 @@ static void s_on_progress(int step, int total, double it_per_s, const char *msg,
         run->cancel = 1;
 }
 
-
-
-/* A model_name with nothing under the models root: the catalogue (rescanned,
-   so a model copied in since is seen) names the checkpoints near it, or
-   what is there, after the resolver's message in err. */
+/* A model_name with nothing under the models root: the near names
+   (infer_domain_near_models), after the resolver's message in err. */
 static void s_near_models(s_state_t *st, const char *name, char *err, size_t err_len)
 {
-    char cerr[512] = "";
-    model_entry_t e;
-    if (model_catalog_rescan(st->catalog, NULL, cerr, sizeof cerr) != 0 ||
-        model_catalog_find(st->catalog, MODEL_CHECKPOINT, name, &e, cerr, sizeof cerr) !=
-            MODEL_NOT_FOUND)
-        return;
-    const char *near = strstr(cerr, "; ");
-    size_t n = strlen(err);
-    if (near && n + 2 < err_len)
-        snprintf(err + n, err_len - n, "%s", near);
+    infer_domain_near_models(st->catalog, name, err, err_len);
 }
-
 
 /* vae_model -> the VAE file or folder under the VAE root, by catalogue name
    (rescanned on a miss; near matches when unknown). 0, or -1 after
@@ -1043,12 +1031,39 @@ static int s_img2img(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply
     return s_start(job, data, reply, false);
 }
 
+/* inference.load_model / inference.unload_model: model_name and
+   precision.dtype as inference.generate takes them (its schema's rules and
+   default), see infer_domain_model_op. */
+static int s_model_op(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply, bool load)
+{
+    sdx_worker_t *w = sdx_job_worker(job);
+    s_state_t *st = sdx_worker_domain_state(w);
+    if (!st || !st->engine)
+        return sdx_job_fail(job, SDX_ERR_INTERNAL, NULL, "the inference engine is not initialised");
+    return infer_domain_model_op(job, &st->rules, "inference.generate", st->engine, st->catalog,
+                                 data, load, reply);
+}
+
+static int s_load_model(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply)
+{
+    return s_model_op(job, data, reply, true);
+}
+
+static int s_unload_model(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *reply)
+{
+    return s_model_op(job, data, reply, false);
+}
+
 static const sdx_handler_t s_handlers[] = {
     {"inference.generate", s_generate, 0, "text-to-image: PNG/WebP bytes, seed, timings"},
     {"inference.txt2img", s_generate, 0, "same as inference.generate"},
     {"inference.denoise", s_denoise, 0,
      "inference.generate from given embeddings (conditioning.encode_prompt's tensors)"},
     {"inference.img2img", s_img2img, 0, "inference.generate from init_image with strength"},
+    {"inference.load_model", s_load_model, 0,
+     "load a model into the cache (as a generation would): path, dtype, load_ms, mb"},
+    {"inference.unload_model", s_unload_model, 0,
+     "drop a model's engines from the cache (one in use when its generation ends)"},
     {NULL, NULL, 0, NULL},
 };
 

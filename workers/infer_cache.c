@@ -48,6 +48,7 @@ struct infer_entry {
     sdx_dtype_t dtype;
     sdxl_engine_t *engine; /* NULL while loading or after a failed load */
     bool failed;
+    bool drop; /* unloaded while in use: freed by the last release */
     char err[512];
     int refs;            /* jobs holding or waiting for it (under cache lock) */
     pthread_mutex_t run; /* held by the job using the engine */
@@ -318,7 +319,8 @@ infer_entry_t *infer_cache_acquire(infer_cache_t *c, const char *name, const inf
     *load_ms = 0;
     pthread_mutex_lock(&c->lock);
     infer_entry_t *e = c->head;
-    while (e && !(e->dtype == params->dtype && !e->failed && strcmp(e->ref.path, ref->path) == 0))
+    while (e && !(e->dtype == params->dtype && !e->failed && !e->drop &&
+                  strcmp(e->ref.path, ref->path) == 0))
         e = e->next;
     if (e) {
         e->refs++;
@@ -393,7 +395,8 @@ bool infer_cache_has(infer_cache_t *c, const infer_model_ref_t *ref, sdx_dtype_t
 {
     pthread_mutex_lock(&c->lock);
     infer_entry_t *e = c->head;
-    while (e && !(e->dtype == dtype && !e->failed && strcmp(e->ref.path, ref->path) == 0))
+    while (e &&
+           !(e->dtype == dtype && !e->failed && !e->drop && strcmp(e->ref.path, ref->path) == 0))
         e = e->next;
     pthread_mutex_unlock(&c->lock);
     return e != NULL;
@@ -412,7 +415,7 @@ void infer_cache_release(infer_cache_t *c, infer_entry_t **e_p)
     *e_p = NULL;
     pthread_mutex_unlock(&e->run);
     pthread_mutex_lock(&c->lock);
-    bool drop = --e->refs == 0 && e->failed;
+    bool drop = --e->refs == 0 && (e->failed || e->drop);
     if (drop)
         s_unlink(c, e);
     pthread_mutex_unlock(&c->lock);
@@ -430,7 +433,8 @@ char **infer_cache_names(infer_cache_t *c, size_t *n)
     for (int k = 0; out && k < c->count; k++) {
         infer_entry_t *best = NULL;
         for (infer_entry_t *e = c->head; e; e = e->next)
-            if (e->engine && e->last_used < below && (!best || e->last_used > best->last_used))
+            if (e->engine && !e->drop && e->last_used < below &&
+                (!best || e->last_used > best->last_used))
                 best = e;
         if (!best)
             break;
@@ -455,7 +459,7 @@ int infer_cache_describe(infer_cache_t *c, infer_model_info_t *out, int max)
         snprintf(m->path, sizeof m->path, "%.1023s", e->ref.path);
         m->format = e->ref.single_file ? "safetensors" : "diffusers";
         m->dtype = sdx_dtype_name(e->dtype);
-        m->state = e->engine ? "loaded" : e->failed ? "failed" : "loading";
+        m->state = e->drop ? "unloading" : e->engine ? "loaded" : e->failed ? "failed" : "loading";
         m->in_use = e->refs > 0;
         m->uses = e->uses;
         m->bytes = e->bytes;
@@ -463,4 +467,55 @@ int infer_cache_describe(infer_cache_t *c, infer_model_info_t *out, int max)
     }
     pthread_mutex_unlock(&c->lock);
     return n;
+}
+
+bool infer_cache_lookup(infer_cache_t *c, const infer_model_ref_t *ref, sdx_dtype_t dtype,
+                        int64_t *bytes)
+{
+    pthread_mutex_lock(&c->lock);
+    infer_entry_t *e = c->head;
+    while (e &&
+           !(e->dtype == dtype && e->engine && !e->drop && strcmp(e->ref.path, ref->path) == 0))
+        e = e->next;
+    if (e) {
+        e->last_used = ++c->tick;
+        if (bytes)
+            *bytes = e->bytes;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return e != NULL;
+}
+
+int infer_cache_evict(infer_cache_t *c, const infer_model_ref_t *ref, const char *name, int dtype,
+                      int *deferred)
+{
+    int freed = 0;
+    *deferred = 0;
+    infer_entry_t *gone = NULL;
+    pthread_mutex_lock(&c->lock);
+    infer_entry_t **pp = &c->head;
+    while (*pp) {
+        infer_entry_t *e = *pp;
+        bool match = !e->failed && !e->drop && (dtype < 0 || (int)e->dtype == dtype) &&
+                     (ref ? strcmp(e->ref.path, ref->path) == 0 : strcmp(e->name, name) == 0);
+        if (match && e->refs > 0) {
+            e->drop = true; /* the last infer_cache_release frees it */
+            (*deferred)++;
+        } else if (match) {
+            *pp = e->next;
+            c->count--;
+            e->next = gone;
+            gone = e;
+            freed++;
+            continue;
+        }
+        pp = &e->next;
+    }
+    pthread_mutex_unlock(&c->lock);
+    while (gone) {
+        infer_entry_t *g = gone;
+        gone = g->next;
+        s_entry_free(&g);
+    }
+    return freed;
 }

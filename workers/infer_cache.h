@@ -67,7 +67,23 @@ infer_entry_t *infer_cache_acquire(infer_cache_t *c, const char *name, const inf
 sdxl_engine_t *infer_entry_engine(infer_entry_t *e);
 /* Is (ref, dtype) loaded (or loading)? A hint for progress messages. */
 bool infer_cache_has(infer_cache_t *c, const infer_model_ref_t *ref, sdx_dtype_t dtype);
-/* Give the entry back (unlocks it; it stays cached). */
+/* Is (ref, dtype) loaded (not loading, not being unloaded)? Then it counts
+   as used now (most recently used) and *bytes (may be NULL) is set to its
+   weights. Never waits for a load or a generation. */
+bool infer_cache_lookup(infer_cache_t *c, const infer_model_ref_t *ref, sdx_dtype_t dtype,
+                        int64_t *bytes);
+/* Drop the engines of one model: those whose path is ref->path, or when
+   ref is NULL (a name that no longer resolves) those loaded under `name`;
+   only the dtype `dtype` (an sdx_dtype_t), or every dtype when dtype < 0.
+   An idle engine is freed now (outside the lock); one in use or loading is
+   marked to be freed by its last infer_cache_release and counted in
+   *deferred (it is no longer found by acquire, has or lookup, nor listed by
+   infer_cache_names; infer_cache_describe shows it as "unloading").
+   Returns how many were freed now. Thread-safe. */
+int infer_cache_evict(infer_cache_t *c, const infer_model_ref_t *ref, const char *name, int dtype,
+                      int *deferred);
+/* Give the entry back (unlocks it; it stays cached, unless it failed to
+   load or was evicted while in use: the last release frees it then). */
 void infer_cache_release(infer_cache_t *c, infer_entry_t **e_p);
 
 /* Names of the loaded models, most recently used first, as an array of

@@ -458,6 +458,65 @@ static infer_entry_t *s_acquire(infer_engine_t *e, const char *model_name, const
     return entry;
 }
 
+static sdx_dtype_t s_dtype_of(const char *dtype)
+{
+    return dtype && strcmp(dtype, "fp16") == 0   ? SDX_F16
+           : dtype && strcmp(dtype, "bf16") == 0 ? SDX_BF16
+                                                 : SDX_F32;
+}
+
+infer_status_t infer_engine_load(infer_engine_t *e, const char *model_name, const char *dtype,
+                                 infer_load_t *out, char *err, size_t err_len)
+{
+    memset(out, 0, sizeof *out);
+    sdx_dtype_t dt = s_dtype_of(dtype);
+    out->dtype = dt == SDX_F16 ? "fp16" : dt == SDX_BF16 ? "bf16" : "fp32";
+    infer_model_ref_t ref;
+    bool not_found;
+    if (infer_model_resolve(e->models_root, model_name, e->config_dir[0] ? e->config_dir : NULL,
+                            &ref, &not_found, err, err_len) != 0)
+        return not_found ? INFER_NOT_FOUND : INFER_BAD_NAME;
+    snprintf(out->path, sizeof out->path, "%s", ref.path);
+    /* loaded already: no wait for a generation running on it */
+    if (infer_cache_lookup(e->cache, &ref, dt, &out->bytes)) {
+        out->already_loaded = true;
+        return INFER_OK;
+    }
+    infer_status_t st = INFER_OK;
+    bool loaded = false;
+    double load_ms = 0;
+    infer_entry_t *entry =
+        s_acquire(e, model_name, out->dtype, &loaded, &load_ms, &st, err, err_len);
+    out->models_changed = loaded || !entry;
+    if (!entry)
+        return st;
+    out->loaded = loaded;
+    out->already_loaded = !loaded; /* another job loaded it meanwhile */
+    out->load_ms = loaded ? load_ms : 0;
+    out->bytes = sdxl_engine_weight_bytes(infer_entry_engine(entry));
+    infer_cache_release(e->cache, &entry);
+    return INFER_OK;
+}
+
+infer_status_t infer_engine_unload(infer_engine_t *e, const char *model_name, const char *dtype,
+                                   int *unloaded, int *deferred, char *err, size_t err_len)
+{
+    *unloaded = *deferred = 0;
+    infer_model_ref_t ref;
+    bool not_found;
+    int rc =
+        infer_model_resolve(e->models_root, model_name, e->config_dir[0] ? e->config_dir : NULL,
+                            &ref, &not_found, err, err_len);
+    if (rc != 0 && !not_found)
+        return INFER_BAD_NAME;
+    int dt = dtype ? (int)s_dtype_of(dtype) : -1;
+    /* gone from disk: what was loaded under that name */
+    *unloaded = infer_cache_evict(e->cache, rc == 0 ? &ref : NULL, model_name, dt, deferred);
+    if (rc != 0 && *unloaded == 0 && *deferred == 0)
+        return INFER_NOT_FOUND;
+    return INFER_OK;
+}
+
 static const char *s_dtype_wire(sdx_dtype_t dt)
 {
     return dt == SDX_F16 ? "float16" : dt == SDX_BF16 ? "bfloat16" : "float32";

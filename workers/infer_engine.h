@@ -204,6 +204,37 @@ typedef struct {
    load or a generation (safe on the main thread). */
 int infer_engine_describe(infer_engine_t *e, infer_model_info_t *out, int max);
 
+/* ------------------------------------------- explicit load and unload */
+
+/* What infer_engine_load did. */
+typedef struct {
+    char path[4096];   /* the resolved folder or file */
+    const char *dtype; /* "fp32", "fp16", "bf16" (static) */
+    bool loaded;       /* this call loaded it */
+    bool already_loaded;
+    double load_ms; /* this call's load time, 0 when it was loaded already */
+    int64_t bytes;  /* its weights */
+    bool models_changed;
+} infer_load_t;
+
+/* Resolve model_name as infer_engine_generate does (text side only for a
+   text_only engine) and load it in dtype ("fp32", "fp16", "bf16") into the
+   cache when it is not there; it stays cached (LRU, memory budget). Does
+   not wait for a generation on a model already loaded. INFER_OK and *out
+   filled, or a status (INFER_BAD_NAME, INFER_NOT_FOUND, INFER_LOAD_FAILED,
+   INFER_OOM) with the reason in err. */
+infer_status_t infer_engine_load(infer_engine_t *e, const char *model_name, const char *dtype,
+                                 infer_load_t *out, char *err, size_t err_len);
+
+/* Drop model_name's engines in dtype (NULL: every dtype) from the cache: a
+   name that no longer resolves matches the engines loaded under that name.
+   Engines in use are freed when their generation gives them back
+   (*deferred of them); *unloaded were freed now. INFER_OK (also when
+   nothing was loaded), INFER_BAD_NAME, or INFER_NOT_FOUND (no such model
+   on disk nor loaded) with the reason in err. */
+infer_status_t infer_engine_unload(infer_engine_t *e, const char *model_name, const char *dtype,
+                                   int *unloaded, int *deferred, char *err, size_t err_len);
+
 /* ------------------------------------------------------ the text side */
 
 

@@ -9,9 +9,9 @@
 
     Names are catalogue names (model.list shows them), never paths: a name
     the catalogue lacks answers invalid_request naming the field, with the
-    near matches. model.load / model.unload stay not_available: the
-    inference workers load models themselves, and asking them is the
-    orchestrator's job.
+    near matches. model.load / model.unload are answered by the broker,
+    which asks the inference and conditioning workers (they hold the
+    weights: inference.load_model ...).
 
     Built without the engine, everything but architecture detection works
     (the catalogue reads safetensors headers itself). */
@@ -392,7 +392,9 @@ static const sdx_handler_t s_handlers[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static const char *const s_planned[] = {"model.load", "model.unload", NULL};
+/* model.load / model.unload never reach this worker: the broker fans them
+   out to the inference and conditioning workers, which hold the weights. */
+static const char *const s_planned[] = {NULL};
 
 const sdx_domain_t sdx_domain_model = {
     .name = "model",

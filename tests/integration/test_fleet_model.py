@@ -6,7 +6,7 @@ metadata, SHA-256/AutoV2 against hashlib, computed once then cached),
 unknown names answered invalid_request with near matches, traversal and
 absolute names refused, symlinks out of the root left out, model.status
 counts, model.rescan after adding and removing files, the SQLite hash cache
-across a worker restart, model.load not_available. With the golden data and
+across a worker restart, model.load answered by the broker (no_worker here). With the golden data and
 a worker built with the engine, the detector's architectures are checked on
 the tiny SDXL files too."""
 import hashlib
@@ -212,9 +212,9 @@ def main():
                         "the engine's detector: kohya LoRA", ents.get(("lora", "golden_kohya")))
 
         r = call(fleet, "model.load", {"model_name": "tiny"})
-        t.check((r.get("error") or {}).get("code") == "not_available" and
-                "orchestrator" in r["error"].get("message", ""),
-                "model.load is not_available (the orchestrator's job)", r.get("error"))
+        t.check((r.get("error") or {}).get("code") == "no_worker",
+                "model.load is the broker's fan-out to inference/conditioning workers (none "
+                "here: no_worker)", r.get("error"))
 
         # a restart keeps the hashes (SQLite under --state-dir)
         t.check(w.stop() == 0, "the worker stops with exit 0 (under ASan: nothing leaked)")

@@ -67,10 +67,10 @@ def basics(t, fleet, kind):
     t.check(r.get("success") is False and r["error"]["code"] == "unknown_message_type" and
             fl.now() - t0 < 2.0, "%s: unknown prefix -> unknown_message_type" % kind, r)
 
-    r = fleet.request({"message_type": "model.load", "data": {"model": "sdxl-base"}})
-    t.check(r.get("success") is False and r["error"]["code"] == "not_available" and
-            "issue" in r["error"].get("message", ""),
-            "%s: model.load -> not_available naming the issue" % kind, r)
+    r = fleet.request({"message_type": "model.load", "data": {"model_name": "sdxl-base"}})
+    t.check(r.get("success") is False and r["error"]["code"] == "no_worker" and
+            "inference or conditioning" in r["error"].get("message", ""),
+            "%s: model.load goes to the weight-holding workers (none here: no_worker)" % kind, r)
 
     r = fleet.request({"message_type": "model.status"})
     t.check(r.get("success") is True and r["data"].get("worker_id") == model.wid and

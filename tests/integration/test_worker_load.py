@@ -207,6 +207,45 @@ def conditioning(t, fleet, wid):
     unload_checks(t, fleet, "conditioning", wid)
 
 
+def through_broker(t, fleet, wids, root):
+    """model.load / model.unload from a client: the broker asks every worker
+    that holds weights (a fan-out) and answers what each one did."""
+    r = op(fleet, "model.load", {"model_name": MODEL})
+    d = r.get("data") or {}
+    per = {w["worker_id"]: w for w in d.get("workers", [])}
+    t.check(r.get("success") and d.get("asked") == len(wids) and d.get("succeeded") == len(wids)
+            and set(per) == set(wids),
+            "model.load: every inference and conditioning worker loads it (%s)" % sorted(per),
+            err(r))
+    t.check(fl.wait_for(lambda: all(MODEL in worker_models(fleet, w) for w in wids), 5,
+                        "the models in system.workers"),
+            "system.workers lists the model on each of them")
+    r = op(fleet, "model.load", {"model_name": MODEL, "domains": ["conditioning"]})
+    d = r.get("data") or {}
+    t.check(r.get("success") and d.get("asked") == 1 and
+            d["workers"][0]["domain"] == "conditioning" and
+            d["workers"][0]["result"].get("already_loaded") is True,
+            "model.load with domains: [conditioning] asks only that worker (already loaded)",
+            err(r))
+    r = op(fleet, "model.load", {"model_name": "sdxl-tinny"})
+    e = r.get("error") or {}
+    t.check(e.get("code") == "not_found" and e.get("field") == "model_name" and
+            MODEL in e.get("message", ""),
+            "a misspelt name: the workers' not_found with the near match, naming the worker", e)
+    r = fleet.request({"message_type": "model.load", "request_id": rid(), "gpu": 7,
+                       "data": {"model_name": MODEL}}, timeout=10)
+    t.check((r.get("error") or {}).get("code") == "no_worker",
+            "model.load for a GPU no worker has: no_worker", r.get("error"))
+    m = {"RequestId": rid(), "WorkerType": "MODEL", "Action": "unload_model",
+         "Data": {"ModelName": MODEL}}
+    r = fleet.request(m, timeout=60)
+    t.check(r.get("Success") is True and r["Data"]["Succeeded"] == len(wids),
+            "C# MODEL + unload_model: the model is dropped everywhere", r.get("Error"))
+    t.check(fl.wait_for(lambda: all(MODEL not in worker_models(fleet, w) for w in wids), 5,
+                        "the models gone from system.workers"),
+            "system.workers: no model loaded any more")
+
+
 def main():
     fl.require_binaries(fl.BROKER_BIN, fl.WORKER_BIN)
     if not os.access(GEN_BIN, os.X_OK):
@@ -228,6 +267,7 @@ def main():
         fleet.wait_registered([wi.wid, wc.wid], 30)
         t.run(inference, fleet, wi.wid)
         t.run(conditioning, fleet, wc.wid)
+        t.run(through_broker, fleet, [wi.wid, wc.wid], root)
     finally:
         if t.failed:
             fleet.dump_logs()

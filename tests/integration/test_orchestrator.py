@@ -339,6 +339,16 @@ def sessions(t):
                           timeout=10)
         t.check(r["error"]["code"] == "no_worker" and "inference" in r["error"]["message"],
                 "a workflow whose domain has no worker is refused before it starts", r["error"])
+        r = call(fleet, "processing.workflow_execute",
+                 {"workflow_id": "later", "steps": [{"type": "device", "operation": "status"},
+                                                    {"type": "device",
+                                                     "operation": "set_device"}]})
+        s = wait_session(fleet, r["data"]["session_id"], ("failed", "completed"), 10)
+        e = s.get("error") or {}
+        t.check(s["status"] == "failed" and e.get("code") == "not_available" and
+                "device.set_device" in e.get("message", "") and e.get("step_id") == "step2",
+                "a step whose operation is planned fails the session with not_available naming it",
+                e)
         r = fleet.request(dict(seed, steps=[{"type": "device", "operation": "warp"}]), timeout=10)
         t.check(r["error"]["code"] == "invalid_request" and "warp" in r["error"]["message"],
                 "an inline step naming an unknown operation", r["error"])
@@ -484,6 +494,64 @@ def batch_parallel(t):
                 "both workers served items; %d sub-batches" % len(y["sub_batches"]))
         t.check(y["images_per_second"] > 0, "images per second %.2f" % y["images_per_second"])
         sub.close()
+    finally:
+        if t.failed:
+            fleet.dump_logs()
+        fleet.close()
+
+
+# ------------------------------------------------------- batch rules
+
+def batch_rules(t):
+    """Dynamic sub-batch sizes follow the memory the device worker reports;
+    a failing item is tried once more, then marked failed without failing
+    the batch."""
+    fleet = fl.Fleet("ipc", "orch-brules")
+    try:
+        fleet.start_broker(["--workflows-dir", "none"])
+        ws = [fleet.start_worker("test", wid="test-a"), fleet.start_worker("device", wid="dev-a")]
+        fleet.wait_registered([w.wid for w in ws], 15)
+        fl.wait_for(lambda: call(fleet, "system.status")["data"].get("host_memory"), 5,
+                    "the device worker's memory report")
+
+        def run(threshold, n=8):
+            r = call(fleet, "processing.batch_create",
+                     {"items": sleep_items(n, 20), "item_type": "test.sleep", "execute": True,
+                      "configuration": {"preferred_batch_size": 1, "max_batch_size": 4,
+                                        "enable_dynamic_sizing": True,
+                                        "memory_threshold": threshold}})
+            return wait_batch(fleet, r["data"]["batch_id"], 30)
+        hi = run(1.0)
+        u = hi["sub_batches"][0].get("memory_used_fraction", -1)
+        want = 1 + int((4 - 1) * (1.0 - u) / 1.0)
+        t.check(0 < u < 1 and hi["sub_batches"][0]["size"] == min(4, want),
+                "dynamic sizing: host RAM %.2f used, threshold 1.0 -> sub-batches of %d" %
+                (u, hi["sub_batches"][0]["size"]))
+        lo = run(0.01)
+        t.check(all(sb["size"] == 1 for sb in lo["sub_batches"]) and len(lo["sub_batches"]) == 8,
+                "dynamic sizing: used above the threshold (0.01) -> sub-batches of 1")
+        r = call(fleet, "processing.batch_create",
+                 {"items": [{"code": "internal", "message": "always fails"},
+                            {"code": "internal", "message": "always fails"}],
+                  "item_type": "test.fail", "execute": True})
+        y = wait_batch(fleet, r["data"]["batch_id"], 20)
+        bad = y["items"][0]
+        t.check(y["status"] == "failed" and bad["attempts"] == 2 and bad["status"] == "failed" and
+                "always fails" in (bad.get("error") or {}).get("message", ""),
+                "a failing item is tried twice, then failed with its error; all failed: the "
+                "batch is failed", bad)
+        r = call(fleet, "processing.batch_create",
+                 {"items": [{"ms": 10}, {"ms": -5}], "item_type": "test.sleep"})
+        t.check(r.get("success") and r["data"]["total_items"] == 2,
+                "items of a type without a schema are checked by their worker")
+        x = call(fleet, "processing.batch_execute", {"batch_id": r["data"]["batch_id"]})
+        y = wait_batch(fleet, r["data"]["batch_id"], 20)
+        t.check(y["status"] == "completed" and y["completed_items"] == 1 and
+                y["failed_items"] == 1 and y["items"][1]["attempts"] == 2,
+                "one bad item fails alone; the batch completes with the other", y["items"])
+        again = call(fleet, "processing.batch_execute", {"batch_id": r["data"]["batch_id"]})
+        t.check(again["error"]["code"] == "invalid_request" and x.get("success"),
+                "a finished batch cannot be executed again", again["error"])
     finally:
         if t.failed:
             fleet.dump_logs()
@@ -792,6 +860,7 @@ def main():
     t = fl.Tally("orchestrator")
     only = sys.argv[1:]
     parts = [("workflows", workflows), ("sessions", sessions), ("status", status),
+             ("brules", batch_rules),
              ("csharp", csharp), ("restart", broker_restart), ("kill50", kill_50)]
     if os.access(GEN_BIN, os.X_OK):
         parts += [("txt2img", txt2img), ("batch", batch_parallel)]

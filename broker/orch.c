@@ -887,19 +887,39 @@ static void s_session_set(orch_t *o, session_t *s, sstate_t st)
 
 /* The step's reply data for later steps' inputs (loaded back from its file
    after a restart). */
+/* A finished step's result back in memory: from its file, or its row. */
+static sdx_value_t *s_result(orch_t *o, session_t *s, size_t i)
+{
+    srun_t *r = &s->steps[i];
+    if (r->result || r->state != PS_COMPLETED)
+        return r->result;
+    if (r->result_path[0]) {
+        r->result = s_read_value(r->result_path);
+    } else if (r->result_inline) {
+        sqlite3_stmt *st =
+            s_prep(o, "SELECT result FROM session_steps WHERE session_id=? AND idx=?");
+        if (st) {
+            s_bind_text(st, 1, s->id);
+            sqlite3_bind_int64(st, 2, (int64_t)i);
+            if (sqlite3_step(st) == SQLITE_ROW)
+                r->result = s_col_value(st, 0);
+            sqlite3_finalize(st);
+        }
+    }
+    return r->result;
+}
+
+typedef struct {
+    orch_t *o;
+    session_t *s;
+} lookup_t;
+
 static const sdx_value_t *s_step_data(void *ud, const char *step_id)
 {
-    session_t *s = ud;
-    for (size_t i = 0; i < s->wf->nsteps; i++) {
-        if (strcmp(s->wf->steps[i].id, step_id) != 0)
-            continue;
-        srun_t *r = &s->steps[i];
-        if (r->state != PS_COMPLETED)
-            return NULL;
-        if (!r->result && r->result_path[0])
-            r->result = s_read_value(r->result_path);
-        return r->result;
-    }
+    lookup_t *l = ud;
+    for (size_t i = 0; i < l->s->wf->nsteps; i++)
+        if (strcmp(l->s->wf->steps[i].id, step_id) == 0)
+            return s_result(l->o, l->s, i);
     return NULL;
 }
 
@@ -948,7 +968,22 @@ static void s_session_submit(orch_t *o, session_t *s)
         return;
     }
     char err[512];
-    sdx_value_t *data = wf_step_request(ws, s->config, s_step_data, s, err, sizeof err);
+    /* the tensors and images of earlier replies move into this request (no
+       copy); those replies are stored, so they are re-read when wanted again */
+    lookup_t lk = {o, s};
+    bool stored = true; /* move only when every reply it reads can be re-read */
+    for (size_t k = 0; k < ws->ninputs; k++)
+        for (size_t j = 0; ws->inputs[k].step && j < s->wf->nsteps; j++)
+            if (strcmp(s->wf->steps[j].id, ws->inputs[k].step) == 0 &&
+                !s->steps[j].result_path[0] && !s->steps[j].result_inline)
+                stored = false;
+    sdx_value_t *data =
+        wf_step_request_move(ws, s->config, s_step_data, &lk, stored, err, sizeof err);
+    for (size_t k = 0; k < ws->ninputs; k++)
+        for (size_t j = 0; ws->inputs[k].step && j < s->wf->nsteps; j++)
+            if (strcmp(s->wf->steps[j].id, ws->inputs[k].step) == 0 &&
+                (s->steps[j].result_path[0] || s->steps[j].result_inline))
+                sdx_value_destroy(&s->steps[j].result);
     if (!data) {
         r->state = PS_FAILED;
         r->finished_ms = sdx_clock_unix_ms();
@@ -1974,11 +2009,8 @@ static sdx_value_t *s_session_value(orch_t *o, session_t *s, const char *results
             sdx_map_set_str(m, "result_path", r->result_path);
         if (r->state == PS_COMPLETED && strcmp(results, "none") != 0) {
             bool full = strcmp(results, "all") == 0 || (strcmp(results, "last") == 0 && i == last);
-            bool loaded = false;
-            if (!r->result && r->result_path[0]) {
-                r->result = s_read_value(r->result_path);
-                loaded = true;
-            }
+            bool loaded = !r->result;
+            s_result(o, s, i);
             sdx_map_set(m, "result", full ? s_clone_or_nil(r->result) : s_summary(r->result));
             if (loaded && s_session_finished(s))
                 sdx_value_destroy(&r->result);

@@ -1423,8 +1423,50 @@ static const sdx_value_t *s_walk(const sdx_value_t *root, const char *path, char
 }
 
 /* Set a clone of v at the dotted target inside out, creating maps. */
-static int s_set_path(sdx_value_t *out, const char *target, const sdx_value_t *v, char *why,
-                      size_t why_len)
+/* A copy of v whose bins are moved out of v (v keeps empty bins): the heavy
+   payloads of one step's reply travel on to the next without a copy. */
+static sdx_value_t *s_steal(sdx_value_t *v)
+{
+    if (v->type == SDX_BIN) {
+        sdx_value_t *b = sdx_value_bin_take(v->u.bin.ptr, v->u.bin.len);
+        if (b) {
+            v->u.bin.ptr = NULL;
+            v->u.bin.len = 0;
+        }
+        return b;
+    }
+    if (v->type == SDX_MAP) {
+        sdx_value_t *m = sdx_value_map_new();
+        for (size_t i = 0; m && i < v->u.map.len; i++) {
+            sdx_value_t *c = s_steal(v->u.map.items[i].val);
+            if (!c || sdx_map_set(m, v->u.map.items[i].key, c) != 0) {
+                sdx_value_destroy(&c);
+                sdx_value_destroy(&m);
+            }
+        }
+        return m;
+    }
+    if (v->type == SDX_ARRAY) {
+        sdx_value_t *a = sdx_value_array_new();
+        for (size_t i = 0; a && i < v->u.arr.len; i++) {
+            sdx_value_t *c = s_steal(v->u.arr.items[i]);
+            if (!c || sdx_array_push(a, c) != 0) {
+                sdx_value_destroy(&c);
+                sdx_value_destroy(&a);
+            }
+        }
+        return a;
+    }
+    return sdx_value_clone(v);
+}
+
+static sdx_value_t *s_take_or_clone(const sdx_value_t *v, bool move)
+{
+    return move ? s_steal((sdx_value_t *)v) : sdx_value_clone(v);
+}
+
+static int s_set_path(sdx_value_t *out, const char *target, const sdx_value_t *v, bool move,
+                      char *why, size_t why_len)
 {
     sdx_value_t *m = out;
     const char *p = target;
@@ -1439,7 +1481,7 @@ static int s_set_path(sdx_value_t *out, const char *target, const sdx_value_t *v
         memcpy(key, p, n);
         key[n] = '\0';
         if (!dot) {
-            sdx_value_t *c = sdx_value_clone(v);
+            sdx_value_t *c = s_take_or_clone(v, move);
             if (!c || sdx_map_set(m, key, c) != 0) {
                 snprintf(why, why_len, "out of memory");
                 return -1;
@@ -1467,17 +1509,17 @@ static int s_set_path(sdx_value_t *out, const char *target, const sdx_value_t *v
 /* "*": src's keys over dst's, recursively where both are maps (so that a
    configuration's hyperparameters keep a step's own hyperparameters.strength
    unless it sets one itself). */
-static int s_merge(sdx_value_t *dst, const sdx_value_t *src)
+static int s_merge(sdx_value_t *dst, const sdx_value_t *src, bool move)
 {
     for (size_t i = 0; i < src->u.map.len; i++) {
         const sdx_kv_t *kv = &src->u.map.items[i];
         sdx_value_t *have = sdx_map_get(dst, kv->key);
         if (have && have->type == SDX_MAP && kv->val->type == SDX_MAP) {
-            if (s_merge(have, kv->val) != 0)
+            if (s_merge(have, kv->val, move) != 0)
                 return -1;
             continue;
         }
-        sdx_value_t *c = sdx_value_clone(kv->val);
+        sdx_value_t *c = s_take_or_clone(kv->val, move);
         if (!c || sdx_map_set(dst, kv->key, c) != 0) {
             sdx_value_destroy(&c);
             return -1;
@@ -1486,8 +1528,34 @@ static int s_merge(sdx_value_t *dst, const sdx_value_t *src)
     return 0;
 }
 
+/* Do two inputs of s read overlapping parts of the same step's reply (one
+   path a prefix of the other)? Those are copied, not moved. */
+static bool s_shared(const wf_step_t *s, size_t k)
+{
+    const wf_input_t *a = &s->inputs[k];
+    for (size_t j = 0; j < s->ninputs; j++) {
+        const wf_input_t *b = &s->inputs[j];
+        if (j == k || !b->step || strcmp(a->step, b->step) != 0)
+            continue;
+        size_t la = strlen(a->path), lb = strlen(b->path);
+        size_t l = la < lb ? la : lb;
+        if (strncmp(a->path, b->path, l) == 0 &&
+            (la == lb || (la < lb ? (b->path[l] == '.' || b->path[l] == '[' || l == 0)
+                                  : (a->path[l] == '.' || a->path[l] == '[' || l == 0))))
+            return true;
+    }
+    return false;
+}
+
 sdx_value_t *wf_step_request(const wf_step_t *s, const sdx_value_t *config, wf_lookup_fn lookup,
                              void *ud, char *err, size_t err_len)
+{
+    return wf_step_request_move(s, config, lookup, ud, false, err, err_len);
+}
+
+sdx_value_t *wf_step_request_move(const wf_step_t *s, const sdx_value_t *config,
+                                  wf_lookup_fn lookup, void *ud, bool move, char *err,
+                                  size_t err_len)
 {
     sdx_value_t *out = s->parameters && s->parameters->type == SDX_MAP
                            ? sdx_value_clone(s->parameters)
@@ -1511,16 +1579,19 @@ sdx_value_t *wf_step_request(const wf_step_t *s, const sdx_value_t *config, wf_l
                 snprintf(why, sizeof why, "no configuration was given");
         }
         const sdx_value_t *v = root ? s_walk(root, in->path, why, sizeof why) : NULL;
+        /* moved: only out of an earlier step's reply, and only a part no
+           other input of this step reads too */
+        bool mv = move && in->step && !s_shared(s, k);
         if (v && !strcmp(in->target, "*")) {
             if (v->type != SDX_MAP) {
                 snprintf(why, sizeof why, "\"*\" merges a map; this is %s",
                          sdx_vtype_name(v->type));
                 v = NULL;
-            } else if (s_merge(out, v) != 0) {
+            } else if (s_merge(out, v, mv) != 0) {
                 snprintf(why, sizeof why, "out of memory");
                 v = NULL;
             }
-        } else if (v && s_set_path(out, in->target, v, why, sizeof why) != 0) {
+        } else if (v && s_set_path(out, in->target, v, mv, why, sizeof why) != 0) {
             v = NULL;
         }
         if (!v) {

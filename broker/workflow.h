@@ -128,6 +128,15 @@ workflow_t *wf_from_value(const sdx_value_t *v, const sdx_catalog_t *cat, wf_mod
 typedef const sdx_value_t *(*wf_lookup_fn)(void *ud, const char *step_id);
 sdx_value_t *wf_step_request(const wf_step_t *s, const sdx_value_t *config, wf_lookup_fn lookup,
                              void *ud, char *err, size_t err_len);
+/* The same; with move, the bins (tensors, images) of the earlier steps'
+   replies that the inputs read are moved into the request instead of
+   copied, and those replies are left with empty bins: the caller must not
+   use them again (the orchestrator re-reads them from where it stored
+   them). A part that two inputs read is copied. The configuration is
+   never moved from. */
+sdx_value_t *wf_step_request_move(const wf_step_t *s, const sdx_value_t *config,
+                                  wf_lookup_fn lookup, void *ud, bool move, char *err,
+                                  size_t err_len);
 
 /* The definition as a reply tree, with names that PascalCase to the C#
    DTOs: {workflow_id, name, description, steps: [{id, type, operation,

@@ -489,6 +489,55 @@ static void t_request(void)
     wf_destroy(&w);
 }
 
+/* wf_step_request_move: bins read by one input move (the reply keeps an
+   empty bin, the request has the very buffer); a part two inputs read is
+   copied, and the configuration is never moved from. */
+static void t_move(void)
+{
+    char err[1024];
+    workflow_t *w = s_text("id: m\nsteps:\n"
+                           "  - {id: a, type: test, operation: echo}\n"
+                           "  - {id: b, type: test, operation: echo}\n"
+                           "  - id: c\n    type: test\n    operation: echo\n"
+                           "    inputs:\n"
+                           "      one: ${steps.a.big}\n"
+                           "      twice: ${steps.b.img}\n"
+                           "      again: ${steps.b.img}\n"
+                           "      conf: ${config.blob}\n",
+                           err, sizeof err);
+    CHECK(w != NULL);
+    if (!w) {
+        fprintf(stderr, "  %s\n", err);
+        return;
+    }
+    uint8_t bytes[64];
+    memset(bytes, 7, sizeof bytes);
+    sdx_value_t *a = sdx_value_map_new(), *b = sdx_value_map_new(), *config = sdx_value_map_new();
+    sdx_map_set(a, "big", sdx_value_bin_new(bytes, sizeof bytes));
+    sdx_map_set(b, "img", sdx_value_bin_new(bytes, 16));
+    sdx_map_set(config, "blob", sdx_value_bin_new(bytes, 8));
+    const uint8_t *big_ptr = sdx_map_get(a, "big")->u.bin.ptr;
+    s_replies_t r = {{"a", "b"}, {a, b}};
+    sdx_value_t *req = wf_step_request_move(&w->steps[2], config, s_lookup, &r, true, err,
+                                            sizeof err);
+    CHECK(req != NULL);
+    if (req) {
+        const sdx_value_t *one = sdx_map_get(req, "one");
+        CHECK(one && one->type == SDX_BIN && one->u.bin.len == 64 && one->u.bin.ptr == big_ptr);
+        CHECK(sdx_map_get(a, "big")->u.bin.len == 0); /* moved out of the reply */
+        CHECK(sdx_map_get(req, "twice")->u.bin.len == 16 &&
+              sdx_map_get(req, "again")->u.bin.len == 16);
+        CHECK(sdx_map_get(b, "img")->u.bin.len == 16); /* read twice: copied */
+        CHECK(sdx_map_get(req, "conf")->u.bin.len == 8 &&
+              sdx_map_get(config, "blob")->u.bin.len == 8); /* config: copied */
+    }
+    sdx_value_destroy(&req);
+    sdx_value_destroy(&a);
+    sdx_value_destroy(&b);
+    sdx_value_destroy(&config);
+    wf_destroy(&w);
+}
+
 static void t_durations(void)
 {
     static const struct {
@@ -597,6 +646,7 @@ int main(void)
     t_accepted();
     t_inline();
     t_request();
+    t_move();
     t_durations();
     t_dir();
     sdx_catalog_destroy(&cat);

@@ -1372,7 +1372,7 @@ typedef struct {
 /* Config keys of the runtime's own options (the rest belong to domains). */
 static const char *const s_runtime_keys[] = {
     "domain",    "broker",    "gpu",        "concurrency",      "prefetch", "capacity",
-    "id",        "log_level", "curve_cert", "curve_broker_key", NULL,
+    "id",        "log_level", "curve_cert", "curve_broker_key", "count", NULL,
 };
 
 /* The --config file, kept while the options are resolved: the maps that

@@ -285,6 +285,7 @@ typedef struct {
     char pid_file[PATH_MAX];
     char state_file[PATH_MAX + 16];
     char bin_dir[PATH_MAX]; /* --bin-dir, "" : beside our executable, else PATH */
+    char log_dir[PATH_MAX]; /* --log-dir, "" : children write to our stdout/stderr */
     int grace_ms;
     fleet_conf_t conf;
     child_t *kids; /* owned */
@@ -382,13 +383,28 @@ static int s_spawn(master_t *m, child_t *k)
         argv[a++] = k->name;
     }
     argv[a] = NULL;
+    /* Opened before the fork so that a bad folder is logged here, once. */
+    int logfd = -1;
+    if (m->log_dir[0]) {
+        char lp[PATH_MAX + FLEET_NAME_MAX + 8];
+        snprintf(lp, sizeof lp, "%s/%s.log", m->log_dir, k->name);
+        logfd = open(lp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (logfd < 0)
+            log_warn("%s: %s: %s (its output stays on ours)", k->name, lp, strerror(errno));
+    }
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         log_error("%s: fork: %s", k->name, strerror(errno));
+        if (logfd >= 0)
+            close(logfd);
         return -1;
     }
     if (pid == 0) {
+        if (logfd >= 0) { /* dup2 clears O_CLOEXEC on the copies */
+            dup2(logfd, STDOUT_FILENO);
+            dup2(logfd, STDERR_FILENO);
+        }
         /* The child: default signals, unblocked; TERM when the master dies. */
         struct sigaction dfl = {.sa_handler = SIG_DFL};
         sigaction(SIGCHLD, &dfl, NULL);
@@ -406,6 +422,8 @@ static int s_spawn(master_t *m, child_t *k)
         fprintf(stderr, "sdxl-fleet: %s: exec %s: %s\n", k->name, bin, strerror(errno));
         _exit(127);
     }
+    if (logfd >= 0)
+        close(logfd);
     k->pid = pid;
     k->state = ST_RUNNING;
     k->started_mono = sdx_clock_mono_ms();
@@ -947,6 +965,7 @@ static int s_signal_master(const master_t *m, int sig, bool wait_exit)
 static void s_usage(FILE *out)
 {
     fprintf(out, "usage: sdxl-fleet up [--config FILE] [--foreground] [--bin-dir DIR] [--grace S]\n"
+                 "                     [--log-dir DIR]\n"
                  "       sdxl-fleet down | reload | status [--pid-file FILE]\n"
                  "       sdxl-fleet --check-config [--config FILE]\n\n"
                  "Supervises a fleet on this host: the broker and the workers of FILE's\n"
@@ -960,6 +979,9 @@ static void s_usage(FILE *out)
                  "  --bin-dir DIR     where sdxl-broker and sdxl-worker are (default: beside\n"
                  "                    sdxl-fleet, the build tree, else PATH)\n"
                  "  --grace S         seconds a child gets after SIGTERM before SIGKILL (10)\n"
+                 "  --log-dir DIR     each child's stdout and stderr go to DIR/NAME.log\n"
+                 "                    (appended; DIR made when missing); default: the\n"
+                 "                    master's own stdout and stderr\n"
                  "  --log-level L     error, warn, info (default) or debug\n"
                  "  --foreground      up stays in the foreground (the default; accepted)\n"
                  "  --check-config    validate FILE and exit: 0, or 2 with file:line: reason\n");
@@ -989,6 +1011,8 @@ int main(int argc, char **argv)
             pid_file = argv[++i];
         } else if (strcmp(a, "--bin-dir") == 0 && has_val) {
             snprintf(m.bin_dir, sizeof m.bin_dir, "%s", argv[++i]);
+        } else if (strcmp(a, "--log-dir") == 0 && has_val) {
+            snprintf(m.log_dir, sizeof m.log_dir, "%s", argv[++i]);
         } else if (strcmp(a, "--grace") == 0 && has_val) {
             char *end;
             double s = strtod(argv[++i], &end);
@@ -1046,6 +1070,10 @@ int main(int argc, char **argv)
     else
         snprintf(m.state_file, sizeof m.state_file, "%s.state.json", m.pid_file);
     if (strcmp(cmd, "up") == 0) {
+        if (m.log_dir[0] && mkdir(m.log_dir, 0755) != 0 && errno != EEXIST) {
+            fprintf(stderr, "sdxl-fleet: --log-dir %s: %s\n", m.log_dir, strerror(errno));
+            return 2;
+        }
         if (!realpath(config, m.config_path)) {
             fprintf(stderr, "sdxl-fleet: %s:0: %s\n", config, strerror(errno));
             return 2;

@@ -102,8 +102,10 @@ def test_supervise(t):
     pid_file = os.path.join(fleet.dir, "fleet.pid")
     with open(cfg, "w") as f:
         f.write(fleet_yaml(fleet, 2))
+    logs = os.path.join(fleet.dir, "logs")
     master = fl.Proc("master", [FLEET_BIN, "up", "--config", cfg, "--pid-file", pid_file,
-                                "--grace", "5"], os.path.join(fleet.dir, "master.log"))
+                                "--grace", "5", "--log-dir", logs],
+                     os.path.join(fleet.dir, "master.log"))
     fleet.procs.append(master)
     seen_pids = set()
     try:
@@ -136,6 +138,17 @@ def test_supervise(t):
         t.check(True, "the restarted worker registers again (its new pid)")
         t.check("restarting in 1000 ms" in master.log_text(), "the log says restarting in 1000 ms",
                 master.tail())
+
+        def log_of(name):
+            try:
+                with open(os.path.join(logs, name + ".log"), errors="replace") as f:
+                    return f.read()
+            except OSError:
+                return ""
+        t.check(log_of("test-2").count("READY sent") >= 2 and "READY sent" in log_of("test-1")
+                and "broker" in log_of("broker") and "READY sent" not in master.log_text(),
+                "--log-dir: each child's output in logs/NAME.log, appended across restarts",
+                sorted(os.listdir(logs)))
         r = run("status", "--pid-file", pid_file)
         line = [ln for ln in r.stdout.decode().splitlines() if ln.startswith("test-2 ")]
         t.check(line and line[0].split()[3] == "1", "status: test-2 restarts 1", r.stdout)

@@ -32,19 +32,10 @@
 
 #ifndef SDX_WITH_ENGINE
 
-static const char *const s_planned_all[] = {
-    "conditioning.tokenize",
-    "conditioning.encode_prompt",
-    "conditioning.load_model",
-    "conditioning.unload_model",
-    NULL,
-};
-
 const sdx_domain_t sdx_domain_conditioning = {
     .name = "conditioning",
     .capacity = 1,
     .handlers = NULL,
-    .planned = s_planned_all,
     .planned_issue = "this sdxl-worker was built without the libtorch engine (-Dengine=disabled)",
 };
 
@@ -503,8 +494,6 @@ const sdx_domain_t sdx_domain_conditioning = {
     .name = "conditioning",
     .capacity = 1, /* text encoders run on the device, one request at a time */
     .handlers = s_handlers,
-    .planned = NULL,
-    .planned_issue = NULL,
     .options = s_options,
     .option = s_option,
     .init = s_init,

@@ -320,13 +320,10 @@ static const sdx_handler_t s_handlers[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static const char *const s_planned[] = {"device.set_device", "device.optimize", NULL};
-
 const sdx_domain_t sdx_domain_device = {
     .name = "device",
     .capacity = 32, /* device queries are cheap (no GPU work) */
     .handlers = s_handlers,
-    .planned = s_planned,
     .planned_issue = "the engine does not switch or tune CUDA devices on request yet (a worker is pinned "
                      "to its --gpu at start)",
     .init = s_init,

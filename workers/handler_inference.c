@@ -178,16 +178,10 @@ static void s_fini(sdx_worker_t *w)
     sdx_worker_set_domain_state(w, NULL);
 }
 
-static const char *const s_planned[] = {
-    "inference.generate", "inference.txt2img",    "inference.img2img",      "inference.inpaint",
-    "inference.denoise",  "inference.load_model", "inference.unload_model", NULL,
-};
-
 const sdx_domain_t sdx_domain_inference = {
     .name = "inference",
     .capacity = 1, /* one denoising run at a time per GPU */
     .handlers = NULL,
-    .planned = s_planned,
     .planned_issue = "this sdxl-worker was built without the libtorch engine (-Dengine=disabled)",
     .options = s_options,
     .option = s_option,
@@ -1067,15 +1061,9 @@ static const sdx_handler_t s_handlers[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static const char *const s_planned[] = {
-    "inference.inpaint",
-    NULL,
-};
-
 const sdx_domain_t sdx_domain_inference = {
     .name = "inference",
     .handlers = s_handlers,
-    .planned = s_planned,
     .planned_issue = "inpainting (a mask) is not built into the engine yet",
     .options = s_options,
     .option = s_option,

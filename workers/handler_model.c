@@ -392,18 +392,16 @@ static const sdx_handler_t s_handlers[] = {
     {NULL, NULL, 0, NULL},
 };
 
-/* model.load / model.unload never reach this worker: the broker fans them
-   out to the inference and conditioning workers, which hold the weights. */
-static const char *const s_planned[] = {NULL};
+/* None: the catalogue's model.load / model.unload never reach this worker,
+   the broker fans them out to the inference and conditioning workers, which
+   hold the weights. */
+static const char *const s_none[] = {NULL};
 
 const sdx_domain_t sdx_domain_model = {
     .name = "model",
     .capacity = 8, /* catalogue requests are cheap (hashing is the exception) */
     .handlers = s_handlers,
-    .planned = s_planned,
-    /* read after "the model worker's real handlers come with" */
-    .planned_issue = "the orchestrator (issue 10 leaves them out: inference workers load a model "
-                     "on its first generation; asking them to load or unload is the broker's job)",
+    .planned = s_none,
     .options = s_options,
     .option = s_option,
     .init = s_init,

@@ -111,16 +111,10 @@ static void s_fini(sdx_worker_t *w)
     sdx_worker_set_domain_state(w, NULL);
 }
 
-static const char *const s_planned[] = {
-    "postprocessing.upscale", "postprocessing.encode", "postprocessing.finalize",
-    "postprocessing.safety_check", NULL,
-};
-
 const sdx_domain_t sdx_domain_postprocessing = {
     .name = "postprocessing",
     .capacity = 1, /* VAE decode runs on the device */
     .handlers = NULL,
-    .planned = s_planned,
     .planned_issue = "this sdxl-worker was built without the libtorch engine (-Dengine=disabled)",
     .options = s_options,
     .option = s_option,
@@ -490,15 +484,9 @@ static const sdx_handler_t s_handlers[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static const char *const s_planned[] = {
-    "postprocessing.safety_check",
-    NULL,
-};
-
 const sdx_domain_t sdx_domain_postprocessing = {
     .name = "postprocessing",
     .handlers = s_handlers,
-    .planned = s_planned,
     .planned_issue = "no safety classifier model is built into this worker",
     .options = s_options,
     .option = s_option,

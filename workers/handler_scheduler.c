@@ -35,16 +35,10 @@
 
 #ifndef SDX_WITH_ENGINE
 
-static const char *const s_planned[] = {
-    "scheduler.list",     "scheduler.info", "scheduler.timesteps",
-    "scheduler.validate", "scheduler.step", NULL,
-};
-
 const sdx_domain_t sdx_domain_scheduler = {
     .name = "scheduler",
     .capacity = 32,
     .handlers = NULL,
-    .planned = s_planned,
     .planned_issue = "this sdxl-worker was built without the libtorch engine (-Dengine=disabled)",
 };
 
@@ -703,15 +697,11 @@ static const sdx_handler_t s_handlers[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static const char *const s_planned[] = {"scheduler.step", NULL};
-
 const sdx_domain_t sdx_domain_scheduler = {
     .name = "scheduler",
     .capacity = 32, /* timesteps/sigmas are cheap CPU work */
     .handlers = s_handlers,
-    .planned = s_planned,
-    /* read after "the scheduler worker's real handlers come with" */
-    .planned_issue = "no issue: one step on tensors is not served, the denoising loop steps "
+    .planned_issue = "one step on tensors is not served: the denoising loop steps "
                      "inside the inference worker (a round trip per step would cost more than "
                      "the step; PROTOCOL.md, scheduler)",
     .options = s_options,

@@ -1,4 +1,8 @@
-/*  sdx_worker.c - the worker runtime (see sdx_worker.h).
+/*  sdx_worker.c - the worker runtime (see sdx_worker.h): the worker object
+    (sdx_worker_new/run/stop/destroy), its jobs, dispatch, broker connection
+    and main loop. The command line, --config, domain options and GPU
+    selection that sdx_worker_main builds a worker from are in
+    sdx_worker_cli.c; the domains in handler_*.c.
 
     Threads:
     - main: owns the DEALER to the broker and a PULL bound on an inproc
@@ -15,9 +19,16 @@
     it has either died or (having seen this worker's old identity go silent)
     already retried it elsewhere.
 
-    Not for: domain logic (handler_*.c).
+    Stopping: sdx_worker_stop counts stop requests (1: drain, 2: cancel what
+    runs) and writes to an eventfd that the main loop polls beside its
+    sockets, so a stop from a signal handler or another thread wakes it at
+    once.
+
+    Not for: domain logic (handler_*.c), option parsing (sdx_worker_cli.c).
 */
 #include "sdx_worker.h"
+#include "sdx_worker_catalog.h"
+#include "sdx_worker_priv.h"
 
 #include "sdx_codec.h"
 #include "sdx_curve.h"
@@ -38,6 +49,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 #include <yaml.h>
@@ -99,6 +111,10 @@ struct sdx_worker {
     char host[256];
     /* sockets and connection state (main only) */
     void *zctx;
+    bool own_ctx;  /* zctx made here (terminated at the end of run) */
+    int wakefd;    /* eventfd: sdx_worker_stop wakes the main loop */
+    atomic_int stops; /* sdx_worker_stop calls (1: drain, 2: cancel) */
+    bool ran;      /* sdx_worker_run was called */
     void *sock;
     void *pull;
     char pull_ep[64];
@@ -127,6 +143,11 @@ struct sdx_worker {
     char **models;
     size_t nmodels;
     void *domain_state;
+    bool domain_touched; /* the option hook or init ran: destroy runs fini */
+    bool inited;         /* init ran and succeeded */
+    /* <domain>.ping and <domain>.status (rows of the runtime's own) */
+    sdx_handler_t builtin[2];
+    char builtin_names[2][96];
     /* the domain's options as resolved, parallel to domain->options */
     size_t nopts;
     char **opt_value;      /* malloc'd texts, NULL where unset */
@@ -143,12 +164,17 @@ struct sdx_worker {
     int nout;
 };
 
-static volatile sig_atomic_t s_signals = 0;
-
-static void s_on_signal(int sig)
+static int s_stops(const sdx_worker_t *w)
 {
-    (void)sig;
-    s_signals++;
+    return atomic_load((atomic_int *)&w->stops);
+}
+
+/* Clear the eventfd after it woke a poll. */
+static void s_wake_clear(sdx_worker_t *w)
+{
+    uint64_t n;
+    if (w->wakefd >= 0 && read(w->wakefd, &n, sizeof n) < 0 && errno != EAGAIN)
+        log_debug("wake eventfd: %s", strerror(errno));
 }
 
 /* ------------------------------------------------------------------ time */
@@ -478,7 +504,6 @@ static void s_send_heartbeat(sdx_worker_t *w)
 /* Every message type this worker answers for real. */
 static void s_capabilities_to(sdx_worker_t *w, sdx_value_t *arr);
 /* An option's config key: "models-root" -> "models_root". */
-static void s_config_key(const char *name, char *out, size_t len);
 
 static void s_send_ready(sdx_worker_t *w)
 {
@@ -659,12 +684,17 @@ static int s_h_status(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *repl
     return 0;
 }
 
-/* Row 0: ping, row 1: status; the message type is built per domain. */
-static sdx_handler_t s_builtin[2] = {
-    {NULL, s_h_ping, SDX_HANDLER_INLINE, "liveness check, answers pong"},
-    {NULL, s_h_status, SDX_HANDLER_INLINE, "uptime, counters, gpu, loaded models"},
-};
-static char s_builtin_names[2][96];
+/* Row 0: ping, row 1: status; the message types are the worker's domain's
+   (w->builtin, filled by sdx_worker_new). */
+static void s_builtin_init(sdx_worker_t *w)
+{
+    snprintf(w->builtin_names[0], sizeof w->builtin_names[0], "%s.ping", w->domain->name);
+    snprintf(w->builtin_names[1], sizeof w->builtin_names[1], "%s.status", w->domain->name);
+    w->builtin[0] = (sdx_handler_t){w->builtin_names[0], s_h_ping, SDX_HANDLER_INLINE,
+                                    "liveness check, answers pong"};
+    w->builtin[1] = (sdx_handler_t){w->builtin_names[1], s_h_status, SDX_HANDLER_INLINE,
+                                    "uptime, counters, gpu, loaded models"};
+}
 
 static const sdx_handler_t *s_domain_handler(const sdx_worker_t *w, const char *type)
 {
@@ -681,16 +711,60 @@ static const sdx_handler_t *s_find_handler(sdx_worker_t *w, const char *type)
     if (h)
         return h;
     for (int i = 0; i < 2; i++)
-        if (strcmp(s_builtin[i].message_type, type) == 0)
-            return &s_builtin[i];
+        if (strcmp(w->builtin[i].message_type, type) == 0)
+            return &w->builtin[i];
     return NULL;
+}
+
+/* The catalogue's row of a message type, NULL when it has none. */
+static const sdx_catalog_row_t *s_catalog_row(const char *type)
+{
+    for (const sdx_catalog_row_t *r = sdx_worker_catalog; r->message_type; r++)
+        if (strcmp(r->message_type, type) == 0)
+            return r;
+    return NULL;
+}
+
+/* Whether a type this worker has no handler for is one of its domain's
+   (answered not_available, not unknown_message_type): the domain's own
+   planned list when it gives one, else proto/catalog.json's rows of the
+   domain (planned, or not built into this binary). */
+static bool s_is_planned(const sdx_worker_t *w, const char *type)
+{
+    if (w->domain->planned) {
+        for (const char *const *p = w->domain->planned; *p; p++)
+            if (strcmp(*p, type) == 0)
+                return true;
+        return false;
+    }
+    const sdx_catalog_row_t *r = s_catalog_row(type);
+    return r && strcmp(r->domain, w->domain->name) == 0;
+}
+
+/* At start: a handler of a catalogued domain for a type the catalogue does
+   not list is a programming error the broker would never route to. */
+static void s_catalog_check(const sdx_worker_t *w)
+{
+    bool catalogued = false;
+    for (const sdx_catalog_row_t *r = sdx_worker_catalog; r->message_type && !catalogued; r++)
+        catalogued = strcmp(r->domain, w->domain->name) == 0;
+    for (const sdx_handler_t *h = w->domain->handlers; catalogued && h && h->message_type; h++) {
+        const sdx_catalog_row_t *r = s_catalog_row(h->message_type);
+        if (!r || strcmp(r->domain, w->domain->name) != 0)
+            log_warn("%s has a handler but no row in proto/catalog.json: the broker does not "
+                     "route it here",
+                     h->message_type);
+        else if (r->planned)
+            log_warn("%s is served here but proto/catalog.json still says planned",
+                     h->message_type);
+    }
 }
 
 static void s_capabilities_to(sdx_worker_t *w, sdx_value_t *arr)
 {
     for (int i = 0; i < 2; i++)
-        if (!s_domain_handler(w, s_builtin[i].message_type))
-            sdx_array_push(arr, sdx_value_str_new(s_builtin[i].message_type));
+        if (!s_domain_handler(w, w->builtin[i].message_type))
+            sdx_array_push(arr, sdx_value_str_new(w->builtin[i].message_type));
     for (const sdx_handler_t *h = w->domain->handlers; h && h->message_type; h++)
         sdx_array_push(arr, sdx_value_str_new(h->message_type));
 }
@@ -755,7 +829,7 @@ void sdx_worker_status_to(sdx_worker_t *w, sdx_value_t *out)
         if (!one)
             continue;
         char key[96];
-        s_config_key(w->domain->options[i].name, key, sizeof key);
+        sdx_worker_config_key(w->domain->options[i].name, key, sizeof key);
         sdx_map_set_str(one, "value", w->opt_value[i]);
         sdx_map_set_str(one, "from", w->opt_from[i]);
         sdx_map_set(opts, key, one);
@@ -764,8 +838,14 @@ void sdx_worker_status_to(sdx_worker_t *w, sdx_value_t *out)
         sdx_map_set(out, "options", opts); /* the domain's, and where each came from */
     sdx_value_t *planned = sdx_value_array_new();
     if (planned) {
-        for (const char *const *p = w->domain->planned; p && *p; p++)
-            sdx_array_push(planned, sdx_value_str_new(*p));
+        if (w->domain->planned) {
+            for (const char *const *p = w->domain->planned; *p; p++)
+                sdx_array_push(planned, sdx_value_str_new(*p));
+        } else {
+            for (const sdx_catalog_row_t *r = sdx_worker_catalog; r->message_type; r++)
+                if (strcmp(r->domain, w->domain->name) == 0 && !s_find_handler(w, r->message_type))
+                    sdx_array_push(planned, sdx_value_str_new(r->message_type));
+        }
         sdx_map_set(out, "planned", planned);
         if (w->domain->planned_issue)
             sdx_map_set_str(out, "planned_issue", w->domain->planned_issue);
@@ -830,14 +910,18 @@ static void s_handle_request(sdx_worker_t *w, sdx_mdp_msg_t *msg)
     }
     const sdx_handler_t *h = s_find_handler(w, type);
     if (!h) {
-        bool planned = false;
-        for (const char *const *p = w->domain->planned; p && *p && !planned; p++)
-            planned = strcmp(*p, type) == 0;
-        if (planned)
-            s_send_error(w, rid, "not_available", "%s is not available on the %s worker: %s",
+        if (s_is_planned(w, type)) {
+            const sdx_catalog_row_t *r = s_catalog_row(type);
+            char what[512] = "";
+            if (r && r->description[0])
+                snprintf(what, sizeof what, " (%s: %.400s)", r->planned ? "planned" : "not built",
+                         r->description);
+            s_send_error(w, rid, "not_available", "%s is not available on the %s worker: %s%s",
                          type, w->domain->name,
                          w->domain->planned_issue ? w->domain->planned_issue
-                                                  : "it is not built yet");
+                                                  : "it is not built yet",
+                         what);
+        }
         else
             s_send_error(w, rid, "unknown_message_type",
                          "%s is not a message type of the %s domain (see %s.status: "
@@ -1019,12 +1103,13 @@ static int s_connect(sdx_worker_t *w)
 static void s_wait(sdx_worker_t *w, int ms)
 {
     int64_t end = sdx_worker_mono_ms() + ms;
-    while (!s_signals) {
+    while (!s_stops(w)) {
         int64_t left = end - sdx_worker_mono_ms();
         if (left <= 0)
             break;
-        zmq_pollitem_t it = {.socket = w->pull, .events = ZMQ_POLLIN};
-        zmq_poll(&it, 1, (long)left);
+        zmq_pollitem_t it[2] = {{.socket = w->pull, .events = ZMQ_POLLIN},
+                                {.fd = w->wakefd, .events = ZMQ_POLLIN}};
+        zmq_poll(it, 2, (long)left);
         s_drain_pull(w);
     }
 }
@@ -1036,7 +1121,7 @@ static void s_reconnect(sdx_worker_t *w, const char *why)
     log_warn("broker %s: %s; reconnecting in %d ms", w->broker, why, w->backoff_ms);
     s_wait(w, w->backoff_ms);
     w->backoff_ms = w->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : w->backoff_ms * 2;
-    if (!s_signals || !w->draining)
+    if (!s_stops(w) || !w->draining)
         s_connect(w);
 }
 
@@ -1184,14 +1269,15 @@ static int s_run(sdx_worker_t *w)
     w->backoff_ms = BACKOFF_MIN_MS;
     if (s_connect(w) != 0)
         return 1;
-    int seen_signals = 0;
+    int seen_stops = 0;
     for (;;) {
-        if (s_signals != seen_signals) {
-            if (seen_signals == 0)
+        int stops = s_stops(w);
+        if (stops != seen_stops) {
+            if (seen_stops == 0)
                 s_begin_drain(w);
-            if (s_signals >= 2 && seen_signals < 2)
+            if (stops >= 2 && seen_stops < 2)
                 s_cancel_all(w);
-            seen_signals = s_signals;
+            seen_stops = stops;
         }
         if (w->draining && !w->active)
             break;
@@ -1221,7 +1307,7 @@ static int s_run(sdx_worker_t *w)
         }
         void *sock = w->sock;
         bool more = s_handle_broker(w); /* last: ends with a ZMQ_EVENTS check after all sends */
-        if (more || w->sock != sock || !w->sock || s_signals != seen_signals)
+        if (more || w->sock != sock || !w->sock || s_stops(w) != seen_stops)
             continue; /* more waiting, reconnected, or a signal: look again before blocking */
         /* Block on the sockets' file descriptors: one poll() per wake-up
            instead of zmq_poll's several, which matters for small requests.
@@ -1230,602 +1316,67 @@ static int s_run(sdx_worker_t *w)
         size_t fl = sizeof fds[0];
         zmq_getsockopt(w->sock, ZMQ_FD, &fds[0], &fl);
         zmq_getsockopt(w->pull, ZMQ_FD, &fds[1], &fl);
-        struct pollfd pfd[2] = {{.fd = fds[0], .events = POLLIN}, {.fd = fds[1], .events = POLLIN}};
+        struct pollfd pfd[3] = {{.fd = w->wakefd, .events = POLLIN},
+                                {.fd = fds[0], .events = POLLIN},
+                                {.fd = fds[1], .events = POLLIN}};
         long timeout = (long)(w->next_hb - sdx_worker_mono_ms());
         if (timeout < 0)
             timeout = 0;
-        if (poll(pfd, w->threaded > 0 ? 2 : 1, (int)timeout) < 0 && errno != EINTR) {
+        if (poll(pfd, w->threaded > 0 ? 3 : 2, (int)timeout) < 0 && errno != EINTR) {
             log_error("poll: %s", strerror(errno));
             return 1;
         }
+        if (pfd[0].revents & POLLIN)
+            s_wake_clear(w);
     }
     s_disconnect(w, true);
     log_info("stopped cleanly (%ld served)", (long)atomic_load(&w->served));
     return 0;
 }
 
-/* ---------------------------------------------------------------- config */
+/* ------------------------------------------------------------ the object */
 
-/* Load a YAML document as an sdx_value tree (scalars as strings). */
-static sdx_value_t *s_yaml_node(yaml_parser_t *p, yaml_event_t *first, int depth, char *err,
-                                size_t err_len);
-
-static sdx_value_t *s_yaml_collection(yaml_parser_t *p, bool is_map, int depth, char *err,
-                                      size_t err_len)
+sdx_worker_t *sdx_worker_new(const sdx_worker_opts_t *o, char *err, size_t err_len)
 {
-    sdx_value_t *v = is_map ? sdx_value_map_new() : sdx_value_array_new();
-    for (;;) {
-        yaml_event_t ev;
-        if (!yaml_parser_parse(p, &ev)) {
-            snprintf(err, err_len, "yaml: %s at line %zu", p->problem ? p->problem : "error",
-                     p->problem_mark.line + 1);
-            sdx_value_destroy(&v);
-            return NULL;
-        }
-        if (ev.type == (is_map ? YAML_MAPPING_END_EVENT : YAML_SEQUENCE_END_EVENT)) {
-            yaml_event_delete(&ev);
-            return v;
-        }
-        if (is_map) {
-            if (ev.type != YAML_SCALAR_EVENT) {
-                snprintf(err, err_len, "yaml: non-scalar key at line %zu", ev.start_mark.line + 1);
-                yaml_event_delete(&ev);
-                sdx_value_destroy(&v);
-                return NULL;
-            }
-            char *key = strdup((const char *)ev.data.scalar.value);
-            yaml_event_delete(&ev);
-            if (!yaml_parser_parse(p, &ev)) {
-                free(key);
-                snprintf(err, err_len, "yaml: %s", p->problem ? p->problem : "error");
-                sdx_value_destroy(&v);
-                return NULL;
-            }
-            sdx_value_t *val = s_yaml_node(p, &ev, depth + 1, err, err_len);
-            if (!val || !key) {
-                free(key);
-                sdx_value_destroy(&val);
-                sdx_value_destroy(&v);
-                return NULL;
-            }
-            sdx_map_set(v, key, val);
-            free(key);
-        } else {
-            sdx_value_t *val = s_yaml_node(p, &ev, depth + 1, err, err_len);
-            if (!val) {
-                sdx_value_destroy(&v);
-                return NULL;
-            }
-            sdx_array_push(v, val);
-        }
-    }
-}
-
-static sdx_value_t *s_yaml_node(yaml_parser_t *p, yaml_event_t *ev, int depth, char *err,
-                                size_t err_len)
-{
-    sdx_value_t *v = NULL;
-    if (depth > 32) {
-        snprintf(err, err_len, "yaml: nested too deeply");
-    } else if (ev->type == YAML_SCALAR_EVENT) {
-        v = sdx_value_strn_new((const char *)ev->data.scalar.value, ev->data.scalar.length);
-    } else if (ev->type == YAML_MAPPING_START_EVENT || ev->type == YAML_SEQUENCE_START_EVENT) {
-        bool is_map = ev->type == YAML_MAPPING_START_EVENT;
-        yaml_event_delete(ev);
-        return s_yaml_collection(p, is_map, depth, err, err_len);
-    } else {
-        snprintf(err, err_len, "yaml: unsupported node (aliases are not supported) at line %zu",
-                 ev->start_mark.line + 1);
-    }
-    yaml_event_delete(ev);
-    return v;
-}
-
-static sdx_value_t *s_yaml_load(const char *path, char *err, size_t err_len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, err_len, "%s: %s", path, strerror(errno));
+    if (!o || !o->domain || !o->domain->name || !o->broker || !o->broker[0]) {
+        snprintf(err, err_len, "a worker needs a domain and a broker endpoint");
         return NULL;
     }
-    yaml_parser_t p;
-    yaml_parser_initialize(&p);
-    yaml_parser_set_input_file(&p, f);
-    sdx_value_t *root = NULL;
-    for (;;) {
-        yaml_event_t ev;
-        if (!yaml_parser_parse(&p, &ev)) {
-            snprintf(err, err_len, "%s: yaml: %s at line %zu", path,
-                     p.problem ? p.problem : "error", p.problem_mark.line + 1);
-            break;
-        }
-        if (ev.type == YAML_STREAM_END_EVENT || ev.type == YAML_DOCUMENT_END_EVENT) {
-            yaml_event_delete(&ev);
-            break;
-        }
-        if (ev.type == YAML_MAPPING_START_EVENT) {
-            root = s_yaml_node(&p, &ev, 0, err, err_len);
-            break;
-        }
-        yaml_event_delete(&ev);
-    }
-    yaml_parser_delete(&p);
-    fclose(f);
-    if (!root && !err[0])
-        snprintf(err, err_len, "%s: expected a YAML mapping", path);
-    return root;
-}
-
-typedef struct {
-    char domain[64];
-    char broker[512];
-    char id[96];
-    char log_level[16];
-    int gpu;
-    int concurrency;
-    int prefetch;
-    int capacity; /* 0: unset; -2: an invalid config value */
-    char curve_cert[512];       /* this worker's key pair (FILE + FILE_secret), "" : plaintext */
-    char curve_broker_key[512]; /* the broker's public certificate */
-} s_opts_t;
-
-/* Config keys of the runtime's own options (the rest belong to domains). */
-static const char *const s_runtime_keys[] = {
-    "domain",    "broker",    "gpu",        "concurrency",      "prefetch", "capacity",
-    "id",        "log_level", "curve_cert", "curve_broker_key", "count", NULL,
-};
-
-/* The --config file, kept while the options are resolved: the maps that
-   hold this worker's keys, in the order they apply (a later one wins). */
-typedef struct {
-    const char *path;
-    sdx_value_t *root;           /* owned */
-    const sdx_value_t *layer[3]; /* flat keys, `worker:` defaults, our `workers:` entry */
-    size_t nlayers;
-    const sdx_value_t *entry; /* our `workers:` entry, NULL if none */
-} s_config_t;
-
-static void s_config_free(s_config_t *c)
-{
-    sdx_value_destroy(&c->root);
-    memset(c, 0, sizeof *c);
-}
-
-/* Turn a bind endpoint from a broker config into one to connect to. */
-static void s_connectable(const char *bind_ep, char *out, size_t len)
-{
-    const char *star = strstr(bind_ep, "://*:");
-    const char *any = strstr(bind_ep, "://0.0.0.0:");
-    if (star)
-        snprintf(out, len, "%.*s://127.0.0.1:%s", (int)(star - bind_ep), bind_ep, star + 5);
-    else if (any)
-        snprintf(out, len, "%.*s://127.0.0.1:%s", (int)(any - bind_ep), bind_ep, any + 11);
-    else
-        snprintf(out, len, "%s", bind_ep);
-}
-
-static void s_opts_apply_map(s_opts_t *o, const sdx_value_t *m, bool set_domain)
-{
-    const char *s;
-    if (set_domain && (s = sdx_map_str(m, "domain", NULL)))
-        snprintf(o->domain, sizeof o->domain, "%s", s);
-    if ((s = sdx_map_str(m, "broker", NULL)))
-        snprintf(o->broker, sizeof o->broker, "%s", s);
-    if ((s = sdx_map_str(m, "id", NULL)))
-        snprintf(o->id, sizeof o->id, "%s", s);
-    if ((s = sdx_map_str(m, "log_level", NULL)))
-        snprintf(o->log_level, sizeof o->log_level, "%s", s);
-    if ((s = sdx_map_str(m, "curve_cert", NULL)))
-        snprintf(o->curve_cert, sizeof o->curve_cert, "%s", s);
-    if ((s = sdx_map_str(m, "curve_broker_key", NULL)))
-        snprintf(o->curve_broker_key, sizeof o->curve_broker_key, "%s", s);
-    if ((s = sdx_map_str(m, "gpu", NULL)))
-        o->gpu = atoi(s);
-    if ((s = sdx_map_str(m, "concurrency", NULL)))
-        o->concurrency = atoi(s);
-    if ((s = sdx_map_str(m, "prefetch", NULL)))
-        o->prefetch = atoi(s);
-    if ((s = sdx_map_str(m, "capacity", NULL))) {
-        char *end;
-        long v = strtol(s, &end, 10);
-        o->capacity = *s && !*end && v >= 1 && v <= SDX_MDP_MAX_CAPACITY ? (int)v : -2;
-    }
-}
-
-/* The worker's config file: flat keys (domain, broker, gpu, concurrency, id,
-   log_level, and the domain's option keys), or a fleet file
-   (deploy/fleet.yaml): broker.backend gives the endpoint, `worker:` holds
-   defaults, and the `workers:` entry with our domain (and gpu, when several)
-   overrides them. Fills o with the runtime's options and c with the layers
-   the domain's options are looked up in (c->root stays loaded). */
-static int s_config_load(s_config_t *c, s_opts_t *o, const char *path, const char *domain_hint,
-                         int gpu_hint, char *err, size_t err_len)
-{
-    memset(c, 0, sizeof *c);
-    c->path = path;
-    c->root = s_yaml_load(path, err, err_len);
-    if (!c->root)
-        return -1;
-    const sdx_value_t *root = c->root;
-    s_opts_apply_map(o, root, true);
-    c->layer[c->nlayers++] = root;
-    const sdx_value_t *broker = sdx_map_get(root, "broker");
-    if (broker && broker->type == SDX_MAP) {
-        const char *be = sdx_map_str(broker, "backend", NULL);
-        if (be)
-            s_connectable(be, o->broker, sizeof o->broker);
-    }
-    const sdx_value_t *defaults = sdx_map_get(root, "worker");
-    if (defaults && defaults->type == SDX_MAP) {
-        s_opts_apply_map(o, defaults, true);
-        c->layer[c->nlayers++] = defaults;
-    }
-    const char *dom = domain_hint && *domain_hint ? domain_hint : o->domain;
-    const sdx_value_t *list = sdx_map_get(root, "workers");
-    for (size_t i = 0; dom && *dom && i < sdx_array_len(list); i++) {
-        const sdx_value_t *e = sdx_array_at(list, i);
-        if (!e || e->type != SDX_MAP || strcmp(sdx_map_str(e, "domain", ""), dom) != 0)
-            continue;
-        const char *g = sdx_map_str(e, "gpu", NULL);
-        if (gpu_hint >= 0 && g && atoi(g) != gpu_hint)
-            continue;
-        s_opts_apply_map(o, e, true);
-        c->layer[c->nlayers++] = e;
-        c->entry = e;
-        break;
-    }
-    return 0;
-}
-
-/* ------------------------------------------------------- domain options */
-
-#define S_DOMAIN_OPT 256 /* getopt val of the first domain option */
-
-/* The runtime's own flags; domain options are appended at run time. */
-static const struct option s_longopts[] = {
-    {"domain", required_argument, NULL, 'd'},
-    {"broker", required_argument, NULL, 'b'},
-    {"gpu", required_argument, NULL, 'g'},
-    {"config", required_argument, NULL, 'c'},
-    {"concurrency", required_argument, NULL, 'n'},
-    {"prefetch", required_argument, NULL, 'p'},
-    {"capacity", required_argument, NULL, 'C'},
-    {"id", required_argument, NULL, 'i'},
-    {"log-level", required_argument, NULL, 'l'},
-    {"curve-cert", required_argument, NULL, 'K'},
-    {"curve-broker-key", required_argument, NULL, 'B'},
-    {"help", no_argument, NULL, 'h'},
-    {NULL, 0, NULL, 0},
-};
-
-/* A domain option given on the command line (the last one given wins). */
-typedef struct {
-    const char *name;
-    const char *value; /* borrowed from argv, or "true" for a switch */
-} s_flag_t;
-
-/* "models-root" -> "models_root" */
-static void s_config_key(const char *name, char *out, size_t len)
-{
-    snprintf(out, len, "%s", name);
-    for (char *p = out; *p; p++)
-        if (*p == '-')
-            *p = '_';
-}
-
-static const sdx_option_t *s_domain_option(const sdx_domain_t *d, const char *name)
-{
-    for (const sdx_option_t *o = d ? d->options : NULL; o && o->name; o++)
-        if (strcmp(o->name, name) == 0)
-            return o;
-    return NULL;
-}
-
-static size_t s_noptions(const sdx_domain_t *d)
-{
-    size_t n = 0;
-    for (const sdx_option_t *o = d->options; o && o->name; o++)
-        n++;
-    return n;
-}
-
-/* getopt's table: the runtime's flags, then every domain's options (each
-   name once). Caller frees. */
-static struct option *s_longopts_build(void)
-{
-    size_t nrt = sizeof s_longopts / sizeof s_longopts[0] - 1;
-    size_t total = nrt;
-    const sdx_domain_t *d;
-    for (size_t i = 0; (d = sdx_worker_domain_at(i)); i++)
-        total += s_noptions(d);
-    struct option *lo = calloc(total + 1, sizeof *lo);
-    if (!lo)
+    bool curve = o->curve_cert && o->curve_cert[0];
+    if (curve != (o->curve_broker_key && o->curve_broker_key[0])) {
+        snprintf(err, err_len, "CURVE needs both the worker's key pair and the broker's "
+                               "public certificate");
         return NULL;
-    memcpy(lo, s_longopts, nrt * sizeof *lo);
-    size_t n = nrt;
-    for (size_t i = 0; (d = sdx_worker_domain_at(i)); i++) {
-        for (const sdx_option_t *o = d->options; o && o->name; o++) {
-            int has_arg = o->has_value ? required_argument : no_argument;
-            bool seen = false;
-            for (size_t j = 0; j < n && !seen; j++) {
-                if (strcmp(lo[j].name, o->name) != 0)
-                    continue;
-                /* programmer errors: a domain shadowing a runtime flag, or
-                   two domains disagreeing on one option */
-                assert(j >= nrt && "a domain option has the name of a runtime flag");
-                assert(lo[j].has_arg == has_arg && "domains disagree on an option's has_value");
-                seen = true;
-            }
-            if (!seen) {
-                lo[n] = (struct option){o->name, has_arg, NULL, S_DOMAIN_OPT + (int)n};
-                n++;
-            }
-        }
     }
-    return lo;
-}
-
-/* "true"/"false" for a switch's config or environment text, NULL if neither. */
-static const char *s_switch_value(const char *v)
-{
-    static const char *const yes[] = {"true", "yes", "on", "1"};
-    static const char *const no[] = {"false", "no", "off", "0"};
-    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
-        if (strcasecmp(v, yes[i]) == 0)
-            return "true";
-        if (strcasecmp(v, no[i]) == 0)
-            return "false";
+    if (o->capacity > SDX_MDP_MAX_CAPACITY || o->concurrency > 256) {
+        snprintf(err, err_len, "capacity wants 1..%d and concurrency 1..256",
+                 SDX_MDP_MAX_CAPACITY);
+        return NULL;
     }
-    return NULL;
-}
-
-/* Where an option's value came from, for error messages:
-   "--max-models 0", "max_models: 0 in FILE", "SDXL_MAX_MODELS=0",
-   "--max-models 1 (the default)". */
-static void s_option_origin(const sdx_option_t *o, const char *value, const char *from,
-                            const char *config_path, char *out, size_t len)
-{
-    char key[96];
-    s_config_key(o->name, key, sizeof key);
-    if (strcmp(from, "config") == 0)
-        snprintf(out, len, "%s: %s in %s", key, value, config_path ? config_path : "--config");
-    else if (strcmp(from, "env") == 0)
-        snprintf(out, len, "%s=%s", o->env, value);
-    else if (strcmp(from, "default") != 0)
-        snprintf(out, len, "--%s%s%s", o->name, o->has_value ? " " : "", o->has_value ? value : "");
-    else /* say how to set it */
-        snprintf(out, len, "--%s%s%s (the default; set --%s, config key %s%s%s)", o->name,
-                 o->has_value ? " " : "", o->has_value ? value : "", o->name, key,
-                 o->env ? " or " : "", o->env ? o->env : "");
-}
-
-/* Resolve every option of the domain: flag > config > environment >
-   default. value[i]/from[i] (parallel to d->options, zeroed by the caller)
-   receive a malloc'd text and a static source name, NULL when unset. */
-static int s_options_resolve(const sdx_domain_t *d, const s_flag_t *flags, size_t nflags,
-                             const s_config_t *cfg, char **value, const char **from, char *err,
-                             size_t err_len)
-{
-    size_t i = 0;
-    for (const sdx_option_t *o = d->options; o && o->name; o++, i++) {
-        const char *v = NULL, *src = NULL;
-        for (size_t k = nflags; !v && k-- > 0;)
-            if (strcmp(flags[k].name, o->name) == 0) {
-                v = flags[k].value;
-                src = "flag";
-            }
-        char key[96];
-        s_config_key(o->name, key, sizeof key);
-        for (size_t l = cfg ? cfg->nlayers : 0; !v && l-- > 0;) {
-            const sdx_value_t *c = sdx_map_get(cfg->layer[l], key);
-            if (!c)
-                continue;
-            if (c->type != SDX_STR) {
-                snprintf(err, err_len, "--config %s: %s wants a single value, not a %s", cfg->path,
-                         key, c->type == SDX_MAP ? "map" : "list");
-                return -1;
-            }
-            v = c->u.str.ptr;
-            src = "config";
-        }
-        const char *e = !v && o->env ? getenv(o->env) : NULL;
-        if (e && *e) {
-            v = e;
-            src = "env";
-        }
-        if (!v && o->dflt) {
-            v = o->dflt;
-            src = "default";
-        }
-        if (!v)
-            continue;
-        if (!o->has_value && strcmp(src, "flag") != 0) {
-            const char *b = s_switch_value(v);
-            if (!b) {
-                char where[700];
-                s_option_origin(o, v, src, cfg ? cfg->path : NULL, where, sizeof where);
-                snprintf(err, err_len, "%s: a switch: true or false", where);
-                return -1;
-            }
-            v = b;
-        }
-        if (!(value[i] = strdup(v))) {
-            snprintf(err, err_len, "out of memory");
-            return -1;
-        }
-        from[i] = src;
-    }
-    return 0;
-}
-
-/* A config map's keys that neither the runtime nor the domain knows: a
-   warning (a misspelt key would otherwise be silently ignored). */
-static void s_config_warn_unknown(const sdx_value_t *m, const sdx_domain_t *d, const char *path)
-{
-    for (size_t i = 0; m && m->type == SDX_MAP && i < m->u.map.len; i++) {
-        const char *key = m->u.map.items[i].key;
-        if (m->u.map.items[i].val->type != SDX_STR)
-            continue; /* a fleet file's broker:, worker:, workers: */
-        bool known = false;
-        for (const char *const *k = s_runtime_keys; *k && !known; k++)
-            known = strcmp(*k, key) == 0;
-        for (const sdx_option_t *o = d->options; o && o->name && !known; o++) {
-            char ck[96];
-            s_config_key(o->name, ck, sizeof ck);
-            known = strcmp(ck, key) == 0;
-        }
-        if (!known)
-            fprintf(stderr,
-                    "sdxl-worker: warning: --config %s: unknown key '%s' for the %s domain "
-                    "(ignored; sdxl-worker --domain %s --help lists the keys)\n",
-                    path, key, d->name, d->name);
-    }
-}
-
-/* Every domain option given on the command line must be one of this
-   domain's. */
-static int s_flags_check(const sdx_domain_t *d, const s_flag_t *flags, size_t nflags, char *err,
-                         size_t err_len)
-{
-    for (size_t k = 0; k < nflags; k++) {
-        if (s_domain_option(d, flags[k].name))
-            continue;
-        char owners[256] = "";
-        const sdx_domain_t *o;
-        for (size_t i = 0; (o = sdx_worker_domain_at(i)); i++)
-            if (s_domain_option(o, flags[k].name))
-                snprintf(owners + strlen(owners), sizeof owners - strlen(owners), "%s%s",
-                         owners[0] ? ", " : "", o->name);
-        snprintf(err, err_len, "--%s is not an option of the %s domain (it is one of: %s)",
-                 flags[k].name, d->name, owners);
-        return -1;
-    }
-    return 0;
-}
-
-static void s_usage(FILE *f)
-{
-    fprintf(
-        f,
-        "usage: sdxl-worker --domain NAME --broker ENDPOINT [--gpu N] [--config FILE]\n"
-        "                   [--concurrency N] [--capacity N] [--prefetch N] [--id ID]\n"
-        "                   [--log-level error|warn|info|debug]\n"
-        "                   [domain options]\n"
-        "  --domain       device, model, conditioning, scheduler, inference,\n"
-        "                 postprocessing or test\n"
-        "  --broker       the broker's backend, e.g. tcp://127.0.0.1:5556 or ipc:///run/sdxl/be\n"
-        "                 (default tcp://127.0.0.1:5556)\n"
-        "  --gpu N        serve on GPU N (host index, as nvidia-smi numbers them)\n"
-        "  --config FILE  YAML: flat keys named like the flags ('-' written '_'), or a fleet\n"
-        "                 file (deploy/fleet.yaml); flags override the file\n"
-        "  --concurrency  requests run at once (job threads, default 1)\n"
-        "  --capacity N   requests the broker keeps in flight here (READY capacity,\n"
-        "                 1..1024; default: the domain's, device/scheduler/test 32, model 8,\n"
-        "                 conditioning/inference/postprocessing 1; at least --concurrency)\n"
-        "  --prefetch N   older form: capacity = --concurrency + N (0..64)\n"
-        "  --id           worker id (default <domain>-<host>-<pid>)\n"
-        "  --curve-cert FILE        CURVE: this worker's key pair (FILE and FILE_secret,\n"
-        "                           sdxl-cli keygen); its FILE goes in the broker's workers\n"
-        "                           allow-list\n"
-        "  --curve-broker-key FILE  CURVE: the broker's public certificate (both or neither)\n");
-}
-
-/* The domain's options for --help. */
-static void s_usage_domain(FILE *f, const sdx_domain_t *d)
-{
-    if (!d->options || !d->options[0].name)
-        return;
-    fprintf(f, "\noptions of the %s domain (flag > --config key > environment > default):\n",
-            d->name);
-    for (const sdx_option_t *o = d->options; o->name; o++) {
-        char left[128], key[96];
-        snprintf(left, sizeof left, "--%s%s%s", o->name, o->has_value ? " " : "",
-                 o->has_value ? (o->metavar ? o->metavar : "VALUE") : "");
-        s_config_key(o->name, key, sizeof key);
-        fprintf(f, "  %-22s %s\n", left, o->help ? o->help : "");
-        fprintf(f, "  %-22s config key %s%s%s", "", key, o->env ? ", env " : "",
-                o->env ? o->env : "");
-        if (o->dflt)
-            fprintf(f, ", default %s", o->dflt[0] ? o->dflt : "\"\" (none)");
-        fputc('\n', f);
-    }
-}
-
-/* Select --gpu N for this process: validate it and restrict CUDA to it. */
-static int s_select_gpu(sdx_worker_t *w, char *err, size_t err_len)
-{
-    int n = w->gpu_requested;
-    if (n < 0) {
-        sdx_worker_set_gpu(w, -1, "cpu", NULL);
-        return 0;
-    }
-    sdx_gpu_t *g = sdx_gpu_new(false); /* NVML only: no cuInit in this process */
-    if (!g) {
-        snprintf(err, err_len, "out of memory");
-        return -1;
-    }
-    int count = sdx_gpu_count(g);
-    bool nvml = strcmp(sdx_gpu_backend(g), "nvml") == 0;
-    char why[256];
-    snprintf(why, sizeof why, "%s", sdx_gpu_error(g));
-    if (!nvml)
-        count = sdx_gpu_cuda_count_isolated();
-    if (count <= 0 || n >= count) {
-        if (count <= 0)
-            snprintf(err, err_len, "--gpu %d: this host has no GPU (%s)", n,
-                     why[0] ? why : "no devices");
-        else
-            snprintf(err, err_len, "--gpu %d: no such GPU, this host has %d (0..%d)", n, count,
-                     count - 1);
-        sdx_gpu_destroy(&g);
-        return -1;
-    }
-    sdx_gpu_info_t info;
-    char visible[128];
-    if (nvml && sdx_gpu_query(g, n, &info) == 0 && info.uuid[0]) {
-        snprintf(visible, sizeof visible, "%s", info.uuid);
-    } else {
-        /* CUDA order: pick the n-th of an existing restriction, if any */
-        const char *cvd = getenv("CUDA_VISIBLE_DEVICES");
-        snprintf(visible, sizeof visible, "%d", n);
-        if (cvd && *cvd) {
-            char tmp[256];
-            snprintf(tmp, sizeof tmp, "%s", cvd);
-            char *save = NULL;
-            int i = 0;
-            for (char *t = strtok_r(tmp, ",", &save); t; t = strtok_r(NULL, ",", &save), i++)
-                if (i == n)
-                    snprintf(visible, sizeof visible, "%s", t);
-        }
-        info.name[0] = '\0';
-    }
-    setenv("CUDA_VISIBLE_DEVICES", visible, 1);
-    sdx_worker_set_gpu(w, n, "cuda:0", info.name[0] ? info.name : NULL);
-    log_info("using GPU %d%s%s (CUDA_VISIBLE_DEVICES=%s)", n, info.name[0] ? ": " : "", info.name,
-             visible);
-    if (nvml)
-        w->gpu_probe = g; /* kept: status reports the GPU's memory */
-    else
-        sdx_gpu_destroy(&g);
-    return 0;
-}
-
-static sdx_worker_t *s_worker_new(const sdx_domain_t *domain, const s_opts_t *o)
-{
     sdx_worker_t *w = calloc(1, sizeof *w);
-    if (!w)
+    if (!w) {
+        snprintf(err, err_len, "out of memory");
         return NULL;
+    }
+    const sdx_domain_t *domain = o->domain;
     w->domain = domain;
+    w->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (w->wakefd < 0) {
+        snprintf(err, err_len, "eventfd: %s", strerror(errno));
+        free(w);
+        return NULL;
+    }
     snprintf(w->broker, sizeof w->broker, "%s", o->broker);
-    snprintf(w->curve_cert, sizeof w->curve_cert, "%s", o->curve_cert);
-    snprintf(w->curve_broker_key, sizeof w->curve_broker_key, "%s", o->curve_broker_key);
+    snprintf(w->curve_cert, sizeof w->curve_cert, "%s", curve ? o->curve_cert : "");
+    snprintf(w->curve_broker_key, sizeof w->curve_broker_key, "%s",
+             curve ? o->curve_broker_key : "");
     w->gpu_requested = o->gpu;
     w->gpu = -1;
     snprintf(w->device, sizeof w->device, "cpu");
     w->concurrency = o->concurrency > 0 ? o->concurrency : 1;
     w->prefetch = o->prefetch < 0 ? -1 : o->prefetch > 64 ? 64 : o->prefetch;
-    /* credit: --capacity, else --concurrency + --prefetch when a prefetch
-       was set, else the domain's default; never fewer than the job threads */
+    /* credit: capacity, else concurrency + prefetch when a prefetch was
+       set, else the domain's default; never fewer than the job threads */
     if (o->capacity > 0)
         w->capacity = o->capacity;
     else if (w->prefetch >= 0)
@@ -1837,13 +1388,18 @@ static sdx_worker_t *s_worker_new(const sdx_domain_t *domain, const s_opts_t *o)
     if (w->capacity > SDX_MDP_MAX_CAPACITY)
         w->capacity = SDX_MDP_MAX_CAPACITY;
     gethostname(w->host, sizeof w->host - 1);
-    if (o->id[0])
+    if (o->id && o->id[0])
         snprintf(w->id, sizeof w->id, "%s", o->id);
     else if (o->gpu >= 0)
         snprintf(w->id, sizeof w->id, "%s-gpu%d-%.40s-%d", domain->name, o->gpu, w->host,
                  (int)getpid());
     else
         snprintf(w->id, sizeof w->id, "%s-%.40s-%d", domain->name, w->host, (int)getpid());
+    w->zctx = o->zmq_context;
+    /* unique per worker: several may share one context (tests) */
+    snprintf(w->pull_ep, sizeof w->pull_ep, "inproc://sdx-worker-jobs-%p", (void *)w);
+    s_builtin_init(w);
+    s_catalog_check(w);
     pthread_mutex_init(&w->qlock, NULL);
     pthread_cond_init(&w->qcond, NULL);
     pthread_mutex_init(&w->mlock, NULL);
@@ -1852,11 +1408,13 @@ static sdx_worker_t *s_worker_new(const sdx_domain_t *domain, const s_opts_t *o)
     return w;
 }
 
-static void s_worker_destroy(sdx_worker_t **w_p)
+void sdx_worker_destroy(sdx_worker_t **w_p)
 {
-    sdx_worker_t *w = *w_p;
+    sdx_worker_t *w = w_p ? *w_p : NULL;
     if (!w)
         return;
+    if (w->domain_touched && w->domain->fini)
+        w->domain->fini(w);
     sdx_worker_set_models(w, NULL, 0);
     sdx_gpu_destroy(&w->gpu_probe);
     for (size_t i = 0; w->opt_value && i < w->nopts; i++)
@@ -1867,8 +1425,20 @@ static void s_worker_destroy(sdx_worker_t **w_p)
     pthread_cond_destroy(&w->qcond);
     pthread_mutex_destroy(&w->mlock);
     free(w->threads);
+    if (w->wakefd >= 0)
+        close(w->wakefd);
     free(w);
     *w_p = NULL;
+}
+
+void sdx_worker_stop(sdx_worker_t *w)
+{
+    if (!w)
+        return;
+    atomic_fetch_add(&w->stops, 1);
+    uint64_t one = 1;
+    ssize_t n = write(w->wakefd, &one, sizeof one); /* EAGAIN: already pending */
+    (void)n;
 }
 
 static int s_start_threads(sdx_worker_t *w)
@@ -1897,319 +1467,34 @@ static void s_stop_threads(sdx_worker_t *w)
     w->nthreads = 0;
 }
 
-/* The command line: the runtime's flags, and the domain options given. */
-typedef struct {
-    s_opts_t flags;
-    const char *config;
-    bool help;
-    s_flag_t *dflags; /* malloc'd, argc entries at most */
-    size_t ndflags;
-} s_cmdline_t;
-
-/* Parse argv. Returns -1 to go on, else the exit code (help: 0, error: 2). */
-static int s_parse_args(int argc, char **argv, s_cmdline_t *cl)
+int sdx_worker_run(sdx_worker_t *w)
 {
-    struct option *lo = s_longopts_build();
-    cl->dflags = calloc((size_t)argc + 1, sizeof *cl->dflags);
-    if (!lo || !cl->dflags) {
-        free(lo);
-        fprintf(stderr, "sdxl-worker: out of memory\n");
+    if (w->ran) {
+        log_error("sdx_worker_run: this worker ran already");
         return 1;
     }
-    int rc = -1, ch;
-    char *end;
-    opterr = 0; /* our own messages below */
-    while (rc < 0 && (ch = getopt_long(argc, argv, ":d:b:g:c:n:p:C:i:l:K:B:h", lo, NULL)) != -1) {
-        s_opts_t *f = &cl->flags;
-        switch (ch) {
-        case 'd':
-            snprintf(f->domain, sizeof f->domain, "%s", optarg);
-            break;
-        case 'b':
-            snprintf(f->broker, sizeof f->broker, "%s", optarg);
-            break;
-        case 'g':
-            f->gpu = (int)strtol(optarg, &end, 10);
-            if (*end || !*optarg || f->gpu < 0) {
-                fprintf(stderr, "sdxl-worker: --gpu wants a GPU index >= 0, not '%s'\n", optarg);
-                rc = 2;
-            }
-            break;
-        case 'c':
-            cl->config = optarg;
-            break;
-        case 'p':
-            f->prefetch = (int)strtol(optarg, &end, 10);
-            if (*end || !*optarg || f->prefetch < 0 || f->prefetch > 64) {
-                fprintf(stderr, "sdxl-worker: --prefetch wants 0..64, not '%s'\n", optarg);
-                rc = 2;
-            }
-            break;
-        case 'C':
-            f->capacity = (int)strtol(optarg, &end, 10);
-            if (*end || !*optarg || f->capacity < 1 || f->capacity > SDX_MDP_MAX_CAPACITY) {
-                fprintf(stderr,
-                        "sdxl-worker: --capacity wants 1..%d (requests in flight on this "
-                        "worker), not '%s'\n",
-                        SDX_MDP_MAX_CAPACITY, optarg);
-                rc = 2;
-            }
-            break;
-        case 'n':
-            f->concurrency = (int)strtol(optarg, &end, 10);
-            if (*end || !*optarg || f->concurrency < 1 || f->concurrency > 256) {
-                fprintf(stderr, "sdxl-worker: --concurrency wants 1..256, not '%s'\n", optarg);
-                rc = 2;
-            }
-            break;
-        case 'i':
-            snprintf(f->id, sizeof f->id, "%s", optarg);
-            break;
-        case 'l':
-            snprintf(f->log_level, sizeof f->log_level, "%s", optarg);
-            break;
-        case 'K':
-            snprintf(f->curve_cert, sizeof f->curve_cert, "%s", optarg);
-            break;
-        case 'B':
-            snprintf(f->curve_broker_key, sizeof f->curve_broker_key, "%s", optarg);
-            break;
-        case 'h':
-            cl->help = true;
-            break;
-        case ':':
-            fprintf(stderr, "sdxl-worker: option '%s' needs a value\n", argv[optind - 1]);
-            rc = 2;
-            break;
-        case '?':
-            if (optopt)
-                fprintf(stderr, "sdxl-worker: unknown option '-%c'", optopt);
-            else
-                fprintf(stderr, "sdxl-worker: unknown option '%.*s'",
-                        (int)strcspn(argv[optind - 1], "="), argv[optind - 1]);
-            fprintf(stderr, " (sdxl-worker --domain NAME --help lists the options)\n");
-            rc = 2;
-            break;
-        default:
-            if (ch >= S_DOMAIN_OPT) {
-                const struct option *o = &lo[ch - S_DOMAIN_OPT];
-                cl->dflags[cl->ndflags++] =
-                    (s_flag_t){o->name, o->has_arg == no_argument ? "true" : optarg};
-            } else {
-                rc = 2;
-            }
-            break;
+    w->ran = true;
+    if (!w->inited) {
+        char err[1024] = "";
+        if (sdx_worker_priv_init(w, err, sizeof err) != 0) {
+            log_error("%s init: %s", w->domain->name, err[0] ? err : "refused");
+            return 2;
         }
     }
-    free(lo);
-    if (rc < 0 && optind < argc) {
-        fprintf(stderr, "sdxl-worker: unexpected argument '%s'\n", argv[optind]);
-        rc = 2;
+    int rc = 1;
+    if (!w->zctx) {
+        w->zctx = zmq_ctx_new();
+        w->own_ctx = w->zctx != NULL;
     }
-    if (rc < 0 && cl->help) {
-        s_usage(stdout);
-        const sdx_domain_t *d =
-            cl->flags.domain[0] ? sdx_worker_find_domain(cl->flags.domain) : NULL;
-        if (d) {
-            s_usage_domain(stdout, d);
-        } else {
-            for (size_t i = 0; (d = sdx_worker_domain_at(i)); i++)
-                s_usage_domain(stdout, d);
-        }
-        rc = 0;
-    }
-    return rc;
-}
-
-/* "device, model, ..." */
-static void s_domain_names(char *out, size_t len)
-{
-    const sdx_domain_t *d;
-    out[0] = '\0';
-    for (size_t i = 0; (d = sdx_worker_domain_at(i)); i++)
-        snprintf(out + strlen(out), len - strlen(out), "%s%s", i ? ", " : "", d->name);
-}
-
-/* Hand each resolved option to the domain's hook; every refused one is
-   printed (one line each, so that one start shows them all). */
-static int s_options_apply(sdx_worker_t *w)
-{
-    const sdx_domain_t *d = w->domain;
-    int rc = 0;
-    for (size_t i = 0; d->option && i < w->nopts; i++) {
-        if (!w->opt_value[i])
-            continue;
-        char why[512] = "";
-        if (d->option(w, d->options[i].name, w->opt_value[i], why, sizeof why) == 0)
-            continue;
-        char where[700];
-        s_option_origin(&d->options[i], w->opt_value[i], w->opt_from[i],
-                        w->config[0] ? w->config : NULL, where, sizeof where);
-        fprintf(stderr, "sdxl-worker: %s: %s\n", where, why[0] ? why : "refused");
-        rc = -1;
-    }
-    return rc;
-}
-
-int sdx_worker_main(int argc, char **argv)
-{
-    s_opts_t o = {.gpu = -1, .concurrency = 0, .prefetch = -1};
-    s_cmdline_t cl = {.flags = {.gpu = -1, .concurrency = 0, .prefetch = -1}};
-    s_config_t cfg = {0};
-    char **opt_value = NULL;
-    const char **opt_from = NULL;
-    size_t nopts = 0;
-    const sdx_domain_t *domain = NULL;
-    sdx_worker_t *w = NULL;
-    char err[1024] = "";
-    int rc = s_parse_args(argc, argv, &cl);
-    if (rc >= 0)
-        goto out;
-    rc = 2;
-    const s_opts_t *flags = &cl.flags;
-    if (cl.config &&
-        s_config_load(&cfg, &o, cl.config, flags->domain, flags->gpu, err, sizeof err) != 0) {
-        fprintf(stderr, "sdxl-worker: --config %s\n", err);
-        goto out;
-    }
-    /* flags override the file */
-    if (flags->domain[0])
-        snprintf(o.domain, sizeof o.domain, "%s", flags->domain);
-    if (flags->broker[0])
-        snprintf(o.broker, sizeof o.broker, "%s", flags->broker);
-    if (flags->id[0])
-        snprintf(o.id, sizeof o.id, "%s", flags->id);
-    if (flags->log_level[0])
-        snprintf(o.log_level, sizeof o.log_level, "%s", flags->log_level);
-    if (flags->gpu >= 0)
-        o.gpu = flags->gpu;
-    if (flags->concurrency > 0)
-        o.concurrency = flags->concurrency;
-    if (flags->prefetch >= 0)
-        o.prefetch = flags->prefetch;
-    if (flags->capacity > 0)
-        o.capacity = flags->capacity;
-    if (o.capacity == -2) {
-        fprintf(stderr, "sdxl-worker: --config %s: capacity wants an integer 1..%d\n", cl.config,
-                SDX_MDP_MAX_CAPACITY);
-        goto out;
-    }
-    if (flags->curve_cert[0])
-        snprintf(o.curve_cert, sizeof o.curve_cert, "%s", flags->curve_cert);
-    if (flags->curve_broker_key[0])
-        snprintf(o.curve_broker_key, sizeof o.curve_broker_key, "%s", flags->curve_broker_key);
-    if (!o.curve_cert[0] != !o.curve_broker_key[0]) {
-        fprintf(stderr, "sdxl-worker: CURVE needs both --curve-cert (this worker's key pair) and "
-                        "--curve-broker-key (the broker's public certificate)\n");
-        goto out;
-    }
-    if (o.curve_cert[0] && (sdx_curve_cert_check(o.curve_cert, true, err, sizeof err) != 0 ||
-                            sdx_curve_cert_check(o.curve_broker_key, false, err, sizeof err) != 0)) {
-        fprintf(stderr, "sdxl-worker: curve: %s\n", err);
-        goto out;
-    }
-    if (!o.broker[0])
-        snprintf(o.broker, sizeof o.broker, "tcp://127.0.0.1:5556");
-    if (!o.domain[0]) {
-        fprintf(stderr, "sdxl-worker: --domain is required\n");
-        s_usage(stderr);
-        goto out;
-    }
-    domain = sdx_worker_find_domain(o.domain);
-    if (!domain) {
-        char names[256];
-        s_domain_names(names, sizeof names);
-        fprintf(stderr, "sdxl-worker: unknown domain '%s' (%s)\n", o.domain, names);
-        goto out;
-    }
-    if (s_flags_check(domain, cl.dflags, cl.ndflags, err, sizeof err) != 0) {
-        fprintf(stderr, "sdxl-worker: %s\n", err);
-        goto out;
-    }
-    if (cfg.root) {
-        if (cfg.entry)
-            s_config_warn_unknown(cfg.entry, domain, cfg.path);
-        else if (!sdx_map_get(cfg.root, "workers"))
-            s_config_warn_unknown(cfg.root, domain, cfg.path); /* a flat file */
-    }
-    nopts = s_noptions(domain);
-    opt_value = calloc(nopts + 1, sizeof *opt_value);
-    opt_from = calloc(nopts + 1, sizeof *opt_from);
-    if (!opt_value || !opt_from) {
-        fprintf(stderr, "sdxl-worker: out of memory\n");
-        goto out;
-    }
-    if (s_options_resolve(domain, cl.dflags, cl.ndflags, cfg.root ? &cfg : NULL, opt_value,
-                          opt_from, err, sizeof err) != 0) {
-        fprintf(stderr, "sdxl-worker: %s\n", err);
-        goto out;
-    }
-    int level = SDX_LOG_INFO;
-    if (o.log_level[0] && (level = sdx_log_level_parse(o.log_level)) < 0) {
-        fprintf(stderr, "sdxl-worker: --log-level: error, warn, info or debug, not '%s'\n",
-                o.log_level);
-        goto out;
-    }
-    char ident[128];
-    if (o.gpu >= 0)
-        snprintf(ident, sizeof ident, "worker[%s:gpu%d]", domain->name, o.gpu);
-    else
-        snprintf(ident, sizeof ident, "worker[%s]", domain->name);
-    sdx_log_init(ident, (sdx_log_level_t)level);
-
-    snprintf(s_builtin_names[0], sizeof s_builtin_names[0], "%s.ping", domain->name);
-    snprintf(s_builtin_names[1], sizeof s_builtin_names[1], "%s.status", domain->name);
-    s_builtin[0].message_type = s_builtin_names[0];
-    s_builtin[1].message_type = s_builtin_names[1];
-
-    w = s_worker_new(domain, &o);
-    if (!w) {
-        fprintf(stderr, "sdxl-worker: out of memory\n");
-        rc = 1;
-        goto out;
-    }
-    if (cl.config)
-        snprintf(w->config, sizeof w->config, "%s", cl.config);
-    w->nopts = nopts;
-    w->opt_value = opt_value;
-    w->opt_from = opt_from;
-    opt_value = NULL;
-    opt_from = NULL;
-    s_config_free(&cfg);
-    if (s_select_gpu(w, err, sizeof err) != 0) {
-        log_error("%s", err);
-        fprintf(stderr, "sdxl-worker: %s\n", err);
-        goto out;
-    }
-    /* from here on fini runs, whatever happens (the hooks may set state) */
-    if (s_options_apply(w) != 0)
-        goto fini;
-    if (domain->init && domain->init(w, err, sizeof err) != 0) {
-        log_error("%s init: %s", domain->name, err);
-        fprintf(stderr, "sdxl-worker: %s\n", err);
-        goto fini;
-    }
-
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = s_on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
-    rc = 1;
-    w->zctx = zmq_ctx_new();
     w->pull = w->zctx ? zmq_socket(w->zctx, ZMQ_PULL) : NULL;
-    snprintf(w->pull_ep, sizeof w->pull_ep, "inproc://sdx-worker-jobs");
     if (!w->pull || zmq_bind(w->pull, w->pull_ep) != 0) {
         log_error("inproc bind: %s", zmq_strerror(errno));
     } else if (s_start_threads(w) == 0) {
         log_info("%s worker %s: broker %s, %d job thread(s), capacity %d, device %s",
-                 domain->name, w->id, w->broker, w->concurrency, w->capacity, w->device);
+                 w->domain->name, w->id, w->broker, w->concurrency, w->capacity, w->device);
         rc = s_run(w);
     }
-    /* job threads finish what they run (they were cancelled on a 2nd signal) */
+    /* job threads finish what they run (they were cancelled on a 2nd stop) */
     s_stop_threads(w);
     if (w->pull)
         s_drain_pull(w);
@@ -2220,19 +1505,63 @@ int sdx_worker_main(int argc, char **argv)
     }
     if (w->pull)
         zmq_close(w->pull);
+    w->pull = NULL;
     s_disconnect(w, false);
-    if (w->zctx)
+    if (w->own_ctx)
         zmq_ctx_term(w->zctx);
-fini:
-    if (domain->fini)
-        domain->fini(w);
-out:
-    s_config_free(&cfg);
-    for (size_t i = 0; opt_value && i < nopts; i++)
-        free(opt_value[i]);
-    free(opt_value);
-    free(opt_from);
-    free(cl.dflags);
-    s_worker_destroy(&w);
+    w->zctx = NULL;
     return rc;
+}
+
+/* ------------------------------------------------- for sdx_worker_cli.c */
+
+void sdx_worker_config_key(const char *name, char *out, size_t len)
+{
+    snprintf(out, len, "%s", name);
+    for (char *p = out; *p; p++)
+        if (*p == '-')
+            *p = '_';
+}
+
+void sdx_worker_priv_adopt_options(sdx_worker_t *w, size_t n, char **values, const char **from,
+                                   const char *config_path)
+{
+    w->nopts = n;
+    w->opt_value = values;
+    w->opt_from = from;
+    snprintf(w->config, sizeof w->config, "%s", config_path ? config_path : "");
+}
+
+const char *sdx_worker_priv_option(const sdx_worker_t *w, size_t i, const char **from)
+{
+    if (i >= w->nopts || !w->opt_value)
+        return NULL;
+    if (from)
+        *from = w->opt_from[i];
+    return w->opt_value[i];
+}
+
+const char *sdx_worker_priv_config_path(const sdx_worker_t *w)
+{
+    return w->config[0] ? w->config : NULL;
+}
+
+void sdx_worker_priv_set_gpu_probe(sdx_worker_t *w, sdx_gpu_t *g)
+{
+    sdx_gpu_destroy(&w->gpu_probe);
+    w->gpu_probe = g;
+}
+
+void sdx_worker_priv_domain_touched(sdx_worker_t *w)
+{
+    w->domain_touched = true;
+}
+
+int sdx_worker_priv_init(sdx_worker_t *w, char *err, size_t err_len)
+{
+    w->domain_touched = true;
+    if (w->domain->init && w->domain->init(w, err, err_len) != 0)
+        return -1;
+    w->inited = true;
+    return 0;
 }

@@ -13,7 +13,10 @@
     flag > config > environment > default). The runtime adds
     `<domain>.ping` and `<domain>.status` to every domain; message types of
     the domain without a handler answer `not_available`, saying what is missing
-    (sdx_domain_t.planned_issue).
+    (sdx_domain_t.planned_issue) and what the catalogue says of them: the
+    domain's types are proto/catalog.json's, compiled in at build time
+    (sdx_worker_catalog.h), and a handler the catalogue lacks is warned about
+    at start.
 
     Not for: anything engine-specific (that lives in the handler modules).
 */
@@ -70,9 +73,14 @@ typedef struct {
 typedef struct {
     const char *name;              /* "device" */
     const sdx_handler_t *handlers; /* NULL-terminated table (may be NULL) */
-    const char *const *planned;    /* NULL-terminated message types that come later */
-    const char *planned_issue;     /* why the planned types are not served (what is
-                                      missing), said in their not_available errors */
+    /* The domain's message types this worker does not serve, answered
+       not_available: NULL (the rule) means proto/catalog.json's rows of the
+       domain without a handler here (planned ones, and those a build leaves
+       out); a NULL-terminated list overrides that (a domain the catalogue
+       lacks; rows another process serves, as the broker's model.load). */
+    const char *const *planned;
+    const char *planned_issue; /* why those are not served (what is missing), said in
+                                  their not_available errors */
     /* Default credit: requests the broker may keep in flight on one worker of
        the domain (READY `capacity`; --capacity / config key `capacity`
        override it; never below --concurrency). 0 means 1. Cheap domains
@@ -169,16 +177,55 @@ void sdx_worker_set_domain_state(sdx_worker_t *w, void *state);
 int64_t sdx_worker_now_ms(void);
 int64_t sdx_worker_mono_ms(void);
 
+/* ---- the worker object (czmq style): what sdx_worker_main builds from the
+   command line, and what a test drives over inproc */
+
+/* What a worker is made of. Strings are copied. */
+typedef struct {
+    const sdx_domain_t *domain; /* required; borrowed, must outlive the worker */
+    const char *broker;         /* the broker's backend endpoint (required) */
+    const char *id;             /* NULL or "": <domain>[-gpuN]-<host>-<pid> */
+    int gpu;                    /* --gpu as given, -1: none (the CLI selects it) */
+    int concurrency;            /* job threads, <= 0: 1 */
+    int prefetch;               /* -1: none (older READY form: capacity = concurrency + N) */
+    int capacity;               /* READY capacity, <= 0: from prefetch, else the domain's */
+    const char *curve_cert;     /* CURVE: this worker's key pair, NULL or "": plaintext */
+    const char *curve_broker_key; /* CURVE: the broker's public certificate */
+    /* A libzmq context to make the sockets in (borrowed: it must outlive
+       the worker), so that a test can reach the worker over inproc. NULL:
+       the worker makes its own and terminates it. */
+    void *zmq_context;
+} sdx_worker_opts_t;
+
+/* A worker for opts (see above), not yet connected: the domain's option
+   hook and init have not run. NULL with a reason in err on bad options or
+   out of memory. */
+sdx_worker_t *sdx_worker_new(const sdx_worker_opts_t *opts, char *err, size_t err_len);
+
+/* Run the domain's init (unless it ran), connect, and serve until stopped
+   (sdx_worker_stop, or a SIGTERM/SIGINT that sdx_worker_main turns into
+   one). Returns 0 after a clean stop, 2 when init refused (its reason is
+   logged), 1 for run-time failures. Call it once per worker, from one
+   thread. */
+int sdx_worker_run(sdx_worker_t *w);
+
+/* Ask a running worker to stop: the first call drains (prefetched requests
+   go back to the broker, running ones finish, then DISCONNECT), a second
+   one cancels what still runs. Any thread, and async-signal-safe (an atomic
+   counter and a write(2) to an eventfd), so a signal handler may call it. */
+void sdx_worker_stop(sdx_worker_t *w);
+
+/* Free the worker and null the pointer; runs the domain's fini when its
+   option hook or init ran. Not while sdx_worker_run runs. */
+void sdx_worker_destroy(sdx_worker_t **w_p);
+
 /* ---- process entry */
 
-/* Domains the binary knows, by name; NULL if unknown. */
-const sdx_domain_t *sdx_worker_find_domain(const char *name);
-/* The i-th domain the binary knows (0..), NULL past the last. */
-const sdx_domain_t *sdx_worker_domain_at(size_t i);
-
-/* Parse argv, run the worker until stopped. Returns the process exit code:
-   0 after a clean stop, 2 for usage/configuration errors (bad --gpu too),
-   1 for run-time failures. */
-int sdx_worker_main(int argc, char **argv);
+/* `sdxl-worker`: parse argv against the runtime's flags and the options of
+   `domains` (a NULL-terminated table: --domain picks one), read --config,
+   select the GPU, run the worker until SIGTERM/SIGINT. Returns the process
+   exit code: 0 after a clean stop, 2 for usage/configuration errors (bad
+   --gpu too), 1 for run-time failures. */
+int sdx_worker_main(const sdx_domain_t *const *domains, int argc, char **argv);
 
 #endif

@@ -488,7 +488,11 @@ static int s_generate(sdxl_engine_params_t *ep_in, sdxl_gen_params_t *gp_in, con
     if (mlen > 12 && strcmp(mbase + mlen - 12, ".safetensors") == 0)
         mlen -= 12;
     snprintf(model_name, sizeof model_name, "%.*s", (int)mlen, mbase);
-    char *text = sdxl_infotext(&gp, &r, model_name);
+    /* Model hash: AutoV2 of a single file (a folder has none), as the worker */
+    char autov2[11] = "";
+    if (sdxl_model_autov2(ep.model_path, autov2) != 0)
+        autov2[0] = '\0';
+    char *text = sdxl_infotext(&gp, &r, model_name, autov2);
     sdx_encode_opts_t eo;
     sdx_encode_opts_init(&eo);
     eo.text = text;

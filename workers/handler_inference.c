@@ -941,9 +941,12 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
     }
     free(paths);
     int count = res.count;
+    char *params = res.parameters; /* ours from here: the clear below frees the rest */
+    res.parameters = NULL;
     infer_output_t t = res;
     infer_output_clear(&res);
     if (fail != 0) {
+        free(params);
         sdx_value_destroy(&images);
         sdx_value_destroy(&saved);
         return fail == -2 ? sdx_job_fail(job, SDX_ERR_OUT_OF_MEMORY, NULL, "out of host memory") : -1;
@@ -965,6 +968,11 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
     sdx_map_set_bool(reply, "use_karras_sigmas", r.gp.karras == 1);
     sdx_map_set_str(reply, "model", r.model_name);
     sdx_map_set_str(reply, "model_name", r.model_name);
+    if (t.model_hash[0])
+        sdx_map_set_str(reply, "model_hash", t.model_hash);
+    if (params)
+        sdx_map_set_str(reply, "parameters", params);
+    free(params);
     sdx_map_set_str(reply, "dtype", r.dtype_name);
     if (vae_name)
         sdx_map_set_str(reply, "vae_model", vae_name);

@@ -112,6 +112,7 @@ void infer_output_clear(infer_output_t *out)
     for (int i = 0; out->images && i < out->count; i++)
         free(out->images[i].data);
     free(out->images);
+    free(out->parameters);
     memset(out, 0, sizeof *out);
 }
 
@@ -405,7 +406,12 @@ infer_status_t infer_engine_generate(infer_engine_t *e, const infer_request_t *r
         snprintf(err, err_len, "out of host memory");
         return INFER_OOM;
     }
-    char *text = sdxl_infotext(&gp, &r, req->model_name);
+    /* Model hash: AutoV2 of a single file (a folder has none; hashed on the
+       model's first generation, then kept), as sdxl-gen writes it */
+    char autov2[11] = "";
+    if (!ref.single_file || sdxl_model_autov2(ref.path, autov2) != 0)
+        autov2[0] = '\0';
+    char *text = sdxl_infotext(&gp, &r, req->model_name, autov2);
     for (int i = 0; i < r.count; i++) {
         infer_status_t st = s_encode(e, req, text, &r.images[i], &out->images[i],
                                      out->upscale_method, sizeof out->upscale_method, err, err_len);
@@ -418,7 +424,8 @@ infer_status_t infer_engine_generate(infer_engine_t *e, const infer_request_t *r
         }
         out->count = i + 1;
     }
-    free(text);
+    out->parameters = text; /* the reply says what the images carry */
+    snprintf(out->model_hash, sizeof out->model_hash, "%s", autov2);
     out->steps_done = r.steps_done;
     out->encode_ms = r.encode_ms;
     out->denoise_ms = r.denoise_ms;

@@ -173,6 +173,8 @@ typedef struct {
     double load_ms, lora_ms, encode_ms, denoise_ms, decode_ms, image_ms;
     /* the loaded models changed (publish them): set on a load or eviction */
     bool models_changed;
+    char *parameters;   /* the A1111 text the images carry, malloc'd (NULL: none) */
+    char model_hash[11]; /* AutoV2 of a single-file model, "" for a folder */
 } infer_output_t;
 
 /* Resolve the model, load it if needed (LRU), generate, encode. INFER_OK

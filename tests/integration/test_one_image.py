@@ -13,7 +13,13 @@ values, so nothing is left to differ; a difference is a real one.
 All three processes get the same --schemas-dir (the source's schemas/).
 Golden tiny model (SDXL_GOLDEN_DIR/model) on the CPU; skips (77) without
 the golden data or the engine-built binaries.
+
+A last case runs the golden single-file checkpoint
+(model_single_file/tiny_sdxl.safetensors) through both doors: the same
+pixels and text, and the text's "Model hash" is AutoV2, the first 10 hex
+digits of the file's SHA-256 (hashlib here); a diffusers folder has none.
 """
+import hashlib
 import base64
 import os
 import shutil
@@ -47,9 +53,9 @@ CASES = [
 ]
 
 
-def via_sdxl_gen(tmp, name, opts):
+def via_sdxl_gen(tmp, name, opts, model=MODEL_DIR):
     out = os.path.join(tmp, name + ".png")
-    p = subprocess.run([GEN_BIN, "generate", "--model", MODEL_DIR, "--schemas-dir", SCHEMAS,
+    p = subprocess.run([GEN_BIN, "generate", "--model", model, "--schemas-dir", SCHEMAS,
                         "--out", out, "--quiet"] + opts,
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
     if p.returncode != 0:
@@ -58,9 +64,9 @@ def via_sdxl_gen(tmp, name, opts):
         return f.read()
 
 
-def via_fleet(fleet, data):
+def via_fleet(fleet, data, model_name="model"):
     req = {"message_type": "inference.generate", "request_id": "o-" + uuid.uuid4().hex[:8],
-           "timeout_ms": 120000, "data": dict(data, model_name="model")}
+           "timeout_ms": 120000, "data": dict(data, model_name=model_name)}
     r = fleet.request(req, timeout=120)
     if r.get("success") is not True:
         raise RuntimeError("fleet: %s" % r.get("error"))
@@ -98,6 +104,8 @@ def main():
             t.check(ta.get("parameters") == tb.get("parameters"),
                     "%s: the same A1111 parameters text (the same filled values)" % name,
                     (ta.get("parameters"), tb.get("parameters")))
+            t.check("Model hash:" not in (tb.get("parameters") or ""),
+                    "%s: a diffusers folder has no Model hash" % name, tb.get("parameters"))
             print("     fleet ran: steps %s, scheduler %s, karras %s, dtype %s" %
                   (d.get("steps"), d.get("scheduler"), d.get("use_karras_sigmas"),
                    d.get("dtype")), flush=True)
@@ -105,8 +113,46 @@ def main():
             fleet.dump_logs(40)
     finally:
         fleet.close()
+    try:
+        single_file(t, tmp)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return t.finish()
+
+
+def single_file(t, tmp):
+    src = os.path.join(GOLDEN, "model_single_file", "tiny_sdxl.safetensors")
+    if not os.path.isfile(src):
+        print("(no golden single file: its case is left out)")
+        return
+    print("--- single file", flush=True)
+    root = os.path.join(tmp, "sf-models")
+    os.makedirs(root)
+    shutil.copy(src, root)
+    with open(src, "rb") as f:
+        autov2 = hashlib.sha256(f.read()).hexdigest()[:10]
+    fleet = fl.Fleet("ipc", "one-image-sf")
+    try:
+        fleet.start_broker(["--schemas-dir", SCHEMAS])
+        w = fleet.start_worker("inference", ["--models-root", root, "--config-dir", MODEL_DIR,
+                                             "--outputs-root", os.path.join(fleet.dir, "out"),
+                                             "--schemas-dir", SCHEMAS])
+        fleet.wait_registered([w.wid], 30)
+        name, opts, data = CASES[0]
+        gen = via_sdxl_gen(tmp, "single", opts + ["--config-dir", MODEL_DIR],
+                           os.path.join(root, "tiny_sdxl.safetensors"))
+        _, png = via_fleet(fleet, data, "tiny_sdxl")
+        t.check(pngutil.pixels(gen) == pngutil.pixels(png),
+                "single file: sdxl-gen and the fleet give identical pixels")
+        ta, tb = pngutil.text(gen).get("parameters", ""), pngutil.text(png).get("parameters", "")
+        t.check(ta == tb and ("Model hash: %s, Model: tiny_sdxl" % autov2) in tb,
+                "single file: the same text, with Model hash %s (AutoV2 of the file)" % autov2,
+                (ta, tb))
+    except Exception as e:  # noqa: BLE001 - the case's failure
+        t.check(False, "single file: both doors generate", e)
+        fleet.dump_logs(40)
+    finally:
+        fleet.close()
 
 
 if __name__ == "__main__":

@@ -408,7 +408,11 @@ def txt2img(t):
                 b = pngutil.pixels(fh.read())
             t.check(a == b, "the workflow's image has the pixels of one inference.generate")
             txt = pngutil.text(open(path, "rb").read())
-            t.check("a lighthouse at dusk" in str(txt), "finalize wrote the A1111 parameters")
+            one_txt = pngutil.text(one["data"]["images"][0]["image"]).get("parameters")
+            t.check("a lighthouse at dusk" in str(txt) and txt.get("parameters") == one_txt and
+                    one["data"].get("parameters") == one_txt,
+                    "finalize wrote the A1111 parameters of one inference.generate (the reply's "
+                    "parameters field)", (txt, one_txt))
         else:
             t.check(False, "one-hop generate", one.get("error"))
             return

@@ -784,7 +784,8 @@ fail:
     return rc;
 }
 
-char *sdxl_infotext(const sdxl_gen_params_t *p, const sdxl_result_t *r, const char *model_name)
+char *sdxl_infotext(const sdxl_gen_params_t *p, const sdxl_result_t *r, const char *model_name,
+                    const char *model_hash)
 {
     sdx_infotext_t it;
     sdx_infotext_init(&it);
@@ -799,6 +800,7 @@ char *sdxl_infotext(const sdxl_gen_params_t *p, const sdxl_result_t *r, const ch
     it.width = r->count > 0 ? r->images[0].width : p->width;
     it.height = r->count > 0 ? r->images[0].height : p->height;
     it.model_name = model_name;
+    it.model_hash = model_hash && *model_hash ? model_hash : NULL;
     it.clip_skip = p->clip_skip;
     if (p->init_image)
         it.denoising_strength = p->strength;

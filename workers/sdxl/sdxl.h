@@ -289,8 +289,18 @@ int sdxl_encode_prompt(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdx_prompt_
 /* The A1111 "parameters" text of a generation (prompt, Negative prompt,
    Steps, Sampler, CFG scale, Seed, Size, Model, Clip skip) for its images'
    metadata; model_name is what A1111 shows as Model (the checkpoint's name,
-   NULL to leave it out). malloc'd, NULL on OOM. sdxl-gen and the inference
-   worker both write it, so one request gives one file either way. */
-char *sdxl_infotext(const sdxl_gen_params_t *p, const sdxl_result_t *r, const char *model_name);
+   NULL to leave it out), model_hash its "Model hash" (sdxl_model_autov2;
+   NULL or "" to leave it out). malloc'd, NULL on OOM. sdxl-gen and the
+   inference worker both write it, so one request gives one file either way. */
+char *sdxl_infotext(const sdxl_gen_params_t *p, const sdxl_result_t *r, const char *model_name,
+                    const char *model_hash);
+
+/* AutoV2, the "Model hash" of A1111 and Civitai: the first 10 hex digits
+   (lower case) of the SHA-256 of a single-file checkpoint, into out. 0; -1
+   with sdx_last_error() when path is a folder (a diffusers folder has no
+   such hash), unreadable, or the engine was built without libsodium. Reads
+   the whole file the first time; a process keeps the last 16 (by path,
+   size and mtime). Thread-safe. */
+int sdxl_model_autov2(const char *path, char out[11]);
 
 #endif

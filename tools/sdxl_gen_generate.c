@@ -42,12 +42,17 @@ static const char s_usage[] =
     "         [--out FILE.png]\n"
     "         [--latents-out FILE.safetensors] [--schemas-dir DIR] [--quiet]\n"
     "         [--init-image FILE [--strength F]]\n"
+    "         [--refiner PATH [--refiner-switch F] [--aesthetic-score F]\n"
+    "          [--negative-aesthetic-score F]]\n"
     "  --batch N writes FILE-0.png .. FILE-(N-1).png; --channels-last auto: on for CUDA\n"
     "  defaults and ranges are those of an inference.generate request\n"
     "  (schemas/prompt_submission_schema.json): --seed -1 (the default) draws one,\n"
     "  --dtype fp16 (the default) runs fp32 on the CPU, as the inference worker does\n"
     "  --init-image: img2img from a PNG/JPEG/WebP (the request's init_image), resized to\n"
-    "  --width x --height with Lanczos when its size differs, as the worker does\n";
+    "  --width x --height with Lanczos when its size differs, as the worker does\n"
+    "  --refiner: the ensemble of experts (the request's refiner_model): the base runs to\n"
+    "  --refiner-switch (0.8), the refiner checkpoint the rest; a refiner that is a UNet\n"
+    "  alone takes text_encoder_2, the VAE and the scheduler config of --model\n";
 
 /* The options that are request fields: each goes to its place in an
    inference.generate request (kind 'i' integer, 'n' number, 's' text,
@@ -73,7 +78,16 @@ static const struct {
     {"--batch", "batch.size", 'i'},
     {"--dtype", "precision.dtype", 's'},
     {"--strength", "hyperparameters.strength", 'n'},
+    {"--refiner-switch", "refiner.switch_at", 'n'},
+    {"--aesthetic-score", "refiner.aesthetic_score", 'n'},
+    {"--negative-aesthetic-score", "refiner.negative_aesthetic_score", 'n'},
 };
+
+/* --refiner: the checkpoint and the filled request's refiner fields */
+typedef struct {
+    const char *path; /* NULL: no refiner */
+    double switch_at, aesthetic_score, negative_aesthetic_score;
+} s_refiner_t;
 #define S_NFIELDS (sizeof s_fields / sizeof s_fields[0])
 
 static int s_bad(const char *fmt, const char *arg)
@@ -211,8 +225,9 @@ static int s_write_bytes(const char *path, const void *buf, size_t len)
     return 0;
 }
 
-static int s_generate(sdxl_engine_params_t *ep_in, sdxl_gen_params_t *gp_in, const char *out,
-                      const char *latents_out, bool quiet);
+static int s_generate(sdxl_engine_params_t *ep_in, sdxl_gen_params_t *gp_in,
+                      const s_refiner_t *rf, const char *out, const char *latents_out,
+                      bool quiet);
 
 /* --init-image FILE: its bytes as the request's init_image (bin), checked by
    the schema like a client's. 0, or 2 (reason printed). */
@@ -302,6 +317,7 @@ int sdxl_gen_generate(int argc, char **argv)
     sdxl_gen_params_init(&gp);
     const char *out = "out.png", *latents_out = NULL, *schemas_dir = NULL;
     bool quiet = false, dtype_given = false;
+    s_refiner_t rf = {0};
     char seed_dev[16];
     long v;
     /* the validator's own log: warnings and errors only (the load line is
@@ -373,6 +389,8 @@ int sdxl_gen_generate(int argc, char **argv)
             latents_out = val;
         } else if (!strcmp(a, "--init-image")) {
             rc = s_put_file(req, "init_image", val);
+        } else if (!strcmp(a, "--refiner")) {
+            rf.path = val;
         } else {
             fputs(s_usage, stderr);
             rc = s_bad("unknown option %s", a);
@@ -413,6 +431,18 @@ int sdxl_gen_generate(int argc, char **argv)
     const char *dtype = NULL;
     if (rc == 0)
         rc = s_from_request(req, &gp, &dtype);
+    if (rc == 0 && rf.path) {
+        const sdx_value_t *sw = s_get(req, "refiner.switch_at", SDX_FLOAT);
+        const sdx_value_t *as = s_get(req, "refiner.aesthetic_score", SDX_FLOAT);
+        const sdx_value_t *ns = s_get(req, "refiner.negative_aesthetic_score", SDX_FLOAT);
+        if (!sw || !as || !ns)
+            rc = 2;
+        else {
+            sdx_value_as_double(sw, &rf.switch_at);
+            sdx_value_as_double(as, &rf.aesthetic_score);
+            sdx_value_as_double(ns, &rf.negative_aesthetic_score);
+        }
+    }
     if (rc == 0) {
         ep.dtype = !strcmp(dtype, "fp16") ? SDX_F16 : !strcmp(dtype, "bf16") ? SDX_BF16 : SDX_F32;
         /* fp16, the schema's default, is for GPUs: on the CPU the default runs
@@ -442,7 +472,7 @@ int sdxl_gen_generate(int argc, char **argv)
             gp.init_image = &init;
     }
     if (rc == 0)
-        rc = s_generate(&ep, &gp, out, latents_out, quiet);
+        rc = s_generate(&ep, &gp, &rf, out, latents_out, quiet);
     sdx_image_clear(&init);
     sdx_schema_set_destroy(&schemas);
     sdx_value_destroy(&req);
@@ -451,8 +481,23 @@ int sdxl_gen_generate(int argc, char **argv)
 
 /* Load, generate, write the files and the summary line. gp's strings
    borrow from the caller's request. */
-static int s_generate(sdxl_engine_params_t *ep_in, sdxl_gen_params_t *gp_in, const char *out,
-                      const char *latents_out, bool quiet)
+/* The checkpoint's name as the worker names it: the file or folder name
+   without .safetensors. */
+static void s_model_name(const char *path, char *out, size_t len)
+{
+    const char *slash = strrchr(path, '/');
+    const char *base = slash && slash[1] ? slash + 1 : path;
+    size_t n = strlen(base);
+    while (n > 1 && base[n - 1] == '/')
+        n--;
+    if (n > 12 && strncmp(base + n - 12, ".safetensors", 12) == 0)
+        n -= 12;
+    snprintf(out, len, "%.*s", (int)n, base);
+}
+
+static int s_generate(sdxl_engine_params_t *ep_in, sdxl_gen_params_t *gp_in,
+                      const s_refiner_t *rf, const char *out, const char *latents_out,
+                      bool quiet)
 {
     sdxl_engine_params_t ep = *ep_in;
     sdxl_gen_params_t gp = *gp_in;
@@ -465,8 +510,29 @@ static int s_generate(sdxl_engine_params_t *ep_in, sdxl_gen_params_t *gp_in, con
     }
     gp.progress = s_progress;
     gp.progress_ud = &quiet;
+    if (rf->path) { /* the base's part: latents for the refiner, no decode */
+        gp.denoising_end = rf->switch_at;
+        gp.decode = false;
+    }
     sdxl_result_t r;
-    if (sdxl_generate(e, &gp, &r) != 0) {
+    int grc = sdxl_generate(e, &gp, &r);
+    if (grc == 0 && rf->path) {
+        sdxl_engine_free(&e); /* the refiner's turn: one engine in memory at a time */
+        sdxl_engine_params_t rp = ep;
+        rp.model_path = rf->path;
+        rp.config_dir = NULL;
+        rp.components_path = ep.model_path; /* what a UNet-only refiner lacks */
+        sdxl_result_t r2;
+        e = sdxl_engine_new(&rp);
+        grc = e ? sdxl_refine(e, &gp, &r, rf->aesthetic_score, rf->negative_aesthetic_score, &r2)
+                : -1;
+        sdxl_result_clear(&r);
+        if (grc == 0)
+            r = r2;
+        else
+            r.input_error = !e || r2.input_error;
+    }
+    if (grc != 0) {
         fprintf(stderr, "sdxl-gen generate: %s\n", sdx_last_error());
         sdxl_engine_free(&e);
         return r.input_error ? 2 : 1;
@@ -480,19 +546,18 @@ static int s_generate(sdxl_engine_params_t *ep_in, sdxl_gen_params_t *gp_in, con
     /* A1111's parameters text, Model: the checkpoint's name (the file or
        folder name without .safetensors), as the inference worker writes it */
     char model_name[256];
-    const char *slash = strrchr(ep.model_path, '/');
-    const char *mbase = slash && slash[1] ? slash + 1 : ep.model_path;
-    size_t mlen = strlen(mbase);
-    while (mlen > 1 && mbase[mlen - 1] == '/')
-        mlen--;
-    if (mlen > 12 && strcmp(mbase + mlen - 12, ".safetensors") == 0)
-        mlen -= 12;
-    snprintf(model_name, sizeof model_name, "%.*s", (int)mlen, mbase);
+    s_model_name(ep.model_path, model_name, sizeof model_name);
     /* Model hash: AutoV2 of a single file (a folder has none), as the worker */
     char autov2[11] = "";
     if (sdxl_model_autov2(ep.model_path, autov2) != 0)
         autov2[0] = '\0';
-    char *text = sdxl_infotext(&gp, &r, model_name, autov2);
+    char extra[400] = "";
+    if (rf->path) {
+        char rname[256];
+        s_model_name(rf->path, rname, sizeof rname);
+        sdxl_infotext_refiner(rname, rf->switch_at, extra, sizeof extra);
+    }
+    char *text = sdxl_infotext(&gp, &r, model_name, autov2, extra);
     sdx_encode_opts_t eo;
     sdx_encode_opts_init(&eo);
     eo.text = text;

@@ -330,15 +330,6 @@ static bool s_given(const sdx_value_t *v)
     return true;
 }
 
-/* Fields of the flat request the engine cannot honour yet: a given value
-   answers not_available naming the field and the missing part. */
-static const struct {
-    const char *path;
-    const char *what;
-} s_unsupported[] = {
-    {"refiner_model", "the SDXL refiner stage is not built into the engine yet"},
-};
-
 /* Memory/speed switches with no effect on the image: reported in the
    reply's `ignored` list rather than refused. */
 static const char *const s_no_effect[] = {
@@ -418,11 +409,6 @@ static int s_check(sdx_job_t *job, s_state_t *st, sdx_value_t **data_p)
 static int s_parse(sdx_job_t *job, const sdx_value_t *data, s_req_t *r, s_state_t *st)
 {
     memset(r, 0, sizeof *r);
-    for (size_t i = 0; i < sizeof s_unsupported / sizeof s_unsupported[0]; i++)
-        if (s_given(sdx_map_get_path(data, s_unsupported[i].path)))
-            return sdx_job_fail(job, SDX_ERR_NOT_AVAILABLE, s_unsupported[i].path,
-                                "%s is not supported by this worker yet: %s", s_unsupported[i].path,
-                                s_unsupported[i].what);
     const char *attn, *neg;
     if (!s_text(job, data, "prompt_attention", &attn))
         return -1;
@@ -506,6 +492,22 @@ static int s_parse(sdx_job_t *job, const sdx_value_t *data, s_req_t *r, s_state_
     } else if (init && init->type != SDX_NIL) {
         return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "init_image",
                             "init_image must be image bytes (bin, or base64 text in JSON)");
+    }
+    /* the ensemble of experts: base to refiner.switch_at, then refiner_model */
+    r->gp.refiner_model = s_opt_text(data, "refiner_model");
+    if (r->gp.refiner_model) {
+        if (!s_num(job, data, "refiner.switch_at", &r->gp.refiner_switch) ||
+            !s_num(job, data, "refiner.aesthetic_score", &r->gp.aesthetic_score) ||
+            !s_num(job, data, "refiner.negative_aesthetic_score",
+                   &r->gp.negative_aesthetic_score))
+            return -1;
+        if (r->gp.init_image)
+            return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "refiner_model",
+                                "a refiner runs after a text-to-image base, not with "
+                                "init_image (send the refiner an img2img request instead)");
+        if (sdx_array_len(sdx_map_get(data, "controlnet")) > 0)
+            return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "refiner_model",
+                                "ControlNet with a refiner is not built into the engine");
     }
     return 0;
 }
@@ -894,6 +896,7 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
                             : rc == INFER_BAD_IMAGE   ? "init_image"
                             : rc == INFER_BAD_VAE     ? "vae_model"
                             : rc == INFER_BAD_CONTROLNET ? "controlnet"
+                            : rc == INFER_BAD_REFINER    ? "refiner_model"
                                                       : NULL;
         if (rc == INFER_LOAD_FAILED)
             return sdx_job_fail(job, SDX_ERR_INTERNAL, field, "cannot load model '%s': %s", r.model_name,

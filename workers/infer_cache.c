@@ -152,11 +152,18 @@ int infer_model_resolve(const char *root, const char *name, const char *default_
             return -1;
         }
         if (s_is_dir(real)) {
-            char probe[PATH_MAX + 32];
+            char probe[PATH_MAX + 64];
             snprintf(probe, sizeof probe, "%s/model_index.json", real);
             bool diffusers = s_is_file(probe);
             snprintf(probe, sizeof probe, "%s/unet", real);
-            if (!diffusers && !s_is_dir(probe))
+            bool has_unet = s_is_dir(probe);
+            /* a UNet alone (config.json + weights): a refiner as it ships,
+               which takes its other parts from a base (refiner_model) */
+            snprintf(probe, sizeof probe, "%s/config.json", real);
+            bool unet_only = s_is_file(probe);
+            snprintf(probe, sizeof probe, "%s/diffusion_pytorch_model.safetensors", real);
+            unet_only = unet_only && s_is_file(probe);
+            if (!diffusers && !has_unet && !unet_only)
                 continue;
             snprintf(out->path, sizeof out->path, "%s", real);
             return 0;

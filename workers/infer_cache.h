@@ -29,7 +29,9 @@ typedef struct {
 
 /* Resolve `name` under `root` (both must exist; root is made absolute).
    Accepted: `<root>/<name>` being a diffusers folder (model_index.json or
-   unet/), a .safetensors file, or `<root>/<name>.safetensors`. A single file
+   unet/), a UNet folder alone (config.json and
+   diffusion_pytorch_model.safetensors: a refiner that takes its other
+   parts from the base), a .safetensors file, or `<root>/<name>.safetensors`. A single file
    takes its configs from `<file without .safetensors>.config/` when that
    folder exists, else from `default_config_dir` (may be NULL). Returns 0;
    -1 with a reason in err and *not_found true when nothing of that name

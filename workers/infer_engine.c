@@ -176,17 +176,80 @@ static infer_status_t s_encode(infer_engine_t *e, const infer_request_t *req, co
     return INFER_OK;
 }
 
-/* Adapts the engine's per-step callback to the request's. */
+/* Adapts the engine's per-step callback to the request's. With a refiner
+   the two stages count as one: the base's steps of all of them, then the
+   refiner's after them. */
 typedef struct {
     const infer_request_t *req;
+    int offset; /* steps of an earlier stage */
+    int total;  /* > 0: the total to report instead of the engine's */
 } s_step_t;
 
 static void s_on_step(int step, int total, double elapsed_s, void *ud)
 {
-    const infer_request_t *req = ((s_step_t *)ud)->req;
+    const s_step_t *s = ud;
+    const infer_request_t *req = s->req;
     if (req->progress)
-        req->progress(step, total, elapsed_s > 0 ? step / elapsed_s : 0, "denoising",
-                      req->progress_ud);
+        req->progress(s->offset + step, s->total > 0 ? s->total : total,
+                      elapsed_s > 0 ? step / elapsed_s : 0,
+                      s->offset ? "refining" : "denoising", req->progress_ud);
+}
+
+static infer_status_t s_engine_status(const char *why, bool input_error);
+
+/* The refiner stage: resolve and acquire refiner_model (components from
+   the base at base_path where it lacks them), run the rest of the schedule
+   from the base's latents in *r, and replace *r with the refined result
+   (its steps count both stages). The base's entry is released by then. */
+static infer_status_t s_refine(infer_engine_t *e, const infer_request_t *req,
+                               const char *base_path, const sdxl_engine_params_t *bep,
+                               const sdxl_gen_params_t *bgp, sdxl_result_t *r,
+                               infer_output_t *out, char *err, size_t err_len)
+{
+    infer_model_ref_t ref;
+    bool not_found;
+    if (infer_model_resolve(e->models_root, req->refiner_model,
+                            e->config_dir[0] ? e->config_dir : NULL, &ref, &not_found, err,
+                            err_len) != 0)
+        return INFER_BAD_REFINER;
+    sdxl_engine_params_t ep = *bep;
+    ep.components_path = base_path; /* only what the refiner lacks */
+    int done = r->steps_done;
+    if (req->progress && !infer_cache_has(e->cache, &ref, ep.dtype))
+        req->progress(done, req->steps, 0, "loading refiner", req->progress_ud);
+    bool loaded;
+    double load_ms;
+    infer_entry_t *entry =
+        infer_cache_acquire(e->cache, req->refiner_model, &ref, &ep, &loaded, &load_ms, err,
+                            err_len);
+    out->load_ms += loaded ? load_ms : 0;
+    out->models_changed = out->models_changed || loaded || !entry;
+    if (!entry)
+        return strstr(err, "out of memory") ? INFER_OOM : INFER_BAD_REFINER;
+    sdxl_engine_t *eng = infer_entry_engine(entry);
+    /* no LoRA or embeddings of a base request stay fused in a refiner */
+    if (sdxl_engine_set_vae(eng, req->vae_path) != 0 || sdxl_engine_set_loras(eng, NULL, 0) != 0 ||
+        sdxl_engine_set_embeddings(eng, NULL, 0) != 0) {
+        snprintf(err, err_len, "refiner_model: %s", sdx_last_error());
+        infer_cache_release(e->cache, &entry);
+        return strstr(err, "out of memory") ? INFER_OOM : INFER_BAD_REFINER;
+    }
+    sdxl_gen_params_t gp = *bgp;
+    s_step_t step = {.req = req, .offset = done, .total = req->steps};
+    gp.progress = s_on_step;
+    gp.progress_ud = &step;
+    sdxl_result_t r2;
+    int rc = sdxl_refine(eng, &gp, r, req->aesthetic_score, req->negative_aesthetic_score, &r2);
+    infer_cache_release(e->cache, &entry);
+    if (rc != 0) {
+        snprintf(err, err_len, "refiner_model: %s", sdx_last_error());
+        return req->cancel && *req->cancel ? INFER_CANCELLED
+                                            : r2.input_error ? INFER_BAD_REFINER
+                                                             : s_engine_status(err, false);
+    }
+    sdxl_result_clear(r);
+    *r = r2;
+    return INFER_OK;
 }
 
 /* What a failed sdxl_generate means for the client: the engine says whether
@@ -312,10 +375,14 @@ infer_status_t infer_engine_generate(infer_engine_t *e, const infer_request_t *r
     gp.guidance_scale = req->guidance_scale;
     gp.guidance_rescale = req->guidance_rescale;
     gp.seed = req->seed;
-    s_step_t step = {.req = req};
+    s_step_t step = {.req = req, .total = req->refiner_model ? req->steps : 0};
     gp.progress = s_on_step;
     gp.progress_ud = &step;
     gp.cancel = req->cancel;
+    if (req->refiner_model) { /* the base's part: latents, no decode */
+        gp.denoising_end = req->refiner_switch;
+        gp.decode = false;
+    }
     /* the request's VAE (the same as last time costs nothing) */
     if (sdxl_engine_set_vae(infer_entry_engine(entry), req->vae_path) != 0) {
         snprintf(err, err_len, "vae_model: %s", sdx_last_error());
@@ -398,6 +465,13 @@ infer_status_t infer_engine_generate(infer_engine_t *e, const infer_request_t *r
     if (rc != 0)
         return req->cancel && *req->cancel ? INFER_CANCELLED
                                             : s_engine_status(err, r.input_error);
+    if (req->refiner_model) {
+        infer_status_t rst = s_refine(e, req, ref.path, &ep, &gp, &r, out, err, err_len);
+        if (rst != INFER_OK) {
+            sdxl_result_clear(&r);
+            return rst;
+        }
+    }
 
     double t0 = s_ms();
     out->images = calloc((size_t)(r.count > 0 ? r.count : 1), sizeof *out->images);
@@ -411,7 +485,11 @@ infer_status_t infer_engine_generate(infer_engine_t *e, const infer_request_t *r
     char autov2[11] = "";
     if (!ref.single_file || sdxl_model_autov2(ref.path, autov2) != 0)
         autov2[0] = '\0';
-    char *text = sdxl_infotext(&gp, &r, req->model_name, autov2);
+    /* A1111's refiner fields */
+    char extra[400] = "";
+    if (req->refiner_model)
+        sdxl_infotext_refiner(req->refiner_model, req->refiner_switch, extra, sizeof extra);
+    char *text = sdxl_infotext(&gp, &r, req->model_name, autov2, extra);
     for (int i = 0; i < r.count; i++) {
         infer_status_t st = s_encode(e, req, text, &r.images[i], &out->images[i],
                                      out->upscale_method, sizeof out->upscale_method, err, err_len);

@@ -60,6 +60,7 @@ typedef enum {
     INFER_BAD_IMAGE,   /* init_image: not a PNG/JPEG/WebP this build decodes */
     INFER_BAD_VAE,     /* vae_model: no VAE this engine loads */
     INFER_BAD_TI,      /* textual_inversions: a file that is no SDXL embedding */
+    INFER_BAD_REFINER,    /* refiner_model: no such model, or none the handoff runs */
     INFER_BAD_CONTROLNET, /* controlnet: a file that is no ControlNet for this model, or its
                              image does not decode */
 } infer_status_t;
@@ -156,6 +157,13 @@ typedef struct {
     /* controlnet: loaded once per loaded model and kept with it */
     const infer_control_t *controls;
     int n_controls;
+    /* the ensemble of experts: the base runs to refiner_switch (a share of
+       the schedule) and hands its latents to refiner_model (a name under the
+       models root, resolved as model_name; a UNet-only refiner takes
+       text_encoder_2, the VAE and the scheduler config of the base), which
+       runs the rest with the aesthetic scores. NULL: no refiner. */
+    const char *refiner_model;
+    double refiner_switch, aesthetic_score, negative_aesthetic_score;
 } infer_request_t;
 
 typedef struct {

@@ -123,7 +123,7 @@ static void s_golden_run(sdxl_engine_t *e, const char *layout, const sdx_image_t
                        "values (>= 99.9%%)",
                        layout, f8 * 100);
     }
-    char *info = sdxl_infotext(&gp, &r, NULL, NULL);
+    char *info = sdxl_infotext(&gp, &r, NULL, NULL, NULL);
     sdx_test_check(info && strstr(info, "Denoising strength: 0.6"),
                    "%s: infotext has 'Denoising strength: 0.6'", layout);
     free(info);

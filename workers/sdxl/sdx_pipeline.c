@@ -784,8 +784,16 @@ fail:
     return rc;
 }
 
+void sdxl_infotext_refiner(const char *refiner_name, double switch_at, char *out, size_t len)
+{
+    /* a name with ',' ':' or a newline is quoted, as the text's values are */
+    bool quote = strpbrk(refiner_name, ",:\n") != NULL;
+    snprintf(out, len, "Refiner: %s%s%s, Refiner switch at: %g", quote ? "\"" : "", refiner_name,
+             quote ? "\"" : "", switch_at);
+}
+
 char *sdxl_infotext(const sdxl_gen_params_t *p, const sdxl_result_t *r, const char *model_name,
-                    const char *model_hash)
+                    const char *model_hash, const char *extra)
 {
     sdx_infotext_t it;
     sdx_infotext_init(&it);
@@ -801,6 +809,7 @@ char *sdxl_infotext(const sdxl_gen_params_t *p, const sdxl_result_t *r, const ch
     it.height = r->count > 0 ? r->images[0].height : p->height;
     it.model_name = model_name;
     it.model_hash = model_hash && *model_hash ? model_hash : NULL;
+    it.extra = extra && *extra ? extra : NULL;
     it.clip_skip = p->clip_skip;
     if (p->init_image)
         it.denoising_strength = p->strength;

@@ -102,3 +102,32 @@ int sdx_refiner_latents(const sdx_tensor_t *given, sdx_dtype_t dt, sdx_device_t 
     sdx_scope_free(&S);
     return rc;
 }
+
+int sdxl_refine(sdxl_engine_t *refiner, const sdxl_gen_params_t *base_p, const sdxl_result_t *base_r,
+                double aesthetic_score, double negative_aesthetic_score, sdxl_result_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!base_r || !base_r->latents || !(base_p->denoising_end > 0 && base_p->denoising_end < 1)) {
+        out->input_error = true;
+        return sdx_set_error("refiner: the base ran no denoising_end in (0, 1) or kept no latents");
+    }
+    sdxl_gen_params_t p = *base_p;
+    p.denoising_start = base_p->denoising_end;
+    p.denoising_end = 0;
+    p.decode = true;
+    p.init_latents = base_r->latents;
+    p.aesthetic_score = aesthetic_score;
+    p.negative_aesthetic_score = negative_aesthetic_score;
+    p.embeds = NULL; /* the refiner encodes the prompt with its own text_encoder_2 */
+    p.init_image = NULL;
+    p.controls = NULL;
+    p.n_controls = 0;
+    int rc = sdxl_generate(refiner, &p, out);
+    if (rc == 0) {
+        out->steps_done += base_r->steps_done;
+        out->encode_ms += base_r->encode_ms;
+        out->denoise_ms += base_r->denoise_ms;
+        out->total_ms += base_r->total_ms;
+    }
+    return rc;
+}

@@ -290,10 +290,26 @@ int sdxl_encode_prompt(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdx_prompt_
    Steps, Sampler, CFG scale, Seed, Size, Model, Clip skip) for its images'
    metadata; model_name is what A1111 shows as Model (the checkpoint's name,
    NULL to leave it out), model_hash its "Model hash" (sdxl_model_autov2;
-   NULL or "" to leave it out). malloc'd, NULL on OOM. sdxl-gen and the
+   NULL or "" to leave it out), extra more "Key: value, ..." fields (NULL
+   or "": none). malloc'd, NULL on OOM. sdxl-gen and the
    inference worker both write it, so one request gives one file either way. */
 char *sdxl_infotext(const sdxl_gen_params_t *p, const sdxl_result_t *r, const char *model_name,
-                    const char *model_hash);
+                    const char *model_hash, const char *extra);
+/* A1111's refiner fields for sdxl_infotext's extra ("Refiner: NAME,
+   Refiner switch at: 0.8"; NAME quoted as the text needs), into out. */
+void sdxl_infotext_refiner(const char *refiner_name, double switch_at, char *out, size_t len);
+
+/* The refiner stage of the ensemble of experts (diffusers' denoising_end /
+   denoising_start): refiner (an engine of a refiner checkpoint, loaded
+   with components_path when it is a UNet alone) runs the rest of the
+   schedule base_p ran to its denoising_end, from base_r->latents (the base
+   ran with decode false), with the aesthetic scores (6.0 / 2.5 as
+   diffusers), the same prompt, seed, scheduler and steps, and decodes.
+   base_p's progress and cancel apply (a caller may set its own first).
+   out->steps_done and the stage timings count both stages. 0, or -1 with
+   sdx_last_error() (out->input_error for a refused input). */
+int sdxl_refine(sdxl_engine_t *refiner, const sdxl_gen_params_t *base_p, const sdxl_result_t *base_r,
+                double aesthetic_score, double negative_aesthetic_score, sdxl_result_t *out);
 
 /* AutoV2, the "Model hash" of A1111 and Civitai: the first 10 hex digits
    (lower case) of the SHA-256 of a single-file checkpoint, into out. 0; -1

@@ -437,10 +437,13 @@ def txt2img(t):
         err, x = run("sdxl_refine", {"request": gen_data(seed=9, steps=10),
                                      "refiner_model": "sdxl-tiny"})
         st = x and x["steps"]
+        fin = (st[1].get("result") or {}) if st and len(st) > 1 else {}
+        txt = pngutil.text(open(fin["path"], "rb").read()) if fin.get("path") else {}
         t.check(not err and st and [s_["message_type"] for s_ in st] ==
-                ["inference.generate", "inference.img2img", "postprocessing.finalize"] and
-                os.path.exists((st[2].get("result") or {}).get("path", "")),
-                "sdxl_refine: base -> img2img second pass on refiner_model -> finalize", err)
+                ["inference.generate", "postprocessing.finalize"] and
+                "Refiner: sdxl-tiny, Refiner switch at: 0.8" in txt.get("parameters", ""),
+                "sdxl_refine: one generate (base, then refiner_model from its latents) -> "
+                "finalize with the Refiner text", (err, txt))
         err, x = run("upscale_only", {"image": base, "factor": 2, "model": "lanczos"})
         res = x and (x["steps"][1].get("result") or {})
         t.check(not err and res.get("width") == 128 and os.path.exists(res.get("path", "")),

@@ -505,9 +505,6 @@ static int s_parse(sdx_job_t *job, const sdx_value_t *data, s_req_t *r, s_state_
             return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "refiner_model",
                                 "a refiner runs after a text-to-image base, not with "
                                 "init_image (send the refiner an img2img request instead)");
-        if (sdx_array_len(sdx_map_get(data, "controlnet")) > 0)
-            return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "refiner_model",
-                                "ControlNet with a refiner is not built into the engine");
     }
     return 0;
 }

@@ -26,7 +26,8 @@
 
 /* The safetensors format caps the header at 100 MB. */
 #define S_MAX_HEADER ((uint64_t)100 * 1000 * 1000)
-/* Checkpoints may sit in subfolders ("sdxl/x"); this deep at most. */
+/* Models of every kind may sit in subfolders ("sdxl/x", "custom/vae-model"),
+   named by their path from the root; this deep at most. */
 #define S_MAX_DEPTH 4
 
 static const char *const s_kind_names[MODEL_KIND_COUNT] = {
@@ -596,18 +597,21 @@ static void s_scan_dir(model_catalog_t *c, model_kind_t kind, const char *root_r
                 s_finish_entry(c, root_real, e, &h);
                 continue;
             }
-            if (depth > 0)
-                continue;
+            /* a component folder (config.json + weights), or a folder of
+               them: "custom/vae-model" as a user sorts them */
             s_component_file(real, file, sizeof file);
             if (!file[0]) {
-                l->skipped++;
+                if (depth + 1 < S_MAX_DEPTH)
+                    s_scan_dir(c, kind, root_real, relp, depth + 1, l);
+                else
+                    l->skipped++;
                 continue;
             }
             model_entry_t *e = s_push(l);
             if (!e)
                 break;
             e->kind = kind;
-            snprintf(e->name, sizeof e->name, "%s", de->d_name);
+            snprintf(e->name, sizeof e->name, "%s", relp);
             snprintf(e->path, sizeof e->path, "%s", relp);
             snprintf(e->format, sizeof e->format, "component");
             snprintf(e->hash_file, sizeof e->hash_file, "%s/%s", relp, file);
@@ -621,8 +625,7 @@ static void s_scan_dir(model_catalog_t *c, model_kind_t kind, const char *root_r
             s_finish_entry(c, root_real, e, &h);
             continue;
         }
-        if (!S_ISREG(sb.st_mode) || !s_ends_with_ci(de->d_name, ".safetensors") ||
-            (kind != MODEL_CHECKPOINT && depth > 0)) {
+        if (!S_ISREG(sb.st_mode) || !s_ends_with_ci(de->d_name, ".safetensors")) {
             if (S_ISREG(sb.st_mode) &&
                 (s_ends_with_ci(de->d_name, ".ckpt") || s_ends_with_ci(de->d_name, ".pt") ||
                  s_ends_with_ci(de->d_name, ".pth") || s_ends_with_ci(de->d_name, ".bin")))

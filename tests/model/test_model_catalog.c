@@ -189,6 +189,9 @@ int main(void)
     s_mkdir("models/upscalers");
     s_mkdir("models/controlnet");
     s_mkdir("models/controlnet/cn-canny");
+    s_mkdir("models/vae/custom");
+    s_mkdir("models/vae/custom/vae-model");
+    s_mkdir("models/lora/styles");
     s_mkdir("outside");
     s_write_st("models/tiny.safetensors", ckpt, meta);
     s_write_st("models/sub/deep.safetensors", ckpt, NULL);
@@ -199,6 +202,10 @@ int main(void)
     s_write_st("models/lora/styleA.safetensors", lora, NULL);
     s_write_st("models/lora/styleB.safetensors", lora, NULL);
     s_write_st("models/vae/sdxl_vae.safetensors", vae, NULL);
+    /* sorted into subfolders, as the seeds' "custom/vae-model" */
+    s_write_st("models/vae/custom/vae-model/diffusion_pytorch_model.safetensors", vae, NULL);
+    s_write_text("models/vae/custom/vae-model/config.json", "{}");
+    s_write_st("models/lora/styles/styleC.safetensors", lora, NULL);
     s_write_st("models/embeddings/tiny_ti.safetensors", ti, NULL);
     s_write_st("models/upscalers/RealESRGAN_x4plus.safetensors", rrdb, NULL);
     s_write_st("models/controlnet/cn-canny/diffusion_pytorch_model.safetensors", unet, NULL);
@@ -245,7 +252,9 @@ int main(void)
     /* entries */
     size_t n = 0;
     model_entry_t *v = model_catalog_list(c, -1, &n);
-    CHECK(n == 16);
+    CHECK(n == 18);
+    CHECK(s_get(v, n, MODEL_VAE, "custom/vae-model") != NULL);
+    CHECK(s_get(v, n, MODEL_LORA, "styles/styleC") != NULL);
     for (size_t i = 0; i < n; i++)
         printf("  %-11s %-22s %-12s %-11s %s %lld tensors %s\n", model_kind_name(v[i].kind),
                v[i].name, v[i].format, v[i].architecture, v[i].dtype, (long long)v[i].tensor_count,
@@ -286,9 +295,9 @@ int main(void)
     CHECK(e && strcmp(e->format, "component") == 0 &&
           strcmp(e->hash_file, "cn-canny/diffusion_pytorch_model.safetensors") == 0);
     free(v);
-    CHECK(model_catalog_count(c, MODEL_LORA) == 2);
+    CHECK(model_catalog_count(c, MODEL_LORA) == 3);
     v = model_catalog_list(c, MODEL_LORA, &n);
-    CHECK(n == 2 && v && v[0].kind == MODEL_LORA && strcmp(v[0].name, "styleA") == 0);
+    CHECK(n == 3 && v && v[0].kind == MODEL_LORA && strcmp(v[0].name, "styleA") == 0);
     free(v);
     model_catalog_stats_t s;
     model_catalog_stats(c, &s);
@@ -358,7 +367,7 @@ int main(void)
     CHECK(c != NULL);
     if (!c)
         return t_done();
-    CHECK(s_detect_calls == 11); /* not for the broken file */
+    CHECK(s_detect_calls == 13); /* not for the broken file */
     CHECK(model_catalog_find(c, MODEL_CHECKPOINT, "tiny", &one, err, sizeof err) == MODEL_OK);
     s_sha256sum("models/tiny.safetensors", want);
     CHECK_STR(one.sha256, want); /* known from the cache at scan time */
@@ -382,7 +391,7 @@ int main(void)
     CHECK(model_catalog_rescan(c, &r, err, sizeof err) == 0);
     CHECK(r.n_added == 1 && s_has(r.added, r.n_added, "lora/styleC"));
     CHECK(r.n_removed == 1 && s_has(r.removed, r.n_removed, "lora/styleB"));
-    CHECK(r.total == 16);
+    CHECK(r.total == 18);
     model_scan_report_clear(&r);
     CHECK(r.added == NULL && r.n_added == 0);
     CHECK(model_catalog_find(c, MODEL_LORA, "styleB", &one, err, sizeof err) == MODEL_NOT_FOUND);

@@ -144,21 +144,10 @@ int sdx_config_set(const sdx_option_t *opts, size_t n, void *cfg, const char *na
 
 /* ---- YAML: walk events, keeping a stack of mapping keys */
 
-int sdx_config_load_yaml(const sdx_option_t *opts, size_t n, void *cfg, const char *path, char *err,
-                         size_t err_len)
+/* The events of p (input already set); path names the input in errors. */
+static int s_load(yaml_parser_t *pp, const sdx_option_t *opts, size_t n, void *cfg,
+                  const char *path, char *err, size_t err_len)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, err_len, "%s: %s", path, strerror(errno));
-        return -1;
-    }
-    yaml_parser_t p;
-    if (!yaml_parser_initialize(&p)) {
-        fclose(f);
-        snprintf(err, err_len, "%s: cannot initialise the YAML parser", path);
-        return -1;
-    }
-    yaml_parser_set_input_file(&p, f);
     enum { MAXD = 8 };
     char keys[MAXD][128];
     bool expect_key[MAXD];
@@ -168,9 +157,9 @@ int sdx_config_load_yaml(const sdx_option_t *opts, size_t n, void *cfg, const ch
     char e2[384];
     while (!done) {
         yaml_event_t ev;
-        if (!yaml_parser_parse(&p, &ev)) {
-            snprintf(err, err_len, "%s:%zu: %s", path, p.problem_mark.line + 1,
-                     p.problem ? p.problem : "YAML error");
+        if (!yaml_parser_parse(pp, &ev)) {
+            snprintf(err, err_len, "%s:%zu: %s", path, pp->problem_mark.line + 1,
+                     pp->problem ? pp->problem : "YAML error");
             goto out;
         }
         size_t line = ev.start_mark.line + 1;
@@ -221,10 +210,14 @@ int sdx_config_load_yaml(const sdx_option_t *opts, size_t n, void *cfg, const ch
                 expect_key[depth] = false;
                 break;
             }
-            char full[512] = "";
+            /* MAXD keys of up to 127 bytes do not fit: a longer name is
+               unknown anyway, so it is cut (never written past the end) */
+            char full[MAXD * 128 + MAXD] = "";
             size_t o = 0;
-            for (int d = 0; d <= depth; d++)
-                o += (size_t)snprintf(full + o, sizeof full - o, "%s%s", d ? "." : "", keys[d]);
+            for (int d = 0; d <= depth && o < sizeof full; d++) {
+                int w = snprintf(full + o, sizeof full - o, "%s%s", d ? "." : "", keys[d]);
+                o += w > 0 ? (size_t)w : 0;
+            }
             const sdx_option_t *opt = s_find(opts, n, full);
             if (!opt) {
                 snprintf(err, err_len, "%s:%zu: unknown option \"%s\"", path, line, full);
@@ -250,8 +243,41 @@ int sdx_config_load_yaml(const sdx_option_t *opts, size_t n, void *cfg, const ch
     }
     rc = 0;
 out:
+    return rc;
+}
+
+int sdx_config_load_yaml(const sdx_option_t *opts, size_t n, void *cfg, const char *path, char *err,
+                         size_t err_len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, err_len, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    yaml_parser_t p;
+    if (!yaml_parser_initialize(&p)) {
+        fclose(f);
+        snprintf(err, err_len, "%s: cannot initialise the YAML parser", path);
+        return -1;
+    }
+    yaml_parser_set_input_file(&p, f);
+    int rc = s_load(&p, opts, n, cfg, path, err, err_len);
     yaml_parser_delete(&p);
     fclose(f);
+    return rc;
+}
+
+int sdx_config_load_yaml_text(const sdx_option_t *opts, size_t n, void *cfg, const char *text,
+                              size_t len, const char *name, char *err, size_t err_len)
+{
+    yaml_parser_t p;
+    if (!yaml_parser_initialize(&p)) {
+        snprintf(err, err_len, "%s: cannot initialise the YAML parser", name);
+        return -1;
+    }
+    yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
+    int rc = s_load(&p, opts, n, cfg, name, err, err_len);
+    yaml_parser_delete(&p);
     return rc;
 }
 

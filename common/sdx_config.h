@@ -46,6 +46,10 @@ int sdx_config_set(const sdx_option_t *opts, size_t n, void *cfg, const char *na
 /* Apply a YAML file. 0 / -1 + err ("file:line: reason"). */
 int sdx_config_load_yaml(const sdx_option_t *opts, size_t n, void *cfg, const char *path, char *err,
                          size_t err_len);
+/* The same from text in memory (len bytes, no NUL needed); name stands for
+   the file in errors ("name:line: reason"). */
+int sdx_config_load_yaml_text(const sdx_option_t *opts, size_t n, void *cfg, const char *text,
+                              size_t len, const char *name, char *err, size_t err_len);
 /* Apply flags from argv ("--flag value" or "--flag=value"; bools may stand
    alone: "--stream"). Handles "--config FILE" first (loaded before the other
    flags, whatever their order) when config_path is not NULL: the path is

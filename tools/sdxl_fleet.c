@@ -117,28 +117,20 @@ static bool s_domain_ok(const char *s)
         goto fail;                                                                                 \
     } while (0)
 
-static int s_conf_load(fleet_conf_t *c, const char *path, char *err, size_t err_len)
+/* The fleet file from p (input already set; path names it in errors). */
+static int s_conf_parse(fleet_conf_t *c, yaml_parser_t *pp, const char *path, char *err,
+                        size_t err_len)
 {
     memset(c, 0, sizeof *c);
     snprintf(c->frontend, sizeof c->frontend, "tcp://127.0.0.1:5555");
     snprintf(c->backend, sizeof c->backend, "tcp://127.0.0.1:5556");
     snprintf(c->events, sizeof c->events, "tcp://127.0.0.1:5557");
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, err_len, "%s:0: %s", path, strerror(errno));
-        return -1;
-    }
-    yaml_parser_t p;
     yaml_document_t doc;
     bool have_doc = false;
-    yaml_parser_initialize(&p);
-    yaml_parser_set_input_file(&p, f);
-    if (!yaml_parser_load(&p, &doc)) {
-        snprintf(err, err_len, "%s:%d: %s%s%s", path, (int)p.problem_mark.line + 1,
-                 p.problem ? p.problem : "YAML error", p.context ? " " : "",
-                 p.context ? p.context : "");
-        yaml_parser_delete(&p);
-        fclose(f);
+    if (!yaml_parser_load(pp, &doc)) {
+        snprintf(err, err_len, "%s:%d: %s%s%s", path, (int)pp->problem_mark.line + 1,
+                 pp->problem ? pp->problem : "YAML error", pp->context ? " " : "",
+                 pp->context ? pp->context : "");
         s_conf_free(c);
         return -1;
     }
@@ -243,18 +235,56 @@ static int s_conf_load(fleet_conf_t *c, const char *path, char *err, size_t err_
         }
     }
     yaml_document_delete(&doc);
-    yaml_parser_delete(&p);
-    fclose(f);
     return 0;
 fail:
     if (have_doc)
         yaml_document_delete(&doc);
-    yaml_parser_delete(&p);
-    fclose(f);
     s_conf_free(c);
     return -1;
 }
 #undef FAIL
+
+static int s_conf_load(fleet_conf_t *c, const char *path, char *err, size_t err_len)
+{
+    memset(c, 0, sizeof *c);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, err_len, "%s:0: %s", path, strerror(errno));
+        return -1;
+    }
+    yaml_parser_t p;
+    if (!yaml_parser_initialize(&p)) {
+        fclose(f);
+        snprintf(err, err_len, "%s:0: cannot initialise the YAML parser", path);
+        return -1;
+    }
+    yaml_parser_set_input_file(&p, f);
+    int rc = s_conf_parse(c, &p, path, err, err_len);
+    yaml_parser_delete(&p);
+    fclose(f);
+    return rc;
+}
+
+/* --check-config on text in memory, for the fuzz target
+   (tests/fuzz/fuzz_config.c, which builds this file with
+   -Dmain=sdxl_fleet_main): 0, or -1 with "name:line: reason" in err. */
+int sdxl_fleet_check_text(const char *text, size_t len, const char *name, char *err,
+                          size_t err_len);
+int sdxl_fleet_check_text(const char *text, size_t len, const char *name, char *err,
+                          size_t err_len)
+{
+    fleet_conf_t c;
+    yaml_parser_t p;
+    if (!yaml_parser_initialize(&p)) {
+        snprintf(err, err_len, "%s:0: cannot initialise the YAML parser", name);
+        return -1;
+    }
+    yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
+    int rc = s_conf_parse(&c, &p, name, err, err_len);
+    yaml_parser_delete(&p);
+    s_conf_free(&c);
+    return rc;
+}
 
 /* --------------------------------------------------------- the children */
 

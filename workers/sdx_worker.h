@@ -228,4 +228,15 @@ void sdx_worker_destroy(sdx_worker_t **w_p);
    --gpu too), 1 for run-time failures. */
 int sdx_worker_main(const sdx_domain_t *const *domains, int argc, char **argv);
 
+/* The --config reader from text in memory (for tests and fuzzing; the
+   runtime reads the file): the first YAML document's mapping as a tree of
+   string scalars, maps and arrays (NULL with "name: reason" in err), and
+   the whole resolution of the runtime's options from it (flat keys,
+   `worker:` defaults, the `workers:` entry of domain_hint / gpu_hint, -1 for
+   any gpu): 0, or -1 with err. */
+sdx_value_t *sdx_worker_yaml_parse(const char *text, size_t len, const char *name, char *err,
+                                   size_t err_len);
+int sdx_worker_config_text(const char *text, size_t len, const char *name,
+                           const char *domain_hint, int gpu_hint, char *err, size_t err_len);
+
 #endif

@@ -121,6 +121,33 @@ static sdx_value_t *s_yaml_node(yaml_parser_t *p, yaml_event_t *ev, int depth, c
     return v;
 }
 
+/* The first document's mapping from p (input already set); name stands for
+   the file in errors. */
+static sdx_value_t *s_yaml_parse(yaml_parser_t *p, const char *name, char *err, size_t err_len)
+{
+    sdx_value_t *root = NULL;
+    for (;;) {
+        yaml_event_t ev;
+        if (!yaml_parser_parse(p, &ev)) {
+            snprintf(err, err_len, "%s: yaml: %s at line %zu", name,
+                     p->problem ? p->problem : "error", p->problem_mark.line + 1);
+            break;
+        }
+        if (ev.type == YAML_STREAM_END_EVENT || ev.type == YAML_DOCUMENT_END_EVENT) {
+            yaml_event_delete(&ev);
+            break;
+        }
+        if (ev.type == YAML_MAPPING_START_EVENT) {
+            root = s_yaml_node(p, &ev, 0, err, err_len);
+            break;
+        }
+        yaml_event_delete(&ev);
+    }
+    if (!root && !err[0])
+        snprintf(err, err_len, "%s: expected a YAML mapping", name);
+    return root;
+}
+
 static sdx_value_t *s_yaml_load(const char *path, char *err, size_t err_len)
 {
     FILE *f = fopen(path, "rb");
@@ -129,30 +156,31 @@ static sdx_value_t *s_yaml_load(const char *path, char *err, size_t err_len)
         return NULL;
     }
     yaml_parser_t p;
-    yaml_parser_initialize(&p);
-    yaml_parser_set_input_file(&p, f);
-    sdx_value_t *root = NULL;
-    for (;;) {
-        yaml_event_t ev;
-        if (!yaml_parser_parse(&p, &ev)) {
-            snprintf(err, err_len, "%s: yaml: %s at line %zu", path,
-                     p.problem ? p.problem : "error", p.problem_mark.line + 1);
-            break;
-        }
-        if (ev.type == YAML_STREAM_END_EVENT || ev.type == YAML_DOCUMENT_END_EVENT) {
-            yaml_event_delete(&ev);
-            break;
-        }
-        if (ev.type == YAML_MAPPING_START_EVENT) {
-            root = s_yaml_node(&p, &ev, 0, err, err_len);
-            break;
-        }
-        yaml_event_delete(&ev);
+    if (!yaml_parser_initialize(&p)) {
+        fclose(f);
+        snprintf(err, err_len, "%s: cannot initialise the YAML parser", path);
+        return NULL;
     }
+    yaml_parser_set_input_file(&p, f);
+    sdx_value_t *root = s_yaml_parse(&p, path, err, err_len);
     yaml_parser_delete(&p);
     fclose(f);
-    if (!root && !err[0])
-        snprintf(err, err_len, "%s: expected a YAML mapping", path);
+    return root;
+}
+
+sdx_value_t *sdx_worker_yaml_parse(const char *text, size_t len, const char *name, char *err,
+                                   size_t err_len)
+{
+    if (err_len)
+        err[0] = '\0';
+    yaml_parser_t p;
+    if (!yaml_parser_initialize(&p)) {
+        snprintf(err, err_len, "%s: cannot initialise the YAML parser", name);
+        return NULL;
+    }
+    yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
+    sdx_value_t *root = s_yaml_parse(&p, name, err, err_len);
+    yaml_parser_delete(&p);
     return root;
 }
 
@@ -238,6 +266,8 @@ static void s_opts_apply_map(s_opts_t *o, const sdx_value_t *m, bool set_domain)
    defaults, and the `workers:` entry with our domain (and gpu, when several)
    overrides them. Fills o with the runtime's options and c with the layers
    the domain's options are looked up in (c->root stays loaded). */
+static void s_config_layers(s_config_t *c, s_opts_t *o, const char *domain_hint, int gpu_hint);
+
 static int s_config_load(s_config_t *c, s_opts_t *o, const char *path, const char *domain_hint,
                          int gpu_hint, char *err, size_t err_len)
 {
@@ -246,6 +276,29 @@ static int s_config_load(s_config_t *c, s_opts_t *o, const char *path, const cha
     c->root = s_yaml_load(path, err, err_len);
     if (!c->root)
         return -1;
+    s_config_layers(c, o, domain_hint, gpu_hint);
+    return 0;
+}
+
+int sdx_worker_config_text(const char *text, size_t len, const char *name,
+                           const char *domain_hint, int gpu_hint, char *err, size_t err_len)
+{
+    s_config_t c = {.path = name};
+    s_opts_t o = {.gpu = -1, .concurrency = 0, .prefetch = -1};
+    c.root = sdx_worker_yaml_parse(text, len, name, err, err_len);
+    if (!c.root)
+        return -1;
+    s_config_layers(&c, &o, domain_hint, gpu_hint);
+    int rc = o.capacity == -2 ? -1 : 0;
+    if (rc)
+        snprintf(err, err_len, "%s: capacity wants 1..%d", name, SDX_MDP_MAX_CAPACITY);
+    s_config_free(&c);
+    return rc;
+}
+
+/* Fill o and c's layers from c->root (see s_config_load). */
+static void s_config_layers(s_config_t *c, s_opts_t *o, const char *domain_hint, int gpu_hint)
+{
     const sdx_value_t *root = c->root;
     s_opts_apply_map(o, root, true);
     c->layer[c->nlayers++] = root;
@@ -274,7 +327,6 @@ static int s_config_load(s_config_t *c, s_opts_t *o, const char *path, const cha
         c->entry = e;
         break;
     }
-    return 0;
 }
 
 /* ------------------------------------------------------- domain options */

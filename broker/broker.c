@@ -2225,6 +2225,49 @@ static int s_frontend_one(broker_t *b)
 
 /* -------------------------------------------------------------- backend */
 
+/* A READY registers a worker only when every field it carries has its type
+   and range (PROTOCOL.md 2.2): a worker that says something else is broken
+   or not ours, and gets DISCONNECT rather than a guess. 0 ok, -1 with why. */
+static int s_ready_int(const sdx_value_t *body, const char *key, int64_t lo, int64_t hi, char *why,
+                       size_t why_len)
+{
+    const sdx_value_t *v = sdx_map_get(body, key);
+    if (!v || (v->type == SDX_INT && v->u.i >= lo && v->u.i <= hi))
+        return 0;
+    snprintf(why, why_len, "%s must be an integer %" PRId64 "..%" PRId64, key, lo, hi);
+    return -1;
+}
+
+static int s_ready_strs(const sdx_value_t *body, const char *key, char *why, size_t why_len)
+{
+    const sdx_value_t *v = sdx_map_get(body, key);
+    bool ok = !v || v->type == SDX_NIL || v->type == SDX_ARRAY;
+    for (size_t i = 0; ok && v && i < sdx_array_len(v); i++)
+        ok = sdx_array_at(v, i)->type == SDX_STR;
+    if (!ok)
+        snprintf(why, why_len, "%s must be an array of strings", key);
+    return ok ? 0 : -1;
+}
+
+static int s_ready_check(const sdx_value_t *body, char *why, size_t why_len)
+{
+    const sdx_value_t *id = sdx_map_get(body, "worker_id");
+    if (id && (id->type != SDX_STR || id->u.str.len == 0 ||
+               id->u.str.len >= sizeof(((worker_t *)0)->id))) {
+        snprintf(why, why_len, "worker_id must be a string of 1..%zu bytes",
+                 sizeof(((worker_t *)0)->id) - 1);
+        return -1;
+    }
+    if (s_ready_int(body, "concurrency", 1, 4096, why, why_len) ||
+        s_ready_int(body, "capacity", 1, SDX_MDP_MAX_CAPACITY, why, why_len) ||
+        s_ready_int(body, "gpu", -1, 4096, why, why_len) ||
+        s_ready_int(body, "prefetch", 0, 64, why, why_len) ||
+        s_ready_strs(body, "capabilities", why, why_len) ||
+        s_ready_strs(body, "models", why, why_len))
+        return -1;
+    return 0;
+}
+
 static void s_on_ready(broker_t *b, sdx_mdp_msg_t *msg)
 {
     char hex[64];
@@ -2233,6 +2276,14 @@ static void s_on_ready(broker_t *b, sdx_mdp_msg_t *msg)
     int d = dom ? s_domain_index(b, dom) : -1;
     if (d < 0 || b->domains[d].by_broker) {
         log_warn("READY from %s for unknown domain \"%s\": DISCONNECT", hex, dom ? dom : "(none)");
+        sdx_mdp_send(b->back, msg->identity, msg->identity_len, SDX_MDP_DISCONNECT, NULL, NULL,
+                     true);
+        return;
+    }
+    char why[160];
+    if (s_ready_check(msg->body, why, sizeof why) != 0) {
+        log_warn("READY from %s (%s): %s: DISCONNECT", hex,
+                 sdx_map_str(msg->body, "worker_id", "no worker_id"), why);
         sdx_mdp_send(b->back, msg->identity, msg->identity_len, SDX_MDP_DISCONNECT, NULL, NULL,
                      true);
         return;
@@ -2251,23 +2302,18 @@ static void s_on_ready(broker_t *b, sdx_mdp_msg_t *msg)
     snprintf(w->host, sizeof w->host, "%s", sdx_map_str(msg->body, "host", ""));
     snprintf(w->version, sizeof w->version, "%s", sdx_map_str(msg->body, "version", ""));
     w->pid = sdx_map_int(msg->body, "pid", 0);
-    int64_t gpu = sdx_map_int(msg->body, "gpu", -1);
-    w->gpu = gpu < -1 || gpu > 4096 ? -1 : (int)gpu;
-    int64_t conc = sdx_map_int(msg->body, "concurrency", 1);
-    w->concurrency = conc < 1 ? 1 : conc > 4096 ? 4096 : (int)conc;
+    w->gpu = (int)sdx_map_int(msg->body, "gpu", -1);
+    w->concurrency = (int)sdx_map_int(msg->body, "concurrency", 1);
     int64_t pf = sdx_map_int(msg->body, "prefetch",
                              b->cfg.prefetch >= 0 ? b->cfg.prefetch : b->domains[d].prefetch);
-    w->prefetch = pf < 0 ? 0 : pf > 64 ? 64 : (int)pf;
+    w->prefetch = pf < 0 ? 0 : pf > 64 ? 64 : (int)pf; /* the broker's own may be any */
     /* Credit: the slots the worker declared (PROTOCOL.md 2.3); a worker that
        declares none gets concurrency + prefetch (1 for a plain READY). */
     const sdx_value_t *capv = sdx_map_get(msg->body, "capacity");
     w->capacity = w->concurrency + w->prefetch;
-    if (capv && capv->type == SDX_INT && capv->u.i >= 1) {
-        w->capacity = capv->u.i > SDX_MDP_MAX_CAPACITY ? SDX_MDP_MAX_CAPACITY : (int)capv->u.i;
+    if (capv) { /* s_ready_check: an integer 1..SDX_MDP_MAX_CAPACITY */
+        w->capacity = (int)capv->u.i;
         w->prefetch = w->capacity > w->concurrency ? w->capacity - w->concurrency : 0;
-    } else if (capv) {
-        log_warn("READY from %s: capacity must be an integer 1..%d; using %d slot(s)", w->id,
-                 SDX_MDP_MAX_CAPACITY, w->capacity);
     }
     const sdx_value_t *models = sdx_map_get(msg->body, "models");
     const char *names[256];

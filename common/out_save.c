@@ -191,6 +191,7 @@ fail:;
         close(fd);
     unlink(tmp);
     snprintf(err, err_len, "cannot write %s: %s", path, strerror(e));
+    errno = e; /* for sdx_error_for_errno() */
     return -1;
 }
 

@@ -25,6 +25,8 @@ int out_save_paths(const char *root, const char *save_path, const char *base, co
 /* Write len bytes to path atomically (temp + fsync + rename; the temporary
    is created with O_EXCL|O_NOFOLLOW). 0, or -1 with errno's text in err. */
 int out_save_atomic(const char *path, const void *buf, size_t len, char *err, size_t err_len);
+/* On failure both leave errno as the failing call set it (ENOSPC, ...), the
+   temp file removed. */
 /* The same, with the fsync only when sync: without it a reader still never
    sees half a file and a killed process loses nothing, but a power cut may
    lose the file (for data whose index is no more durable either, such as

@@ -2,6 +2,8 @@
     a new code is one new enum value and one new row. */
 #include "sdx_errors.h"
 
+#include <errno.h>
+
 #include <stdio.h>
 #include <string.h>
 
@@ -52,7 +54,15 @@ static const sdx_error_info_t s_table[SDX_ERR__COUNT] = {
                               "this client has too many requests in flight or sends faster than "
                               "the broker's per-client limit; wait for replies (or back off) and "
                               "retry"},
+    [SDX_ERR_STORAGE_FULL] = {SDX_ERR_STORAGE_FULL, "storage_full", true,
+                              "the output disk (or the worker's quota or file size limit) is "
+                              "full; nothing was saved; free space, then retry"},
 };
+
+sdx_error_t sdx_error_for_errno(int e)
+{
+    return e == ENOSPC || e == EDQUOT || e == EFBIG ? SDX_ERR_STORAGE_FULL : SDX_ERR_INTERNAL;
+}
 
 const sdx_error_info_t *sdx_error_info(sdx_error_t code)
 {

@@ -33,6 +33,7 @@ typedef enum {
     SDX_ERR_OUT_OF_MEMORY,        /* the worker ran out of GPU/host memory */
     SDX_ERR_SHUTTING_DOWN,        /* the broker is stopping */
     SDX_ERR_RATE_LIMITED,         /* this client is over its in-flight or rate limit */
+    SDX_ERR_STORAGE_FULL,         /* a save found no space (ENOSPC, EDQUOT, EFBIG) */
     SDX_ERR__COUNT
 } sdx_error_t;
 
@@ -46,6 +47,9 @@ typedef struct {
 /* Table row for a code (never NULL: unknown codes give the "internal" row). */
 const sdx_error_info_t *sdx_error_info(sdx_error_t code);
 const char *sdx_error_name(sdx_error_t code);
+/* SDX_ERR_STORAGE_FULL for ENOSPC, EDQUOT and EFBIG (a save that found no
+   room), SDX_ERR_INTERNAL for any other errno. */
+sdx_error_t sdx_error_for_errno(int e);
 const char *sdx_error_advice(sdx_error_t code);
 bool sdx_error_retryable(sdx_error_t code);
 /* Code for a wire name; accepts the alias "busy" for queue_full. Returns

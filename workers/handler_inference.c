@@ -914,7 +914,7 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
         infer_image_t *img = &res.images[i];
         char werr[PATH_MAX + 128];
         if (paths && out_save_atomic(paths[i], img->data, img->len, werr, sizeof werr) != 0) {
-            fail = sdx_job_fail(job, SDX_ERR_INTERNAL, "output.save_path", "%s", werr);
+            fail = sdx_job_fail(job, sdx_error_for_errno(errno), "output.save_path", "%s", werr);
             for (int k = 0; k < i; k++) /* no file of a failed request stays behind */
                 unlink(paths[k]);
             break;

@@ -449,7 +449,7 @@ static int s_h_finalize(sdx_job_t *job, const sdx_value_t *data, sdx_value_t *re
         if (out_save_paths(st->outputs_root, sp, base, ext, 1, paths, err, sizeof err) != 0)
             rc = sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, "save_path", "%s", err);
         else if (out_save_atomic(paths[0], buf, len, err, sizeof err) != 0)
-            rc = sdx_job_fail(job, SDX_ERR_INTERNAL, "save_path", "%s", err);
+            rc = sdx_job_fail(job, sdx_error_for_errno(errno), "save_path", "%s", err);
         else {
             sdx_map_set_str(reply, "path", paths[0]);
             pthread_mutex_lock(&e->mu);

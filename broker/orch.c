@@ -466,6 +466,23 @@ static int s_db_open(orch_t *o, char *err, size_t err_len)
         return -1;
     }
     sqlite3_busy_timeout(o->db, 2000);
+    /* The broker owns its state file: it takes SQLite's exclusive lock now
+       and keeps it (locking_mode=EXCLUSIVE, WAL index in its own memory), so a
+       second broker on the same file, or a sqlite3 shell left in a
+       transaction, is found here, at start, and named - rather than each write
+       stalling the event loop for the busy timeout and then being dropped.
+       To look inside while a broker runs, copy the file or ask the broker
+       (processing.sessions_list, processing.batch_get). */
+    if (o->state_db[0] &&
+        (s_exec(o, "PRAGMA locking_mode=EXCLUSIVE") || s_exec(o, "BEGIN EXCLUSIVE"))) {
+        snprintf(err, err_len,
+                 "state database %s is locked by another process (another broker on the same "
+                 "file, or an open sqlite3 shell?): %s",
+                 path, sqlite3_errmsg(o->db));
+        return -1;
+    }
+    if (o->state_db[0])
+        s_exec(o, "COMMIT");
     if (s_exec(o, "PRAGMA journal_mode=WAL") || s_exec(o, "PRAGMA synchronous=NORMAL") ||
         s_exec(o, "PRAGMA foreign_keys=ON") ||
         s_exec(o, "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)")) {
@@ -1422,6 +1439,11 @@ void orch_progress(orch_t *o, uint64_t token, int64_t step, int64_t total)
     sdx_map_set_int(b, "progress_step", step);
     sdx_map_set_int(b, "progress_total", total);
     s_publish(o, "session", s->id, b);
+    /* progress changes nothing durable: out now, not at the next tick's
+       commit (up to a heartbeat later); inside a transaction it keeps its
+       place behind that transaction's events */
+    if (!o->in_tx)
+        s_flush_events(o);
 }
 
 static void s_handle_result(orch_t *o, res_t *r)

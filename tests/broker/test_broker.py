@@ -68,6 +68,7 @@ class FakeWorker:
         self.heartbeat = heartbeat
         self.requests = []  # (rid, body) in arrival order
         self.cancels = []
+        self.disconnected = False  # the broker sent DISCONNECT
         self.lock = threading.Lock()
         self.stop_flag = False
         self.outbox = []
@@ -121,6 +122,8 @@ class FakeWorker:
                 elif cmd == CANCEL:
                     with self.lock:
                         self.cancels.append(frames[3].decode())
+                elif cmd == DISCONNECT:
+                    self.disconnected = True
         self.sock.close()
 
     def stop(self, disconnect=False):
@@ -511,10 +514,20 @@ def main():
         workers.remove(pf)
 
         # --- credit: READY capacity N keeps N in flight (prefetch ignored), the
-        # rest waits in the broker's queue; a bad capacity falls back to 1 slot
+        # rest waits in the broker's queue; a READY with a bad capacity is refused
+        for bad in ({"capacity": "many"}, {"capacity": 0}, {"capacity": 5000}):
+            bw = FakeWorker(back, "test", silent, concurrency=1, wid="credit-bad",
+                            ready_extra=bad)
+            workers.append(bw)
+            wait_for(lambda: bw.disconnected)
+            n = (dealer.call({"message_type": "system.workers"}) or {}).get("data", {})
+            check(bw.disconnected and n.get("count") == 0,
+                  "READY %s: DISCONNECT, not registered" % bad)
+            bw.stop()
+            workers.remove(bw)
         answered = set()
         for cap, extra, want in ((3, {"capacity": 3, "prefetch": 5}, 3),
-                                 (1, {"capacity": "many"}, 1), (1, {"capacity": 0}, 1)):
+                                 (1, {"capacity": 1}, 1)):
             cw = FakeWorker(back, "test", silent, concurrency=1, wid="credit-%s" % want,
                             ready_extra=extra)
             workers.append(cw)

@@ -2329,6 +2329,10 @@ static void s_on_ready(broker_t *b, sdx_mdp_msg_t *msg)
              "pid=%" PRId64,
              w->id, b->domains[d].name, w->gpu, w->concurrency, w->capacity, w->nmodels, w->host,
              w->pid);
+    /* acknowledged at once: the worker's liveness count restarts now, not
+       at the next heartbeat tick (a worker that registered late in its own
+       3-interval window would otherwise reconnect again, and again) */
+    sdx_mdp_send(b->back, w->identity, w->identity_len, SDX_MDP_HEARTBEAT, NULL, NULL, true);
     s_worker_event(b, "worker.ready", w, NULL);
     b->domains[d].empty_since_ms = 0;
     s_pump(b, d);

@@ -207,7 +207,8 @@ class Fleet:
                 ids.add(w.get("worker_id") or w.get("id"))
         return ids
 
-    def wait_registered(self, wids, timeout=10.0):
+    def wait_registered(self, wids, timeout=20.0):
+        # returns as soon as they are registered; 20 s only on a loaded ASan run
         want = set(wids)
 
         def ok():

@@ -45,14 +45,16 @@ def sigkill_retry(fleet, t, kind):
     fleet.wait_registered([w1.wid])
     s = fleet.client(zmq.DEALER)
     try:
+        # long enough for w2 to start and register on a loaded machine (an
+        # ASan build, tests in parallel) while kill-me still runs on w1
         send(s, {"message_type": "test.sleep", "request_id": "kill-me", "stream": True,
-                 "data": {"ms": 1500, "steps": 15}})
+                 "data": {"ms": 8000, "steps": 80}})
         recv_until(s, is_progress("kill-me"), 5, "progress from w1")  # running on w1
         w2 = fleet.start_worker("test", wid="k2-" + kind)
         fleet.wait_registered([w2.wid])
         t0 = fl.now()
         w1.signal(signal.SIGKILL)
-        r = recv_until(s, is_reply("kill-me"), 15, "the retried reply")
+        r = recv_until(s, is_reply("kill-me"), 30, "the retried reply")
         t.check(r.get("success") is True and r["data"].get("worker_id") == w2.wid,
                 "%s: SIGKILL during test.sleep: finished on the other worker in %.1fs" %
                 (kind, fl.now() - t0), r)

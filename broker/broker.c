@@ -98,6 +98,8 @@ typedef struct {
 
 typedef struct {
     uint64_t accepted, ok, failed, timeouts, retries, lost, late_replies, rejected, progress;
+    uint64_t resumed; /* requests carried over to a worker's new connection (s_resume) */
+    uint64_t stalls;  /* times the broker found it had not run (s_check_stall) */
 } stats_t;
 
 /* One client connection (its ROUTER routing id) while per-client limits are
@@ -1364,6 +1366,8 @@ static sdx_value_t *s_sys_status(broker_t *b, const sdx_envelope_t *env, sdx_fau
         sdx_map_set_int(rq, "worker_lost", (int64_t)b->st.lost);
         sdx_map_set_int(rq, "rejected", (int64_t)b->st.rejected);
         sdx_map_set_int(rq, "late_replies", (int64_t)b->st.late_replies);
+        sdx_map_set_int(rq, "resumed", (int64_t)b->st.resumed);
+        sdx_map_set_int(rq, "broker_stalls", (int64_t)b->st.stalls);
         /* minus this status request itself */
         sdx_map_set_int(rq, "in_broker", (int64_t)b->live_requests - 1);
         sdx_map_set(d, "requests", rq);
@@ -2263,9 +2267,59 @@ static int s_ready_check(const sdx_value_t *body, char *why, size_t why_len)
         s_ready_int(body, "gpu", -1, 4096, why, why_len) ||
         s_ready_int(body, "prefetch", 0, 64, why, why_len) ||
         s_ready_strs(body, "capabilities", why, why_len) ||
-        s_ready_strs(body, "models", why, why_len))
+        s_ready_strs(body, "models", why, why_len) || s_ready_strs(body, "resume", why, why_len))
         return -1;
     return 0;
+}
+
+/* A worker that reconnected (its own liveness count ran out: a broker stall,
+   a network cut) sends READY from a new socket with `resume`: the request
+   ids it still holds, running, queued, or answered while it had no broker.
+   Those of its earlier registration (same worker_id, domain, pid and host)
+   move to the new one as they are - no re-run, same attempt - and the
+   earlier one is dropped at once (with or without `resume`: its socket is
+   gone, nothing sent to it would arrive); what it held that the worker no
+   longer has (a REQUEST lost with the old socket) is re-queued as for a
+   lost worker. */
+static void s_resume(broker_t *b, worker_t *w, const sdx_value_t *resume)
+{
+    size_t n = sdx_array_len(resume);
+    worker_t *old = NULL;
+    for (size_t i = 0; i < b->reg.len && !old; i++) {
+        worker_t *o = b->reg.items[i];
+        if (o != w && o->domain == w->domain && o->pid == w->pid && strcmp(o->id, w->id) == 0 &&
+            strcmp(o->host, w->host) == 0)
+            old = o;
+    }
+    if (!old) {
+        if (n)
+            log_info("worker %s resumes %zu request(s) the broker no longer has on it: their "
+                     "replies will be dropped",
+                     w->id, n);
+        return;
+    }
+    size_t moved = 0;
+    for (size_t j = old->njobs; j-- > 0;) { /* from the end: worker_job_del swaps */
+        breq_t *r = old->jobs[j];
+        bool held = false;
+        for (size_t k = 0; k < n && !held; k++) {
+            const sdx_value_t *id = sdx_array_at(resume, k);
+            held = id->u.str.len == strlen(r->key) && memcmp(id->u.str.ptr, r->key,
+                                                             id->u.str.len) == 0;
+        }
+        if (!held || worker_job_add(w, r) != 0)
+            continue;
+        worker_job_del(old, r);
+        if (old->in_flight > 0)
+            old->in_flight--;
+        w->in_flight++;
+        r->worker = w;
+        moved++;
+    }
+    b->st.resumed += moved;
+    log_info("worker %s reconnected: %zu request(s) carried over to its new connection", w->id,
+             moved);
+    s_worker_lost(b, old, "replaced by its reconnection");
 }
 
 static void s_on_ready(broker_t *b, sdx_mdp_msg_t *msg)
@@ -2329,6 +2383,7 @@ static void s_on_ready(broker_t *b, sdx_mdp_msg_t *msg)
              "pid=%" PRId64,
              w->id, b->domains[d].name, w->gpu, w->concurrency, w->capacity, w->nmodels, w->host,
              w->pid);
+    s_resume(b, w, sdx_map_get(msg->body, "resume"));
     /* acknowledged at once: the worker's liveness count restarts now, not
        at the next heartbeat tick (a worker that registered late in its own
        3-interval window would otherwise reconnect again, and again) */
@@ -2899,6 +2954,24 @@ static void s_shutdown(broker_t *b)
     }
 }
 
+/* A poll normally returns within a heartbeat of the last one (it waits at
+   most that long). A gap of more than two means the broker itself
+   did not run (SIGSTOP, swap, a paused VM): its workers' silence in that time
+   is its own, so their liveness counts restart now instead of every worker
+   being declared lost, and its requests re-run, on the first pass back. A
+   worker that really died is still found a liveness period later. */
+static void s_check_stall(broker_t *b, int64_t gap_ms, int64_t now_ms)
+{
+    if (gap_ms <= 2 * b->cfg.heartbeat_ms || gap_ms <= 100)
+        return;
+    log_warn("the broker did not run for %" PRId64 " ms (stopped or starved): the liveness of "
+             "its %zu worker(s) restarts now",
+             gap_ms, b->reg.len);
+    for (size_t i = 0; i < b->reg.len; i++)
+        b->reg.items[i]->last_seen_ms = now_ms;
+    b->st.stalls++;
+}
+
 int broker_run(broker_t *b, volatile sig_atomic_t *stop)
 {
     zmq_pollitem_t items[5] = {
@@ -2918,6 +2991,7 @@ int broker_run(broker_t *b, volatile sig_atomic_t *stop)
         items[nitems++] = (zmq_pollitem_t){sdx_zap_socket(b->zap), 0, ZMQ_POLLIN, 0};
     }
     int rc = 0;
+    int64_t last_loop = sdx_clock_mono_ms();
     while (!*stop) {
         int64_t now = sdx_clock_mono_ms();
         int64_t wait = b->next_heartbeat_ms - now;
@@ -2929,6 +3003,10 @@ int broker_run(broker_t *b, volatile sig_atomic_t *stop)
         if (wait > 1000)
             wait = 1000;
         int n = zmq_poll(items, nitems, (long)wait);
+        /* before anything reads the clock against the workers' last words */
+        int64_t back = sdx_clock_mono_ms();
+        s_check_stall(b, back - last_loop, back);
+        last_loop = back;
         if (n < 0) {
             if (errno == EINTR)
                 continue;

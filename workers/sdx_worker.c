@@ -14,10 +14,13 @@
       queue, run its handler, push PROGRESS/REPLY frames to main through their
       own PUSH socket. After pushing REPLY a job thread never touches the job.
 
-    Connection generations: each (re)connect increments `gen`. A reply for a
-    request received on an older connection is dropped: the broker that sent
-    it has either died or (having seen this worker's old identity go silent)
-    already retried it elsewhere.
+    Connection generations: each (re)connect increments `gen`. On a
+    reconnection the jobs still held (running, queued, or answered while
+    there was no broker: their REPLY kept in job->held) move to the new
+    connection, and READY lists them under `resume`: the broker carries them
+    over from the old registration instead of re-running them (PROTOCOL.md
+    2.2), and the held replies follow the READY. A broker that does not know
+    them any more drops their replies as late.
 
     Stopping: sdx_worker_stop counts stop requests (1: drain, 2: cancel what
     runs) and writes to an eventfd that the main loop polls beside its
@@ -91,6 +94,8 @@ struct sdx_job {
     char err_msg[512];
     sdx_job_t *qnext;         /* job queue (under w->qlock) */
     sdx_job_t *anext, *aprev; /* active list (main only) */
+    uint8_t *held;            /* REPLY body (msgpack) made while disconnected (main only) */
+    size_t held_len;
 };
 
 struct sdx_worker {
@@ -533,6 +538,13 @@ static void s_send_ready(sdx_worker_t *w)
     sdx_map_set_str(b, "device", w->device);
     if (w->gpu_name[0])
         sdx_map_set_str(b, "gpu_name", w->gpu_name);
+    if (w->active) {
+        sdx_value_t *ids = sdx_value_array_new();
+        for (sdx_job_t *j = w->active; ids && j; j = j->anext)
+            sdx_array_push(ids, sdx_value_str_new(j->request_id));
+        if (ids)
+            sdx_map_set(b, "resume", ids);
+    }
     s_send(w, SDX_MDP_READY, NULL, b);
     sdx_value_destroy(&b);
 }
@@ -545,6 +557,7 @@ static void s_job_destroy(sdx_job_t **job_p)
         return;
     sdx_value_destroy(&(*job_p)->request);
     sdx_value_destroy(&(*job_p)->empty);
+    free((*job_p)->held);
     free(*job_p);
     *job_p = NULL;
 }
@@ -1033,6 +1046,15 @@ static void s_drain_pull(sdx_worker_t *w)
         if (hdr.cmd == SDX_MDP_REPLY) {
             hdr.code[sizeof hdr.code - 1] = '\0';
             s_account(w, job, hdr.ok, hdr.code, (double)(sdx_worker_mono_ms() - job->started_mono));
+            /* no broker now (between connections): keep the reply for the next */
+            if (!w->sock && !w->draining && (job->held = malloc(zmq_msg_size(&body) + 1))) {
+                memcpy(job->held, zmq_msg_data(&body), zmq_msg_size(&body));
+                job->held_len = zmq_msg_size(&body);
+                log_info("%s: reply held for the next broker connection", job->request_id);
+                w->threaded--;
+                zmq_msg_close(&body);
+                continue;
+            }
             if (!current) {
                 atomic_fetch_add(&w->dropped_replies, 1);
                 log_warn("%s: reply dropped: the request came over an earlier broker connection",
@@ -1090,7 +1112,23 @@ static int s_connect(sdx_worker_t *w)
     }
     w->gen++;
     w->heard = false;
+    size_t moved = 0;
+    for (sdx_job_t *j = w->active; j; j = j->anext, moved++)
+        j->gen = w->gen;
     s_send_ready(w);
+    if (moved)
+        log_info("connection %u: %zu request(s) still held here resumed in READY", w->gen,
+                 moved);
+    for (sdx_job_t *j = w->active, *next; j; j = next) {
+        next = j->anext;
+        if (!j->held)
+            continue;
+        if (sdx_mdp_send_raw(w->sock, NULL, 0, SDX_MDP_REPLY, j->request_id, j->held,
+                             j->held_len, true) != 0)
+            log_warn("%s: send held REPLY failed: %s", j->request_id, zmq_strerror(errno));
+        s_active_remove(w, j);
+        s_job_destroy(&j);
+    }
     int64_t now = sdx_worker_mono_ms();
     w->last_rx = now;
     w->next_hb = now + SDX_MDP_HEARTBEAT_MS;
@@ -1283,6 +1321,14 @@ static int s_run(sdx_worker_t *w)
             break;
         if (!w->sock) {
             if (w->draining) { /* no broker to reply to: wait for the jobs */
+                for (sdx_job_t *j = w->active, *next; j; j = next) {
+                    next = j->anext;
+                    if (j->held) { /* answered, with no broker to take it */
+                        atomic_fetch_add(&w->dropped_replies, 1);
+                        s_active_remove(w, j);
+                        s_job_destroy(&j);
+                    }
+                }
                 s_wait(w, 100);
                 continue;
             }

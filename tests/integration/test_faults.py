@@ -15,7 +15,8 @@ workflow session ends once, with one step_finished per step and one output.
                         inference.generate and exactly one saved file.
   broker_sigstop        the broker SIGSTOPped for 2.5x the heartbeat expiry
                         with requests running and queued, then SIGCONT: every
-                        request answered once, the workers still registered.
+                        request answered once; the running ones are not run
+                        again (the reconnected workers resume them in READY).
   silent_worker         a worker that stops heartbeating but keeps its socket:
                         a real one SIGSTOPped (its late reply after SIGCONT is
                         dropped; it comes back) and a scripted one that
@@ -290,30 +291,45 @@ def workflow_stage_kills(t):
 # ------------------------------------------------------------ SIGSTOP broker
 
 def broker_sigstop(t):
+    """Four 10 s requests running on two workers and two more queued in the
+    broker; the broker stopped 7.5 s (2.5x the heartbeat expiry). The workers
+    give up on it and reconnect; their READY resumes what they still run, so
+    nothing that was running runs twice."""
     fleet = fl.Fleet("tcp", "fault-bstop")
     try:
         fleet.start_broker()
-        ws = [fleet.start_worker("test", ["--concurrency", "2", "--capacity", "4"],
+        ws = [fleet.start_worker("test", ["--concurrency", "2", "--capacity", "2"],
                                  wid="bs-%d" % i) for i in range(2)]
         fleet.wait_registered([w.wid for w in ws])
         s = fleet.client(zmq.DEALER)
-        ids = ["bs-req-%d" % i for i in range(10)]
-        for rid in ids:
+        long_ids = ["bs-long-%d" % i for i in range(4)]
+        short_ids = ["bs-short-%d" % i for i in range(2)]
+        for rid in long_ids:
             send(s, {"message_type": "test.sleep", "request_id": rid,
-                     "data": {"ms": 1500, "steps": 5}})
-        fl.wait_for(lambda: sum(in_flight(fleet, w.wid) for w in ws) >= 6, 5, "6 in flight")
+                     "data": {"ms": 10000, "steps": 20}})
+        fl.wait_for(lambda: sum(in_flight(fleet, w.wid) for w in ws) == 4, 5, "4 running")
+        for rid in short_ids:
+            send(s, {"message_type": "test.sleep", "request_id": rid,
+                     "data": {"ms": 500, "steps": 2}})
+        time.sleep(0.3)
         fleet.broker.signal(signal.SIGSTOP)
         time.sleep(7.5)  # heartbeats 1 s x liveness 3: 2.5x the expiry
         fleet.broker.signal(signal.SIGCONT)
-        got = collect(s, ids, 30, settle=2.0)
-        t.check(once_each(got, ids), "broker stopped 7.5 s with 10 requests in: each answered "
-                "exactly once", {k: len(v) for k, v in got.items()})
-        oks = [r for i in ids for r in got.get(i, []) if r.get("success") is True]
-        rerun = sum(1 for r in oks if r.get("timing", {}).get("attempts", 1) > 1)
-        t.check(len(oks) == len(ids), "and all succeeded (%d of them re-run: the workers "
-                "reconnected while the broker was stopped)" % rerun,
+        ids = long_ids + short_ids
+        got = collect(s, ids, 40, settle=2.0)
+        t.check(once_each(got, ids), "broker stopped 7.5 s with 4 requests running and 2 "
+                "queued: each answered exactly once", {k: len(v) for k, v in got.items()})
+        oks = {i: r for i in ids for r in got.get(i, []) if r.get("success") is True}
+        t.check(len(oks) == len(ids), "and all succeeded",
                 [(r.get("request_id"), r.get("error")) for i in ids for r in got.get(i, [])
                  if not r.get("success")])
+        att = {i: oks[i].get("timing", {}).get("attempts") for i in long_ids if i in oks}
+        t.check(att == {i: 1 for i in long_ids},
+                "the 4 running ones were not run again: the reconnected workers resumed them "
+                "(attempts %s)" % sorted(att.values()), att)
+        st = call(fleet, "system.status")["data"].get("requests", {})
+        t.check(st.get("resumed") == 4 and st.get("broker_stalls") == 1,
+                "system.status counts 4 resumed requests and 1 broker stall", st)
         fleet.wait_registered([w.wid for w in ws], 15)
         t.check(all(w.alive() for w in ws), "the workers are registered and alive")
         r = fleet.request({"message_type": "test.echo", "data": {"after": "stop"}})

@@ -149,7 +149,11 @@ def scenario(t, kind):
         m = fb.pump(lambda m: m["cmd"] == READY and m["ident"] != old, 5, "READY after DISCONNECT")
         t.check(True, "%s: broker DISCONNECT -> worker sends READY again" % kind)
 
-        # broker silence -> reconnect (3 missed heartbeats + back-off)
+        # broker silence -> reconnect (3 missed heartbeats + back-off); what it
+        # still runs is listed in the new READY's resume and answered on the
+        # new connection; a reply made between the connections follows READY
+        fb.request("r-run", "test.sleep", {"ms": 6500, "steps": 13})
+        fb.request("r-held", "test.sleep", {"ms": 4000, "steps": 8})
         fb.heartbeats = False
         old = fb.ident
         t0 = fl.now()
@@ -157,6 +161,23 @@ def scenario(t, kind):
         dt = fl.now() - t0
         fb.heartbeats = True
         t.check(2.5 <= dt <= 8.0, "%s: silent broker -> reconnect + READY after %.1fs" % (kind, dt))
+        resume = m["body"].get("resume") or []
+        t.check("r-run" in resume, "%s: the new READY resumes the running request %s" %
+                (kind, resume), m["body"])
+        new = m["ident"]
+        seen = len(fb.log)
+        fb.pump(lambda m: m["cmd"] == REPLY and m["rid"] == "r-run", 10, "REPLY r-run")
+        reps = [x for x in fb.log if x["cmd"] == REPLY and x["rid"] in ("r-run", "r-held")]
+        run = [x for x in reps if x["rid"] == "r-run"]
+        held = [x for x in reps if x["rid"] == "r-held"]
+        t.check(len(run) == 1 and run[0]["ident"] == new and run[0]["body"]["success"] is True,
+                "%s: r-run is answered once, on the new connection" % kind, run)
+        where = "before the reconnection, on the old connection" if held and \
+            held[0]["ident"] == old else "after the new READY (held while disconnected)"
+        t.check(len(held) == 1 and held[0]["body"]["success"] is True and
+                (held[0]["ident"] == old or ("r-held" in resume and
+                                             fb.log.index(held[0]) >= seen - 1)),
+                "%s: r-held is answered once, %s" % (kind, where), held)
 
         # SIGTERM mid-request: finishes it, DISCONNECT, exit 0
         fb.request("r6", "test.sleep", {"ms": 1200, "steps": 4})

@@ -39,6 +39,7 @@ static void s_decode(const uint8_t *data, size_t size, uint64_t limit)
         limit = 64u << 20;
     CHECK(img.pixels && img.channels == 3 && img.width > 0 && img.height > 0);
     CHECK((uint64_t)img.width * (uint64_t)img.height <= limit);
+    CHECK(img.width <= SDX_IMAGE_MAX_SIDE && img.height <= SDX_IMAGE_MAX_SIDE);
     /* every byte is there (ASan sees a short buffer) */
     size_t bytes = (size_t)img.width * img.height * 3;
     unsigned sum = 0;

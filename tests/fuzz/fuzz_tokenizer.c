@@ -82,7 +82,14 @@ static void s_one(const sdx_tokenizer_t *t, const char *text)
                 CHECK(!isnan(wt.weights[k]));
             }
         }
-        CHECK(sdx_weighting_pad(t, &wt, wt.n_chunks + 1) == 0);
+        /* one more chunk fits below the limit, and is refused at it (the
+           encoder pads prompt and negative to the larger count, never past) */
+        int before = wt.n_chunks;
+        int more = sdx_weighting_pad(t, &wt, before + 1);
+        if (before < SDX_WEIGHTING_MAX_CHUNKS)
+            CHECK(more == 0 && wt.n_chunks == before + 1);
+        else
+            CHECK(more == -1 && wt.n_chunks == before);
         sdx_weighted_tokens_free(&wt);
     }
 }

@@ -1,5 +1,6 @@
 /*  sdx_image.c - tensor <-> 8-bit pixels and PNG through libspng. */
 #include "sdx_image.h"
+#include "sdx_imgcodec.h" /* SDX_IMAGE_MAX_SIDE */
 
 #include <stdbool.h>
 
@@ -143,7 +144,7 @@ int sdx_png_decode(const void *data, size_t len, sdx_image_t *img)
     /* Hostile input: bound chunk sizes and the decoded image size. */
     spng_set_crc_action(ctx, SPNG_CRC_ERROR, SPNG_CRC_ERROR);
     spng_set_chunk_limits(ctx, 64u << 20, 64u << 20);
-    spng_set_image_limits(ctx, 16384, 16384);
+    spng_set_image_limits(ctx, SDX_IMAGE_MAX_SIDE, SDX_IMAGE_MAX_SIDE);
     int err = spng_set_png_buffer(ctx, data, len);
     struct spng_ihdr ihdr;
     size_t size = 0;

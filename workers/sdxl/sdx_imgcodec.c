@@ -571,6 +571,11 @@ static int s_jpeg_decode(const void *data, size_t len, const uint64_t max_pixels
         jpeg_destroy_decompress(&c);
         return sdx_set_error("image: larger than %llu pixels", (unsigned long long)max_pixels);
     }
+    if (c.image_width > SDX_IMAGE_MAX_SIDE || c.image_height > SDX_IMAGE_MAX_SIDE) {
+        unsigned w = c.image_width, h = c.image_height;
+        jpeg_destroy_decompress(&c);
+        return sdx_set_error("image: %ux%u has a side over %d pixels", w, h, SDX_IMAGE_MAX_SIDE);
+    }
     c.out_color_space = JCS_RGB;
     jpeg_start_decompress(&c);
     img->width = (int)c.output_width;
@@ -609,6 +614,10 @@ int sdx_image_decode(const void *data, size_t len, uint64_t max_pixels, sdx_imag
                 return sdx_set_error("image: %llux%llu is larger than %llu pixels",
                                      (unsigned long long)w, (unsigned long long)h,
                                      (unsigned long long)max_pixels);
+            if (w > SDX_IMAGE_MAX_SIDE || h > SDX_IMAGE_MAX_SIDE)
+                return sdx_set_error("image: %llux%llu has a side over %d pixels",
+                                     (unsigned long long)w, (unsigned long long)h,
+                                     SDX_IMAGE_MAX_SIDE);
         }
         return sdx_png_decode(data, len, img);
     }

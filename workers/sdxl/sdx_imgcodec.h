@@ -76,8 +76,14 @@ void sdx_encode_opts_init(sdx_encode_opts_t *o); /* PNG, quality 95 */
 int sdx_image_encode(const sdx_image_t *img, const sdx_encode_opts_t *o, uint8_t **out,
                      size_t *out_len);
 
+/* The longest side any decoded image may have, whatever its format (the
+   PNG decoder's own limit; libjpeg allows 65500): one rule for init and
+   control images however they are encoded. */
+#define SDX_IMAGE_MAX_SIDE 16384
+
 /* Decode PNG, JPEG or WebP bytes (by signature) to 8-bit RGB. Refuses
-   images over max_pixels (0: 64 Mpx). Caller clears img. */
+   images over max_pixels (0: 64 Mpx) or with a side over
+   SDX_IMAGE_MAX_SIDE. Caller clears img. */
 int sdx_image_decode(const void *data, size_t len, uint64_t max_pixels, sdx_image_t *img);
 
 /* The EXIF block (TIFF, without the "Exif\0\0" prefix) holding text as

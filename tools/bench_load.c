@@ -12,12 +12,15 @@
       p99, p99.9 and max over all requests, p50/p99/max per type), exact
       percentiles of every sample;
     - the broker's memory: VmRSS from /proc/PID/status once every client is
-      connected, after a warm-up of W requests per client (default 200: on
-      2 cores the broker's RSS climbs by ~3 MB over its first ~20,000
-      requests of this mix, as its allocator arenas, libzmq buffers and
-      tables reach their working size, so a shorter warm-up reports that
-      as growth), then every 0.25 s during the load (its peak), and after
-      it; the growth from "before" (after the warm-up) to "after" in kB and %.
+      connected, after a warm-up of W requests per client (default 500), then
+      every 0.25 s during the load (its peak), and after it; the growth from
+      "before" (after the warm-up) to "after" in kB and %. The warm-up is
+      long because the broker's RSS climbs from ~10.5 MB (50 clients
+      connected) to ~16 MB over its first ~25,000 requests of this mix, as
+      its allocator arenas, libzmq buffers and tables reach their working
+      size (measured on 2 cores: +2.0 MB over the 50,000 after a warm-up of
+      10,000, +0.2 MB after 25,000, +0.1 MB after 50,000); a short warm-up
+      reports that as growth.
       In soak mode also a series, one sample every --sample seconds (default
       10) with the throughput of that interval, and the least-squares slope of
       RSS over time (kB/min);
@@ -37,7 +40,7 @@
                        [--requests 1000 (per client)] [--inflight 1]
                        [--soak [SECONDS (default 600)]] [--sample 10]
                        [--mix "type=weight,..."] [--data TYPE=JSON]...
-                       [--warmup 200] [--timeout-ms 10000] [--grace-ms 500]
+                       [--warmup 500] [--timeout-ms 10000] [--grace-ms 500]
                        [--msgpack|--json-wire] [--json]
                        [--broker-pid PID (default $SDXL_BROKER_PID, else from
                         $SDXL_FLEET_STATE)]
@@ -781,7 +784,7 @@ static void s_usage(FILE *f)
             "         [--requests 1000 (per client)] [--inflight K (DEALER, K in flight; 1)]\n"
             "         [--soak [SECONDS (600)]] [--sample SECONDS (10, soak RSS series)]\n"
             "         [--mix \"type=weight,...\"] [--data TYPE=JSON (request data of TYPE)]\n"
-            "         [--warmup N (per client, 200)] [--timeout-ms 10000] [--grace-ms 500]\n"
+            "         [--warmup N (per client, 500)] [--timeout-ms 10000] [--grace-ms 500]\n"
             "         [--msgpack|--json-wire (request encoding, msgpack)] [--json (results)]\n"
             "         [--broker-pid PID (default $SDXL_BROKER_PID)]\n"
             "default mix: %s\n",
@@ -806,7 +809,7 @@ int main(int argc, char **argv)
                   .inflight = 1,
                   .soak_s = 0,
                   .sample_s = 10,
-                  .warmup = 200,
+                  .warmup = 500,
                   .timeout_ms = 10000,
                   .grace_ms = 500,
                   .enc = SDX_ENC_MSGPACK,

@@ -39,8 +39,13 @@ int domain_opts_set(const domain_opt_field_t *fields, size_t n, const char *doma
         return -1;
     }
     struct stat sb;
-    if (kind == DOMAIN_OPT_DIR_OPTIONAL && !*value) {
+    if ((kind == DOMAIN_OPT_DIR_OPTIONAL || kind == DOMAIN_OPT_PATH_OPTIONAL) && !*value) {
         /* none */
+    } else if (kind == DOMAIN_OPT_PATH_OPTIONAL) {
+        if (stat(value, &sb) != 0) {
+            snprintf(err, err_len, "no such file or folder: %s", strerror(errno));
+            return -1;
+        }
     } else if (!*value) {
         snprintf(err, err_len, "must name a folder");
         return -1;

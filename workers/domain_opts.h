@@ -15,6 +15,7 @@ typedef enum {
     DOMAIN_OPT_DIR_CREATE,   /* a folder, made (mkdir -p) when missing, writable */
     DOMAIN_OPT_DIR_OPTIONAL, /* "" or an existing folder */
     DOMAIN_OPT_INT,          /* an integer in lo..hi */
+    DOMAIN_OPT_PATH_OPTIONAL, /* "" or an existing file or folder (a model) */
 } domain_opt_kind_t;
 
 /* Where one option goes: a char[PATH_MAX] for the folders, an int for

@@ -55,6 +55,7 @@ typedef struct {
     char embeddings_root[PATH_MAX]; /* "": <models_root>/embeddings */
     char controlnets_root[PATH_MAX]; /* "": <models_root>/controlnet */
     char schemas_dir[PATH_MAX]; /* "": found as the broker finds it (sdx_schema_set_load_default) */
+    char preview_decoder[PATH_MAX]; /* "": no live previews */
     int max_models;
     int max_model_mb; /* 0: no memory budget */
     int threads; /* 0: libtorch's default */
@@ -83,6 +84,8 @@ static const sdx_option_t s_options[] = {
     {"controlnets-root", true, "DIR", "", "SDXL_CONTROLNETS_ROOT",
      "ControlNets (diffusers folders or files) that controlnet[].model names "
      "(\"\": <models-root>/controlnet)"},
+    {"preview-decoder", true, "PATH", "", "SDXL_PREVIEW_DECODER",
+     "TAESD (AutoencoderTiny) folder or file for output.preview live previews (\"\": none)"},
     /* the broker's --schemas-dir: same default, same environment variable */
     {"schemas-dir", true, "DIR", "", "SDXL_SCHEMAS_DIR",
      "request schemas (\"\": <source>/schemas, then <datadir>/sdxl-fleet/schemas)"},
@@ -103,6 +106,7 @@ static const domain_opt_field_t s_fields[] = {
     {"schemas-dir", DOMAIN_OPT_DIR_OPTIONAL, offsetof(s_settings_t, schemas_dir), 0, 0},
     {"embeddings-root", DOMAIN_OPT_DIR_OPTIONAL, offsetof(s_settings_t, embeddings_root), 0, 0},
     {"controlnets-root", DOMAIN_OPT_DIR_OPTIONAL, offsetof(s_settings_t, controlnets_root), 0, 0},
+    {"preview-decoder", DOMAIN_OPT_PATH_OPTIONAL, offsetof(s_settings_t, preview_decoder), 0, 0},
 };
 
 /* Check one option's value and store it in set. 0, or -1 with what is
@@ -256,6 +260,7 @@ static int s_init(sdx_worker_t *w, char *err, size_t err_len)
         .threads = st->set.threads,
         .upscalers_root = st->set.upscalers_root,
         .max_model_bytes = (int64_t)st->set.max_model_mb << 20,
+        .preview_decoder = st->set.preview_decoder,
     };
     st->engine = infer_engine_new(&cfg, st->device_note, sizeof st->device_note, err, err_len);
     if (!st->engine)
@@ -456,6 +461,25 @@ static int s_parse(sdx_job_t *job, const sdx_value_t *data, s_req_t *r, s_state_
     }
     r->quality = (int)quality;
     r->save_path = s_opt_text(data, "output.save_path");
+    const sdx_value_t *pv = sdx_map_get_path(data, "output.preview");
+    if (pv && pv->type == SDX_MAP) {
+        int64_t every, pq;
+        if (!s_int(job, data, "output.preview.every", &every) ||
+            !s_text(job, data, "output.preview.format", &r->gp.preview_format) ||
+            !s_int(job, data, "output.preview.quality", &pq))
+            return -1;
+        if (!infer_engine_has_previews(st->engine))
+            return sdx_job_fail(job, SDX_ERR_NOT_AVAILABLE, "output.preview",
+                                "this worker has no preview decoder: live previews need a TAESD "
+                                "model (--preview-decoder PATH, config preview_decoder)");
+        if (!infer_engine_format_available(r->gp.preview_format))
+            return sdx_job_fail(job, SDX_ERR_NOT_AVAILABLE, "output.preview.format",
+                                "output.preview.format %s: this worker was built without its "
+                                "encoder; use png",
+                                r->gp.preview_format);
+        r->gp.preview_every = (int)every;
+        r->gp.preview_quality = (int)pq;
+    }
 
     /* fp16 (the schema's default) is meant for GPUs; libtorch's CPU kernels
        lack half precision for much of the UNet: run fp32 there (the reply's
@@ -532,7 +556,27 @@ static int s_save_paths(sdx_job_t *job, s_state_t *st, const s_req_t *r, int cou
 typedef struct {
     sdx_job_t *job;
     volatile int cancel;
+    const char *preview_format; /* output.preview.format */
 } s_run_t;
+
+/* A live preview -> PROGRESS {step, total, message "preview", preview (the
+   encoded bytes), preview_format, preview_width, preview_height}. */
+static void s_on_preview(int step, int total, const uint8_t *data, size_t len, int width,
+                         int height, void *ud)
+{
+    s_run_t *run = ud;
+    sdx_value_t *x = sdx_value_map_new();
+    sdx_value_t *bin = sdx_value_bin_new(data, len);
+    if (!x || !bin || sdx_map_set(x, "preview", bin) != 0) {
+        sdx_value_destroy(&x);
+        sdx_value_destroy(&bin);
+        return;
+    }
+    sdx_map_set_str(x, "preview_format", run->preview_format);
+    sdx_map_set_int(x, "preview_width", width);
+    sdx_map_set_int(x, "preview_height", height);
+    sdx_worker_progress_with(run->job, step, total, "preview", 0, x);
+}
 
 /* Engine progress -> PROGRESS; a CANCEL or a passed deadline sets the flag
    the engine checks before the next step. */
@@ -803,9 +847,13 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
                           "steps",  steps_text,  "software", "sdxl-fleet",
                           NULL};
     r.gp.png_text = meta;
-    s_run_t run = {.job = job, .cancel = 0};
+    s_run_t run = {.job = job, .cancel = 0, .preview_format = r.gp.preview_format};
     r.gp.progress = s_on_progress;
     r.gp.progress_ud = &run;
+    if (r.gp.preview_every > 0) {
+        r.gp.preview = s_on_preview;
+        r.gp.preview_ud = &run;
+    }
     r.gp.cancel = &run.cancel;
     if (sdx_worker_cancelled(job))
         return -1;
@@ -964,6 +1012,11 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
     sdx_map_set_int(reply, "seed", r.seed);
     sdx_map_set_bool(reply, "seed_random", r.seed_random);
     sdx_map_set_int(reply, "steps", t.steps_done);
+    if (r.gp.preview_every > 0) {
+        sdx_map_set_int(reply, "previews", t.previews);
+        if (t.preview_error[0])
+            sdx_map_set_str(reply, "preview_error", t.preview_error);
+    }
     sdx_map_set_str(reply, "scheduler", r.gp.scheduler); /* always named once filled */
     sdx_map_set_bool(reply, "use_karras_sigmas", r.gp.karras == 1);
     sdx_map_set_str(reply, "model", r.model_name);
@@ -997,6 +1050,8 @@ static int s_run(sdx_job_t *job, s_state_t *st, sdx_worker_t *w, const sdx_value
     if (tm) {
         sdx_map_set_float(tm, "load_ms", t.load_ms);
         sdx_map_set_float(tm, "lora_ms", t.lora_ms);
+        if (r.gp.preview_every > 0)
+            sdx_map_set_float(tm, "preview_ms", t.preview_ms);
         sdx_map_set_float(tm, "encode_ms", t.encode_ms);
         sdx_map_set_float(tm, "denoise_ms", t.denoise_ms);
         sdx_map_set_float(tm, "decode_ms", t.decode_ms);

@@ -9,6 +9,7 @@
 #include "infer_cache.h"
 #include "post_upscale.h"
 #include "sdx_imgcodec.h"
+#include "sdx_taesd.h"
 #include "sdx_upscale.h"
 #include "sdxl.h"
 
@@ -26,6 +27,7 @@ struct infer_engine {
     int threads;
     bool text_only;
     infer_cache_t *cache;
+    sdx_taesd_t *preview; /* live previews' decoder, NULL: none */
 };
 
 infer_engine_t *infer_engine_new(const infer_engine_config_t *cfg, char *note, size_t note_len,
@@ -68,7 +70,19 @@ infer_engine_t *infer_engine_new(const infer_engine_config_t *cfg, char *note, s
         snprintf(err, err_len, "out of memory");
         return NULL;
     }
+    if (cfg->preview_decoder && cfg->preview_decoder[0] &&
+        !(e->preview = sdx_taesd_load(cfg->preview_decoder,
+                                      e->device.type == SDX_CUDA ? SDX_F16 : SDX_F32, e->device))) {
+        snprintf(err, err_len, "preview-decoder: %s", sdx_last_error());
+        infer_engine_destroy(&e);
+        return NULL;
+    }
     return e;
+}
+
+bool infer_engine_has_previews(const infer_engine_t *e)
+{
+    return e && e->preview;
 }
 
 void infer_engine_destroy(infer_engine_t **e_p)
@@ -78,6 +92,7 @@ void infer_engine_destroy(infer_engine_t **e_p)
         return;
     infer_cache_destroy(&e->cache);
     post_upscaler_free(&e->upscaler);
+    sdx_taesd_free(&e->preview);
     free(e);
     *e_p = NULL;
 }
@@ -195,6 +210,36 @@ static void s_on_step(int step, int total, double elapsed_s, void *ud)
                       s->offset ? "refining" : "denoising", req->progress_ud);
 }
 
+/* The engine's live preview -> encoded bytes -> the request's callback,
+   numbered as s_on_step numbers the steps. */
+static void s_on_preview(int step, int total, const sdx_image_t *img, void *ud)
+{
+    const s_step_t *s = ud;
+    const infer_request_t *req = s->req;
+    sdx_encode_opts_t o;
+    sdx_encode_opts_init(&o);
+    o.format = sdx_img_format_parse(req->preview_format ? req->preview_format : "jpeg");
+    o.quality = req->preview_quality > 0 ? req->preview_quality : 75;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    if (req->preview && sdx_image_encode(img, &o, &data, &len) == 0)
+        req->preview(s->offset + step, s->total > 0 ? s->total : total, data, len, img->width,
+                     img->height, req->preview_ud);
+    free(data);
+}
+
+/* gp's live previews for req (none without a decoder or a callback). */
+static void s_set_previews(const infer_engine_t *e, const infer_request_t *req,
+                           sdxl_gen_params_t *gp, s_step_t *step)
+{
+    if (!e->preview || !req->preview || req->preview_every <= 0)
+        return;
+    gp->preview_decoder = e->preview;
+    gp->preview_every = req->preview_every;
+    gp->preview = s_on_preview;
+    gp->preview_ud = step;
+}
+
 static infer_status_t s_engine_status(const char *why, bool input_error);
 
 /* The refiner stage: resolve and acquire refiner_model (components from
@@ -238,6 +283,8 @@ static infer_status_t s_refine(infer_engine_t *e, const infer_request_t *req,
     s_step_t step = {.req = req, .offset = done, .total = req->steps};
     gp.progress = s_on_step;
     gp.progress_ud = &step;
+    if (gp.preview)
+        gp.preview_ud = &step;
     sdxl_result_t r2;
     int rc = sdxl_refine(eng, &gp, r, req->aesthetic_score, req->negative_aesthetic_score, &r2);
     infer_cache_release(e->cache, &entry);
@@ -247,6 +294,10 @@ static infer_status_t s_refine(infer_engine_t *e, const infer_request_t *req,
                                             : r2.input_error ? INFER_BAD_REFINER
                                                              : s_engine_status(err, false);
     }
+    r2.previews += r->previews;
+    r2.preview_ms += r->preview_ms;
+    if (!r2.preview_error[0])
+        snprintf(r2.preview_error, sizeof r2.preview_error, "%s", r->preview_error);
     sdxl_result_clear(r);
     *r = r2;
     return INFER_OK;
@@ -378,6 +429,7 @@ infer_status_t infer_engine_generate(infer_engine_t *e, const infer_request_t *r
     s_step_t step = {.req = req, .total = req->refiner_model ? req->steps : 0};
     gp.progress = s_on_step;
     gp.progress_ud = &step;
+    s_set_previews(e, req, &gp, &step);
     gp.cancel = req->cancel;
     if (req->refiner_model) { /* the base's part: latents, no decode */
         gp.denoising_end = req->refiner_switch;
@@ -505,6 +557,9 @@ infer_status_t infer_engine_generate(infer_engine_t *e, const infer_request_t *r
     out->parameters = text; /* the reply says what the images carry */
     snprintf(out->model_hash, sizeof out->model_hash, "%s", autov2);
     out->steps_done = r.steps_done;
+    out->previews = r.previews;
+    out->preview_ms = r.preview_ms;
+    snprintf(out->preview_error, sizeof out->preview_error, "%s", r.preview_error);
     out->encode_ms = r.encode_ms;
     out->denoise_ms = r.denoise_ms;
     out->decode_ms = r.decode_ms;

@@ -32,6 +32,8 @@ typedef struct {
     int64_t max_model_bytes;    /* memory budget of the loaded models, 0: none */
     bool text_only;             /* load tokenizers and text encoders only (the conditioning
                                    worker): infer_engine_encode/tokenize, no generation */
+    const char *preview_decoder; /* TAESD (AutoencoderTiny) folder or file for live previews,
+                                    loaded at start ("" or NULL: none) */
 } infer_engine_config_t;
 
 /* Set up (nothing is loaded yet). NULL on failure with a reason in err.
@@ -45,6 +47,8 @@ void infer_engine_destroy(infer_engine_t **e_p);
 const char *infer_engine_device(const infer_engine_t *e);
 bool infer_engine_is_cuda(const infer_engine_t *e);
 int infer_engine_threads(const infer_engine_t *e);
+/* Whether live previews can be made (a preview decoder is loaded). */
+bool infer_engine_has_previews(const infer_engine_t *e);
 
 typedef enum {
     INFER_OK = 0,
@@ -164,6 +168,16 @@ typedef struct {
        runs the rest with the aesthetic scores. NULL: no refiner. */
     const char *refiner_model;
     double refiner_switch, aesthetic_score, negative_aesthetic_score;
+    /* output.preview: every preview_every steps but the last, the loop's
+       latents (first image) through the engine's preview decoder, encoded
+       as preview_format ("jpeg", "png", "webp") at preview_quality, go to
+       preview() on the calling thread; 0 or no decoder: none */
+    int preview_every;
+    const char *preview_format;
+    int preview_quality;
+    void (*preview)(int step, int total, const uint8_t *data, size_t len, int width, int height,
+                    void *ud);
+    void *preview_ud;
 } infer_request_t;
 
 typedef struct {
@@ -177,6 +191,9 @@ typedef struct {
     infer_image_t *images;
     int steps_done;
     bool loaded; /* this call loaded the model */
+    int previews;             /* live previews sent */
+    double preview_ms;        /* their decoding and encoding, all together */
+    char preview_error[200];  /* why they stopped early, "" if they did not */
     char upscale_method[320]; /* what output.upscale ran, "" if nothing */
     double load_ms, lora_ms, encode_ms, denoise_ms, decode_ms, image_ms;
     /* the loaded models changed (publish them): set on a load or eviction */

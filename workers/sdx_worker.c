@@ -589,7 +589,13 @@ int sdx_worker_progress(sdx_job_t *job, int64_t step, int64_t total, const char 
 int sdx_worker_progress_rate(sdx_job_t *job, int64_t step, int64_t total, const char *msg,
                              double it_per_s)
 {
-    sdx_value_t *b = sdx_value_map_new();
+    return sdx_worker_progress_with(job, step, total, msg, it_per_s, NULL);
+}
+
+int sdx_worker_progress_with(sdx_job_t *job, int64_t step, int64_t total, const char *msg,
+                             double it_per_s, sdx_value_t *extra)
+{
+    sdx_value_t *b = extra ? extra : sdx_value_map_new();
     if (!b)
         return -1;
     sdx_map_set_int(b, "step", step);

@@ -128,6 +128,11 @@ int sdx_worker_progress(sdx_job_t *job, int64_t step, int64_t total, const char 
    load). */
 int sdx_worker_progress_rate(sdx_job_t *job, int64_t step, int64_t total, const char *msg,
                              double it_per_s);
+/* The same with more keys in the PROGRESS body: extra is a map (taken; its
+   step, total, elapsed_ms, it_per_s and message keys are overwritten), e.g.
+   a live preview's `preview` bytes. */
+int sdx_worker_progress_with(sdx_job_t *job, int64_t step, int64_t total, const char *msg,
+                             double it_per_s, sdx_value_t *extra);
 
 /* True once the broker sent CANCEL for this request, its deadline passed, or
    the worker is stopping hard. Long handlers poll it and return soon after

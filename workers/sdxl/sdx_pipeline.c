@@ -25,6 +25,7 @@
 #include "sdx_prompt.h"
 #include "sdx_refiner.h"
 #include "sdx_scheduler.h"
+#include "sdx_taesd.h"
 #include "sdx_tokenizer.h"
 #include "sdx_unet.h"
 #include "sdx_vae.h"
@@ -58,6 +59,25 @@ static double s_now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* One live preview: latents[0] through the preview decoder to an image for
+   p->preview. Its own scope: nothing of it outlives the call. */
+static int s_preview(const sdxl_gen_params_t *p, const sdx_tensor_t *latents, int step, int total)
+{
+    sdx_scope_t *S = sdx_scope_new();
+    sdx_tensor_t *one = NULL, *rgb = NULL;
+    sdx_image_t img = {0};
+    int rc = -1;
+    if (S && sdx_narrow(S, &one, latents, 0, 0, 1) == 0 &&
+        sdx_taesd_decode(p->preview_decoder, S, &rgb, one) == 0 &&
+        sdx_image_from_tensor(rgb, &img, 1) == 0) {
+        p->preview(step, total, &img, p->preview_ud);
+        rc = 0;
+    }
+    sdx_image_clear(&img);
+    sdx_scope_free(&S);
+    return rc;
 }
 
 static void s_log(const sdxl_engine_t *e, int level, const char *fmt, ...)
@@ -695,6 +715,7 @@ int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r
 
     /* 3. denoising loop */
     double t_loop = s_now_ms();
+    bool previews = p->preview && p->preview_decoder && p->preview_every > 0;
     int n = n_end, first = sdx_scheduler_begin_index(sch);
     for (int i = first; i < n; i++) {
         if (p->cancel && *p->cancel) {
@@ -743,6 +764,17 @@ int sdxl_generate(sdxl_engine_t *e, const sdxl_gen_params_t *p, sdxl_result_t *r
         r->steps_done++;
         if (p->progress)
             p->progress(i - first + 1, n - first, (s_now_ms() - t_loop) / 1e3, p->progress_ud);
+        if (previews && (i - first + 1) % p->preview_every == 0 && i + 1 < n) {
+            double t_pv = s_now_ms();
+            if (s_preview(p, latents, i - first + 1, n - first) != 0) {
+                snprintf(r->preview_error, sizeof r->preview_error, "after step %d: %s",
+                         i - first + 1, sdx_last_error());
+                previews = false; /* the generation goes on without them */
+            } else {
+                r->previews++;
+            }
+            r->preview_ms += s_now_ms() - t_pv;
+        }
         continue;
     step_fail:
         sdx_scope_free(&T);

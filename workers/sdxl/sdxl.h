@@ -156,6 +156,11 @@ typedef struct {
 
 /* Progress callback: once per denoising step (step counts from 1). */
 typedef void (*sdxl_progress_fn)(int step, int total, double elapsed_s, void *ud);
+/* Live preview callback: the first image of the batch as the preview
+   decoder sees the loop's latents after `step` (sdxl_gen_params_t.preview).
+   img is borrowed for the call. */
+typedef void (*sdxl_preview_fn)(int step, int total, const sdx_image_t *img, void *ud);
+struct sdx_taesd; /* sdx_taesd.h */
 
 /* The engine's hard limits: what sdxl_generate refuses as an input error.
    They bound what the engine can do, not what a deployment allows: the
@@ -200,6 +205,15 @@ typedef struct {
     int batch;                   /* num_images_per_prompt, 1..SDXL_MAX_BATCH, default 1 */
     sdxl_progress_fn progress;
     void *progress_ud;
+    /* Live previews, opt-in: every preview_every denoising steps but the
+       last, the loop's latents (first batch item) through preview_decoder
+       (AutoencoderTiny, sdx_taesd.h) go to preview(). A preview that fails
+       is logged and the rest are skipped; it never changes or fails the
+       generation. NULL / 0: none. Borrowed. */
+    const struct sdx_taesd *preview_decoder;
+    int preview_every;
+    sdxl_preview_fn preview;
+    void *preview_ud;
     const volatile int *cancel;  /* checked every step; non-zero -> stop with
                                     an error "cancelled" */
     bool decode;                 /* default true; false: latents only */
@@ -259,6 +273,9 @@ typedef struct {
     sdx_tensor_t *decoded;  /* raw VAE output [B,3,H,W] in ~[-1,1], owned (NULL when !decode) */
     double encode_ms, denoise_ms, decode_ms, total_ms;
     int steps_done;
+    int previews;              /* live previews handed to params.preview */
+    double preview_ms;         /* their decode time, all together */
+    char preview_error[200];   /* why previews stopped early, "" if they did not */
     char scheduler[64];     /* the diffusers class that ran */
     bool karras;            /* with Karras sigmas */
     bool input_error;       /* on failure: true when the parameters were refused

@@ -23,6 +23,7 @@
 #include "sdx_log.h"
 #include "sdx_safetensors.h"
 #include "sdx_schema.h"
+#include "sdx_taesd.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -44,6 +45,7 @@ static const char s_usage[] =
     "         [--init-image FILE [--strength F]]\n"
     "         [--refiner PATH [--refiner-switch F] [--aesthetic-score F]\n"
     "          [--negative-aesthetic-score F]]\n"
+    "         [--preview-every N --preview-decoder PATH [--preview-dir DIR]]\n"
     "  --batch N writes FILE-0.png .. FILE-(N-1).png; --channels-last auto: on for CUDA\n"
     "  defaults and ranges are those of an inference.generate request\n"
     "  (schemas/prompt_submission_schema.json): --seed -1 (the default) draws one,\n"
@@ -52,7 +54,10 @@ static const char s_usage[] =
     "  --width x --height with Lanczos when its size differs, as the worker does\n"
     "  --refiner: the ensemble of experts (the request's refiner_model): the base runs to\n"
     "  --refiner-switch (0.8), the refiner checkpoint the rest; a refiner that is a UNet\n"
-    "  alone takes text_encoder_2, the VAE and the scheduler config of --model\n";
+    "  alone takes text_encoder_2, the VAE and the scheduler config of --model\n"
+    "  --preview-every N: live previews (the request's output.preview.every): every N steps\n"
+    "  but the last, the latents through the TAESD --preview-decoder, written as\n"
+    "  DIR/preview-SSS.jpg (--preview-dir, default .); the image is the same without them\n";
 
 /* The options that are request fields: each goes to its place in an
    inference.generate request (kind 'i' integer, 'n' number, 's' text,
@@ -81,6 +86,7 @@ static const struct {
     {"--refiner-switch", "refiner.switch_at", 'n'},
     {"--aesthetic-score", "refiner.aesthetic_score", 'n'},
     {"--negative-aesthetic-score", "refiner.negative_aesthetic_score", 'n'},
+    {"--preview-every", "output.preview.every", 'i'},
 };
 
 /* --refiner: the checkpoint and the filled request's refiner fields */
@@ -89,6 +95,34 @@ typedef struct {
     double switch_at, aesthetic_score, negative_aesthetic_score;
 } s_refiner_t;
 #define S_NFIELDS (sizeof s_fields / sizeof s_fields[0])
+
+/* --preview-every: where the engine's previews go */
+typedef struct {
+    const char *dir;
+    sdx_encode_opts_t opts;
+    const char *ext;
+    int written;
+    char error[512];
+} s_previews_t;
+
+static int s_write_bytes(const char *path, const void *buf, size_t len);
+
+static void s_on_preview(int step, int total, const sdx_image_t *img, void *ud)
+{
+    (void)total;
+    s_previews_t *pv = ud;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/preview-%03d.%s", pv->dir, step, pv->ext);
+    if (sdx_image_encode(img, &pv->opts, &data, &len) != 0)
+        snprintf(pv->error, sizeof pv->error, "preview %d: %s", step, sdx_last_error());
+    else if (s_write_bytes(path, data, len) != 0)
+        snprintf(pv->error, sizeof pv->error, "cannot write %.400s: %s", path, strerror(errno));
+    else
+        pv->written++;
+    free(data);
+}
 
 static int s_bad(const char *fmt, const char *arg)
 {
@@ -316,6 +350,9 @@ int sdxl_gen_generate(int argc, char **argv)
     sdxl_engine_params_init(&ep);
     sdxl_gen_params_init(&gp);
     const char *out = "out.png", *latents_out = NULL, *schemas_dir = NULL;
+    const char *preview_decoder = NULL;
+    s_previews_t pv = {.dir = "."};
+    sdx_taesd_t *taesd = NULL;
     bool quiet = false, dtype_given = false;
     s_refiner_t rf = {0};
     char seed_dev[16];
@@ -391,6 +428,10 @@ int sdxl_gen_generate(int argc, char **argv)
             rc = s_put_file(req, "init_image", val);
         } else if (!strcmp(a, "--refiner")) {
             rf.path = val;
+        } else if (!strcmp(a, "--preview-decoder")) {
+            preview_decoder = val;
+        } else if (!strcmp(a, "--preview-dir")) {
+            pv.dir = val;
         } else {
             fputs(s_usage, stderr);
             rc = s_bad("unknown option %s", a);
@@ -471,8 +512,41 @@ int sdxl_gen_generate(int argc, char **argv)
         else
             gp.init_image = &init;
     }
+    const sdx_value_t *pvr = sdx_map_get_path(req, "output.preview");
+    if (rc == 0 && pvr && pvr->type == SDX_MAP) {
+        const sdx_value_t *every = s_get(req, "output.preview.every", SDX_INT);
+        const sdx_value_t *fmt = s_get(req, "output.preview.format", SDX_STR);
+        const sdx_value_t *q = s_get(req, "output.preview.quality", SDX_INT);
+        if (!every || !fmt || !q)
+            rc = 2;
+        else if (!preview_decoder)
+            rc = s_bad("%s", "--preview-every needs --preview-decoder PATH (a TAESD folder or "
+                             "file)");
+        else if (!(taesd = sdx_taesd_load(preview_decoder,
+                                          ep.device.type == SDX_CUDA ? SDX_F16 : SDX_F32,
+                                          ep.device)))
+            rc = s_bad("--preview-decoder: %s", sdx_last_error());
+        else {
+            sdx_encode_opts_init(&pv.opts);
+            pv.opts.format = sdx_img_format_parse(fmt->u.str.ptr);
+            pv.opts.quality = (int)q->u.i;
+            pv.ext = pv.opts.format == SDX_FMT_JPEG ? "jpg" : fmt->u.str.ptr;
+            gp.preview_decoder = taesd;
+            gp.preview_every = (int)every->u.i;
+            gp.preview = s_on_preview;
+            gp.preview_ud = &pv;
+        }
+    } else if (rc == 0 && preview_decoder) {
+        rc = s_bad("%s", "--preview-decoder is for --preview-every N");
+    }
     if (rc == 0)
         rc = s_generate(&ep, &gp, &rf, out, latents_out, quiet);
+    if (rc == 0 && taesd && !quiet)
+        printf("previews: %d written to %s%s%s\n", pv.written, pv.dir, pv.error[0] ? "; " : "",
+               pv.error);
+    if (rc == 0 && pv.error[0])
+        rc = 1;
+    sdx_taesd_free(&taesd);
     sdx_image_clear(&init);
     sdx_schema_set_destroy(&schemas);
     sdx_value_destroy(&req);

@@ -10,6 +10,7 @@ worker on the golden tiny model, with the golden TAESD as the worker's
 - the final image is the one the same request gives without previews
   (previews never change the result), and the reply counts them;
 - a C# client gets them inside its Progress object (Progress.Preview);
+- sdxl-gen generate --preview-every writes the same previews, byte for byte;
 - a worker without a decoder answers not_available naming output.preview;
 - a --preview-decoder that does not exist stops the worker at start (exit 2,
   naming the option).
@@ -129,6 +130,25 @@ def main():
                 "the reply counts them and times them (%s ms)" %
                 rep.get("data", {}).get("timings", {}).get("preview_ms"),
                 rep.get("data", {}).get("previews"))
+
+        # sdxl-gen generate --preview-every: the same previews and the same image
+        gen = os.path.join(fl.BUILD_ROOT, "tools", "sdxl-gen")
+        if os.access(gen, os.X_OK) and rep.get("success"):
+            d = os.path.join(fleet.dir, "gen")
+            os.makedirs(d)
+            p = subprocess.run([gen, "generate", "--model", MODEL_DIR, "--prompt",
+                                "a lighthouse at dusk", "--steps", str(STEPS), "--seed", "77",
+                                "--cfg", "5.0", "--width", str(SIZE), "--height", str(SIZE),
+                                "--dtype", "fp32", "--out", os.path.join(d, "img.png"),
+                                "--preview-every", "2", "--preview-decoder", TAESD_DIR,
+                                "--preview-dir", d, "--quiet"],
+                               capture_output=True, text=True, timeout=120)
+            files = sorted(f for f in os.listdir(d) if f.startswith("preview-"))
+            same = p.returncode == 0 and files == ["preview-002.jpg", "preview-004.jpg"] and \
+                [open(os.path.join(d, f), "rb").read() for f in files] == jp
+            t.check(same and pngutil.pixels(open(os.path.join(d, "img.png"), "rb").read()) == base,
+                    "sdxl-gen generate --preview-every 2 writes the same two previews, byte for "
+                    "byte, and the same image", (p.returncode, files, p.stderr[-300:]))
 
         prog, rep = stream(fleet, request({"every": 1, "format": "png"}))
         pv = [m for m in prog if m.get("message") == "preview"]

@@ -32,6 +32,7 @@
 #include "sdx_nn.h"
 #include "sdx_prompt.h"
 #include "sdx_safetensors.h"
+#include "sdx_taesd.h"
 #include "sdx_tokenizer.h"
 #include "sdx_torch.h"
 #include "sdx_unet.h"
@@ -314,6 +315,9 @@ typedef struct {
     s_mem_t mem_before, mem_load, mem_touch, mem_end;
     sdx_cuda_memory_t cuda_load, cuda_end;
     s_time_t te1, te2, prompt, unet, unet_manual, vae;
+    s_time_t taesd;        /* a live preview: TAESD decode of one image's latents */
+    sdx_dtype_t dtype;     /* the UNet's, as the pieces ran */
+    char taesd_err[200];   /* why it was not measured, "" if it was */
     double unet_flops, vae_flops, te1_flops, te2_flops; /* per call as measured */
     int64_t params[4];
     bool e2e_ok;
@@ -421,6 +425,7 @@ static int s_bench_pieces(const s_opts_t *o, sdxl_engine_t *e, s_report_t *r)
         goto fail;
     const int h = o->height / 8, w = o->width / 8;
     const sdx_dtype_t udt = sdx_unet_dtype(unet);
+    r->dtype = udt;
     sdx_tensor_t *x, *t, *ehs, *txt, *ids, *out;
     int64_t xs[4] = {2, m->unet_cfg.in_channels, h, w};
     SDX_TRY(sdx_randn(S, &x, g, xs, 4, udt, dev));
@@ -510,6 +515,111 @@ fail:
     sdx_vae_free(&vae);
     sdx_unet_free(&unet);
     return rc;
+}
+
+/* A TAESD of the released taesdxl shape (the lone-file defaults of
+   sdx_taesd.c: 64 channels, blocks 3, 3, 3, 1, 4 latent channels, RGB out)
+   with random weights, written once to `path` (its layer numbering is
+   sdx_taesd.c's: conv_in 0, a relu, the blocks, an upsample and a bias-free
+   conv per level but the last, which ends with the conv to RGB). */
+static int s_random_taesd(const char *path)
+{
+    struct stat sb;
+    if (stat(path, &sb) == 0)
+        return 0;
+    sdx_scope_t *S = sdx_scope_new();
+    sdx_generator_t *g = sdx_generator_new(7);
+    enum { S_MAX = 96 }; /* 67 tensors: conv_in 2, 10 blocks x 6, 3 upsample convs, out 2 */
+    const char *names[S_MAX];
+    char store[S_MAX][64];
+    sdx_tensor_t *ts[S_MAX];
+    int n = 0, rc = -1;
+    const int nb[4] = {3, 3, 3, 1};
+#define S_ADD(shape_, nd_, fmt_, ...)                                                              \
+    do {                                                                                           \
+        int64_t sh_[4] = shape_;                                                                   \
+        if (n == S_MAX)                                                                            \
+            goto out;                                                                              \
+        snprintf(store[n], sizeof store[n], fmt_, __VA_ARGS__);                                    \
+        names[n] = store[n];                                                                       \
+        if (sdx_randn(S, &ts[n], g, sh_, nd_, SDX_F32, (sdx_device_t){SDX_CPU, 0}) != 0 ||       \
+            sdx_mul_scalar(S, &ts[n], ts[n], 0.05) != 0)                                           \
+            goto out;                                                                              \
+        n++;                                                                                       \
+    } while (0)
+#define S4(a, b, c, d) {a, b, c, d}
+    if (!S || !g)
+        goto out;
+    S_ADD(S4(64, 4, 3, 3), 4, "decoder.layers.%d.weight", 0);
+    S_ADD(S4(64, 0, 0, 0), 1, "decoder.layers.%d.bias", 0);
+    int k = 2;
+    for (int i = 0; i < 4; i++) {
+        for (int j = 0; j < nb[i]; j++, k++)
+            for (int c = 0; c <= 4; c += 2) {
+                S_ADD(S4(64, 64, 3, 3), 4, "decoder.layers.%d.conv.%d.weight", k, c);
+                S_ADD(S4(64, 0, 0, 0), 1, "decoder.layers.%d.conv.%d.bias", k, c);
+            }
+        if (i < 3) {
+            k++; /* the upsample */
+            S_ADD(S4(64, 64, 3, 3), 4, "decoder.layers.%d.weight", k);
+        } else {
+            S_ADD(S4(3, 64, 3, 3), 4, "decoder.layers.%d.weight", k);
+            S_ADD(S4(3, 0, 0, 0), 1, "decoder.layers.%d.bias", k);
+        }
+        k++;
+    }
+#undef S_ADD
+#undef S4
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) {
+        *slash = '\0';
+        mkdir(dir, 0755);
+    }
+    rc = sdx_safetensors_write(path, names, ts, n, NULL);
+out:
+    sdx_generator_free(&g);
+    sdx_scope_free(&S);
+    return rc;
+}
+
+/* The live preview's cost: a full-size random TAESD decoding one image's
+   latents at the benchmark's size, in the UNet's dtype on its device. */
+static void s_bench_taesd(const s_opts_t *o, sdx_dtype_t dt, s_report_t *r)
+{
+    const char *path = "/tmp/sdxl-fleet-bench/taesdxl-random.safetensors";
+    sdx_taesd_t *t = NULL;
+    sdx_scope_t *S = NULL;
+    sdx_generator_t *g = NULL;
+    if (s_random_taesd(path) != 0 || !(t = sdx_taesd_load(path, dt, o->device)) ||
+        !(S = sdx_scope_new()) || !(g = sdx_generator_new(o->seed))) {
+        snprintf(r->taesd_err, sizeof r->taesd_err, "%s", sdx_last_error());
+        goto out;
+    }
+    sdx_tensor_t *z = NULL;
+    int64_t zs[4] = {1, 4, o->height / 8, o->width / 8};
+    if (sdx_randn(S, &z, g, zs, 4, dt, o->device) != 0) {
+        snprintf(r->taesd_err, sizeof r->taesd_err, "%s", sdx_last_error());
+        goto out;
+    }
+    for (int i = 0; i < o->warmup + o->repeat; i++) {
+        sdx_tensor_t *img = NULL;
+        double t0 = s_now_ms();
+        if (sdx_taesd_decode(t, NULL, &img, z) != 0 || s_sync(o->device) != 0) {
+            snprintf(r->taesd_err, sizeof r->taesd_err, "%s", sdx_last_error());
+            sdx_tensor_free(&img);
+            goto out;
+        }
+        double ms = s_now_ms() - t0;
+        sdx_tensor_free(&img);
+        if (i >= o->warmup)
+            s_time_add(&r->taesd, ms);
+    }
+out:
+    sdx_generator_free(&g);
+    sdx_scope_free(&S);
+    sdx_taesd_free(&t);
 }
 
 /* ---------------------------------------------------------------- table */
@@ -623,6 +733,16 @@ static void s_print(const s_opts_t *o, const s_report_t *r)
                  gf, base > 0 ? gf / base : 0);
     }
     s_row_time("VAE decode (1 image)", &r->vae, n);
+    n[0] = 0;
+    if (r->taesd.ok && r->unet.ok)
+        snprintf(n, sizeof n,
+                 "random taesdxl shape; = %.3f x UNet step, %.3f x VAE decode; every 5 steps "
+                 "adds %.1f%% to the loop",
+                 r->taesd.mean / r->unet.mean, r->vae.ok ? r->taesd.mean / r->vae.mean : 0,
+                 100.0 * r->taesd.mean / 5 / r->unet.mean);
+    else if (r->taesd_err[0])
+        snprintf(n, sizeof n, "%s", r->taesd_err);
+    s_row_time("TAESD preview (1 image)", &r->taesd, n);
     if (r->e2e_ok) {
         snprintf(v, sizeof v, "%.1f ms", r->e2e.total_ms);
         snprintf(n, sizeof n,
@@ -936,6 +1056,8 @@ int main(int argc, char **argv)
         snprintf(r.error, sizeof r.error, "%s", sdx_last_error());
         rc = 1;
     }
+    if (rc == 0)
+        s_bench_taesd(&o, r.dtype, &r);
     if (rc == 0 && !o.no_e2e) {
         sdxl_gen_params_t gp;
         sdxl_gen_params_init(&gp);

@@ -679,12 +679,29 @@ static int s_resolve_controls(sdx_job_t *job, s_state_t *st, const sdx_value_t *
             sdx_value_as_double(v, &start);
         if ((v = sdx_map_get(c, "guidance_end")))
             sdx_value_as_double(v, &end);
-        if (pre && strcmp(pre, "none") != 0) {
+        bool canny = pre && strcmp(pre, "canny") == 0;
+        if (pre && strcmp(pre, "none") != 0 && !canny) {
             snprintf(field, sizeof field, "controlnet[%zu].preprocessor", i);
             return sdx_job_fail(job, SDX_ERR_NOT_AVAILABLE, field,
-                                "preprocessor '%s' is not built yet; send a ready-made control "
-                                "image with preprocessor none",
+                                "preprocessor '%s' is not built yet (canny and none are); send a "
+                                "ready-made control image with preprocessor none",
                                 pre);
+        }
+        double lo = 100, hi = 200, sigma = 0;
+        if (canny) {
+            const sdx_value_t *cp = sdx_map_get(c, "canny");
+            if ((v = sdx_map_get(cp, "low_threshold")))
+                sdx_value_as_double(v, &lo);
+            if ((v = sdx_map_get(cp, "high_threshold")))
+                sdx_value_as_double(v, &hi);
+            if ((v = sdx_map_get(cp, "blur_sigma")))
+                sdx_value_as_double(v, &sigma);
+            if (lo > hi) {
+                snprintf(field, sizeof field, "controlnet[%zu].canny.low_threshold", i);
+                return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, field,
+                                    "low_threshold %g must not be above high_threshold %g", lo,
+                                    hi);
+            }
         }
         if (!img || img->type != SDX_BIN || img->u.bin.len == 0) {
             snprintf(field, sizeof field, "controlnet[%zu].image", i);
@@ -713,7 +730,8 @@ static int s_resolve_controls(sdx_job_t *job, s_state_t *st, const sdx_value_t *
                                 "%s (ControlNet root %s)", cerr, st->cnets_dir);
         if ((size_t)snprintf(paths[i], PATH_MAX, "%s/%s", st->cnets_dir, e.path) >= PATH_MAX)
             return sdx_job_fail(job, SDX_ERR_INVALID_REQUEST, field, "the path is too long");
-        out[i] = (infer_control_t){paths[i], img->u.bin.ptr, img->u.bin.len, scale, start, end};
+        out[i] = (infer_control_t){paths[i], img->u.bin.ptr, img->u.bin.len, scale, start, end,
+                                   canny, lo, hi, sigma};
         (*n)++;
     }
     return 0;

@@ -8,6 +8,7 @@
 
 #include "infer_cache.h"
 #include "post_upscale.h"
+#include "sdx_canny.h"
 #include "sdx_imgcodec.h"
 #include "sdx_taesd.h"
 #include "sdx_upscale.h"
@@ -477,10 +478,24 @@ infer_status_t infer_engine_generate(infer_engine_t *e, const infer_request_t *r
     for (int i = 0; i < nc; i++) {
         const infer_control_t *c = &req->controls[i];
         const sdxl_controlnet_t *net = sdxl_engine_controlnet(infer_entry_engine(entry), c->path);
-        if (!net ||
-            sdx_image_decode_fit(c->image, c->image_len, req->width, req->height, &cimg[i]) != 0) {
-            snprintf(err, err_len, "controlnet[%d]%s: %s", i, net ? ".image" : ".model",
-                     sdx_last_error());
+        int bad = !net ? 1
+                  : sdx_image_decode_fit(c->image, c->image_len, req->width, req->height,
+                                         &cimg[i]) != 0
+                      ? 2
+                      : 0;
+        if (!bad && c->canny) { /* the annotator's order: resize, then edges */
+            sdx_canny_params_t cp = {c->canny_low, c->canny_high, c->canny_sigma, false};
+            sdx_image_t edges;
+            if (sdx_canny(&cimg[i], &cp, &edges) != 0) {
+                bad = 3;
+            } else {
+                sdx_image_clear(&cimg[i]);
+                cimg[i] = edges;
+            }
+        }
+        if (bad) {
+            snprintf(err, err_len, "controlnet[%d]%s: %s", i,
+                     bad == 1 ? ".model" : bad == 2 ? ".image" : ".canny", sdx_last_error());
             for (int k = 0; k <= i; k++)
                 sdx_image_clear(&cimg[k]);
             sdx_image_clear(&init);

@@ -104,6 +104,10 @@ typedef struct {
     const uint8_t *image;
     size_t image_len;
     double scale, start, end;
+    /* preprocessor canny: the image (once resized) becomes its Canny edge
+       map with these thresholds and blur (sdx_canny.h); false: as given */
+    bool canny;
+    double canny_low, canny_high, canny_sigma;
 } infer_control_t;
 
 /* One generation. Strings are borrowed for the call. */

@@ -231,7 +231,8 @@ static void test_fields(void)
          "[{\"name\":\"dragon_detail_lora\",\"weight\":0.8}]"},
         {13, "Conditioning.ControlNets (partial in the seed)", "controlnet",
          "[{\"model\":\"canny_controlnet\",\"image\":\"$png\",\"conditioning_scale\":1.0,"
-         "\"preprocessor\":\"none\",\"guidance_start\":0.0,\"guidance_end\":1.0}]"},
+         "\"preprocessor\":\"none\",\"guidance_start\":0.0,\"guidance_end\":1.0,"
+         "\"canny\":{\"low_threshold\":100,\"high_threshold\":200,\"blur_sigma\":0}}]"},
         {14, "Output.Format", "output.format", "\"png\""},
         {15, "Output.Quality", "output.quality", "95"},
         {16, "Output.SavePath", "output.save_path", "\"outputs/\""},

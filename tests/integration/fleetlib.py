@@ -293,3 +293,55 @@ def require_binaries(*paths):
     if missing:
         print("SKIP: not built: %s" % ", ".join(missing))
         sys.exit(SKIP)
+
+
+# ---- helpers several tests share
+
+def collect(sock, ids, timeout, settle=1.5):
+    """Final replies on a DEALER for ids (progress skipped) until each has
+    one, then `settle` seconds more to catch duplicates. Returns {id: [replies]}
+    (an id that never came maps to [])."""
+    got = {i: [] for i in ids}
+    end = now() + timeout
+    settle_end = None
+    while True:
+        left = (settle_end if settle_end is not None else end) - now()
+        if left <= 0 or not sock.poll(int(left * 1000)):
+            break
+        m = decode(sock.recv_multipart()[-1])
+        if m.get("message_type") == "progress":
+            continue
+        got.setdefault(m.get("request_id"), []).append(m)
+        if settle_end is None and all(got[i] for i in ids):
+            settle_end = now() + settle
+    return got
+
+
+def in_flight(fleet, wid):
+    """The broker's in_flight count for a worker (-1 when it is not there)."""
+    for w in fleet.workers():
+        if w.get("worker_id") == wid:
+            return w.get("in_flight", 0)
+    return -1
+
+
+def subscriber(fleet, prefix):
+    """A SUB on the fleet's events for topics starting with prefix (connected
+    and given 0.2 s for the subscription to reach the broker)."""
+    s = fleet.ctx.socket(zmq.SUB)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt_string(zmq.SUBSCRIBE, prefix)
+    s.connect(fleet.events)
+    time.sleep(0.2)
+    return s
+
+
+def tiny_model(dirpath, name="sdxl-tiny", seed=3):
+    """A models root under dirpath holding a tiny random SDXL (sdxl-gen
+    make-tiny, no golden data needed). Returns the root."""
+    root = os.path.join(dirpath, "models")
+    os.makedirs(root, exist_ok=True)
+    subprocess.run([os.path.join(BUILD_ROOT, "tools", "sdxl-gen"), "make-tiny",
+                    os.path.join(root, name), "--seed", str(seed)],
+                   check=True, stdout=subprocess.DEVNULL, timeout=120)
+    return root

@@ -75,43 +75,8 @@ def send(sock, msg):
     sock.send(fl.encode(msg, "msgpack"))
 
 
-def collect(sock, ids, timeout, settle=1.5):
-    """Final replies for ids (progress skipped) until each has one, then
-    `settle` seconds more to catch duplicates. Returns {id: [replies]}."""
-    got = {i: [] for i in ids}
-    end = fl.now() + timeout
-    settle_end = None
-    while True:
-        left = (settle_end if settle_end is not None else end) - fl.now()
-        if left <= 0 or not sock.poll(int(left * 1000)):
-            break
-        m = fl.decode(sock.recv_multipart()[-1])
-        if m.get("message_type") == "progress":
-            continue
-        got.setdefault(m.get("request_id"), []).append(m)
-        if settle_end is None and all(got[i] for i in ids):
-            settle_end = fl.now() + settle
-    return got
-
-
 def once_each(got, ids):
     return {i: len(got.get(i, [])) for i in ids} == {i: 1 for i in ids} and set(got) == set(ids)
-
-
-def in_flight(fleet, wid):
-    for w in fleet.workers():
-        if w.get("worker_id") == wid:
-            return w.get("in_flight", 0)
-    return -1
-
-
-def subscriber(fleet, prefix):
-    s = fleet.ctx.socket(zmq.SUB)
-    s.setsockopt(zmq.LINGER, 0)
-    s.setsockopt_string(zmq.SUBSCRIBE, prefix)
-    s.connect(fleet.events)
-    time.sleep(0.2)
-    return s
 
 
 def next_event(sub, pred, timeout, what, keep=None):
@@ -150,14 +115,6 @@ def wait_session(fleet, sid, timeout=90):
         session(fleet, sid)), timeout, "session %s to end" % sid, 0.1)
 
 
-def tiny_model(dirpath):
-    root = os.path.join(dirpath, "models")
-    os.makedirs(root, exist_ok=True)
-    subprocess.run([GEN_BIN, "make-tiny", os.path.join(root, "sdxl-tiny"), "--seed", "3"],
-                   check=True, stdout=subprocess.DEVNULL, timeout=120)
-    return root
-
-
 def gen_data(seed=21, steps=4, size=64):
     return {"prompt": "a lighthouse at dusk", "negative_prompt": "blurry",
             "model_name": "sdxl-tiny",
@@ -181,7 +138,7 @@ STAGES = (("encode", "conditioning"), ("denoise", "inference"), ("finalize", "po
 def workflow_stage_kills(t):
     fleet = fl.Fleet("ipc", "fault-wf")
     try:
-        root = tiny_model(fleet.dir)
+        root = fl.tiny_model(fleet.dir)
         outs = os.path.join(fleet.dir, "outputs")
         os.makedirs(outs)
         fleet.start_broker(["--models-root", root, "--outputs-root", outs, "--state-db",
@@ -203,7 +160,7 @@ def workflow_stage_kills(t):
                             timeout=120, enc="msgpack")
         t.check(one.get("success") is True, "reference: one inference.generate", one.get("error"))
         ref = pngutil.pixels(one["data"]["images"][0]["image"])
-        sub = subscriber(fleet, "session.")
+        sub = fl.subscriber(fleet, "session.")
 
         def run(label, idx, dom, conf, when, ref=ref):
             """Start a session; `when` kills a worker of `dom` at step idx and
@@ -211,7 +168,6 @@ def workflow_stage_kills(t):
             before = set(files_under(outs))
             drain_events(sub, None, 0.1)
             holder = {}
-            t_call = time.time()
             r = call(fleet, "processing.workflow_execute",
                      {"workflow_id": "sdxl_txt2img", "parameters": conf}, enc="msgpack")
             if not t.check(r.get("success") is True, "%s: session accepted" % label, r):
@@ -252,7 +208,7 @@ def workflow_stage_kills(t):
                 next_event(sub, lambda e: e.get("session_id") == sid and
                            e["event"] == "step_started" and e.get("step") == idx, 30,
                            "step %d started" % idx, holder["events"])
-                v = fl.wait_for(lambda: next((w for w in ws if in_flight(fleet, w.wid) == 1),
+                v = fl.wait_for(lambda: next((w for w in ws if fl.in_flight(fleet, w.wid) == 1),
                                              None), 5, "a %s worker to hold it" % dom)
                 other = [w for w in ws if w is not v][0]
                 v.signal(signal.SIGKILL)
@@ -270,7 +226,7 @@ def workflow_stage_kills(t):
             next_event(sub, lambda e: e.get("session_id") == sid and e["event"] == "progress" and
                        e.get("step") == 1, 60, "denoise progress", holder["events"])
             ws = list(pool["inference"].values())
-            v = fl.wait_for(lambda: next((w for w in ws if in_flight(fleet, w.wid) == 1), None),
+            v = fl.wait_for(lambda: next((w for w in ws if fl.in_flight(fleet, w.wid) == 1), None),
                             5, "the inference worker that holds it")
             v.signal(signal.SIGKILL)
             return v, [w for w in ws if w is not v][0]
@@ -307,7 +263,7 @@ def broker_sigstop(t):
         for rid in long_ids:
             send(s, {"message_type": "test.sleep", "request_id": rid,
                      "data": {"ms": 10000, "steps": 20}})
-        fl.wait_for(lambda: sum(in_flight(fleet, w.wid) for w in ws) == 4, 5, "4 running")
+        fl.wait_for(lambda: sum(fl.in_flight(fleet, w.wid) for w in ws) == 4, 5, "4 running")
         for rid in short_ids:
             send(s, {"message_type": "test.sleep", "request_id": rid,
                      "data": {"ms": 500, "steps": 2}})
@@ -316,7 +272,7 @@ def broker_sigstop(t):
         time.sleep(7.5)  # heartbeats 1 s x liveness 3: 2.5x the expiry
         fleet.broker.signal(signal.SIGCONT)
         ids = long_ids + short_ids
-        got = collect(s, ids, 40, settle=2.0)
+        got = fl.collect(s, ids, 40, settle=2.0)
         t.check(once_each(got, ids), "broker stopped 7.5 s with 4 requests running and 2 "
                 "queued: each answered exactly once", {k: len(v) for k, v in got.items()})
         oks = {i: r for i in ids for r in got.get(i, []) if r.get("success") is True}
@@ -401,12 +357,12 @@ def silent_worker(t):
         # a real worker stopped (SIGSTOP): alive, socket open, no heartbeats
         send(s, {"message_type": "test.sleep", "request_id": "held-1", "stream": True,
                  "data": {"ms": 800, "steps": 4}})
-        fl.wait_for(lambda: in_flight(fleet, w1.wid) == 1 or in_flight(fleet, w2.wid) == 1, 5,
+        fl.wait_for(lambda: fl.in_flight(fleet, w1.wid) == 1 or fl.in_flight(fleet, w2.wid) == 1, 5,
                     "held-1 dispatched")
-        holder, other = (w1, w2) if in_flight(fleet, w1.wid) == 1 else (w2, w1)
+        holder, other = (w1, w2) if fl.in_flight(fleet, w1.wid) == 1 else (w2, w1)
         holder.signal(signal.SIGSTOP)
         t0 = fl.now()
-        got = collect(s, ["held-1"], 20, settle=0.1)
+        got = fl.collect(s, ["held-1"], 20, settle=0.1)
         r = (got.get("held-1") or [{}])[0]
         dt = fl.now() - t0
         t.check(r.get("success") is True and r["data"].get("worker_id") == other.wid and
@@ -414,7 +370,7 @@ def silent_worker(t):
                 "a SIGSTOPped worker's request finished on the other worker in %.1fs "
                 "(second attempt)" % dt, r)
         holder.signal(signal.SIGCONT)  # it wakes, finishes, replies late
-        late = collect(s, [], 3.0, settle=0)
+        late = fl.collect(s, [], 3.0, settle=0)
         t.check(not any(late.values()), "its late reply after SIGCONT is dropped (no duplicate)",
                 late)
         fleet.wait_registered([holder.wid], 15)
@@ -438,14 +394,14 @@ def silent_worker(t):
         w3 = fleet.start_worker("test", wid="rescuer")
         fleet.wait_registered(["rescuer"])
         t0 = fl.now()
-        got = collect(s, ["to-mute"], 20, settle=1.0)
+        got = fl.collect(s, ["to-mute"], 20, settle=1.0)
         r = (got.get("to-mute") or [{}])[0]
         t.check(once_each(got, ["to-mute"]) and r.get("success") is True and
                 r["data"] == {"x": 1},
                 "a registered worker that goes quiet: its request is answered once, by the "
                 "rescuer, %.1fs later" % (fl.now() - t0), got)
         q.send(REPLY, "to-mute", {"success": True, "data": {"x": "late"}})
-        late = collect(s, [], 1.5, settle=0)
+        late = fl.collect(s, [], 1.5, settle=0)
         t.check(not any(late.values()), "the mute worker's reply after it was dropped is "
                 "ignored", late)
         t.check("mute" not in fleet.worker_ids(), "the broker dropped the mute worker")
@@ -485,7 +441,7 @@ def garbage_worker(t):
                      "data": {"v": name}})
             got_rid, _ = g.next_request(5)
             fn(got_rid)
-            got = collect(s, [rid], 10, settle=0.3)
+            got = fl.collect(s, [rid], 10, settle=0.3)
             r = (got.get(rid) or [{}])[0]
             t.check(once_each(got, [rid]) and r.get("success") is False and
                     r.get("error", {}).get("code") and
@@ -507,7 +463,7 @@ def garbage_worker(t):
         g.sock.send_multipart([b"", b"SDXW01"])  # no command frame
         g.send(REPLY, rid, {"success": True, "data": {"v": "first"}})
         g.send(REPLY, rid, {"success": True, "data": {"v": "second"}})
-        got = collect(s, ["g-dup"], 10, settle=1.0)
+        got = fl.collect(s, ["g-dup"], 10, settle=1.0)
         r = (got.get("g-dup") or [{}])[0]
         t.check(once_each(got, ["g-dup"]) and r.get("success") is True and
                 r.get("data") == {"v": "first"},
@@ -613,7 +569,7 @@ def full_disk(t):
         fleet.broker.stop()
         fleet.start_broker(["--outputs-root", outs, "--workflows-dir", sess_dir])
         fleet.wait_registered(["post-full"], 15)
-        sub = subscriber(fleet, "session.")
+        sub = fl.subscriber(fleet, "session.")
         r = call(fleet, "processing.workflow_execute",
                  {"workflow_id": "save_only",
                   "parameters": {"image": img, "format": "png", "save_path": "full/"}},

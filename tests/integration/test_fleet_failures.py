@@ -62,33 +62,6 @@ def sigkill_retry(fleet, t, kind):
         s.close()
 
 
-def collect(sock, ids, timeout, settle=1.5):
-    """Final replies for ids (progress skipped) until each has one, then
-    `settle` seconds more to catch duplicates. Returns {id: [replies]}."""
-    got = {i: [] for i in ids}
-    end = fl.now() + timeout
-    settle_end = None
-    while True:
-        t_end = settle_end if settle_end is not None else end
-        left = t_end - fl.now()
-        if left <= 0 or not sock.poll(int(left * 1000)):
-            break
-        m = fl.decode(sock.recv_multipart()[-1])
-        if m.get("message_type") == "progress":
-            continue
-        got.setdefault(m.get("request_id"), []).append(m)
-        if settle_end is None and all(got[i] for i in ids):
-            settle_end = fl.now() + settle
-    return got
-
-
-def in_flight_of(fleet, wid):
-    for w in fleet.workers():
-        if w.get("worker_id") == wid:
-            return w.get("in_flight", 0)
-    return -1
-
-
 def sigkill_slots(fleet, t, kind):
     """A worker holding 6 requests (2 running, 4 waiting on it) is killed:
     all 6 are re-dispatched and each is answered exactly once."""
@@ -101,15 +74,15 @@ def sigkill_slots(fleet, t, kind):
         for rid in ids:
             send(s, {"message_type": "test.sleep", "request_id": rid,
                      "data": {"ms": 4000, "steps": 8}})
-        fl.wait_for(lambda: in_flight_of(fleet, w1.wid) == 6, 5, "w1 to hold 6 requests")
+        fl.wait_for(lambda: fl.in_flight(fleet, w1.wid) == 6, 5, "w1 to hold 6 requests")
         t.check(True, "%s: one worker holds 6 requests (capacity 8, 2 job threads)" % kind)
         w2 = fleet.start_worker("test", ["--concurrency", "6"], wid="slots2-" + kind)
         fleet.wait_registered([w2.wid])
-        held = in_flight_of(fleet, w1.wid)
+        held = fl.in_flight(fleet, w1.wid)
         t0 = fl.now()
         w1.signal(signal.SIGKILL)
         t.check(held == 6, "%s: w1 still held all 6 when killed" % kind, held)
-        got = collect(s, ids, 25)
+        got = fl.collect(s, ids, 25)
         counts = {i: len(got.get(i, [])) for i in ids}
         t.check(all(c == 1 for c in counts.values()) and len(got) == len(ids),
                 "%s: SIGKILL with 6 slots held: each request answered exactly once (%.1fs)" %
@@ -140,11 +113,11 @@ def slots_timeout_cancel(fleet, t, kind):
         for rid in ids:
             send(s, {"message_type": "test.sleep", "request_id": rid, "timeout_ms": 500,
                      "data": {"ms": 5000, "steps": 50}})
-        fl.wait_for(lambda: in_flight_of(fleet, w.wid) == 4, 5, "the worker to hold 4")
+        fl.wait_for(lambda: fl.in_flight(fleet, w.wid) == 4, 5, "the worker to hold 4")
         c = fleet.request({"message_type": "system.cancel", "data": {"request_id": "to-cancel"}})
         t.check(c.get("success") is True and c["data"].get("cancelled") is True,
                 "%s: system.cancel of a request in a slot" % kind, c)
-        got = collect(s, ids + ["to-cancel"], 10)
+        got = fl.collect(s, ids + ["to-cancel"], 10)
         codes = {i: [r.get("error", {}).get("code") for r in got.get(i, [])]
                  for i in ids + ["to-cancel"]}
         want = {i: ["timeout"] for i in ids}
@@ -153,7 +126,7 @@ def slots_timeout_cancel(fleet, t, kind):
 
         def freed():
             st = fleet.request({"message_type": "test.status"}, timeout=3)
-            return st if in_flight_of(fleet, w.wid) <= 1 and \
+            return st if fl.in_flight(fleet, w.wid) <= 1 and \
                 st["data"].get("cancels_received", 0) >= 4 else None
         try:
             st = fl.wait_for(freed, 8, "the worker to count 4 CANCELs", 0.1)

@@ -21,7 +21,6 @@ import struct
 import subprocess
 import sys
 import uuid
-import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fleetlib as fl  # noqa: E402

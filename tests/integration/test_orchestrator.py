@@ -135,15 +135,6 @@ def wf_dir(fleet, extra=None):
     return d
 
 
-def subscriber(fleet, prefix):
-    s = fleet.ctx.socket(zmq.SUB)
-    s.setsockopt(zmq.LINGER, 0)
-    s.setsockopt_string(zmq.SUBSCRIBE, prefix)
-    s.connect(fleet.events)
-    time.sleep(0.2)  # the subscription reaches the broker
-    return s
-
-
 def drain(sock, timeout=0.2):
     out = []
     while sock.poll(int(timeout * 1000)):
@@ -220,7 +211,7 @@ def sessions(t):
         dv = fleet.start_worker("device", wid="dev-a")
         md = fleet.start_worker("model", ["--models-root", fleet.dir], wid="model-a")
         fleet.wait_registered([w1.wid, dv.wid, md.wid], 15)
-        sub = subscriber(fleet, "session.")
+        sub = fl.subscriber(fleet, "session.")
 
         # a whole run
         r = call(fleet, "processing.workflow_execute",
@@ -361,14 +352,6 @@ def sessions(t):
 
 # ---------------------------------------------------------- model parts
 
-def tiny_model(dirpath):
-    root = os.path.join(dirpath, "models")
-    os.makedirs(root, exist_ok=True)
-    subprocess.run([GEN_BIN, "make-tiny", os.path.join(root, "sdxl-tiny"), "--seed", "3"],
-                   check=True, stdout=subprocess.DEVNULL, timeout=120)
-    return root
-
-
 def gen_data(seed=7, steps=3, size=64):
     return {"prompt": "a lighthouse at dusk", "negative_prompt": "blurry",
             "model_name": "sdxl-tiny",
@@ -380,7 +363,7 @@ def gen_data(seed=7, steps=3, size=64):
 def txt2img(t):
     fleet = fl.Fleet("ipc", "orch-t2i")
     try:
-        root = tiny_model(fleet.dir)
+        root = fl.tiny_model(fleet.dir)
         outs = os.path.join(fleet.dir, "outputs")
         os.makedirs(outs)
         fleet.start_broker(["--models-root", root, "--outputs-root", outs, "--state-db",
@@ -457,13 +440,13 @@ def txt2img(t):
 def batch_parallel(t):
     fleet = fl.Fleet("ipc", "orch-batch")
     try:
-        root = tiny_model(fleet.dir)
+        root = fl.tiny_model(fleet.dir)
         fleet.start_broker(["--models-root", root, "--state-db",
                             os.path.join(fleet.dir, "state", "broker.db")])
         a = fleet.start_worker("inference", ["--models-root", root], wid="inf-a")
         b = fleet.start_worker("inference", ["--models-root", root], wid="inf-b")
         fleet.wait_registered([a.wid, b.wid], 20)
-        sub = subscriber(fleet, "request." + "b-")  # the batch's items: request.<batch>.<i>.<run>
+        sub = fl.subscriber(fleet, "request." + "b-")  # the batch's items: request.<batch>.<i>.<run>
         r = call(fleet, "processing.batch_create",
                  {"request": gen_data(seed=100, steps=6), "name": "twenty",
                   "configuration": {"total_images": 20, "preferred_batch_size": 2,

@@ -502,8 +502,11 @@ static int s_request(const s_opts_t *o, const char *type, sdx_value_t *data)
     if (s_interrupted)
         fprintf(stderr, "sdxl-cli: interrupted while waiting for %s\n", rid);
     else
-        fprintf(stderr, "sdxl-cli: timeout: no reply to %s (%s) from %s within %d ms\n", rid, type,
-                o->endpoint, o->timeout_ms);
+        fprintf(stderr,
+                "sdxl-cli: timeout: no reply to %s (%s) from %s within %d ms (--timeout MS "
+                "waits longer; a request the broker took keeps running: sdxl-cli cancel %s "
+                "stops it)\n",
+                rid, type, o->endpoint, o->timeout_ms, rid);
 done:
     free(frame);
     if (s)

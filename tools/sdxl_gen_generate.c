@@ -31,6 +31,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 static const char s_usage[] =
     "usage: sdxl-gen generate --model PATH [--config-dir DIR] [--tokenizer DIR --tokenizer-2 DIR]\n"
@@ -122,6 +123,24 @@ static void s_on_preview(int step, int total, const sdx_image_t *img, void *ud)
     else
         pv->written++;
     free(data);
+}
+
+/* The options sdxl_gen_generate takes besides the request fields (kept in
+   step with its parser below: an unknown one is named as such, not as an
+   option that lacks its value). */
+static bool s_known_option(const char *a)
+{
+    static const char *const known[] = {
+        "--model", "--config-dir", "--vae", "--tokenizer", "--tokenizer-2", "--schemas-dir",
+        "--threads", "--device", "--channels-last", "--out", "--latents-out", "--init-image",
+        "--refiner", "--preview-decoder", "--preview-dir", NULL};
+    for (size_t i = 0; i < S_NFIELDS; i++)
+        if (strcmp(s_fields[i].flag, a) == 0)
+            return true;
+    for (int i = 0; known[i]; i++)
+        if (strcmp(known[i], a) == 0)
+            return true;
+    return false;
 }
 
 static int s_bad(const char *fmt, const char *arg)
@@ -383,7 +402,8 @@ int sdxl_gen_generate(int argc, char **argv)
             ep.vae_f32 = true;
             takes = false;
         } else if (takes && !val) {
-            rc = s_bad("%s needs a value", a);
+            rc = s_known_option(a) ? s_bad("%s needs a value", a)
+                                   : (fputs(s_usage, stderr), s_bad("unknown option %s", a));
         } else if (f < S_NFIELDS) {
             sdx_value_t *fv = s_value(s_fields[f].kind, val);
             if (!fv)
@@ -522,6 +542,8 @@ int sdxl_gen_generate(int argc, char **argv)
         else if (!preview_decoder)
             rc = s_bad("%s", "--preview-every needs --preview-decoder PATH (a TAESD folder or "
                              "file)");
+        else if (access(pv.dir, W_OK) != 0)
+            rc = s_bad("--preview-dir: %s is not a writable folder", pv.dir);
         else if (!(taesd = sdx_taesd_load(preview_decoder,
                                           ep.device.type == SDX_CUDA ? SDX_F16 : SDX_F32,
                                           ep.device)))
@@ -542,10 +564,11 @@ int sdxl_gen_generate(int argc, char **argv)
     if (rc == 0)
         rc = s_generate(&ep, &gp, &rf, out, latents_out, quiet);
     if (rc == 0 && taesd && !quiet)
-        printf("previews: %d written to %s%s%s\n", pv.written, pv.dir, pv.error[0] ? "; " : "",
-               pv.error);
-    if (rc == 0 && pv.error[0])
+        printf("previews: %d written to %s\n", pv.written, pv.dir);
+    if (rc == 0 && pv.error[0]) {
+        fprintf(stderr, "sdxl-gen generate: %s\n", pv.error);
         rc = 1;
+    }
     sdx_taesd_free(&taesd);
     sdx_image_clear(&init);
     sdx_schema_set_destroy(&schemas);

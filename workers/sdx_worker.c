@@ -1087,6 +1087,24 @@ static void s_disconnect(sdx_worker_t *w, bool say_goodbye)
     w->sock = NULL;
 }
 
+/* The jobs whose REPLY was held while disconnected: sent on the current
+   connection (send) or dropped, and done with either way. */
+static void s_release_held(sdx_worker_t *w, bool send)
+{
+    for (sdx_job_t *j = w->active, *next; j; j = next) {
+        next = j->anext;
+        if (!j->held)
+            continue;
+        if (!send)
+            atomic_fetch_add(&w->dropped_replies, 1);
+        else if (sdx_mdp_send_raw(w->sock, NULL, 0, SDX_MDP_REPLY, j->request_id, j->held,
+                                  j->held_len, true) != 0)
+            log_warn("%s: send held REPLY failed: %s", j->request_id, zmq_strerror(errno));
+        s_active_remove(w, j);
+        s_job_destroy(&j);
+    }
+}
+
 static int s_connect(sdx_worker_t *w)
 {
     w->sock = zmq_socket(w->zctx, ZMQ_DEALER);
@@ -1125,16 +1143,7 @@ static int s_connect(sdx_worker_t *w)
     if (moved)
         log_info("connection %u: %zu request(s) still held here resumed in READY", w->gen,
                  moved);
-    for (sdx_job_t *j = w->active, *next; j; j = next) {
-        next = j->anext;
-        if (!j->held)
-            continue;
-        if (sdx_mdp_send_raw(w->sock, NULL, 0, SDX_MDP_REPLY, j->request_id, j->held,
-                             j->held_len, true) != 0)
-            log_warn("%s: send held REPLY failed: %s", j->request_id, zmq_strerror(errno));
-        s_active_remove(w, j);
-        s_job_destroy(&j);
-    }
+    s_release_held(w, true);
     int64_t now = sdx_worker_mono_ms();
     w->last_rx = now;
     w->next_hb = now + SDX_MDP_HEARTBEAT_MS;
@@ -1327,14 +1336,7 @@ static int s_run(sdx_worker_t *w)
             break;
         if (!w->sock) {
             if (w->draining) { /* no broker to reply to: wait for the jobs */
-                for (sdx_job_t *j = w->active, *next; j; j = next) {
-                    next = j->anext;
-                    if (j->held) { /* answered, with no broker to take it */
-                        atomic_fetch_add(&w->dropped_replies, 1);
-                        s_active_remove(w, j);
-                        s_job_destroy(&j);
-                    }
-                }
+                s_release_held(w, false); /* answered, with no broker to take them */
                 s_wait(w, 100);
                 continue;
             }
